@@ -1,0 +1,12 @@
+//! `ckptctl`: declarative CRIU checkpoint, restore and migration profiles.
+//!
+//! Data flows `cli` → [`profile`] (read, spanned, `extends` merged) →
+//! [`validate`] (cross-field rules) → review (policy, diff) → render (CRIU
+//! options, pure) → plan/apply → [`criu`] (the `criu swrk` RPC engine).
+//! Nothing before apply spawns a process.
+
+pub mod criu;
+pub mod diag;
+pub mod profile;
+pub mod source;
+pub mod validate;

@@ -1,0 +1,208 @@
+//! Reading a profile: the file (TOML or YAML, by extension), its `extends`
+//! chain (merged key by key, cycles named), decoding into [`Profile`], and
+//! the cross-field rules of `validate`. Nothing here runs a process.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, Severity};
+use crate::profile::model::Profile;
+use crate::profile::node::{self, Kind, Node};
+use crate::profile::section::decode_section;
+use crate::profile::value::{Cx, normalize};
+use crate::source::{FileId, Format, SourceMap, Span};
+
+/// Largest profile file read (a profile is a few KiB).
+pub const MAX_FILE_SIZE: u64 = 4 << 20;
+
+/// Longest `extends` chain.
+pub const MAX_EXTENDS_DEPTH: usize = 32;
+
+/// A profile that was read, with every diagnostic found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The decoded profile, when the file could be parsed at all. It may
+    /// still have errors in `diags`.
+    pub profile: Option<Profile>,
+    /// The file that was asked for.
+    pub file: Option<FileId>,
+    /// Base files read through `extends`, nearest first.
+    pub bases: Vec<PathBuf>,
+    /// Everything found, errors and warnings.
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// True when any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// How much to check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// The file is only a base for `extends`: check syntax, keys and types,
+    /// but not required keys or cross-field rules (its children do).
+    pub as_base: bool,
+}
+
+/// Read a file as text, with a clear diagnostic on failure.
+pub fn read_source(path: &Path, display: &str, sources: &mut SourceMap) -> Result<FileId, Diagnostic> {
+    if let Some(id) = sources.find(path) {
+        return Ok(id);
+    }
+    let unreadable = |msg: String| {
+        Diagnostic::error("profile::unreadable", msg)
+            .in_file(display)
+            .help("check the path and its permissions")
+    };
+    let meta = fs_err::metadata(path).map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
+    if meta.is_dir() {
+        return Err(unreadable(format!("`{display}` is a directory")));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(unreadable(format!("`{display}` is larger than 4 MiB; a profile is a small text file")));
+    }
+    let bytes = fs_err::read(path).map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Diagnostic::error("profile::syntax", format!("`{display}` is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+            .in_file(display)
+    })?;
+    Ok(sources.add(path.to_path_buf(), display.to_string(), text))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Parse one file into a tree, by its extension.
+pub fn parse_file(id: FileId, sources: &SourceMap) -> Result<Node, Vec<Diagnostic>> {
+    let f = sources.get(id);
+    match Format::from_path(&f.path) {
+        Some(Format::Toml) => node::parse_toml(id, f),
+        Some(Format::Yaml) => node::parse_yaml(id, f),
+        None => Err(vec![
+            Diagnostic::error("profile::unsupported-format", format!("`{}` is neither TOML nor YAML", f.name))
+                .in_file(f.name.clone())
+                .help("name profiles `*.toml`, `*.yaml` or `*.yml`"),
+        ]),
+    }
+}
+
+/// Load, merge, decode and validate a profile.
+pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptions) -> Loaded {
+    let mut out = Loaded { profile: None, file: None, bases: Vec::new(), diags: Vec::new() };
+    let id = match read_source(path, display, sources) {
+        Ok(id) => id,
+        Err(d) => {
+            out.diags.push(d);
+            return out;
+        }
+    };
+    out.file = Some(id);
+    let mut stack = vec![canonical(path)];
+    let Some(tree) = load_tree(id, sources, &mut stack, &mut out) else {
+        return out;
+    };
+    let mut diags = Vec::new();
+    let profile = decode_section::<Profile>(&tree, "", &mut Cx { diags: &mut diags, sources });
+    out.diags.append(&mut diags);
+    if let Some(p) = &profile {
+        if !opts.as_base {
+            out.diags.extend(crate::validate::check(p, id, sources));
+        }
+    }
+    out.profile = profile;
+    dedup(&mut out.diags);
+    out
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    fs_err::canonicalize(p).unwrap_or_else(|_| normalize(p))
+}
+
+/// Parse a file and, recursively, its bases; return the merged tree.
+fn load_tree(id: FileId, sources: &mut SourceMap, stack: &mut Vec<PathBuf>, out: &mut Loaded) -> Option<Node> {
+    let tree = match parse_file(id, sources) {
+        Ok(t) => t,
+        Err(mut d) => {
+            out.diags.append(&mut d);
+            return None;
+        }
+    };
+    let Some(ext) = tree.get("extends") else {
+        return Some(tree);
+    };
+    let Kind::Str(rel) = &ext.value.kind else {
+        // The decoder reports the type error.
+        return Some(tree);
+    };
+    let span = ext.value.span;
+    let here = sources.get(id).path.clone();
+    let base_path = normalize(&here.parent().unwrap_or(Path::new("")).join(rel));
+    let canon = canonical(&base_path);
+    if let Some(pos) = stack.iter().position(|p| *p == canon) {
+        let mut chain: Vec<String> = stack[pos..].iter().map(|p| show(p)).collect();
+        chain.push(show(&canon));
+        out.diags.push(
+            Diagnostic::error("profile::extends-cycle", format!("`extends` makes a cycle: {}", chain.join(" → ")))
+                .at(span)
+                .key("extends")
+                .label("this brings the cycle back")
+                .help("remove `extends` from one profile of the chain"),
+        );
+        return Some(tree);
+    }
+    if stack.len() >= MAX_EXTENDS_DEPTH {
+        out.diags.push(
+            Diagnostic::error("profile::extends-cycle", format!("`extends` chain is longer than {MAX_EXTENDS_DEPTH} files"))
+                .at(span)
+                .key("extends"),
+        );
+        return Some(tree);
+    }
+    let display = show(&base_path);
+    let base_id = match read_source(&base_path, &display, sources) {
+        Ok(b) => b,
+        Err(d) => {
+            out.diags.push(
+                Diagnostic::error("profile::extends-not-found", format!("base profile `{rel}` cannot be read: {}", d.message))
+                    .at(span)
+                    .key("extends")
+                    .help("`extends` is a path relative to the folder of this file"),
+            );
+            return Some(tree);
+        }
+    };
+    out.bases.push(base_path);
+    stack.push(canon);
+    let base = load_tree(base_id, sources, stack, out);
+    stack.pop();
+    Some(match base {
+        Some(b) => node::merge(b, tree),
+        None => tree,
+    })
+}
+
+fn show(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
+}
+
+/// Drop repeated diagnostics (same code at the same place).
+pub fn dedup(diags: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(&'static str, Option<Span>, String)> = Vec::new();
+    diags.retain(|d| {
+        let k = (d.code, d.span, d.message.clone());
+        if seen.contains(&k) {
+            false
+        } else {
+            seen.push(k);
+            true
+        }
+    });
+}

@@ -1,0 +1,514 @@
+//! A spanned document tree shared by the TOML and YAML readers. Both formats
+//! are parsed into [`Node`]s first, so every later check sees the same shape
+//! and reports the same line and column for the same mistake.
+
+use std::borrow::Cow;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+
+use crate::diag::Diagnostic;
+use crate::source::{FileId, SourceFile, Span};
+
+/// A value with the span of its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// What it is.
+    pub kind: Kind,
+    /// Where its text is.
+    pub span: Span,
+}
+
+/// The shapes a value can take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A table / mapping, entries in file order.
+    Table(Vec<Entry>),
+    /// An array / sequence.
+    Array(Vec<Node>),
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// YAML null (TOML has none).
+    Null,
+    /// A TOML date-time: never valid in a profile.
+    DateTime,
+}
+
+impl Kind {
+    /// The name used in "expected X, found Y" messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::Table(_) => "table",
+            Kind::Array(_) => "array",
+            Kind::Str(_) => "string",
+            Kind::Int(_) => "integer",
+            Kind::Float(_) => "float",
+            Kind::Bool(_) => "boolean",
+            Kind::Null => "null",
+            Kind::DateTime => "date-time",
+        }
+    }
+}
+
+/// One `key = value` of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The key text (unquoted).
+    pub key: String,
+    /// Where the key is.
+    pub key_span: Span,
+    /// The value.
+    pub value: Node,
+}
+
+impl Node {
+    /// The entries if this is a table.
+    pub fn entries(&self) -> Option<&[Entry]> {
+        match &self.kind {
+            Kind::Table(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The entry for a key if this is a table.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries()?.iter().find(|e| e.key == key)
+    }
+}
+
+/// Merge `child` over `base`: tables merge key by key, the child wins, and
+/// anything else (arrays included) is replaced.
+pub fn merge(base: Node, child: Node) -> Node {
+    match (base.kind, child.kind) {
+        (Kind::Table(mut b), Kind::Table(c)) => {
+            for entry in c {
+                if let Some(pos) = b.iter().position(|e| e.key == entry.key) {
+                    let old = b.remove(pos);
+                    let value = merge(old.value, entry.value);
+                    b.insert(pos, Entry { key: entry.key, key_span: entry.key_span, value });
+                } else {
+                    b.push(entry);
+                }
+            }
+            Node { kind: Kind::Table(b), span: child.span }
+        }
+        (_, kind) => Node { kind, span: child.span },
+    }
+}
+
+/// Parse TOML text into a tree, or return every syntax error.
+pub fn parse_toml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
+    let text: &str = &src.text;
+    let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(errors.iter().map(|e| toml_error(file, text, e)).collect());
+    }
+    let span = Span::new(file, 0, 0);
+    Ok(Node { kind: Kind::Table(toml_table(file, doc.get_ref())), span })
+}
+
+fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
+    let range = e.span().unwrap_or(0..0);
+    let msg = e.message().trim().to_string();
+    let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
+    if first.starts_with("duplicate key") {
+        let key = text.get(range.clone()).unwrap_or("").trim_matches('"').to_string();
+        Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
+            .at(Span::new(file, range.start, range.end))
+            .label("defined again here")
+            .help("remove one of the two definitions")
+    } else {
+        Diagnostic::error("profile::syntax", format!("invalid TOML: {first}"))
+            .at(Span::new(file, range.start, range.end.max(range.start)))
+            .label(first)
+    }
+}
+
+fn toml_table(file: FileId, t: &toml::de::DeTable<'_>) -> Vec<Entry> {
+    t.iter()
+        .map(|(k, v)| {
+            let ks = k.span();
+            Entry {
+                key: k.get_ref().to_string(),
+                key_span: Span::new(file, ks.start, ks.end),
+                value: toml_value(file, v),
+            }
+        })
+        .collect()
+}
+
+fn toml_value(file: FileId, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
+    use toml::de::DeValue;
+    let s = v.span();
+    let span = Span::new(file, s.start, s.end);
+    let kind = match v.get_ref() {
+        DeValue::String(s) => Kind::Str(s.to_string()),
+        DeValue::Integer(i) => match parse_toml_int(i.as_str(), i.radix()) {
+            Some(n) => Kind::Int(n),
+            // Too large for i64: keep it as a float so range checks report it.
+            None => Kind::Float(f64::INFINITY),
+        },
+        DeValue::Float(f) => Kind::Float(parse_toml_float(f.as_str())),
+        DeValue::Boolean(b) => Kind::Bool(*b),
+        DeValue::Datetime(_) => Kind::DateTime,
+        DeValue::Array(a) => Kind::Array(a.iter().map(|x| toml_value(file, x)).collect()),
+        DeValue::Table(t) => Kind::Table(toml_table(file, t)),
+    };
+    Node { kind, span }
+}
+
+fn parse_toml_int(raw: &str, radix: u32) -> Option<i64> {
+    let clean: String = raw.chars().filter(|c| *c != '_').collect();
+    let (neg, digits) = match clean.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, clean.strip_prefix('+').unwrap_or(&clean)),
+    };
+    let digits = if radix == 10 {
+        digits
+    } else {
+        digits.get(2..).unwrap_or("")
+    };
+    let n = i64::from_str_radix(digits, radix).ok()?;
+    Some(if neg { -n } else { n })
+}
+
+fn parse_toml_float(raw: &str) -> f64 {
+    let clean: String = raw.chars().filter(|c| *c != '_').collect();
+    match clean.as_str() {
+        "inf" | "+inf" => f64::INFINITY,
+        "-inf" => f64::NEG_INFINITY,
+        "nan" | "+nan" | "-nan" => f64::NAN,
+        s => s.parse().unwrap_or(f64::NAN),
+    }
+}
+
+/// Most nodes a YAML document may expand to (aliases included).
+const YAML_NODE_LIMIT: usize = 100_000;
+
+/// Parse YAML text (one document) into a tree, or return the syntax error.
+pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
+    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new() };
+    let mut events = Vec::new();
+    for ev in Parser::new_from_str(&src.text) {
+        match ev {
+            Ok((e, span)) => {
+                let start = src.offset_of(span.start.line().saturating_sub(1), span.start.col());
+                let end = src.offset_of(span.end.line().saturating_sub(1), span.end.col());
+                events.push((e, Span::new(file, start, end.max(start))));
+            }
+            Err(e) => {
+                let m = e.marker();
+                let off = src.offset_of(m.line().saturating_sub(1), m.col());
+                return Err(vec![
+                    Diagnostic::error("profile::syntax", format!("invalid YAML: {}", e.info()))
+                        .at(Span::new(file, off, off))
+                        .label(e.info().to_string()),
+                ]);
+            }
+        }
+    }
+    let mut it = events.into_iter().peekable();
+    let mut doc: Option<Node> = None;
+    while let Some((ev, span)) = it.next() {
+        match ev {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                if doc.is_some() {
+                    return Err(vec![
+                        Diagnostic::error("profile::syntax", "a profile is one YAML document, found a second one")
+                            .at(span)
+                            .help("split the documents into separate files"),
+                    ]);
+                }
+                match it.peek() {
+                    Some((Event::DocumentEnd, _)) | Some((Event::StreamEnd, _)) | None => {
+                        doc = Some(Node { kind: Kind::Table(Vec::new()), span });
+                    }
+                    _ => {
+                        let Some((ev, sp)) = it.next() else { break };
+                        doc = Some(b.node(ev, sp, &mut it));
+                    }
+                }
+            }
+            _ => {
+                let node = b.node(ev, span, &mut it);
+                doc.get_or_insert(node);
+            }
+        }
+    }
+    if !b.errors.is_empty() {
+        return Err(b.errors);
+    }
+    let doc = doc.unwrap_or(Node { kind: Kind::Table(Vec::new()), span: Span::new(file, 0, 0) });
+    // An empty file or a file of comments is an empty profile.
+    Ok(match doc.kind {
+        Kind::Null => Node { kind: Kind::Table(Vec::new()), span: doc.span },
+        _ => doc,
+    })
+}
+
+struct YamlBuilder<'a> {
+    file: FileId,
+    src: &'a SourceFile,
+    anchors: Vec<(usize, Node)>,
+    count: usize,
+    errors: Vec<Diagnostic>,
+}
+
+type EventIter<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Span)>>;
+
+impl YamlBuilder<'_> {
+    fn node<'i>(&mut self, ev: Event<'i>, span: Span, it: &mut EventIter<'i>) -> Node {
+        self.count += 1;
+        if self.count > YAML_NODE_LIMIT && self.errors.is_empty() {
+            self.errors.push(
+                Diagnostic::error("profile::syntax", "YAML document too large (alias expansion)")
+                    .at(span)
+                    .help("a profile has at most 100000 values once aliases are expanded"),
+            );
+        }
+        match ev {
+            Event::Scalar(value, style, anchor, tag) => {
+                let kind = self.scalar(&value, style, tag.as_ref().map(|t| t.suffix.as_str()), span);
+                let node = Node { kind, span };
+                self.remember(anchor, &node);
+                node
+            }
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                let mut end = span.end;
+                while let Some((ev, sp)) = it.next() {
+                    if matches!(ev, Event::SequenceEnd) {
+                        end = sp.end.max(end);
+                        break;
+                    }
+                    let n = self.node(ev, sp, it);
+                    end = n.span.end.max(end);
+                    items.push(n);
+                }
+                let node = Node { kind: Kind::Array(items), span: Span { end, ..span } };
+                self.remember(anchor, &node);
+                node
+            }
+            Event::MappingStart(anchor, _) => {
+                let mut entries: Vec<Entry> = Vec::new();
+                let mut end = span.end;
+                loop {
+                    let Some((kev, ksp)) = it.next() else { break };
+                    if matches!(kev, Event::MappingEnd) {
+                        end = ksp.end.max(end);
+                        break;
+                    }
+                    let key = match &kev {
+                        Event::Scalar(v, _, _, _) => Some(v.to_string()),
+                        _ => None,
+                    };
+                    let key_node = self.node(kev, ksp, it);
+                    let Some((vev, vsp)) = it.next() else { break };
+                    let value = self.node(vev, vsp, it);
+                    end = value.span.end.max(end);
+                    let Some(key) = key else {
+                        self.errors.push(
+                            Diagnostic::error("profile::syntax", "a mapping key must be a plain string")
+                                .at(key_node.span),
+                        );
+                        continue;
+                    };
+                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                        self.errors.push(
+                            Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
+                                .at(key_node.span)
+                                .label("defined again here")
+                                .related(first.key_span, "first defined here")
+                                .help("remove one of the two definitions"),
+                        );
+                        continue;
+                    }
+                    entries.push(Entry { key, key_span: key_node.span, value });
+                }
+                let node = Node { kind: Kind::Table(entries), span: Span { end, ..span } };
+                self.remember(anchor, &node);
+                node
+            }
+            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
+                Some((_, n)) => {
+                    let n = n.clone();
+                    self.count += count_nodes(&n);
+                    n
+                }
+                None => {
+                    self.errors.push(Diagnostic::error("profile::syntax", "unknown YAML alias").at(span));
+                    Node { kind: Kind::Null, span }
+                }
+            },
+            _ => Node { kind: Kind::Null, span },
+        }
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node) {
+        if anchor > 0 {
+            self.anchors.push((anchor, node.clone()));
+        }
+    }
+
+    fn scalar(&mut self, v: &Cow<'_, str>, style: ScalarStyle, tag: Option<&str>, span: Span) -> Kind {
+        let _ = self.file;
+        let _ = self.src;
+        match tag {
+            None => {}
+            Some("str") => return Kind::Str(v.to_string()),
+            Some("int") | Some("bool") | Some("float") | Some("null") => {
+                return plain_scalar(v);
+            }
+            Some(other) => {
+                self.errors.push(
+                    Diagnostic::error("profile::syntax", format!("unsupported YAML tag `!{other}`"))
+                        .at(span)
+                        .help("remove the tag; profiles use plain YAML values"),
+                );
+                return Kind::Null;
+            }
+        }
+        if style == ScalarStyle::Plain {
+            plain_scalar(v)
+        } else {
+            Kind::Str(v.to_string())
+        }
+    }
+}
+
+fn count_nodes(n: &Node) -> usize {
+    match &n.kind {
+        Kind::Table(e) => 1 + e.iter().map(|e| 1 + count_nodes(&e.value)).sum::<usize>(),
+        Kind::Array(a) => 1 + a.iter().map(count_nodes).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn plain_scalar(v: &str) -> Kind {
+    match v {
+        "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
+        "true" | "True" | "TRUE" => return Kind::Bool(true),
+        "false" | "False" | "FALSE" => return Kind::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = v.strip_prefix("0x") {
+        if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return i64::from_str_radix(hex, 16).map_or(Kind::Float(f64::INFINITY), Kind::Int);
+        }
+    }
+    if let Some(oct) = v.strip_prefix("0o") {
+        if !oct.is_empty() && oct.chars().all(|c| ('0'..='7').contains(&c)) {
+            return i64::from_str_radix(oct, 8).map_or(Kind::Float(f64::INFINITY), Kind::Int);
+        }
+    }
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        return v
+            .parse::<i64>()
+            .map_or(Kind::Float(if v.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }), Kind::Int);
+    }
+    if is_yaml_float(digits) {
+        if let Ok(f) = v.parse::<f64>() {
+            return Kind::Float(f);
+        }
+    }
+    Kind::Str(v.to_string())
+}
+
+fn is_yaml_float(s: &str) -> bool {
+    // [0-9]* ( . [0-9]* )? ( [eE] [-+]? [0-9]+ )?  with at least one digit
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut parts = mant.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    let ok_mant = int.chars().all(|c| c.is_ascii_digit())
+        && frac.is_none_or(|f| f.chars().all(|c| c.is_ascii_digit()))
+        && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()))
+        && (frac.is_some() || exp.is_some());
+    let ok_exp = exp.is_none_or(|e| {
+        let d = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !d.is_empty() && d.chars().all(|c| c.is_ascii_digit())
+    });
+    ok_mant && ok_exp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceMap;
+
+    fn yaml(text: &str) -> (SourceMap, Node) {
+        let mut m = SourceMap::new();
+        let id = m.add("t.yaml".into(), "t.yaml".into(), text);
+        let n = parse_yaml(id, m.get(id)).expect("valid yaml");
+        (m, n)
+    }
+
+    fn toml_doc(text: &str) -> (SourceMap, Node) {
+        let mut m = SourceMap::new();
+        let id = m.add("t.toml".into(), "t.toml".into(), text);
+        let n = parse_toml(id, m.get(id)).expect("valid toml");
+        (m, n)
+    }
+
+    #[test]
+    fn yaml_scalars_follow_the_core_schema() {
+        assert_eq!(plain_scalar("yes"), Kind::Str("yes".into()));
+        assert_eq!(plain_scalar("true"), Kind::Bool(true));
+        assert_eq!(plain_scalar("0x10"), Kind::Int(16));
+        assert_eq!(plain_scalar("-3"), Kind::Int(-3));
+        assert_eq!(plain_scalar("0.5"), Kind::Float(0.5));
+        assert_eq!(plain_scalar("1e3"), Kind::Float(1000.0));
+        assert_eq!(plain_scalar("1.2.3"), Kind::Str("1.2.3".into()));
+        assert_eq!(plain_scalar("~"), Kind::Null);
+    }
+
+    #[test]
+    fn same_positions_in_both_formats() {
+        let (tm, t) = toml_doc("version = 1\n[process]\ntcp = true\n");
+        let (ym, y) = yaml("version: 1\nprocess:\n  tcp: true\n");
+        let tk = &t.get("process").unwrap().value.get("tcp").unwrap();
+        let yk = &y.get("process").unwrap().value.get("tcp").unwrap();
+        assert_eq!(tm.locate(tk.key_span).1, 3);
+        assert_eq!(ym.locate(yk.key_span).1, 3);
+        assert_eq!(tm.locate(tk.value.span).2, 7);
+        assert_eq!(ym.locate(yk.value.span).2, 8);
+    }
+
+    #[test]
+    fn yaml_duplicate_keys_are_errors() {
+        let mut m = SourceMap::new();
+        let id = m.add("t.yaml".into(), "t.yaml".into(), "a: 1\na: 2\n");
+        let e = parse_yaml(id, m.get(id)).unwrap_err();
+        assert_eq!(e[0].code, "profile::duplicate-key");
+        assert_eq!(m.locate(e[0].span.unwrap()).1, 2);
+    }
+
+    #[test]
+    fn merge_replaces_arrays_and_merges_tables() {
+        let (_, base) = toml_doc("a = [1, 2]\n[t]\nx = 1\ny = 2\n");
+        let (_, child) = toml_doc("a = [3]\n[t]\ny = 5\n");
+        let m = merge(base, child);
+        match &m.get("a").unwrap().value.kind {
+            Kind::Array(items) => assert_eq!(items.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        let t = &m.get("t").unwrap().value;
+        assert_eq!(t.get("x").unwrap().value.kind, Kind::Int(1));
+        assert_eq!(t.get("y").unwrap().value.kind, Kind::Int(5));
+    }
+}
