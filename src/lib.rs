@@ -5,6 +5,7 @@
 //! options, pure) → plan/apply → [`criu`] (the `criu swrk` RPC engine).
 //! Nothing before apply spawns a process.
 
+pub mod cli;
 pub mod criu;
 pub mod diag;
 pub mod profile;

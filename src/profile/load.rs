@@ -118,7 +118,13 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
     }
     out.profile = profile;
     dedup(&mut out.diags);
+    sort(&mut out.diags);
     out
+}
+
+/// Order diagnostics by file and position (those without a place first).
+pub fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by_key(|d| d.span.map(|s| (s.file, s.start)));
 }
 
 fn canonical(p: &Path) -> PathBuf {

@@ -130,7 +130,8 @@ fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
 }
 
 fn toml_table(file: FileId, t: &toml::de::DeTable<'_>) -> Vec<Entry> {
-    t.iter()
+    let mut entries: Vec<Entry> = t
+        .iter()
         .map(|(k, v)| {
             let ks = k.span();
             Entry {
@@ -139,7 +140,10 @@ fn toml_table(file: FileId, t: &toml::de::DeTable<'_>) -> Vec<Entry> {
                 value: toml_value(file, v),
             }
         })
-        .collect()
+        .collect();
+    // Keep file order (the parser's map is sorted by key).
+    entries.sort_by_key(|e| e.key_span.start);
+    entries
 }
 
 fn toml_value(file: FileId, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {

@@ -1,0 +1,118 @@
+//! Exit codes and the [`Ui`]: colour, verbosity, output format, and printing
+//! of diagnostics (miette to stderr, or JSON to stdout).
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::args::{Cli, ColorChoice, OutputFormat};
+use crate::diag::{Diagnostic, RenderOptions, render_human, to_json_document};
+use crate::source::SourceMap;
+
+/// The spec's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Success (warnings allowed).
+    Ok = 0,
+    /// Policy denied, or `diff --exit-code` found a change.
+    Denied = 1,
+    /// Usage error, unreadable or invalid profile/policy.
+    Usage = 2,
+    /// CRIU ran and the operation failed.
+    CriuFailed = 3,
+    /// Environment not ready.
+    NotReady = 4,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// How to talk to the user.
+#[derive(Debug, Clone)]
+pub struct Ui {
+    /// Output format.
+    pub output: OutputFormat,
+    /// Colour on stderr.
+    pub color: bool,
+    /// Only errors.
+    pub quiet: bool,
+    /// Verbosity.
+    pub verbose: u8,
+    /// Terminal width.
+    pub width: usize,
+}
+
+impl Ui {
+    /// From the global flags and the environment.
+    pub fn from_cli(cli: &Cli) -> Self {
+        let color = match cli.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+        };
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
+        Ui { output: cli.output, color, quiet: cli.quiet, verbose: cli.verbose, width }
+    }
+
+    /// Plain settings (tests).
+    pub fn plain(output: OutputFormat) -> Self {
+        Ui { output, color: false, quiet: false, verbose: 0, width: 80 }
+    }
+
+    /// True for JSON output.
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
+    /// Print a line of human text on stderr (not in quiet mode).
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr().lock(), "{}", msg.as_ref());
+        }
+    }
+
+    /// Print an error line on stderr, always.
+    pub fn error(&self, msg: impl AsRef<str>) {
+        let _ = writeln!(std::io::stderr().lock(), "error: {}", msg.as_ref());
+    }
+
+    /// Write data on stdout. A closed pipe is not an error.
+    pub fn data(&self, text: impl AsRef<str>) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_ref().as_bytes());
+        let _ = out.flush();
+    }
+
+    /// Write a JSON value on stdout.
+    pub fn data_json(&self, v: &serde_json::Value) {
+        let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+        s.push('\n');
+        self.data(s);
+    }
+
+    /// Render options for human diagnostics.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions { color: self.color, width: self.width }
+    }
+
+    /// Print diagnostics in the chosen format (human → stderr; json → stdout).
+    pub fn diagnostics(&self, diags: &[Diagnostic], sources: &SourceMap) {
+        if self.json() {
+            self.data_json(&to_json_document(diags, sources));
+        } else {
+            self.human_diagnostics(diags, sources);
+        }
+    }
+
+    /// Print diagnostics as miette reports on stderr.
+    pub fn human_diagnostics(&self, diags: &[Diagnostic], sources: &SourceMap) {
+        let mut err = std::io::stderr().lock();
+        for d in diags {
+            if self.quiet && d.severity != crate::diag::Severity::Error {
+                continue;
+            }
+            let _ = write!(err, "{}", render_human(d, sources, self.render_options()));
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The `ckptctl` binary: parse arguments, run, exit with the spec's code.
+
+fn main() -> std::process::ExitCode {
+    ckptctl::cli::main()
+}
