@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod criu;
 pub mod diag;
+pub mod policy;
 pub mod profile;
+pub mod render;
 pub mod source;
 pub mod validate;

@@ -63,6 +63,14 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print an annotated starter profile.
     Init(InitArgs),
+    /// Print the exact CRIU options of each step: command line, config file or RPC JSON.
+    Render(RenderArgs),
+    /// Review profiles against a policy (built-in rules and constraints).
+    Review(ReviewArgs),
+    /// Semantic diff of two profiles (paths, or REV:PATH read from git).
+    Diff(DiffArgs),
+    /// Turn a CRIU configuration file into a profile.
+    Import(ImportArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -82,6 +90,8 @@ pub struct ValidateArgs {
 pub enum SchemaKind {
     /// Checkpoint/restore/migrate profiles.
     Profile,
+    /// Review policies (`review --policy`).
+    Policy,
 }
 
 /// `schema`.
@@ -128,6 +138,88 @@ pub struct InitArgs {
     /// File format.
     #[arg(long, value_enum, default_value_t = InitFormat::Toml)]
     pub format: InitFormat,
+}
+
+/// `render --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderFormat {
+    /// The exact `criu` command line of each step.
+    CriuArgs,
+    /// A CRIU configuration file per step (`criu CMD --config FILE`).
+    CriuConf,
+    /// The RPC request options as JSON.
+    RpcJson,
+}
+
+/// Side of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// The host the process tree leaves.
+    Source,
+    /// The host it arrives on.
+    Destination,
+}
+
+/// `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The profile.
+    #[arg(value_name = "PROFILE")]
+    pub profile: PathBuf,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = RenderFormat::CriuArgs)]
+    pub format: RenderFormat,
+    /// Side of a migration (migrate profiles; default: source).
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// Pid of the tree root (else `target.pid`, else the placeholder `<PID>`).
+    #[arg(long, value_name = "N")]
+    pub pid: Option<i32>,
+}
+
+/// `review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Policy file (TOML or YAML); without it the built-in rules run at their default levels.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Profile files or folders.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Old side: a path, or REV:PATH read from git.
+    #[arg(value_name = "OLD")]
+    pub old: String,
+    /// New side: a path, or REV:PATH read from git.
+    #[arg(value_name = "NEW")]
+    pub new: String,
+    /// Exit 1 when the profiles differ.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Policy whose findings annotate the changes (default: built-in rules).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CRIU configuration file (such as /etc/criu/runc.conf).
+    #[arg(value_name = "CRIU_CONFIG")]
+    pub config: PathBuf,
+    /// Profile format printed.
+    #[arg(long, value_enum, default_value_t = InitFormat::Toml)]
+    pub format: InitFormat,
+    /// Profile name (default: from the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Profile action.
+    #[arg(long, value_enum, default_value_t = InitAction::Checkpoint)]
+    pub action: InitAction,
 }
 
 /// `completions`.

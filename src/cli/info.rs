@@ -13,6 +13,7 @@ use crate::profile::value::closest;
 pub fn schema(args: &SchemaArgs, ui: &Ui) -> Exit {
     let s = match args.kind {
         SchemaKind::Profile => profile_schema(),
+        SchemaKind::Policy => crate::policy::policy_schema(),
     };
     ui.data(to_text(&s));
     Exit::Ok

@@ -6,6 +6,10 @@ pub mod args;
 pub mod output;
 mod validate;
 mod info;
+pub mod render;
+mod review;
+mod diff;
+mod import;
 
 use clap::Parser;
 
@@ -33,6 +37,10 @@ pub fn run(cli: Cli, ui: &Ui) -> Exit {
         Command::Schema(a) => info::schema(&a, ui),
         Command::Explain(a) => info::explain(&a, ui),
         Command::Init(a) => info::init(&a, ui),
+        Command::Render(a) => render::run(&a, ui),
+        Command::Review(a) => review::run(&a, ui),
+        Command::Diff(a) => diff::run(&a, ui),
+        Command::Import(a) => import::run(&a, ui),
         Command::Completions(a) => info::completions(&a, ui),
         Command::Man => info::man(ui),
     }
