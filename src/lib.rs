@@ -5,9 +5,11 @@
 //! options, pure) → plan/apply → [`criu`] (the `criu swrk` RPC engine).
 //! Nothing before apply spawns a process.
 
+pub mod apply;
 pub mod cli;
 pub mod criu;
 pub mod diag;
+pub mod plan;
 pub mod policy;
 pub mod profile;
 pub mod render;

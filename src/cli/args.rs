@@ -65,6 +65,12 @@ pub enum Command {
     Init(InitArgs),
     /// Print the exact CRIU options of each step: command line, config file or RPC JSON.
     Render(RenderArgs),
+    /// Preflight: this host and this CRIU against what the profile needs.
+    Check(CheckArgs),
+    /// The ordered steps apply would run (= apply --dry-run).
+    Plan(PlanArgs),
+    /// Run the profile: checkpoint, restore, or one half of a migration.
+    Apply(ApplyArgs),
     /// Review profiles against a policy (built-in rules and constraints).
     Review(ReviewArgs),
     /// Semantic diff of two profiles (paths, or REV:PATH read from git).
@@ -250,4 +256,55 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The profile.
+    #[arg(value_name = "PROFILE")]
+    pub profile: std::path::PathBuf,
+    /// The pid to checkpoint (overrides `target`).
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Migration role.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The profile.
+    #[arg(value_name = "PROFILE")]
+    pub profile: std::path::PathBuf,
+    /// The pid to checkpoint (overrides `target`).
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Migration role.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+}
+
+/// `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The profile.
+    #[arg(value_name = "PROFILE")]
+    pub profile: std::path::PathBuf,
+    /// The pid to checkpoint (overrides `target.pid` and `target.pidfile`).
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Migration role (migrate profiles).
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// An open fd: one `\0` is written when a lazy or page-server step is ready, then it is closed (closed without writing on failure).
+    #[arg(long, value_name = "N")]
+    pub status_fd: Option<i32>,
+    /// Print the plan and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace existing images; restore an incomplete checkpoint.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -5,9 +5,10 @@
 pub mod args;
 pub mod output;
 mod validate;
+mod apply;
 mod info;
 pub mod render;
-mod review;
+pub mod review;
 mod diff;
 mod import;
 
@@ -38,6 +39,9 @@ pub fn run(cli: Cli, ui: &Ui) -> Exit {
         Command::Explain(a) => info::explain(&a, ui),
         Command::Init(a) => info::init(&a, ui),
         Command::Render(a) => render::run(&a, ui),
+        Command::Check(a) => apply::check(&a, ui),
+        Command::Plan(a) => apply::plan(&a, ui),
+        Command::Apply(a) => apply::apply(&a, ui),
         Command::Review(a) => review::run(&a, ui),
         Command::Diff(a) => diff::run(&a, ui),
         Command::Import(a) => import::run(&a, ui),

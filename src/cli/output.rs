@@ -41,6 +41,8 @@ pub struct Ui {
     pub verbose: u8,
     /// Terminal width.
     pub width: usize,
+    /// `--criu`.
+    pub criu: Option<std::path::PathBuf>,
 }
 
 impl Ui {
@@ -52,12 +54,12 @@ impl Ui {
             ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
         };
         let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
-        Ui { output: cli.output, color, quiet: cli.quiet, verbose: cli.verbose, width }
+        Ui { output: cli.output, color, quiet: cli.quiet, verbose: cli.verbose, width, criu: cli.criu.clone() }
     }
 
     /// Plain settings (tests).
     pub fn plain(output: OutputFormat) -> Self {
-        Ui { output, color: false, quiet: false, verbose: 0, width: 80 }
+        Ui { output, color: false, quiet: false, verbose: 0, width: 80, criu: None }
     }
 
     /// True for JSON output.

@@ -1,0 +1,576 @@
+//! `ckptctl apply`: the steps of a checkpoint or a restore against a real
+//! CRIU over `criu swrk`. Options come from `render` (what render shows is
+//! what runs); this module adds only what exists at run time: directory
+//! fds, the pid, the status fd, locks, markers, logs and the run record.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::record::RunRecord;
+use crate::apply::report::{Failure, cause_advice};
+use crate::apply::status_fd::StatusFd;
+use crate::cli::output::{Exit, Ui};
+use crate::criu::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType};
+use crate::criu::stats;
+use crate::criu::swrk::expect_success;
+use crate::criu::{CriuError, CriuVersion, FoundCriu, NotifyReply, Swrk, find_criu};
+use crate::profile::Profile;
+use crate::profile::model::{Action, HostConfig};
+use crate::render::{CriuStep, criu_opts_with_pid};
+
+/// Set by SIGINT/SIGTERM: the next NOTIFY is answered with failure, which
+/// makes CRIU abort and resume the tree.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catch SIGINT/SIGTERM for the duration of an apply.
+pub fn install_signal_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        #[allow(unsafe_code)]
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let _ = sigaction(sig, &act);
+        }
+    }
+}
+
+/// Run-time inputs of an apply.
+#[derive(Debug, Default)]
+pub struct ApplyOptions {
+    /// `--criu`.
+    pub criu: Option<PathBuf>,
+    /// `--pid`.
+    pub pid: Option<i32>,
+    /// `--status-fd`, already taken.
+    pub status_fd: Option<StatusFd>,
+    /// `--force`: restore from an incomplete checkpoint, replace images.
+    pub force: bool,
+}
+
+/// What a successful apply did.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome {
+    /// checkpoint / restore.
+    pub action: String,
+    /// Dumped or restored root pid.
+    pub pid: Option<i32>,
+    /// Images directory.
+    pub images_dir: PathBuf,
+    /// Work directory.
+    pub work_dir: PathBuf,
+    /// CRIU statistics.
+    pub stats: serde_json::Value,
+    /// The run record.
+    pub record: Option<PathBuf>,
+    /// Wall time, seconds.
+    pub total_s: f64,
+}
+
+/// `criu swrk` VERSION of a binary.
+pub fn criu_version(criu: &Path) -> Result<CriuVersion, CriuError> {
+    let mut s = Swrk::spawn(criu, &[OsString::from("--no-default-config")])?;
+    s.set_timeout(Some(Duration::from_secs(30)));
+    let v = s.version()?;
+    let _ = s.finish();
+    Ok(v)
+}
+
+/// The pid to dump: `--pid`, else `target.pid`, else `target.pidfile`.
+pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
+    if let Some(pid) = flag {
+        return Ok(pid);
+    }
+    let target = p.target.as_ref().map(|t| &t.value);
+    if let Some(pid) = target.and_then(|t| t.pid.as_ref()) {
+        return i32::try_from(pid.value.0).map_err(|_| {
+            Failure::new("apply::bad-pid", "resolve target", "`target.pid` is not a valid pid", Exit::Usage).key("target.pid")
+        });
+    }
+    if let Some(pf) = target.and_then(|t| t.pidfile.as_ref()) {
+        let path = &pf.value.resolved;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                "apply::pidfile",
+                "resolve target",
+                format!("cannot read `target.pidfile` {}: {e}", path.display()),
+                Exit::Usage,
+            )
+            .key("target.pidfile")
+            .hint("start the workload so it writes its pidfile, or pass `--pid N`")
+        })?;
+        return text.trim().parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Failure::new(
+                "apply::pidfile",
+                "resolve target",
+                format!("`target.pidfile` {} does not hold a pid: {:?}", path.display(), text.trim()),
+                Exit::Usage,
+            )
+            .key("target.pidfile")
+        });
+    }
+    Err(Failure::new("apply::no-target", "resolve target", "no process to checkpoint", Exit::Usage)
+        .key("target.pid")
+        .hint("set `target.pid` or `target.pidfile`, or pass `--pid N`"))
+}
+
+/// Global arguments placed before `swrk` (hermetic by default).
+pub fn criu_global_args(p: &Profile) -> Vec<OsString> {
+    match p.criu().host_config() {
+        HostConfig::Ignore => vec![OsString::from("--no-default-config")],
+        HostConfig::Inherit => Vec::new(),
+    }
+}
+
+/// Find CRIU and check its version against the profile.
+pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion), Failure> {
+    let found = find_criu(flag).map_err(|e| {
+        Failure::new("criu::missing", "find criu", e.to_string(), Exit::NotReady)
+            .hint("install CRIU >= 4.0 (scripts/install-criu.sh), or pass `--criu PATH` / set $CKPTCTL_CRIU")
+    })?;
+    let v = criu_version(&found.path).map_err(|e| {
+        Failure::new("criu::broken", "version", format!("{} does not answer the VERSION request: {e}", found.path.display()), Exit::NotReady)
+            .hint("run `criu check` to see what is wrong with this CRIU")
+    })?;
+    record.criu = Some(found.path.display().to_string());
+    record.criu_version = Some(v.to_string());
+    for (key, need, what) in version_gates(p) {
+        if v.number() < need {
+            return Err(Failure::new(
+                "criu::too-old",
+                "version",
+                format!("CRIU {v} is too old for {what}: it needs CRIU {}.{}", need / 10000, need / 100 % 100),
+                Exit::NotReady,
+            )
+            .key(key)
+            .hint(format!("install a newer CRIU, or change `{key}`")));
+        }
+    }
+    Ok((found, v))
+}
+
+/// (profile key, minimum CRIU version number, what) for options that need
+/// a newer CRIU than the oldest one ckptctl talks to.
+pub fn version_gates(p: &Profile) -> Vec<(&'static str, u32, String)> {
+    use crate::profile::model::NetworkLock;
+    let mut g = vec![("criu.min_version", 40000, "ckptctl (CRIU >= 4.0)".to_string())];
+    if let Some(m) = p.criu().min_version {
+        g.push(("criu.min_version", m.value.number(), format!("`criu.min_version = \"{}\"`", m.value.0)));
+    }
+    let c = p.checkpoint();
+    match c.network_lock() {
+        NetworkLock::Skip => g.push(("checkpoint.network_lock", 31900, "`network_lock = \"skip\"`".into())),
+        NetworkLock::Nftables => g.push(("checkpoint.network_lock", 31600, "`network_lock = \"nftables\"`".into())),
+        NetworkLock::Iptables => {}
+    }
+    if p.restore().mntns_compat_mode() {
+        g.push(("restore.mntns_compat_mode", 31700, "`mntns_compat_mode`".into()));
+    }
+    if c.pre_dump.is_some() {
+        g.push(("checkpoint.pre_dump", 31700, "single pre-dump rounds".into()));
+    }
+    g
+}
+
+/// Open a directory as an fd CRIU can reopen through /proc.
+fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
+    File::open(path).map(OwnedFd::from).map_err(|e| {
+        Failure::new("apply::dir", "prepare", format!("cannot open {}: {e}", path.display()), Exit::Usage)
+    })
+}
+
+fn dir_failure(e: guard::DirError, key: &str) -> Failure {
+    let exit = match e {
+        guard::DirError::Busy { .. } => Exit::NotReady,
+        _ => Exit::Usage,
+    };
+    let code = match e {
+        guard::DirError::Busy { .. } => "apply::busy",
+        guard::DirError::WorldWritable { .. } => "apply::world-writable",
+        _ => "apply::dir",
+    };
+    let hint = match e {
+        guard::DirError::Busy { .. } => "wait for the other apply to finish; two applies on one images directory would mix their images",
+        guard::DirError::WorldWritable { .. } => "images hold process memory: use a directory only root can write (ckptctl creates them 0700)",
+        _ => "check the path and its permissions",
+    };
+    Failure::new(code, "prepare", e.to_string(), exit).key(key).hint(hint)
+}
+
+/// Images dir and work dir of a profile (work dir defaults to images dir).
+pub fn dirs(p: &Profile) -> Result<(PathBuf, PathBuf), Failure> {
+    let img = p.images();
+    let dir = img.dir.map(|d| d.value.resolved).ok_or_else(|| {
+        Failure::new("apply::no-images-dir", "prepare", "`images.dir` is not set", Exit::Usage).key("images.dir")
+    })?;
+    let work = img.work_dir.map_or_else(|| dir.clone(), |w| w.value.resolved);
+    Ok((dir, work))
+}
+
+/// A running apply: CRIU, the directories, the record.
+pub struct Run<'a> {
+    profile: &'a Profile,
+    ui: &'a Ui,
+    criu: FoundCriu,
+    images_dir: PathBuf,
+    work_dir: PathBuf,
+    /// The run record.
+    pub record: RunRecord,
+    status: Option<StatusFd>,
+}
+
+impl<'a> Run<'a> {
+    fn swrk(&self) -> Result<Swrk, Failure> {
+        let mut args = criu_global_args(self.profile);
+        let _ = &mut args;
+        Swrk::spawn(&self.criu.path, &args).map_err(|e| self.criu_failure("start criu", e, None))
+    }
+
+    /// Map a CRIU error of a step to a failure with log lines and a hint.
+    fn criu_failure(&self, step: &str, e: CriuError, log: Option<PathBuf>) -> Failure {
+        let lines = log.as_deref().map(crate::apply::report::log_excerpt).unwrap_or_default();
+        let cause = e.known_cause(&lines);
+        let (cr_errno, cr_errmsg) = match &e {
+            CriuError::Failed { cr_errno, cr_errmsg, .. } => (*cr_errno, cr_errmsg.clone()),
+            _ => (None, None),
+        };
+        let (code, message, hint, key) = match cause {
+            Some(c) => {
+                let (hint, key) = cause_advice(c, step, self.profile);
+                (c.code(), format!("{step} failed: {}", c.summary()), Some(hint), key.map(str::to_string))
+            }
+            None => ("criu::failed", format!("{step} failed: {e}"), Some("read the log lines below; `-v` prints more".to_string()), None),
+        };
+        Failure {
+            code,
+            message,
+            step: step.to_string(),
+            cr_errno,
+            cr_errmsg: cr_errmsg.map(|m| crate::criu::errors::clean_errmsg(&m)),
+            log,
+            log_lines: lines,
+            hint,
+            key,
+            exit: Exit::CriuFailed,
+        }
+    }
+
+    fn progress(&self, msg: &str) {
+        if !self.ui.json() {
+            self.ui.note(format!("ckptctl: {msg}"));
+        }
+    }
+
+    /// RPC options of a step (from render) with the run-time fds filled in.
+    fn opts(&self, step: &CriuStep, pid: Option<i32>, images: &OwnedFd, work: &OwnedFd) -> CriuOpts {
+        let mut o = criu_opts_with_pid(self.profile, step, pid);
+        o.images_dir_fd = images.as_raw_fd();
+        o.images_dir = None;
+        o.work_dir_fd = Some(work.as_raw_fd());
+        o
+    }
+
+    /// Run one request, acking NOTIFYs; record the step.
+    fn call(&mut self, step: &str, req: CriuReq, want: CriuReqType, log: PathBuf) -> Result<crate::criu::rpc::CriuResp, Failure> {
+        let started = self.record.elapsed();
+        let mut swrk = self.swrk()?;
+        let mut notes: Vec<(String, f64)> = Vec::new();
+        let t0 = std::time::Instant::now();
+        let base = started;
+        let verbose = self.ui.verbose > 0 && !self.ui.json();
+        let status = &mut self.status;
+        let res = {
+            let mut cb = |n: &crate::criu::Notify| {
+                notes.push((n.script.clone(), base + t0.elapsed().as_secs_f64()));
+                if verbose {
+                    eprintln!("ckptctl:   criu: {}", n.script);
+                }
+                if n.script == "status-ready" {
+                    if let Some(s) = status.as_mut() {
+                        s.ready();
+                    }
+                }
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    NotifyReply::fail()
+                } else {
+                    NotifyReply::ok()
+                }
+            };
+            swrk.call(&req, &mut cb)
+        };
+        let res = res.and_then(|r| expect_success(step, want, r));
+        let _ = swrk.finish();
+        match res {
+            Ok(r) => {
+                self.record.step(step, started, true, Some(log), notes);
+                Ok(r)
+            }
+            Err(e) => {
+                self.record.step(step, started, false, Some(log.clone()), notes);
+                let mut f = self.criu_failure(step, e, Some(log));
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    f.code = "apply::interrupted";
+                    f.message = format!("{step} interrupted by a signal; CRIU aborted and the tree was resumed");
+                    f.exit = Exit::CriuFailed;
+                }
+                Err(f)
+            }
+        }
+    }
+}
+
+/// Run `apply` for a checkpoint or restore profile.
+pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -> Result<Outcome, (Failure, Option<RunRecord>)> {
+    install_signal_handlers();
+    let action = p.action_or_default();
+    let mut record = RunRecord::start(
+        p.name.as_ref().map(|n| n.value.0.clone()).unwrap_or_default(),
+        profile_file.to_string(),
+        crate::profile::section::section_json(p),
+        action.to_string(),
+    );
+    let (criu, _version) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
+        Ok(x) => x,
+        Err(f) => return Err((f, Some(record))),
+    };
+    let (images_dir, work_dir) = dirs(p).map_err(|f| (f, None))?;
+    let mut run = Run { profile: p, ui, criu, images_dir, work_dir, record, status: opts.status_fd.take() };
+    let result = match action {
+        Action::Checkpoint => checkpoint(&mut run, &opts),
+        Action::Restore => restore(&mut run, &opts),
+        Action::Migrate => Err(Failure::new(
+            "apply::role-required",
+            "apply",
+            "a migrate profile runs as two halves: `--role source` and `--role destination`",
+            Exit::Usage,
+        )),
+    };
+    if let Some(s) = run.status.as_mut() {
+        s.close();
+    }
+    let write_to = if run.work_dir.is_dir() { Some(run.work_dir.clone()) } else { None };
+    match result {
+        Ok(mut out) => {
+            run.record.outcome = "ok".into();
+            run.record.pid = out.pid;
+            run.record.stats = out.stats.clone();
+            out.record = write_to.and_then(|d| run.record.write(&d).ok());
+            out.total_s = run.record.total_s;
+            Ok(out)
+        }
+        Err(f) => {
+            run.record.outcome = if f.code == "apply::interrupted" { "interrupted".into() } else { "failed".into() };
+            run.record.failure = serde_json::to_value(&f).ok();
+            if let Some(d) = write_to {
+                let _ = run.record.write(&d);
+            }
+            Err((f, Some(run.record)))
+        }
+    }
+}
+
+fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile;
+    let pid = resolve_pid(p, opts.pid)?;
+    guard::ensure_private_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
+    let _lock = DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    if matches!(guard::images_state(&run.images_dir), ImagesState::Complete | ImagesState::Foreign) && !opts.force {
+        return Err(Failure::new(
+            "apply::images-exist",
+            "prepare",
+            format!("{} already holds a checkpoint", run.images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+        .hint("pass `--force` to replace it, or choose another `images.dir`"));
+    }
+    guard::mark_incomplete(&run.images_dir).map_err(|e| {
+        Failure::new("apply::dir", "prepare", format!("cannot write to {}: {e}", run.images_dir.display()), Exit::Usage).key("images.dir")
+    })?;
+    let images = open_dir(&run.images_dir)?;
+    let work = open_dir(&run.work_dir)?;
+    let c = p.checkpoint();
+    let mut done_rounds: u32 = 0;
+    let mut rounds = Vec::new();
+    if let Some(pd) = &c.pre_dump {
+        feature_gate(run, CriuFeatures { mem_track: Some(true), ..Default::default() }, "checkpoint.pre_dump")?;
+        let pd = pd.value.clone();
+        let mut prev_pages: Option<u64> = None;
+        for round in 1..=crate::render::pre_dump_rounds(p) {
+            let dir = run.images_dir.join(format!("pre-{round}"));
+            guard::ensure_private_dir(&dir).map_err(|e| dir_failure(e, "images.dir"))?;
+            let dfd = open_dir(&dir)?;
+            let step = CriuStep::PreDump { round };
+            let o = run.opts(&step, Some(pid), &dfd, &work);
+            let log = run.work_dir.join(step.log_file());
+            run.progress(&format!("pre-dump round {round} of pid {pid}"));
+            run.call(&step.to_string(), CriuReq::with_opts(CriuReqType::SinglePreDump, o), CriuReqType::SinglePreDump, log)?;
+            done_rounds = round;
+            // CRIU writes stats-dump into the work dir; keep a copy per round.
+            let stats_path = run.work_dir.join("stats-dump");
+            let _ = std::fs::copy(&stats_path, dir.join("stats-dump"));
+            let written = stats::read(&stats_path).ok().and_then(|s| s.dump).map(|d| d.pages_written);
+            rounds.push(serde_json::json!({"round": round, "pages_written": written}));
+            if let Some(w) = written {
+                if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
+                    run.progress(&format!("pre-copy converged after round {round}: {reason}"));
+                    break;
+                }
+                prev_pages = Some(w);
+            }
+        }
+    }
+    let step = CriuStep::Dump { pre_dump_rounds: done_rounds };
+    let o = run.opts(&step, Some(pid), &images, &work);
+    let log = run.work_dir.join(step.log_file());
+    run.progress(&format!("dump of pid {pid} into {}", run.images_dir.display()));
+    let resp = run.call("dump", CriuReq::with_opts(CriuReqType::Dump, o), CriuReqType::Dump, log);
+    if let Err(f) = resp {
+        let _ = guard::quarantine(&run.images_dir);
+        return Err(f);
+    }
+    let stats = stats_json(&run.work_dir.join("stats-dump"), &rounds);
+    guard::mark_complete(
+        &run.images_dir,
+        &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
+    )
+    .map_err(|e| Failure::new("apply::dir", "finish", format!("cannot mark the checkpoint complete: {e}"), Exit::CriuFailed))?;
+    Ok(Outcome {
+        action: "checkpoint".into(),
+        pid: Some(pid),
+        images_dir: run.images_dir.clone(),
+        work_dir: run.work_dir.clone(),
+        stats,
+        record: None,
+        total_s: 0.0,
+    })
+}
+
+fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Result<(), Failure> {
+    let mut s = run.swrk()?;
+    let got = s.feature_check(want.clone()).map_err(|e| run.criu_failure("feature check", e, None))?;
+    let _ = s.finish();
+    let missing = (want.mem_track == Some(true) && got.mem_track != Some(true))
+        || (want.lazy_pages == Some(true) && got.lazy_pages != Some(true));
+    if missing {
+        let cause = if want.mem_track == Some(true) { crate::criu::KnownCause::DirtyTrackingMissing } else { crate::criu::KnownCause::LazyPagesUnsupported };
+        let (hint, _) = cause_advice(cause, "feature check", run.profile);
+        return Err(Failure::new(cause.code(), "feature check", format!("this host cannot run `{key}`: {}", cause.summary()), Exit::NotReady)
+            .key(key)
+            .hint(hint));
+    }
+    Ok(())
+}
+
+fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
+    let mut v = match stats::read(path) {
+        Ok(s) => serde_json::to_value(stats::StatsSummary::from(&s)).unwrap_or_default(),
+        Err(_) => serde_json::json!({}),
+    };
+    if !rounds.is_empty() {
+        v["pre_dump_rounds"] = serde_json::Value::Array(rounds.to_vec());
+    }
+    v
+}
+
+fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile;
+    match guard::images_state(&run.images_dir) {
+        ImagesState::Complete | ImagesState::Foreign => {}
+        ImagesState::Incomplete if opts.force => run.progress("restoring an incomplete checkpoint (--force)"),
+        state => {
+            let what = match state {
+                ImagesState::Missing => "does not exist",
+                ImagesState::Incomplete => "holds an incomplete checkpoint: its dump failed or was interrupted",
+                _ => "holds no checkpoint (no inventory.img)",
+            };
+            return Err(Failure::new(
+                if state == ImagesState::Incomplete { "apply::incomplete-checkpoint" } else { "criu::not-a-checkpoint" },
+                "restore",
+                format!("cannot restore: {} {what}", run.images_dir.display()),
+                Exit::Usage,
+            )
+            .key("images.dir")
+            .hint(if state == ImagesState::Incomplete {
+                "checkpoint again; `--force` restores it anyway".to_string()
+            } else {
+                "point `images.dir` at the directory a successful checkpoint wrote".to_string()
+            }));
+        }
+    }
+    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
+    let _lock = DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    let images = open_dir(&run.images_dir)?;
+    let work = open_dir(&run.work_dir)?;
+    let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
+    let mut daemon = None;
+    if lazy {
+        feature_gate(run, CriuFeatures { lazy_pages: Some(true), ..Default::default() }, "lazy_pages.enabled")?;
+        run.progress("starting the lazy-pages daemon");
+        let started = run.record.elapsed();
+        let d = crate::apply::lazy::LazyDaemon::start(&run.criu.path, p, &run.images_dir, &run.work_dir, Duration::from_secs(60))
+            .map_err(|f| {
+                f
+            })?;
+        run.record.step("lazy-pages ready", started, true, Some(d.log.clone()), Vec::new());
+        if let Some(s) = run.status.as_mut() {
+            s.ready();
+        }
+        daemon = Some(d);
+    }
+    let o = run.opts(&CriuStep::Restore, None, &images, &work);
+    let log = run.work_dir.join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", run.images_dir.display()));
+    let resp = run.call("restore", CriuReq::with_opts(CriuReqType::Restore, o), CriuReqType::Restore, log);
+    let resp = match resp {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(d) = daemon.as_mut() {
+                d.kill();
+            }
+            return Err(f);
+        }
+    };
+    let pid = resp.restore.map(|r| r.pid);
+    if let Some(mut d) = daemon {
+        let started = run.record.elapsed();
+        run.progress("waiting for the lazy pages to arrive");
+        let ok = d.wait(Duration::from_secs(600));
+        run.record.step("lazy-pages transfer", started, ok, Some(d.log.clone()), Vec::new());
+    }
+    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
+        write_pidfile(&pf.value.resolved, pid).map_err(|e| {
+            Failure::new("apply::pidfile", "write pidfile", format!("restored pid {pid}, but cannot write {}: {e}", pf.value.resolved.display()), Exit::CriuFailed)
+                .key("restore.pidfile")
+        })?;
+    }
+    let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);
+    Ok(Outcome {
+        action: "restore".into(),
+        pid,
+        images_dir: run.images_dir.clone(),
+        work_dir: run.work_dir.clone(),
+        stats,
+        record: None,
+        total_s: 0.0,
+    })
+}
+
+fn write_pidfile(path: &Path, pid: i32) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(tmp, path)
+}

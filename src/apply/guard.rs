@@ -1,0 +1,267 @@
+//! What keeps a checkpoint safe on disk: private (0700) directories that are
+//! never world-writable, one apply per images directory at a time (flock),
+//! and the markers that tell a complete checkpoint from an incomplete one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Marker written into an images directory before CRIU starts writing.
+pub const INCOMPLETE_MARKER: &str = "ckptctl.incomplete";
+/// Marker written only after CRIU reported success (holds a short JSON).
+pub const COMPLETE_MARKER: &str = "ckptctl.complete";
+/// Lock file that serialises applies on one images directory.
+pub const LOCK_FILE: &str = ".ckptctl.lock";
+/// CRIU's inventory image: present in every finished dump.
+pub const INVENTORY: &str = "inventory.img";
+/// Where the inventory is moved when a dump failed, so neither CRIU nor a
+/// person can mistake the directory for a checkpoint.
+pub const INVENTORY_QUARANTINE: &str = "inventory.img.incomplete";
+
+/// A problem with a directory, phrased for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    /// Could not create or inspect it.
+    #[error("cannot prepare `{path}`: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exists and anyone may write into it.
+    #[error("`{path}` is world-writable (mode {mode:o}): anyone could replace the images")]
+    WorldWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// It exists and is not a directory.
+    #[error("`{path}` exists and is not a directory")]
+    NotADir {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another apply holds the lock.
+    #[error("another `ckptctl apply` is using `{path}`{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Busy {
+        /// The directory.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: Option<String>,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
+    move |source| DirError::Io { path: path.to_path_buf(), source }
+}
+
+/// Create `path` (and missing parents) with mode 0700 for the directories it
+/// creates; refuse an existing world-writable one. Returns true when the
+/// directory was created now.
+pub fn ensure_private_dir(path: &Path) -> Result<bool, DirError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            check_not_world_writable(path, m.mode())?;
+            Ok(false)
+        }
+        Ok(m) if m.file_type().is_symlink() => {
+            let m = std::fs::metadata(path).map_err(io(path))?;
+            if !m.is_dir() {
+                return Err(DirError::NotADir { path: path.to_path_buf() });
+            }
+            check_not_world_writable(path, m.mode())?;
+            Ok(false)
+        }
+        Ok(_) => Err(DirError::NotADir { path: path.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))?;
+            // The umask may have removed bits, never added: make it exact.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
+            Ok(true)
+        }
+        Err(e) => Err(DirError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+fn check_not_world_writable(path: &Path, mode: u32) -> Result<(), DirError> {
+    // A sticky world-writable directory (/tmp) is still world-writable for
+    // our purpose: others can create files in it.
+    if mode & 0o002 != 0 {
+        return Err(DirError::WorldWritable { path: path.to_path_buf(), mode: mode & 0o7777 });
+    }
+    Ok(())
+}
+
+/// Held for the whole apply; released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Take the lock of an images directory, failing at once if it is held.
+    pub fn acquire(dir: &Path) -> Result<DirLock, DirError> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io(dir))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = writeln!(&mut *lock, "pid {}", std::process::id());
+                Ok(DirLock { _lock: lock, path })
+            }
+            Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let holder = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+                Err(DirError::Busy { path: dir.to_path_buf(), holder })
+            }
+            Err((_, errno)) => Err(DirError::Io { path: dir.to_path_buf(), source: errno.into() }),
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What an images directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImagesState {
+    /// The directory does not exist.
+    Missing,
+    /// It exists but holds no checkpoint.
+    NoCheckpoint,
+    /// A checkpoint ckptctl marked complete.
+    Complete,
+    /// A checkpoint whose dump did not finish (or failed).
+    Incomplete,
+    /// A checkpoint made by another tool (an inventory but no ckptctl marker).
+    Foreign,
+}
+
+/// Look at an images directory.
+pub fn images_state(dir: &Path) -> ImagesState {
+    if !dir.is_dir() {
+        return ImagesState::Missing;
+    }
+    if dir.join(INCOMPLETE_MARKER).exists() || dir.join(INVENTORY_QUARANTINE).exists() {
+        return ImagesState::Incomplete;
+    }
+    let inventory = dir.join(INVENTORY).exists();
+    match (dir.join(COMPLETE_MARKER).exists(), inventory) {
+        (true, true) => ImagesState::Complete,
+        (true, false) => ImagesState::Incomplete,
+        (false, true) => ImagesState::Foreign,
+        (false, false) => ImagesState::NoCheckpoint,
+    }
+}
+
+/// Before a dump: drop an old completion marker and mark the directory as
+/// being written.
+pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
+    remove_if_exists(&dir.join(COMPLETE_MARKER))?;
+    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(dir.join(INCOMPLETE_MARKER))?;
+    writeln!(f, "a ckptctl dump started here (pid {}) and has not finished", std::process::id())?;
+    f.sync_all()
+}
+
+/// After CRIU reported success: the directory is a checkpoint.
+pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
+    {
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(summary).unwrap_or_default().as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(COMPLETE_MARKER))?;
+    remove_if_exists(&dir.join(INCOMPLETE_MARKER))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// After a failed dump: keep the marker and move CRIU's inventory aside so
+/// the directory can never be restored by mistake.
+pub fn quarantine(dir: &Path) -> std::io::Result<()> {
+    let inv = dir.join(INVENTORY);
+    if inv.exists() {
+        std::fs::rename(&inv, dir.join(INVENTORY_QUARANTINE))?;
+    }
+    if !dir.join(INCOMPLETE_MARKER).exists() {
+        mark_incomplete(dir)?;
+    }
+    Ok(())
+}
+
+fn remove_if_exists(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_are_0700_and_world_writable_ones_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b/images");
+        assert!(ensure_private_dir(&d).unwrap());
+        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        assert!(!ensure_private_dir(&d).unwrap());
+        let ww = t.path().join("ww");
+        std::fs::create_dir(&ww).unwrap();
+        std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(matches!(ensure_private_dir(&ww), Err(DirError::WorldWritable { .. })));
+    }
+
+    #[test]
+    fn the_lock_is_exclusive() {
+        let t = tempfile::tempdir().unwrap();
+        let a = DirLock::acquire(t.path()).unwrap();
+        match DirLock::acquire(t.path()) {
+            Err(DirError::Busy { holder, .. }) => assert!(holder.unwrap().contains(&std::process::id().to_string())),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        DirLock::acquire(t.path()).unwrap();
+    }
+
+    #[test]
+    fn markers_tell_complete_from_incomplete() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        assert_eq!(images_state(&d.join("nope")), ImagesState::Missing);
+        assert_eq!(images_state(d), ImagesState::NoCheckpoint);
+        mark_incomplete(d).unwrap();
+        std::fs::write(d.join(INVENTORY), b"x").unwrap();
+        assert_eq!(images_state(d), ImagesState::Incomplete);
+        mark_complete(d, &serde_json::json!({})).unwrap();
+        assert_eq!(images_state(d), ImagesState::Complete);
+        mark_incomplete(d).unwrap();
+        quarantine(d).unwrap();
+        assert_eq!(images_state(d), ImagesState::Incomplete);
+        assert!(!d.join(INVENTORY).exists());
+        std::fs::remove_file(d.join(INCOMPLETE_MARKER)).unwrap();
+        std::fs::rename(d.join(INVENTORY_QUARANTINE), d.join(INVENTORY)).unwrap();
+        assert_eq!(images_state(d), ImagesState::Foreign);
+    }
+}

@@ -1,0 +1,131 @@
+//! The local `criu lazy-pages` daemon for a lazy (post-copy) restore: there
+//! is no RPC request for it, so it runs as `criu lazy-pages` with a private
+//! status pipe, and ckptctl waits for its ready byte (never a sleep).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::apply::report::Failure;
+use crate::cli::output::Exit;
+use crate::profile::Profile;
+
+/// Fd number of the status pipe inside the daemon.
+const STATUS_FD: i32 = 3;
+
+/// A running lazy-pages daemon.
+pub struct LazyDaemon {
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl LazyDaemon {
+    /// Start it and wait until it is ready to serve (`\0` on its status fd),
+    /// at most `timeout`.
+    pub fn start(criu: &Path, p: &Profile, images: &Path, work: &Path, timeout: Duration) -> Result<LazyDaemon, Failure> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Failure::new("apply::lazy-pages", "lazy-pages", format!("pipe: {e}"), Exit::CriuFailed))?;
+        let mut cmd = Command::new(criu);
+        // The daemon's argv is exactly what `render` shows for this step.
+        let argv = crate::render::criu_args(p, &crate::render::CriuStep::LazyPagesDaemon);
+        cmd.args(argv.iter().skip(1)).arg("--status-fd").arg(STATUS_FD.to_string());
+        let _ = (images, work);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let w_raw = w.as_raw_fd();
+        #[allow(unsafe_code)]
+        // SAFETY: runs between fork and exec; dup2/fcntl are async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if w_raw == STATUS_FD {
+                    if libc::fcntl(STATUS_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(w_raw, STATUS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let log = work.join("lazy-pages.log");
+        let child = cmd.spawn().map_err(|e| {
+            Failure::new("apply::lazy-pages", "lazy-pages", format!("cannot start {} lazy-pages: {e}", criu.display()), Exit::NotReady)
+        })?;
+        drop(w);
+        let mut d = LazyDaemon { child: Some(child), log: log.clone() };
+        match wait_ready(&r, timeout) {
+            Ok(()) => Ok(d),
+            Err(why) => {
+                d.kill();
+                let lines = crate::apply::report::log_excerpt(&log);
+                let mut f = Failure::new(
+                    "apply::lazy-pages",
+                    "lazy-pages",
+                    format!("the lazy-pages daemon did not become ready: {why}"),
+                    Exit::CriuFailed,
+                )
+                .key("lazy_pages.enabled")
+                .hint("read the log lines below; `criu check --feature uffd-noncoop` tells whether lazy pages work here");
+                f.log = Some(log);
+                f.log_lines = lines;
+                Err(f)
+            }
+        }
+    }
+
+    /// Wait for the daemon to finish (all pages delivered).
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = self.child.as_mut() {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    self.child = None;
+                    return st.success();
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    self.kill();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Stop it now.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for LazyDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_ready(r: &OwnedFd, timeout: Duration) -> Result<(), String> {
+    let ms = u16::try_from(timeout.as_millis().min(60_000)).unwrap_or(60_000);
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(r), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(0) => return Err(format!("no ready byte within {} s", timeout.as_secs())),
+        Ok(_) => {}
+        Err(e) => return Err(format!("poll: {e}")),
+    }
+    let mut f = std::fs::File::from(r.try_clone().map_err(|e| e.to_string())?);
+    let mut b = [0u8; 1];
+    match f.read(&mut b) {
+        Ok(1) if b[0] == 0 => Ok(()),
+        Ok(0) => Err("it exited before it was ready".into()),
+        Ok(_) => Err("unexpected status byte".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,154 @@
+//! The run record `ckptctl-run.json` written to the work directory at the
+//! end of every apply (resolved profile, CRIU version, host, step timings,
+//! stats, outcome), and the step timer behind it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// File name of the run record.
+pub const RUN_RECORD: &str = "ckptctl-run.json";
+
+/// One step that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// Step name (`dump`, `pre-dump-1`, `restore`, `lazy-pages`, ...).
+    pub step: String,
+    /// Seconds since the apply started.
+    pub started_s: f64,
+    /// Duration in seconds.
+    pub duration_s: f64,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// The CRIU log of the step, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+    /// NOTIFY callbacks CRIU sent, with their time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<(String, f64)>,
+}
+
+/// Everything about one apply.
+#[derive(Debug, Serialize)]
+pub struct RunRecord {
+    /// ckptctl version.
+    pub ckptctl: &'static str,
+    /// Profile name.
+    pub profile: String,
+    /// Profile file.
+    pub profile_file: String,
+    /// The resolved profile (after extends and defaults).
+    pub resolved: serde_json::Value,
+    /// checkpoint / restore / migrate.
+    pub action: String,
+    /// Migration role, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// CRIU binary and version.
+    pub criu: Option<String>,
+    /// CRIU version.
+    pub criu_version: Option<String>,
+    /// Host name and kernel.
+    pub host: Host,
+    /// Unix time of the start.
+    pub started_unix: u64,
+    /// Steps.
+    pub steps: Vec<StepRecord>,
+    /// CRIU statistics.
+    pub stats: serde_json::Value,
+    /// `ok`, `failed` or `interrupted`.
+    pub outcome: String,
+    /// The failure, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<serde_json::Value>,
+    /// Pid of the dumped or restored root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Wall time of the whole apply, seconds.
+    pub total_s: f64,
+    #[serde(skip)]
+    t0: Option<Instant>,
+}
+
+/// Host facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// Host name.
+    pub hostname: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// `uname -m`.
+    pub machine: String,
+}
+
+impl Host {
+    /// This host.
+    pub fn this() -> Host {
+        let u = nix::sys::utsname::uname().ok();
+        Host {
+            hostname: u.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
+            kernel: u.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+            machine: u.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+impl RunRecord {
+    /// Start a record now.
+    pub fn start(profile: String, profile_file: String, resolved: serde_json::Value, action: String) -> Self {
+        RunRecord {
+            ckptctl: env!("CARGO_PKG_VERSION"),
+            profile,
+            profile_file,
+            resolved,
+            action,
+            role: None,
+            criu: None,
+            criu_version: None,
+            host: Host::this(),
+            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            steps: Vec::new(),
+            stats: serde_json::json!({}),
+            outcome: "running".into(),
+            failure: None,
+            pid: None,
+            total_s: 0.0,
+            t0: Some(Instant::now()),
+        }
+    }
+
+    /// Seconds since start.
+    pub fn elapsed(&self) -> f64 {
+        self.t0.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// Record a finished step.
+    pub fn step(&mut self, step: &str, started: f64, ok: bool, log: Option<PathBuf>, notes: Vec<(String, f64)>) {
+        let duration_s = self.elapsed() - started;
+        self.steps.push(StepRecord {
+            step: step.to_string(),
+            started_s: round(started),
+            duration_s: round(duration_s),
+            outcome: if ok { "ok" } else { "failed" }.into(),
+            log,
+            notifications: notes,
+        });
+    }
+
+    /// Write `ckptctl-run.json` (0600) into `dir`.
+    pub fn write(&mut self, dir: &Path) -> std::io::Result<PathBuf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        self.total_s = round(self.elapsed());
+        let path = dir.join(RUN_RECORD);
+        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
+        f.write_all(serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
+        f.write_all(b"\n")?;
+        Ok(path)
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}

@@ -1,0 +1,239 @@
+//! Turning a failed step into what the user needs: the step, CRIU's
+//! `cr_errmsg`, the log path and the few log lines that matter, a known
+//! cause with a hint, and the profile key to change (with its span).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cli::output::Exit;
+use crate::criu::KnownCause;
+use crate::diag::Diagnostic;
+use crate::profile::Profile;
+use crate::source::{FileId, Span};
+
+/// A failed apply, ready to print.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// Stable code (`criu::pid-not-found`, `criu::failed`, `apply::...`).
+    pub code: &'static str,
+    /// One line: what failed and why.
+    pub message: String,
+    /// The step that failed (`dump`, `restore`, `lazy-pages`, ...).
+    pub step: String,
+    /// CRIU's errno, if it sent one.
+    pub cr_errno: Option<i32>,
+    /// CRIU's first error line.
+    pub cr_errmsg: Option<String>,
+    /// The CRIU log of the step.
+    pub log: Option<PathBuf>,
+    /// The log lines that explain it (noise removed).
+    pub log_lines: Vec<String>,
+    /// What to do.
+    pub hint: Option<String>,
+    /// The profile key to change.
+    pub key: Option<String>,
+    /// Exit code.
+    #[serde(skip)]
+    pub exit: Exit,
+}
+
+impl Failure {
+    /// A failure that is not CRIU's (bad input, environment).
+    pub fn new(code: &'static str, step: &str, message: impl Into<String>, exit: Exit) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            step: step.to_string(),
+            cr_errno: None,
+            cr_errmsg: None,
+            log: None,
+            log_lines: Vec::new(),
+            hint: None,
+            key: None,
+            exit,
+        }
+    }
+
+    /// Set the hint.
+    #[must_use]
+    pub fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+
+    /// Set the profile key.
+    #[must_use]
+    pub fn key(mut self, k: impl Into<String>) -> Self {
+        self.key = Some(k.into());
+        self
+    }
+
+    /// As a diagnostic pointing at the profile key (or its table, or the
+    /// top of the file when the key is not written).
+    pub fn diagnostic(&self, profile: Option<&Profile>, root: Option<FileId>) -> Diagnostic {
+        let mut d = Diagnostic::error(self.code, self.message.clone());
+        if let Some(k) = &self.key {
+            d = d.key(k.clone());
+            if let (Some(p), Some(root)) = (profile, root) {
+                d = d.at(span_for_key(p, k, root)).label(format!("change `{k}`"));
+            }
+        }
+        if let Some(h) = &self.hint {
+            d = d.help(h.clone());
+        }
+        d
+    }
+
+    /// The CRIU details block printed under the diagnostic.
+    pub fn details(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("  step:      {}\n", self.step));
+        if let Some(m) = &self.cr_errmsg {
+            s.push_str(&format!("  cr_errmsg: {}\n", m.trim()));
+        }
+        if let Some(e) = self.cr_errno {
+            s.push_str(&format!("  cr_errno:  {e} ({})\n", errno_name(e)));
+        }
+        if let Some(l) = &self.log {
+            s.push_str(&format!("  log:       {}\n", l.display()));
+        }
+        if !self.log_lines.is_empty() {
+            s.push_str("  from the log:\n");
+            for l in &self.log_lines {
+                s.push_str(&format!("    {l}\n"));
+            }
+        }
+        s
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    nix::errno::Errno::from_raw(e).desc().to_string()
+}
+
+/// The span to point at for a dotted key: its value, or its table's
+/// header, or 1:1 of the profile.
+pub fn span_for_key(p: &Profile, key: &str, root: FileId) -> Span {
+    let resolved = p.resolved();
+    if let Some(r) = resolved.iter().find(|r| r.key == key) {
+        if let Some(s) = r.span.or(r.key_span) {
+            return s;
+        }
+    }
+    // The nearest written ancestor: its key (a table header).
+    let mut k = key;
+    while let Some((parent, _)) = k.rsplit_once('.') {
+        if let Some(s) = table_span(p, parent) {
+            return s;
+        }
+        k = parent;
+    }
+    Span::new(root, 0, 0)
+}
+
+fn table_span(p: &Profile, table: &str) -> Option<Span> {
+    let head = table.split('.').next()?;
+    let span = match head {
+        "target" => p.target.as_ref().map(|s| s.key_span),
+        "images" => p.images.as_ref().map(|s| s.key_span),
+        "process" => p.process.as_ref().map(|s| s.key_span),
+        "checkpoint" => p.checkpoint.as_ref().map(|s| s.key_span),
+        "restore" => p.restore.as_ref().map(|s| s.key_span),
+        "cgroups" => p.cgroups.as_ref().map(|s| s.key_span),
+        "page_server" => p.page_server.as_ref().map(|s| s.key_span),
+        "lazy_pages" => p.lazy_pages.as_ref().map(|s| s.key_span),
+        "migration" => p.migration.as_ref().map(|s| s.key_span),
+        "criu" => p.criu.as_ref().map(|s| s.key_span),
+        _ => None,
+    };
+    if table.contains('.') {
+        // Nested table such as checkpoint.pre_dump: look for its key.
+        p.resolved().iter().find(|r| r.key.starts_with(&format!("{table}."))).and_then(|r| r.key_span).or(span)
+    } else {
+        span
+    }
+}
+
+/// Hint and profile key for a known cause, given what was running.
+pub fn cause_advice(cause: KnownCause, step: &str, profile: &Profile) -> (String, Option<&'static str>) {
+    let has_pidfile = profile.target.as_ref().is_some_and(|t| t.value.pidfile.is_some());
+    match cause {
+        KnownCause::PidNotFound => (
+            "the target process is gone or the pid is wrong: check `target.pid` / `target.pidfile`, or pass `--pid N`".into(),
+            Some(if has_pidfile { "target.pidfile" } else { "target.pid" }),
+        ),
+        KnownCause::PidTaken => (
+            "a process already uses a pid of the checkpoint: wait until the original tree has exited (its zombie reaped), or restore into a fresh pid namespace (dump the tree from its own pid namespace)".into(),
+            Some("images.dir"),
+        ),
+        KnownCause::NetworkLockToolsMissing => (
+            "the iptables network lock needs `iptables-restore`/`ip6tables-restore`: install the iptables package, or set `checkpoint.network_lock = \"nftables\"`".into(),
+            Some("checkpoint.network_lock"),
+        ),
+        KnownCause::DirtyTrackingMissing => (
+            "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track`): remove [checkpoint.pre_dump] and `images.parent`, or use a kernel with CONFIG_MEM_SOFT_DIRTY".into(),
+            Some(if profile.images().parent.is_some() { "images.parent" } else { "checkpoint.pre_dump" }),
+        ),
+        KnownCause::LazyPagesUnsupported => (
+            "lazy pages need userfaultfd with non-cooperative events (`criu check --feature uffd-noncoop`): disable `lazy_pages.enabled` or run on a kernel that has it".into(),
+            Some("lazy_pages.enabled"),
+        ),
+        KnownCause::PageServerUnreachable => (
+            "nothing accepts connections at the page server address: start the destination first (`ckptctl apply --role destination`), and check `page_server.address`/`port` and firewalls".into(),
+            Some("page_server.address"),
+        ),
+        KnownCause::ExternalFile => (
+            "the tree has a file open that CRIU cannot reach from its mounts (often stdout/stderr redirected to a file outside): start the process with stdio on /dev/null or on files it opens itself, or declare it in `process.external`".into(),
+            Some("process.external"),
+        ),
+        KnownCause::NotACheckpoint => (
+            format!("`images.dir` holds no checkpoint for the {step}: point it at a directory a dump wrote"),
+            Some("images.dir"),
+        ),
+        KnownCause::PermissionDenied => (
+            "CRIU lacks privileges: run as root (or with CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE)".into(),
+            None,
+        ),
+        KnownCause::SessionLeaderOutside => (
+            "the tree's session leader is outside it: start the workload with `setsid`, or set `process.shell_job = true`".into(),
+            Some("process.shell_job"),
+        ),
+        KnownCause::CriuWithinTree => (
+            "CRIU would dump itself: the target must not be an ancestor of ckptctl".into(),
+            Some(if has_pidfile { "target.pidfile" } else { "target.pid" }),
+        ),
+    }
+}
+
+/// The log lines that explain a failure: error lines (known noise such as
+/// the RLIMIT_NOFILE message removed) with the line before each, timestamps
+/// stripped, at most 12, plus CRIU's final marker.
+pub fn log_excerpt(path: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let lines: Vec<&str> = text.lines().map(strip_timestamp).collect();
+    let mut keep: Vec<usize> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let is_err = l.contains("Error (") || l.contains("BUG at") || l.contains("FAILED");
+        if is_err && !crate::criu::errors::is_noise(l) {
+            if i > 0 && !keep.contains(&(i - 1)) && !lines[i - 1].contains("Error (") {
+                keep.push(i - 1);
+            }
+            keep.push(i);
+        }
+    }
+    let start = keep.len().saturating_sub(12);
+    keep[start..].iter().map(|&i| lines[i].trim_end().to_string()).collect()
+}
+
+fn strip_timestamp(l: &str) -> &str {
+    // "(00.012345) " at log level >= 3.
+    if l.starts_with('(') {
+        if let Some(end) = l.find(") ") {
+            if l[1..end].chars().all(|c| c.is_ascii_digit() || c == '.' || c == ' ') {
+                return &l[end + 2..];
+            }
+        }
+    }
+    l
+}

@@ -1,0 +1,194 @@
+//! `check`, `plan` and `apply`: load the profile (any error → exit 2), then
+//! preflight, print the plan, or run it.
+
+use std::path::Path;
+
+use crate::apply::engine::{ApplyOptions, Outcome};
+use crate::apply::report::Failure;
+use crate::apply::status_fd::StatusFd;
+use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
+use crate::cli::output::{Exit, Ui};
+use crate::diag::Severity;
+use crate::profile::{LoadOptions, Profile, load};
+use crate::render::Role;
+use crate::source::{FileId, SourceMap};
+
+fn role(r: Option<RoleArg>) -> Option<Role> {
+    r.map(|r| match r {
+        RoleArg::Source => Role::Source,
+        RoleArg::Destination => Role::Destination,
+    })
+}
+
+/// Load a profile for a command that runs it: every diagnostic printed,
+/// warnings allowed, errors end the command with exit 2.
+pub fn load_for_run(path: &Path, ui: &Ui, sources: &mut SourceMap) -> Result<(Profile, FileId), Exit> {
+    let l = load(path, &path.display().to_string(), sources, LoadOptions::default());
+    let errors = l.has_errors();
+    let shown: Vec<_> = l.diags.iter().filter(|d| errors || d.severity != Severity::Info).cloned().collect();
+    if errors {
+        ui.diagnostics(&shown, sources);
+        ui.error(format!("`{}` is not a valid profile; nothing was run", path.display()));
+        return Err(Exit::Usage);
+    }
+    if !shown.is_empty() && !ui.json() {
+        ui.human_diagnostics(&shown, sources);
+    }
+    match (l.profile, l.file) {
+        (Some(p), Some(f)) => Ok((p, f)),
+        _ => Err(Exit::Usage),
+    }
+}
+
+/// `check PROFILE`.
+pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
+    let mut sources = SourceMap::new();
+    let (p, root) = match load_for_run(&args.profile, ui, &mut sources) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let _ = role(args.role);
+    let pf = crate::apply::check::preflight(&p, root, ui.criu.as_deref(), args.pid);
+    if ui.json() {
+        let mut v = serde_json::to_value(&pf).unwrap_or_default();
+        v["ready"] = serde_json::json!(pf.ready());
+        v["diagnostics"] = crate::diag::to_json_document(&pf.diags, &sources)["diagnostics"].clone();
+        ui.data_json(&v);
+    } else {
+        for f in &pf.findings {
+            let mark = match f.status {
+                Severity::Info => "ok  ",
+                Severity::Warning => "warn",
+                Severity::Error => "FAIL",
+            };
+            ui.note(format!("{mark} {:<22} {}", f.check, f.detail));
+        }
+        ui.human_diagnostics(&pf.diags, &sources);
+        ui.note(if pf.ready() { "ready: this host can apply the profile" } else { "not ready" });
+    }
+    if pf.ready() { Exit::Ok } else { Exit::NotReady }
+}
+
+/// `plan PROFILE`.
+pub fn plan(args: &PlanArgs, ui: &Ui) -> Exit {
+    show_plan(&args.profile, role(args.role), args.pid, ui)
+}
+
+fn show_plan(path: &Path, role: Option<Role>, pid: Option<i32>, ui: &Ui) -> Exit {
+    let mut sources = SourceMap::new();
+    let (p, _) = match load_for_run(path, ui, &mut sources) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let plan = crate::plan::plan(&p, role, pid);
+    if ui.json() {
+        ui.data_json(&serde_json::to_value(&plan).unwrap_or_default());
+    } else {
+        ui.data(plan.text());
+    }
+    Exit::Ok
+}
+
+/// `apply PROFILE`.
+pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
+    // Own the status fd first, so it is closed (EOF for the reader) on every
+    // path, including a profile that does not load.
+    let status_fd = match args.status_fd.map(StatusFd::take).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            ui.error(e.to_string());
+            return Exit::Usage;
+        }
+    };
+    if args.dry_run {
+        return show_plan(&args.profile, role(args.role), args.pid, ui);
+    }
+    let mut sources = SourceMap::new();
+    let (p, root) = match load_for_run(&args.profile, ui, &mut sources) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let opts = ApplyOptions { criu: ui.criu.clone(), pid: args.pid, status_fd, force: args.force };
+    let role = role(args.role);
+    let _ = role;
+    let result = crate::apply::engine::apply(&p, &args.profile.display().to_string(), ui, opts);
+    match result {
+        Ok(out) => {
+            report_success(&out, ui);
+            Exit::Ok
+        }
+        Err((f, _)) => {
+            report_failure(&f, &p, root, &sources, ui);
+            f.exit
+        }
+    }
+}
+
+fn report_success(out: &Outcome, ui: &Ui) {
+    if ui.json() {
+        ui.data_json(&serde_json::to_value(out).unwrap_or_default());
+        return;
+    }
+    let s = &out.stats;
+    let mut line = format!("{} done", out.action);
+    if let Some(pid) = out.pid {
+        line.push_str(&format!(": pid {pid}"));
+    }
+    line.push_str(&format!(" in {:.2} s", out.total_s));
+    ui.note(line);
+    if let Some(d) = s.get("dump") {
+        let get = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        ui.note(format!(
+            "  frozen time:   {:.1} ms\n  freezing time: {:.1} ms\n  memory dump:   {:.1} ms, write {:.1} ms\n  pages:         {} scanned, {} written ({}), {} skipped from parent, {} lazy",
+            get("frozen_time_us") as f64 / 1000.0,
+            get("freezing_time_us") as f64 / 1000.0,
+            get("memdump_time_us") as f64 / 1000.0,
+            get("memwrite_time_us") as f64 / 1000.0,
+            get("pages_scanned"),
+            get("pages_written"),
+            human_bytes(get("pages_written") * 4096),
+            get("pages_skipped_parent"),
+            get("pages_lazy"),
+        ));
+    }
+    if let Some(r) = s.get("restore") {
+        let get = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        ui.note(format!(
+            "  restore time:  {:.1} ms (forking {:.1} ms)\n  pages:         {} compared, {} skipped COW, {} restored",
+            get("restore_time_us") as f64 / 1000.0,
+            get("forking_time_us") as f64 / 1000.0,
+            get("pages_compared"),
+            get("pages_skipped_cow"),
+            get("pages_restored"),
+        ));
+    }
+    ui.note(format!("  images:        {}", out.images_dir.display()));
+    if let Some(r) = &out.record {
+        ui.note(format!("  run record:    {}", r.display()));
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = b as f64;
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", f / f64::from(1u32 << 30))
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", f / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", f / 1024.0)
+    }
+}
+
+/// Print a failure: a diagnostic at the profile key, then CRIU's details.
+pub fn report_failure(f: &Failure, p: &Profile, root: FileId, sources: &SourceMap, ui: &Ui) {
+    let d = f.diagnostic(Some(p), Some(root));
+    if ui.json() {
+        let mut v = crate::diag::to_json_document(std::slice::from_ref(&d), sources);
+        v["failure"] = serde_json::to_value(f).unwrap_or_default();
+        ui.data_json(&v);
+    } else {
+        ui.human_diagnostics(std::slice::from_ref(&d), sources);
+        ui.error(format!("{}\n{}", f.message, f.details()));
+    }
+}
