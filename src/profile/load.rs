@@ -113,13 +113,51 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
     out.diags.append(&mut diags);
     if let Some(p) = &profile {
         if !opts.as_base {
-            out.diags.extend(crate::validate::check(p, id, sources));
+            // A key that is written but failed to decode was already
+            // reported at its value; do not also call it missing.
+            let rules = crate::validate::check(p, id, sources);
+            out.diags.extend(rules.into_iter().filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))));
         }
     }
     out.profile = profile;
     dedup(&mut out.diags);
     sort(&mut out.diags);
     out
+}
+
+/// Diagnostics that say a key is absent.
+fn reports_absence(d: &Diagnostic) -> bool {
+    matches!(d.code, "profile::missing-key" | "profile::lazy-port-missing")
+}
+
+/// True when the dotted key (`a.b[1].c`) is written in the tree, or when a
+/// table or array on its way is written with another type (that type error
+/// is the diagnostic to show).
+fn written(tree: &Node, key: Option<&str>) -> bool {
+    let Some(key) = key else { return false };
+    let mut node = tree;
+    for part in key.split('.') {
+        let (name, indices) = match part.split_once('[') {
+            Some((n, rest)) => (n, Some(rest)),
+            None => (part, None),
+        };
+        let Kind::Table(_) = node.kind else { return true };
+        match node.get(name) {
+            Some(e) => node = &e.value,
+            None => return false,
+        }
+        for idx in indices.into_iter().flat_map(|r| r.split('[')) {
+            let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else { return false };
+            match &node.kind {
+                Kind::Array(items) => match items.get(i) {
+                    Some(n) => node = n,
+                    None => return false,
+                },
+                _ => return true,
+            }
+        }
+    }
+    true
 }
 
 /// Order diagnostics by file and position (those without a place first).

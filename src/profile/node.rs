@@ -117,15 +117,44 @@ fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
     let msg = e.message().trim().to_string();
     let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
     if first.starts_with("duplicate key") {
-        let key = text.get(range.clone()).unwrap_or("").trim_matches('"').to_string();
+        let key = text.get(range.clone()).unwrap_or("").trim().trim_matches(['"', '\'']).to_string();
         Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
             .at(Span::new(file, range.start, range.end))
+            .key(toml_dotted_key(text, range.start, &key))
             .label("defined again here")
             .help("remove one of the two definitions")
     } else {
         Diagnostic::error("profile::syntax", format!("invalid TOML: {first}"))
             .at(Span::new(file, range.start, range.end.max(range.start)))
             .label(first)
+    }
+}
+
+/// The dotted path of a key at `offset`: the nearest `[header]` above it
+/// (or the header itself when the key is in one) joined with the key.
+fn toml_dotted_key(text: &str, offset: usize, key: &str) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let mut header = None;
+    for line in text[..line_start].lines().rev() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            header = Some(t);
+            break;
+        }
+    }
+    let own = text[line_start..].lines().next().unwrap_or("").trim_start();
+    let clean = |h: &str| -> String {
+        let h = h.trim_start_matches('[');
+        let h = h.split(']').next().unwrap_or("");
+        h.split('.').map(|p| p.trim().trim_matches(['"', '\''])).collect::<Vec<_>>().join(".")
+    };
+    if own.starts_with('[') {
+        return clean(own);
+    }
+    match header {
+        Some(h) if !clean(h).is_empty() => format!("{}.{key}", clean(h)),
+        _ => key.to_string(),
     }
 }
 
@@ -196,7 +225,7 @@ const YAML_NODE_LIMIT: usize = 100_000;
 
 /// Parse YAML text (one document) into a tree, or return the syntax error.
 pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new() };
+    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new(), path: Vec::new() };
     let mut events = Vec::new();
     for ev in Parser::new_from_str(&src.text) {
         match ev {
@@ -263,6 +292,8 @@ struct YamlBuilder<'a> {
     anchors: Vec<(usize, Node)>,
     count: usize,
     errors: Vec<Diagnostic>,
+    /// Keys and indices from the root to the node being built.
+    path: Vec<String>,
 }
 
 type EventIter<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Span)>>;
@@ -292,7 +323,9 @@ impl YamlBuilder<'_> {
                         end = sp.end.max(end);
                         break;
                     }
+                    self.path.push(format!("[{}]", items.len()));
                     let n = self.node(ev, sp, it);
+                    self.path.pop();
                     end = n.span.end.max(end);
                     items.push(n);
                 }
@@ -315,7 +348,9 @@ impl YamlBuilder<'_> {
                     };
                     let key_node = self.node(kev, ksp, it);
                     let Some((vev, vsp)) = it.next() else { break };
+                    self.path.push(key.clone().unwrap_or_default());
                     let value = self.node(vev, vsp, it);
+                    self.path.pop();
                     end = value.span.end.max(end);
                     let Some(key) = key else {
                         self.errors.push(
@@ -328,6 +363,7 @@ impl YamlBuilder<'_> {
                         self.errors.push(
                             Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
                                 .at(key_node.span)
+                                .key(self.dotted(&key))
                                 .label("defined again here")
                                 .related(first.key_span, "first defined here")
                                 .help("remove one of the two definitions"),
@@ -353,6 +389,17 @@ impl YamlBuilder<'_> {
             },
             _ => Node { kind: Kind::Null, span },
         }
+    }
+
+    fn dotted(&self, key: &str) -> String {
+        let mut out = String::new();
+        for p in self.path.iter().map(String::as_str).chain(std::iter::once(key)) {
+            if !out.is_empty() && !p.starts_with('[') {
+                out.push('.');
+            }
+            out.push_str(p);
+        }
+        out
     }
 
     fn remember(&mut self, anchor: usize, node: &Node) {

@@ -32,7 +32,6 @@ pub fn check(p: &Profile, root: FileId, sources: &SourceMap) -> Vec<Diagnostic> 
 struct Rules<'a> {
     out: Vec<Diagnostic>,
     top: Span,
-    #[allow(dead_code)]
     sources: &'a SourceMap,
 }
 
@@ -60,6 +59,32 @@ impl Rules<'_> {
         self.out.push(d);
     }
 
+    /// The header of the table whose key is at `key_span`: in TOML, the
+    /// whole `[a.b]` line from its `[`; otherwise the key itself.
+    fn header(&self, key_span: Span) -> Span {
+        header_of(self.sources, key_span)
+    }
+}
+
+/// See [`Rules::header`].
+fn header_of(sources: &SourceMap, key_span: Span) -> Span {
+    {
+        let f = sources.get(key_span.file);
+        let start = key_span.start as usize;
+        let line_start = f.text[..start.min(f.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line = &f.text[line_start..];
+        let indent = line.len() - line.trim_start().len();
+        let line_end = line.find('\n').map_or(f.text.len(), |i| line_start + i);
+        if line.trim_start().starts_with('[') {
+            let end = f.text[line_start..line_end].rfind(']').map_or(line_end, |i| line_start + i + 1);
+            Span::new(key_span.file, line_start + indent, end)
+        } else {
+            key_span
+        }
+    }
+}
+
+impl Rules<'_> {
     fn required(&mut self, p: &Profile) {
         for (key, set) in [("version", p.version.is_some()), ("name", p.name.is_some()), ("action", p.action.is_some())] {
             if !set {
@@ -74,7 +99,7 @@ impl Rules<'_> {
         }
         match &p.images {
             None => self.push(missing("images.dir", self.top).help("add an [images] table with `dir = \"...\"`")),
-            Some(img) if img.value.dir.is_none() => self.push(missing("images.dir", img.key_span)),
+            Some(img) if img.value.dir.is_none() => self.push(missing("images.dir", self.header(img.key_span))),
             Some(_) => {}
         }
         if p.action.as_ref().is_some_and(|a| a.value == Action::Migrate) {
@@ -85,10 +110,10 @@ impl Rules<'_> {
                 ),
                 Some(m) => {
                     if m.value.destination.is_none() {
-                        self.push(missing("migration.destination", m.key_span));
+                        self.push(missing("migration.destination", self.header(m.key_span)));
                     }
                     if m.value.control_port.is_none() {
-                        self.push(missing("migration.control_port", m.key_span));
+                        self.push(missing("migration.control_port", self.header(m.key_span)));
                     }
                 }
             }
@@ -140,9 +165,10 @@ impl Rules<'_> {
 
     fn action_sections(&mut self, p: &Profile) {
         let Some(action) = &p.action else { return };
+        let sources = self.sources;
         let ignored = |section: &str, why: &str, key_span: Span| {
             Diagnostic::warning("profile::ignored-section", format!("[{section}] is ignored {why}"))
-                .at(key_span)
+                .at(header_of(sources, key_span))
                 .key(section)
                 .label("ignored")
                 .related(action.span, "because of this action")
@@ -302,12 +328,14 @@ impl Rules<'_> {
             let l = &lp.value;
             if l.enabled() {
                 if let (Some(addr), None) = (&l.address, &l.port) {
+                    // Two keys involved: point at the later one.
+                    let at = l.enabled.as_ref().map_or(addr.span, |e| later(e.span, addr.span));
                     self.push(
                         Diagnostic::error(
                             "profile::lazy-port-missing",
                             "`lazy_pages.address` is set but `lazy_pages.port` is not",
                         )
-                        .at(addr.span)
+                        .at(at)
                         .key("lazy_pages.port")
                         .label("remote lazy pages need a port")
                         .help("add `port = N` to [lazy_pages] (the port the checkpoint side serves pages on)"),
@@ -318,8 +346,8 @@ impl Rules<'_> {
         if let Some(ps) = &p.page_server {
             let s = &ps.value;
             match (&s.address, &s.port) {
-                (Some(_), None) => self.push(missing("page_server.port", ps.key_span)),
-                (None, Some(_)) => self.push(missing("page_server.address", ps.key_span)),
+                (Some(_), None) => self.push(missing("page_server.port", self.header(ps.key_span))),
+                (None, Some(_)) => self.push(missing("page_server.address", self.header(ps.key_span))),
                 _ => {}
             }
             if let Some(tls) = &s.tls {
