@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod criu;
 pub mod diag;
+pub mod diff;
 pub mod plan;
 pub mod policy;
 pub mod profile;
