@@ -10,6 +10,7 @@ pub mod cli;
 pub mod criu;
 pub mod diag;
 pub mod diff;
+pub mod import;
 pub mod plan;
 pub mod policy;
 pub mod profile;

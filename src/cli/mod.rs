@@ -10,7 +10,7 @@ mod info;
 pub mod render;
 pub mod review;
 mod diff;
-mod import;
+pub mod import;
 
 use clap::Parser;
 
