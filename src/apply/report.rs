@@ -90,7 +90,8 @@ impl Failure {
         let mut s = String::new();
         s.push_str(&format!("  step:      {}\n", self.step));
         if let Some(m) = &self.cr_errmsg {
-            s.push_str(&format!("  cr_errmsg: {}\n", m.trim()));
+            let note = if crate::criu::errors::is_noise(m) { "  (logged on every run here; not the cause)" } else { "" };
+            s.push_str(&format!("  cr_errmsg: {}{note}\n", m.trim()));
         }
         if let Some(e) = self.cr_errno {
             s.push_str(&format!("  cr_errno:  {e} ({})\n", errno_name(e)));
@@ -206,24 +207,33 @@ pub fn cause_advice(cause: KnownCause, step: &str, profile: &Profile) -> (String
     }
 }
 
-/// The log lines that explain a failure: error lines (known noise such as
-/// the RLIMIT_NOFILE message removed) with the line before each, timestamps
-/// stripped, at most 12, plus CRIU's final marker.
+/// The log lines that explain a failure, in log order: error and warning
+/// lines and the few info lines CRIU uses for causes (`Can't connect ...`),
+/// with known noise (the RLIMIT_NOFILE message) removed, timestamps
+/// stripped, the first 10 (the cause comes first; later lines are its
+/// consequences) and CRIU's final marker.
 pub fn log_excerpt(path: &std::path::Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let lines: Vec<&str> = text.lines().map(strip_timestamp).collect();
-    let mut keep: Vec<usize> = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        let is_err = l.contains("Error (") || l.contains("BUG at") || l.contains("FAILED");
-        if is_err && !crate::criu::errors::is_noise(l) {
-            if i > 0 && !keep.contains(&(i - 1)) && !lines[i - 1].contains("Error (") {
-                keep.push(i - 1);
-            }
-            keep.push(i);
+    let mut out: Vec<String> = Vec::new();
+    let mut marker = None;
+    for raw in text.lines() {
+        let l = strip_timestamp(raw).trim_end();
+        if l.contains("FAILED") || l.contains("finished successfully") {
+            marker = Some(l.to_string());
+            continue;
+        }
+        let interesting = l.contains("Error (")
+            || l.contains("Warn  (")
+            || l.contains("BUG at")
+            || l.contains("Can't connect")
+            || l.contains("No process with such pid")
+            || l.starts_with("execvp");
+        if interesting && !crate::criu::errors::is_noise(l) && !l.contains("with interrupted system call") && out.len() < 10 {
+            out.push(l.to_string());
         }
     }
-    let start = keep.len().saturating_sub(12);
-    keep[start..].iter().map(|&i| lines[i].trim_end().to_string()).collect()
+    out.extend(marker);
+    out
 }
 
 fn strip_timestamp(l: &str) -> &str {

@@ -1,0 +1,574 @@
+//! `ckptctl apply` against the real CRIU, as root: checkpoint and restore of
+//! real processes, and each failure users hit, reproduced for real. Skipped
+//! with a reason without root/CRIU; CKPTCTL_TEST_REQUIRE_CRIU makes a skip a
+//! failure (CI).
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{kill9, read_counter, require_root_and_criu, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+
+/// A counter loop started with `unshare` flags; the loop opens its counter
+/// file itself and has stdio on /dev/null.
+struct Proc {
+    launcher: Option<Child>,
+    pid: i32,
+    counter: PathBuf,
+    extra: Vec<i32>,
+}
+
+impl Proc {
+    fn start(dir: &Path, unshare: &[&str]) -> Proc {
+        let counter = dir.join("counter");
+        let script = format!(
+            "i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done",
+            c = counter.display()
+        );
+        let mut cmd = if unshare.is_empty() {
+            let mut c = Command::new("setsid");
+            c.args(["sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("unshare");
+            c.args(unshare).args(["--fork", "setsid", "sh", "-c", &script]);
+            c
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn workload");
+        let lpid = child.id() as i32;
+        let mut p = Proc { launcher: Some(child), pid: 0, counter, extra: Vec::new() };
+        if unshare.is_empty() {
+            p.pid = lpid;
+        } else {
+            assert!(wait_until(Duration::from_secs(10), || {
+                common::first_child(lpid).map(|c| p.pid = c).is_some()
+            }));
+        }
+        assert!(wait_until(Duration::from_secs(10), || p.count() >= 2), "workload does not count");
+        p
+    }
+
+    fn count(&self) -> u64 {
+        read_counter(&self.counter)
+    }
+
+    fn alive(&self) -> bool {
+        alive(self.pid)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill9(self.pid);
+        for &p in &self.extra {
+            kill9(p);
+        }
+        if let Some(mut c) = self.launcher.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
+        .unwrap_or(false)
+}
+
+fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn tmp() -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("ckptctl-apply-").tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn ckptctl(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("NO_COLOR", "1").stdin(Stdio::null()).output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn checkpoint_profile(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf {
+    write(
+        dir,
+        &format!("{name}.toml"),
+        &format!("version = 1\nname = \"{name}\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"),
+    )
+}
+
+fn restore_profile(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    write(
+        dir,
+        &format!("{name}.toml"),
+        &format!("version = 1\nname = \"{name}\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\nwork_dir = \"work-{name}\"\n[restore]\npidfile = \"restored.pid\"\n{extra}"),
+    )
+}
+
+fn restored_pid(dir: &Path) -> i32 {
+    std::fs::read_to_string(dir.join("restored.pid")).unwrap().trim().parse().unwrap()
+}
+
+/// Checkpoint `p` with `ck_extra`, wait until it is gone, restore with
+/// `rs_extra`, and check the restored tree goes on counting.
+fn round_trip(ck_extra: &str, rs_extra: &str) {
+    let d = tmp();
+    let mut p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "ck", p.pid, ck_extra);
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["action"], "checkpoint");
+    assert!(v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0, "{v}");
+    let imgs = d.path().join("imgs");
+    assert_eq!(std::fs::metadata(&imgs).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(imgs.join("ckptctl.complete").exists());
+    assert!(!imgs.join("ckptctl.incomplete").exists());
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(record["outcome"], "ok");
+    assert!(record["criu_version"].as_str().unwrap().starts_with('4'));
+    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)), "dumped tree still running");
+    let frozen_at = p.count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(p.count(), frozen_at, "counter moved after the dump");
+    let rs = restore_profile(d.path(), "rs", rs_extra);
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let pid = restored_pid(d.path());
+    p.extra.push(pid);
+    assert_eq!(v["pid"].as_i64(), Some(i64::from(pid)));
+    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3), "restored tree does not count on");
+    // It went on from where it stopped, not from zero.
+    assert!(p.count() > frozen_at);
+}
+
+#[test]
+fn checkpoint_and_restore_in_own_pid_namespace_keeps_counting() {
+    if !require_root_and_criu() {
+        return;
+    }
+    round_trip("", "");
+}
+
+#[test]
+fn cgroup_mode_ignore_round_trip() {
+    if !require_root_and_criu() {
+        return;
+    }
+    round_trip("[cgroups]\nmode = \"ignore\"\n", "[cgroups]\nmode = \"ignore\"\n");
+}
+
+#[test]
+fn cgroup_mode_full_round_trip() {
+    if !require_root_and_criu() {
+        return;
+    }
+    round_trip("[cgroups]\nmode = \"full\"\n", "[cgroups]\nmode = \"full\"\n");
+}
+
+#[test]
+fn leave_running_keeps_the_tree_alive() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "lr", p.pid, "[checkpoint]\nleave_running = true\n");
+    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let before = p.count();
+    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2));
+    assert!(p.alive());
+    assert!(d.path().join("imgs/ckptctl.complete").exists());
+}
+
+#[test]
+fn missing_target_pid_is_reported_at_target_pid() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    // A pid that does not exist: past pid_max.
+    let ck = checkpoint_profile(d.path(), "nopid", 2_147_000_000, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let diag = &v["diagnostics"][0];
+    assert_eq!(diag["code"], "criu::pid-not-found", "{v}");
+    assert_eq!(diag["key"], "target.pid");
+    assert_eq!(diag["line"], 5);
+    assert_eq!(diag["column"], 7);
+    assert_eq!(v["failure"]["step"], "dump");
+    assert_eq!(v["failure"]["cr_errno"], 3, "{v}");
+    assert!(v["failure"]["log_lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("2147000000")), "{v}");
+    assert!(v["failure"]["log"].as_str().unwrap().ends_with("dump.log"));
+    // Nothing that looks like a checkpoint was left.
+    let imgs = d.path().join("imgs");
+    assert!(!imgs.join("inventory.img").exists());
+    assert!(!imgs.join("ckptctl.complete").exists());
+}
+
+#[test]
+fn failed_dump_leaves_target_running_and_images_incomplete() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    // A page server nobody listens on: the dump fails after freezing.
+    let port = free_port();
+    let ck = checkpoint_profile(d.path(), "ps", p.pid, &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"));
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::page-server-unreachable", "{v}");
+    assert_eq!(v["diagnostics"][0]["key"], "page_server.address");
+    assert!(!v["failure"]["log_lines"].as_array().unwrap().is_empty());
+    for l in v["failure"]["log_lines"].as_array().unwrap() {
+        assert!(!l.as_str().unwrap().contains("RLIMIT_NOFILE"), "noise in the excerpt: {l}");
+    }
+    // The target keeps running.
+    let before = p.count();
+    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2), "target stopped counting after a failed dump");
+    assert!(p.alive());
+    let imgs = d.path().join("imgs");
+    assert!(imgs.join("ckptctl.incomplete").exists());
+    assert!(!imgs.join("inventory.img").exists());
+    // Restore refuses it.
+    let rs = restore_profile(d.path(), "rs", "");
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::incomplete-checkpoint");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(record["outcome"], "failed");
+}
+
+#[test]
+fn restore_into_a_taken_pid_reports_pid_taken() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    // No pid namespace: the restored tree needs the very same pid, which
+    // the still-running original holds.
+    let p = Proc::start(d.path(), &[]);
+    let ck = checkpoint_profile(d.path(), "lr", p.pid, "[checkpoint]\nleave_running = true\n");
+    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let rs = restore_profile(d.path(), "rs", "");
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::pid-taken", "{v}");
+    assert_eq!(v["failure"]["step"], "restore");
+    assert!(p.alive());
+}
+
+#[test]
+fn restore_from_missing_or_empty_images_is_refused() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let rs = restore_profile(d.path(), "rs", "");
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::not-a-checkpoint");
+    assert_eq!(v["diagnostics"][0]["key"], "images.dir");
+    assert_eq!(v["diagnostics"][0]["line"], 5);
+    std::fs::create_dir(d.path().join("imgs")).unwrap();
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(json(&out)["failure"]["message"].as_str().unwrap().contains("no inventory.img"));
+}
+
+#[test]
+fn too_old_criu_is_refused_before_anything_runs() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let ck = checkpoint_profile(d.path(), "old", 1, "[criu]\nmin_version = \"99.0\"\n");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::too-old");
+    assert_eq!(v["diagnostics"][0]["key"], "criu.min_version");
+    assert_eq!(v["diagnostics"][0]["line"], 9);
+    assert!(!d.path().join("imgs").exists(), "nothing may be created before the version check");
+}
+
+#[test]
+fn missing_criu_binary_is_environment_not_ready() {
+    let d = tmp();
+    let ck = checkpoint_profile(d.path(), "nocriu", 1, "");
+    let out = ckptctl(&["--output", "json", "--criu", "/nonexistent/criu", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::missing");
+    assert!(v["diagnostics"][0]["message"].as_str().unwrap().contains("--criu"));
+}
+
+#[test]
+fn a_second_apply_on_the_same_images_is_refused() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let imgs = d.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _held = ckptctl::apply::guard::DirLock::acquire(&imgs).unwrap();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "busy", p.pid, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::busy");
+    assert!(p.alive());
+}
+
+#[test]
+fn world_writable_images_dir_is_refused() {
+    let d = tmp();
+    let imgs = d.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    if !require_root_and_criu() {
+        return;
+    }
+    let ck = checkpoint_profile(d.path(), "ww", 1, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::world-writable");
+}
+
+#[test]
+fn pre_dump_without_dirty_tracking_names_the_key() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let criu = common::criu_path().unwrap();
+    let probe = ckptctl::criu::check_feature(&criu, "mem_dirty_track").unwrap();
+    if probe.supported {
+        eprintln!("skipped: this kernel has soft-dirty tracking; the failure cannot be produced here");
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\niterations = 2\n");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::dirty-tracking-missing");
+    assert_eq!(v["diagnostics"][0]["key"], "checkpoint.pre_dump");
+    assert!(p.alive());
+}
+
+#[test]
+fn network_lock_without_iptables_tools_names_the_key() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid", "--net"]);
+    let ck = checkpoint_profile(d.path(), "nolock", p.pid, "");
+    // CRIU finds iptables-restore through PATH; give it one with `ip` and
+    // `nft` but without the iptables tools.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ip", "nft"] {
+        std::os::unix::fs::symlink(format!("/usr/sbin/{tool}"), bin.path().join(tool)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let out = Command::new(BIN)
+        .args(["--output", "json", "--criu", common::criu_path().unwrap().to_str().unwrap(), "apply", ck.to_str().unwrap()])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::network-lock-tools-missing", "{v}");
+    assert_eq!(v["diagnostics"][0]["key"], "checkpoint.network_lock");
+    assert!(p.alive(), "the target must survive a failed dump");
+    // nftables needs no iptables tools.
+    let ck = checkpoint_profile(d.path(), "nft", p.pid, "[checkpoint]\nnetwork_lock = \"nftables\"\nleave_running = true\n");
+    let out = Command::new(BIN)
+        .args(["--criu", common::criu_path().unwrap().to_str().unwrap(), "apply", "--force", ck.to_str().unwrap()])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn fd_to_a_file_outside_the_tree_is_explained() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    // Own mount namespace, stdio opened outside it.
+    let p = Proc::start(d.path(), &["--pid", "--mount"]);
+    let ck = checkpoint_profile(d.path(), "ext", p.pid, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "criu::external-file", "{v}");
+    assert_eq!(v["diagnostics"][0]["key"], "process.external");
+    assert!(p.alive());
+}
+
+#[test]
+fn lazy_restore_with_status_fd() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let criu = common::criu_path().unwrap();
+    if !ckptctl::criu::check_feature(&criu, "uffd-noncoop").unwrap().supported {
+        eprintln!("skipped: no uffd-noncoop here");
+        return;
+    }
+    let d = tmp();
+    let mut p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "ck", p.pid, "");
+    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
+    let frozen_at = p.count();
+    let rs = restore_profile(d.path(), "lazy", "[lazy_pages]\nenabled = true\n");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["apply", "--status-fd", "3", rs.to_str().unwrap()]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(w);
+    let mut buf = Vec::new();
+    std::fs::File::from(r).read_to_end(&mut buf).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(buf, vec![0], "status fd must carry exactly one \\0 then EOF");
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = restored_pid(d.path());
+    p.extra.push(pid);
+    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+    assert!(d.path().join("work-lazy/lazy-pages.log").exists());
+}
+
+#[test]
+fn status_fd_is_closed_without_a_byte_on_failure() {
+    let d = tmp();
+    let rs = restore_profile(d.path(), "lazy", "[lazy_pages]\nenabled = true\n");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let n = w.into_raw_fd();
+    let out = Command::new(BIN)
+        .args(["--criu", "/nonexistent", "apply", "--status-fd", &n.to_string(), rs.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = nix::unistd::close(n);
+    assert_eq!(code(&out), 4);
+    let mut buf = Vec::new();
+    std::fs::File::from(r).read_to_end(&mut buf).unwrap();
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn page_server_dump_then_restore_from_the_server_side() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let criu = common::criu_path().unwrap();
+    let d = tmp();
+    let dst = d.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let port = free_port();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(&criu);
+    cmd.args(["page-server", "-D"]).arg(&dst).args(["--address", "127.0.0.1", "--port", &port.to_string(), "--status-fd", "3", "-v4", "-o", "ps.log"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = cmd.spawn().unwrap();
+    drop(w);
+    let mut b = [0u8; 1];
+    std::fs::File::from(r).read_exact(&mut b).unwrap();
+    let mut p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "ps", p.pid, &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"));
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    let _ = server.wait();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert!(v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0);
+    // Pages went to the server, not into the local images.
+    let imgs = d.path().join("imgs");
+    assert!(std::fs::read_dir(&imgs).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("pages-")));
+    assert!(std::fs::read_dir(&dst).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("pages-")));
+    // Put the non-page images next to the pages and restore from there.
+    for e in std::fs::read_dir(&imgs).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".img") {
+            std::fs::copy(e.path(), dst.join(&name)).unwrap();
+        }
+    }
+    std::fs::copy(imgs.join("ckptctl.complete"), dst.join("ckptctl.complete")).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
+    let frozen_at = p.count();
+    let rs = write(d.path(), "rs.toml", "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"dst\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n");
+    let out = ckptctl(&["apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    p.extra.push(restored_pid(d.path()));
+    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
