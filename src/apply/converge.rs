@@ -47,9 +47,8 @@ mod tests {
 
     fn cfg(iterations: i64, min_pages: i64, growth: f64) -> PreDump {
         let s = Span::new(FileId(0), 0, 0);
-        let sp = |v| Spanned { value: v, span: s, key_span: s };
         PreDump {
-            iterations: Some(sp(Int(iterations))).map(|x| Spanned { value: Int::<1, 64>(x.value.0), span: s, key_span: s }),
+            iterations: Some(Spanned { value: Int::<1, 64>(iterations), span: s, key_span: s }),
             mode: None,
             min_pages: Some(Spanned { value: Int(min_pages), span: s, key_span: s }),
             max_growth: Some(Spanned { value: Fraction(growth), span: s, key_span: s }),
