@@ -67,6 +67,8 @@ pub struct RunRecord {
     pub pid: Option<i32>,
     /// Wall time of the whole apply, seconds.
     pub total_s: f64,
+    /// Peak resident memory of ckptctl itself (VmHWM), KiB.
+    pub ckptctl_peak_rss_kib: u64,
     #[serde(skip)]
     t0: Option<Instant>,
 }
@@ -114,6 +116,7 @@ impl RunRecord {
             failure: None,
             pid: None,
             total_s: 0.0,
+            ckptctl_peak_rss_kib: 0,
             t0: Some(Instant::now()),
         }
     }
@@ -141,6 +144,7 @@ impl RunRecord {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         self.total_s = round(self.elapsed());
+        self.ckptctl_peak_rss_kib = peak_rss_kib();
         let path = dir.join(RUN_RECORD);
         let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
         f.write_all(serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
@@ -151,4 +155,16 @@ impl RunRecord {
 
 fn round(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// VmHWM of this process in KiB (0 when unknown).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
