@@ -572,3 +572,53 @@ fn page_server_dump_then_restore_from_the_server_side() {
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+#[test]
+fn check_reports_ready_and_names_missing_features() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "ok", p.pid, "");
+    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let v = json(&out);
+    assert_eq!(v["ready"], true);
+    assert!(v["criu_version"].as_str().unwrap().starts_with('4'));
+    // A pid that is gone: not ready, at target.pid.
+    let gone_profile = checkpoint_profile(d.path(), "gone", 2_147_000_000, "");
+    let out = ckptctl(&["--output", "json", "check", gone_profile.to_str().unwrap()]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    assert!(v["diagnostics"].as_array().unwrap().iter().any(|d| d["code"] == "check::target-missing"), "{v}");
+    let criu = common::criu_path().unwrap();
+    if !ckptctl::criu::check_feature(&criu, "mem_dirty_track").unwrap().supported {
+        let pre = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\n");
+        let out = ckptctl(&["--output", "json", "check", pre.to_str().unwrap()]);
+        assert_eq!(code(&out), 4);
+        let v = json(&out);
+        let f = v["diagnostics"].as_array().unwrap().iter().find(|d| d["code"] == "check::feature-missing").cloned().unwrap();
+        assert_eq!(f["key"], "checkpoint.pre_dump");
+        assert_eq!(f["line"], 8);
+    }
+}
+
+#[test]
+fn plan_and_dry_run_show_the_steps_without_running_anything() {
+    let d = tmp();
+    let ck = checkpoint_profile(d.path(), "plan", 4242, "[checkpoint]\nleave_running = true\n");
+    let out = ckptctl(&["--output", "json", "plan", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    let v = json(&out);
+    let names: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["prepare", "dump", "mark complete", "run record"]);
+    let dump = &v["steps"][1];
+    assert_eq!(dump["criu"], "DUMP");
+    let argv: Vec<&str> = dump["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(argv.contains(&"--leave-running") && argv.contains(&"4242"), "{argv:?}");
+    let out = ckptctl(&["apply", "--dry-run", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dump"));
+    assert!(!d.path().join("imgs").exists(), "a dry run must not create anything");
+}
