@@ -622,3 +622,55 @@ fn plan_and_dry_run_show_the_steps_without_running_anything() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("dump"));
     assert!(!d.path().join("imgs").exists(), "a dry run must not create anything");
 }
+
+#[test]
+fn restore_with_a_veth_pair_in_its_own_net_namespace() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let mut p = Proc::start(d.path(), &["--pid", "--net"]);
+    let tag = std::process::id() % 100_000;
+    let (host, inside, host_new) = (format!("ckh{tag}"), format!("ckc{tag}"), format!("ckn{tag}"));
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    let pid = p.pid.to_string();
+    ip(&["link", "add", &host, "type", "veth", "peer", "name", &inside, "netns", &pid]);
+    let ns = |args: &[&str]| {
+        let st = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).status().unwrap();
+        assert!(st.success(), "nsenter ip {args:?}");
+    };
+    ns(&["addr", "add", "10.231.7.2/24", "dev", &inside]);
+    ns(&["link", "set", &inside, "up"]);
+    ip(&["link", "set", &host, "up"]);
+    struct DelLink(String);
+    impl Drop for DelLink {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).stderr(Stdio::null()).status();
+        }
+    }
+    let _cleanup = (DelLink(host.clone()), DelLink(host_new.clone()));
+    let ck = checkpoint_profile(d.path(), "ck", p.pid, "");
+    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
+    let frozen_at = p.count();
+    let rs = restore_profile(
+        d.path(),
+        "rs",
+        &format!("veth_pairs = [{{ inside = \"{inside}\", outside = \"{host_new}\" }}]\n[cgroups]\nmode = \"soft\"\n"),
+    );
+    let out = ckptctl(&["apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let rpid = restored_pid(d.path());
+    p.extra.push(rpid);
+    // The host side was created under its new name, and the namespace kept
+    // its interface and address.
+    let link = Command::new("ip").args(["link", "show", &host_new]).output().unwrap();
+    assert!(link.status.success(), "{host_new} was not created");
+    let addr = Command::new("nsenter").args(["-t", &rpid.to_string(), "-n", "ip", "addr", "show", &inside]).output().unwrap();
+    assert!(String::from_utf8_lossy(&addr.stdout).contains("10.231.7.2/24"));
+    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+}

@@ -248,7 +248,19 @@ impl<'a> Run<'a> {
                 let (hint, key) = cause_advice(c, step, self.profile);
                 (c.code(), format!("{step} failed: {}", c.summary()), Some(hint), key.map(str::to_string))
             }
-            None => ("criu::failed", format!("{step} failed: {e}"), Some("read the log lines below; `-v` prints more".to_string()), None),
+            None => {
+                // CRIU's cr_errmsg is its first error line, which on some
+                // hosts is noise: prefer the first real error of the log.
+                let first = lines
+                    .iter()
+                    .find(|l| l.contains("Error (") || l.contains("BUG at"))
+                    .map(|l| l.trim().trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' ').to_string());
+                let why = match (&first, &e) {
+                    (Some(l), _) => l.clone(),
+                    (None, _) => e.to_string(),
+                };
+                ("criu::failed", format!("{step} failed: {why}"), Some("read the log lines below; `-v` prints more".to_string()), None)
+            }
         };
         Failure {
             code,
