@@ -1,0 +1,220 @@
+//! Shared helpers for integration tests: the root/criu gate and a counter
+//! workload running in its own pid namespace.
+
+#![allow(dead_code)]
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Env var that turns "skip" into "fail" (set in CI).
+pub const REQUIRE_CRIU_ENV: &str = "CKPTCTL_TEST_REQUIRE_CRIU";
+
+/// True when tests may drive the real CRIU: we are root and criu is found.
+/// Otherwise prints a skip reason and returns false, or panics when
+/// `CKPTCTL_TEST_REQUIRE_CRIU` is set.
+pub fn require_root_and_criu() -> bool {
+    match criu_unavailable_reason() {
+        None => true,
+        Some(reason) => {
+            if std::env::var_os(REQUIRE_CRIU_ENV).is_some() {
+                panic!("{REQUIRE_CRIU_ENV} is set but the CRIU tests cannot run: {reason}");
+            }
+            eprintln!("skipped: needs root and criu: {reason}");
+            false
+        }
+    }
+}
+
+fn criu_unavailable_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    let criu = match criu_path() {
+        Ok(p) => p,
+        Err(e) => return Some(e),
+    };
+    match Command::new(&criu)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("{} --version failed: {}", criu.display(), o.status)),
+        Err(e) => Some(format!("cannot run {}: {e}", criu.display())),
+    }
+}
+
+/// The criu binary: `$CKPTCTL_CRIU` or `criu` on `$PATH`.
+pub fn criu_path() -> Result<PathBuf, String> {
+    ckptctl::criu::find_criu(None)
+        .map(|f| f.path)
+        .map_err(|e| e.to_string())
+}
+
+/// A bash loop that increments a counter file every 50 ms in its own pid
+/// namespace: `unshare --pid --fork [--mount-proc] setsid bash -c ...`,
+/// stdio on /dev/null. The loop reopens its stdio on /dev/null and closes
+/// every other inherited fd itself (fds opened outside the tree's mount
+/// namespace make CRIU fail with `Can't lookup mount=N for fd=...`). The
+/// counter file is opened only while writing. Drop SIGKILLs what it started.
+pub struct Workload {
+    unshare: Option<Child>,
+    /// Pid (in our namespace) of the pid namespace's init (`sh`).
+    pub init_pid: i32,
+    /// The counter file.
+    pub counter_file: PathBuf,
+    /// Extra pids to SIGKILL on drop (e.g. a restored tree's root).
+    pub extra_pids: Vec<i32>,
+}
+
+impl Workload {
+    /// Counter in `dir/counter`, own pid namespace, host mount namespace
+    /// (CRIU then dumps no mounts; restore needs no `root`).
+    pub fn counter_in(dir: &Path) -> io::Result<Workload> {
+        Self::spawn(dir, false)
+    }
+
+    /// Like [`Workload::counter_in`] but with its own mount namespace
+    /// (`--mount-proc`). CRIU then dumps the whole mount table copied from
+    /// the host, and restore needs `root` (e.g. "/").
+    pub fn counter_in_own_mntns(dir: &Path) -> io::Result<Workload> {
+        Self::spawn(dir, true)
+    }
+
+    fn spawn(dir: &Path, mount_ns: bool) -> io::Result<Workload> {
+        let counter_file = dir.join("counter");
+        let c = counter_file.display();
+        let script = format!(
+            "exec </dev/null >/dev/null 2>&1; \
+             for fd in /proc/self/fd/*; do fd=${{fd##*/}}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done; \
+             i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork"]);
+        if mount_ns {
+            cmd.arg("--mount-proc");
+        }
+        let child = cmd
+            .args(["setsid", "bash", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut w = Workload {
+            unshare: Some(child),
+            init_pid: 0,
+            counter_file,
+            extra_pids: Vec::new(),
+        };
+        let unshare_pid = w.unshare.as_ref().map_or(0, |c| c.id() as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = first_child(unshare_pid) {
+                w.init_pid = pid;
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("unshare did not fork the namespace init"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Wait until the counter moves.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.counter() < 2 {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("counter does not advance"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(w)
+    }
+
+    /// Current counter value (0 when unreadable).
+    pub fn counter(&self) -> u64 {
+        read_counter(&self.counter_file)
+    }
+
+    /// Pid of the `unshare` process.
+    pub fn unshare_pid(&self) -> Option<u32> {
+        self.unshare.as_ref().map(Child::id)
+    }
+
+    /// After a dump killed the tree: wait (bounded) for `unshare` to exit,
+    /// reap it, and forget the dead init pid. Returns false on timeout.
+    pub fn wait_gone(&mut self, timeout: Duration) -> bool {
+        let Some(child) = self.unshare.as_mut() else {
+            return true;
+        };
+        let gone = wait_until(timeout, || matches!(child.try_wait(), Ok(Some(_))));
+        if gone {
+            self.unshare = None;
+            self.init_pid = 0;
+        }
+        gone
+    }
+}
+
+/// Read a counter file (0 when missing or empty).
+pub fn read_counter(p: &Path) -> u64 {
+    fs_err::read_to_string(p)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until `f` holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// First child of `pid` listed in `/proc/PID/task/PID/children`.
+pub fn first_child(pid: i32) -> Option<i32> {
+    let s = fs_err::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// SIGKILL a pid, ignoring errors.
+pub fn kill9(pid: i32) {
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        kill9(self.init_pid);
+        for &p in &self.extra_pids {
+            kill9(p);
+        }
+        if let Some(mut c) = self.unshare.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A fresh 0700 directory for images.
+pub fn images_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("ckptctl-criu-")
+        .tempdir()
+        .expect("tempdir");
+    let _ = fs_err::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700));
+    d
+}
