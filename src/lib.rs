@@ -11,6 +11,7 @@ pub mod criu;
 pub mod diag;
 pub mod diff;
 pub mod import;
+pub mod migrate;
 pub mod plan;
 pub mod policy;
 pub mod profile;

@@ -182,13 +182,14 @@ pub fn version_gates(p: &Profile) -> Vec<(&'static str, u32, String)> {
 }
 
 /// Open a directory as an fd CRIU can reopen through /proc.
-fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
     File::open(path).map(OwnedFd::from).map_err(|e| {
         Failure::new("apply::dir", "prepare", format!("cannot open {}: {e}", path.display()), Exit::Usage)
     })
 }
 
-fn dir_failure(e: guard::DirError, key: &str) -> Failure {
+/// A directory problem as a failure at `key`.
+pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
     let exit = match e {
         guard::DirError::Busy { .. } => Exit::NotReady,
         _ => Exit::Usage,
@@ -229,14 +230,46 @@ pub struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn swrk(&self) -> Result<Swrk, Failure> {
+    /// A run of `profile` with CRIU found, its directories and record
+    /// (used by `migrate`, which manages its own status fd).
+    pub fn new(profile: &'a Profile, ui: &'a Ui, criu: FoundCriu, images_dir: PathBuf, work_dir: PathBuf, record: RunRecord) -> Self {
+        Run { profile, ui, criu, images_dir, work_dir, record, status: None }
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &'a Profile {
+        self.profile
+    }
+
+    /// The user interface.
+    pub fn ui(&self) -> &'a Ui {
+        self.ui
+    }
+
+    /// The CRIU binary.
+    pub fn criu_path(&self) -> &Path {
+        &self.criu.path
+    }
+
+    /// Images directory.
+    pub fn images_dir(&self) -> &Path {
+        &self.images_dir
+    }
+
+    /// Work directory.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// Start a `criu swrk` with the profile's global arguments.
+    pub fn swrk(&self) -> Result<Swrk, Failure> {
         let mut args = criu_global_args(self.profile);
         let _ = &mut args;
         Swrk::spawn(&self.criu.path, &args).map_err(|e| self.criu_failure("start criu", e, None))
     }
 
     /// Map a CRIU error of a step to a failure with log lines and a hint.
-    fn criu_failure(&self, step: &str, e: CriuError, log: Option<PathBuf>) -> Failure {
+    pub fn criu_failure(&self, step: &str, e: CriuError, log: Option<PathBuf>) -> Failure {
         let lines = log.as_deref().map(crate::apply::report::log_excerpt).unwrap_or_default();
         let cause = e.known_cause(&lines);
         let (cr_errno, cr_errmsg) = match &e {
@@ -276,14 +309,15 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn progress(&self, msg: &str) {
+    /// Print a progress line (human output only).
+    pub fn progress(&self, msg: &str) {
         if !self.ui.json() {
             self.ui.note(format!("ckptctl: {msg}"));
         }
     }
 
     /// RPC options of a step (from render) with the run-time fds filled in.
-    fn opts(&self, step: &CriuStep, pid: Option<i32>, images: &OwnedFd, work: &OwnedFd) -> CriuOpts {
+    pub fn opts(&self, step: &CriuStep, pid: Option<i32>, images: &OwnedFd, work: &OwnedFd) -> CriuOpts {
         let mut o = criu_opts_with_pid(self.profile, step, pid);
         o.images_dir_fd = images.as_raw_fd();
         o.images_dir = None;
@@ -292,7 +326,7 @@ impl<'a> Run<'a> {
     }
 
     /// Run one request, acking NOTIFYs; record the step.
-    fn call(&mut self, step: &str, req: CriuReq, want: CriuReqType, log: PathBuf) -> Result<crate::criu::rpc::CriuResp, Failure> {
+    pub fn call(&mut self, step: &str, req: CriuReq, want: CriuReqType, log: PathBuf) -> Result<crate::criu::rpc::CriuResp, Failure> {
         let started = self.record.elapsed();
         let mut swrk = self.swrk()?;
         let mut notes: Vec<(String, f64)> = Vec::new();
@@ -468,7 +502,8 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
     })
 }
 
-fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Result<(), Failure> {
+/// Probe CRIU features; a missing one fails with the profile key that needs it.
+pub fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Result<(), Failure> {
     let mut s = run.swrk()?;
     let got = s.feature_check(want.clone()).map_err(|e| run.criu_failure("feature check", e, None))?;
     let _ = s.finish();
@@ -484,7 +519,8 @@ fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Res
     Ok(())
 }
 
-fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
+/// A stats file as report JSON (plus pre-dump rounds).
+pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
     let mut v = match stats::read(path) {
         Ok(s) => serde_json::to_value(stats::StatsSummary::from(&s)).unwrap_or_default(),
         Err(_) => serde_json::json!({}),
@@ -578,7 +614,8 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     })
 }
 
-fn write_pidfile(path: &Path, pid: i32) -> std::io::Result<()> {
+/// Write a pidfile atomically.
+pub fn write_pidfile(path: &Path, pid: i32) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -108,9 +108,27 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if p.action_or_default() == crate::profile::model::Action::Migrate {
+        let Some(role) = role(args.role) else {
+            ui.error(format!(
+                "`{}` is a migrate profile: run it as `--role destination` on the destination host, then `--role source` on the source host",
+                args.profile.display()
+            ));
+            return Exit::Usage;
+        };
+        let opts = crate::migrate::MigrateOptions { criu: ui.criu.clone(), pid: args.pid, status_fd, force: args.force, role };
+        return match crate::migrate::run(&p, &args.profile.display().to_string(), ui, opts) {
+            Ok(out) => {
+                crate::migrate::print_outcome(&out, ui);
+                Exit::Ok
+            }
+            Err((f, _)) => {
+                report_failure(&f, &p, root, &sources, ui);
+                f.exit
+            }
+        };
+    }
     let opts = ApplyOptions { criu: ui.criu.clone(), pid: args.pid, status_fd, force: args.force };
-    let role = role(args.role);
-    let _ = role;
     let result = crate::apply::engine::apply(&p, &args.profile.display().to_string(), ui, opts);
     match result {
         Ok(out) => {

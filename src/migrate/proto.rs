@@ -1,0 +1,286 @@
+//! The migration control connection: newline-delimited JSON messages over
+//! TCP, every wait bounded by a deadline.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted message line (a safety bound, not a protocol limit).
+const MAX_LINE: usize = 16 << 20;
+/// Slice of a blocking wait, so signals and deadlines are noticed.
+const SLICE: Duration = Duration::from_millis(200);
+
+/// One control message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    /// First message of each side.
+    Hello {
+        /// sha256 of the resolved profile JSON.
+        profile_digest: String,
+        /// CRIU version text (`4.1.1`).
+        criu_version: String,
+        /// CRIU version number (`major*10000 + minor*100 + sublevel`).
+        criu_version_number: u32,
+        /// `source` or `destination`.
+        role: String,
+        /// ckptctl version.
+        ckptctl: String,
+    },
+    /// Destination → source: the page server (if any) is listening.
+    Ready {
+        /// Port of the destination's page server (none without one).
+        page_server_port: Option<i32>,
+    },
+    /// Source → destination: images are complete; the tree is still frozen.
+    Dumped {
+        /// What the source knows so far.
+        stats: serde_json::Value,
+    },
+    /// Destination → source: the tree runs here now.
+    Restored {
+        /// Restored root pid (destination's view).
+        pid: Option<i32>,
+        /// Restore statistics.
+        stats: serde_json::Value,
+    },
+    /// Source → destination, last: dump statistics and the downtime measured
+    /// on the source (dump start → `restored` received).
+    Summary {
+        /// Dump statistics.
+        stats: serde_json::Value,
+        /// Downtime, seconds.
+        downtime_s: f64,
+    },
+    /// Either side: it stops.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// The exit code the sender uses.
+        exit: u8,
+    },
+}
+
+impl Msg {
+    /// The message type name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "hello",
+            Msg::Ready { .. } => "ready",
+            Msg::Dumped { .. } => "dumped",
+            Msg::Restored { .. } => "restored",
+            Msg::Summary { .. } => "summary",
+            Msg::Error { .. } => "error",
+        }
+    }
+}
+
+/// Why a receive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Deadline passed.
+    #[error("timed out after {0:.1} s waiting for {1}")]
+    Timeout(f64, String),
+    /// The peer closed the connection.
+    #[error("the other side closed the control connection while we waited for {0}")]
+    Closed(String),
+    /// Not a message.
+    #[error("bad control message: {0}")]
+    Bad(String),
+    /// A signal asked us to stop.
+    #[error("interrupted by a signal")]
+    Interrupted,
+    /// Socket error.
+    #[error("control connection: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A connected control channel.
+#[derive(Debug)]
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+fn interrupted() -> bool {
+    crate::apply::engine::INTERRUPTED.load(Ordering::SeqCst)
+}
+
+impl Conn {
+    /// Wrap a connected stream.
+    pub fn new(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_nonblocking(false)?;
+        let _ = stream.set_nodelay(true);
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let peer = stream.peer_addr()?;
+        let writer = stream.try_clone()?;
+        Ok(Conn { reader: BufReader::new(stream), writer, peer })
+    }
+
+    /// Send one message.
+    pub fn send(&mut self, m: &Msg) -> io::Result<()> {
+        let mut line = serde_json::to_vec(m).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        self.writer.flush()
+    }
+
+    /// Receive one message within `timeout`; `what` names it for errors.
+    pub fn recv(&mut self, timeout: Duration, what: &str) -> Result<Msg, ConnError> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = Vec::new();
+        loop {
+            if interrupted() {
+                return Err(ConnError::Interrupted);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ConnError::Timeout(timeout.as_secs_f64(), what.to_string()));
+            }
+            self.reader.get_ref().set_read_timeout(Some(left.min(SLICE)))?;
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return Err(ConnError::Closed(what.to_string())),
+                Ok(_) if buf.ends_with(b"\n") => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+            if buf.len() > MAX_LINE {
+                return Err(ConnError::Bad(format!("message longer than {MAX_LINE} bytes")));
+            }
+        }
+        serde_json::from_slice(&buf).map_err(|e| ConnError::Bad(format!("{e}: {}", String::from_utf8_lossy(&buf).trim())))
+    }
+
+    /// Close both directions.
+    pub fn shutdown(&self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Listen on `port`: on `host` when it is a literal address of this host,
+/// else on every address of its family (IPv4 for host names).
+pub fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
+    let lit: Option<IpAddr> = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
+    if let Some(ip) = lit {
+        match TcpListener::bind((ip, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
+            Err(e) => return Err(e),
+        }
+        let any: IpAddr = if ip.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        return TcpListener::bind((any, port));
+    }
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// Accept one connection within `timeout`.
+pub fn accept(l: &TcpListener, timeout: Duration) -> Result<Conn, ConnError> {
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if interrupted() {
+            return Err(ConnError::Interrupted);
+        }
+        match l.accept() {
+            Ok((s, _)) => return Ok(Conn::new(s)?),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(ConnError::Io(e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(ConnError::Timeout(timeout.as_secs_f64(), "the source to connect".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connect to `host:port`, retrying until `timeout` (the destination may
+/// still be starting). Returns the last error on expiry.
+pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, ConnError> {
+    let deadline = Instant::now() + timeout;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let mut last: Option<io::Error> = None;
+    loop {
+        if interrupted() {
+            return Err(ConnError::Interrupted);
+        }
+        match (bare, port).to_socket_addrs() {
+            Ok(addrs) => {
+                for a in addrs {
+                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(3))) {
+                        Ok(s) => return Ok(Conn::new(s)?),
+                        Err(e) => last = Some(e),
+                    }
+                }
+            }
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let why = last.map_or_else(|| "no address".to_string(), |e| e.to_string());
+            return Err(ConnError::Timeout(timeout.as_secs_f64(), format!("a connection to {host}:{port} (last error: {why})")));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_over_tcp() {
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut c = accept(&l, Duration::from_secs(5)).unwrap();
+            let m = c.recv(Duration::from_secs(5), "hello").unwrap();
+            c.send(&Msg::Ready { page_server_port: Some(1234) }).unwrap();
+            m
+        });
+        let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        let hello = Msg::Hello {
+            profile_digest: "ab".into(),
+            criu_version: "4.1.1".into(),
+            criu_version_number: 40101,
+            role: "source".into(),
+            ckptctl: "0".into(),
+        };
+        c.send(&hello).unwrap();
+        assert_eq!(c.recv(Duration::from_secs(5), "ready").unwrap(), Msg::Ready { page_server_port: Some(1234) });
+        assert_eq!(t.join().unwrap(), hello);
+        let s = serde_json::to_string(&Msg::Error { message: "x".into(), exit: 3 }).unwrap();
+        assert_eq!(s, r#"{"type":"error","message":"x","exit":3}"#);
+    }
+
+    #[test]
+    fn waits_are_bounded() {
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t0 = Instant::now();
+        assert!(matches!(accept(&l, Duration::from_millis(300)), Err(ConnError::Timeout(..))));
+        let _keep = std::thread::spawn(move || {
+            let c = accept(&l, Duration::from_secs(5)).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            drop(c);
+        });
+        let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        assert!(matches!(c.recv(Duration::from_millis(300), "ready"), Err(ConnError::Timeout(..))));
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn connect_gives_up_after_the_timeout() {
+        // Reserve a port and close it so nothing listens there.
+        let port = listen("127.0.0.1", 0).unwrap().local_addr().unwrap().port();
+        let t0 = Instant::now();
+        let e = connect("127.0.0.1", port, Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(e, ConnError::Timeout(..)), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,328 @@
+//! `apply --role destination` / `--role source` against the real CRIU, with
+//! two "hosts": two network namespaces joined by a veth pair. The workload
+//! runs in its own pid namespace inside the source netns; both halves run
+//! under `nsenter --net` (not `ip netns exec`, which also unshares the mount
+//! namespace and would make CRIU dump a mount namespace).
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{first_child, kill9, read_counter, require_root_and_criu, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn run_ok(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Two netns joined by a veth pair: SRC has 10.77.N.1, DST 10.77.N.2.
+struct Net {
+    src: String,
+    dst: String,
+    subnet: u32,
+}
+
+impl Net {
+    fn new() -> Net {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let subnet = (std::process::id() % 200 + n * 7) % 250 + 1;
+        let net = Net { src: format!("ckm-src-{id}"), dst: format!("ckm-dst-{id}"), subnet };
+        let (vs, vd) = (format!("ckms{id}"), format!("ckmd{id}"));
+        run_ok(&["ip", "netns", "add", &net.src]);
+        run_ok(&["ip", "netns", "add", &net.dst]);
+        run_ok(&["ip", "link", "add", &vs, "type", "veth", "peer", "name", &vd]);
+        run_ok(&["ip", "link", "set", &vs, "netns", &net.src]);
+        run_ok(&["ip", "link", "set", &vd, "netns", &net.dst]);
+        run_ok(&["ip", "-n", &net.src, "addr", "add", &format!("{}/24", net.src_ip()), "dev", &vs]);
+        run_ok(&["ip", "-n", &net.dst, "addr", "add", &format!("{}/24", net.dst_ip()), "dev", &vd]);
+        for (ns, dev) in [(&net.src, &vs), (&net.dst, &vd)] {
+            run_ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+    fn src_ip(&self) -> String {
+        format!("10.77.{}.1", self.subnet)
+    }
+    fn dst_ip(&self) -> String {
+        format!("10.77.{}.2", self.subnet)
+    }
+    fn enter(ns: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{ns}"));
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.src, &self.dst] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Everything to SIGKILL at the end.
+#[derive(Default)]
+struct Procs {
+    children: Vec<Child>,
+    pids: Vec<i32>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            kill9(p);
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Counter workload in its own pid namespace inside SRC; returns the init pid.
+fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
+    let counter = dir.join("counter");
+    let c = counter.display();
+    let script = format!("i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done");
+    let child = Net::enter(&net.src)
+        .args(["unshare", "--pid", "--fork", "setsid", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start workload");
+    let unshare = child.id() as i32;
+    procs.children.push(child);
+    let mut init = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        init = first_child(unshare).unwrap_or(0);
+        init > 0
+    }));
+    procs.pids.push(init);
+    assert!(wait_until(Duration::from_secs(10), || read_counter(&counter) >= 2), "counter does not advance");
+    (init, counter)
+}
+
+fn write_profile(dir: &Path, net: &Net, step_timeout: &str, extra: &str) -> PathBuf {
+    let p = dir.join("migrate.toml");
+    let text = format!(
+        r#"version = 1
+name = "mig-test"
+action = "migrate"
+
+[images]
+dir = "images"
+
+[page_server]
+address = "{dst}"
+port = 27402
+
+[migration]
+destination = "{dst}"
+control_port = 27401
+step_timeout = "{step_timeout}"
+{extra}"#,
+        dst = net.dst_ip()
+    );
+    fs_err::write(&p, text).unwrap();
+    p
+}
+
+fn alive(pid: i32) -> bool {
+    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_child(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+fn show(o: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn migrates_a_counter_between_two_netns_hosts() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let profile = write_profile(tmp.path(), &net, "30s", "");
+
+    // Destination, with --status-fd 3 on a pipe.
+    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
+    // destination may hold the write end.
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let wraw = w.as_raw_fd();
+    let mut cmd = Net::enter(&net.dst);
+    cmd.arg(BIN).arg("apply").arg(&profile).args(["--role", "destination", "--status-fd", "3"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    #[allow(unsafe_code)]
+    // SAFETY: dup2/fcntl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wraw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut dest = cmd.spawn().expect("start destination");
+    drop(w);
+    let dest_out = dest.stdout.take().unwrap();
+    let dest_err = dest.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || read_all(dest_out));
+    let err_t = std::thread::spawn(move || read_all(dest_err));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if status != b"\0" {
+        let _ = dest.kill();
+        let _ = dest.wait();
+        panic!("destination not ready (status fd gave {status:?}): {}", err_t.join().unwrap());
+    }
+
+    // Source.
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut dest, Duration::from_secs(60));
+    if dst_status.is_none() {
+        let _ = dest.kill();
+    }
+    let _ = dest.wait();
+    let dst_stdout = out_t.join().unwrap();
+    let dst_stderr = err_t.join().unwrap();
+    let migrated: Option<serde_json::Value> = dst_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "migrated");
+    let new_pid = migrated.as_ref().and_then(|v| v["restored_pid"].as_i64()).unwrap_or(0) as i32;
+    procs.pids.push(new_pid);
+    procs.children.push(dest);
+
+    assert!(src.status.success(), "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}", show(&src));
+    assert_eq!(dst_status.and_then(|s| s.code()), Some(0), "destination:\n{dst_stdout}\n{dst_stderr}");
+    assert!(new_pid > 0, "no restored pid in destination stdout:\n{dst_stdout}");
+    assert!(dst_stdout.lines().any(|l| l.contains(r#""event":"ready""#)), "{dst_stdout}");
+    let m = migrated.unwrap();
+    assert!(m["downtime"]["downtime_s"].as_f64().is_some(), "{m}");
+    assert!(m["downtime"]["pages_moved"].as_u64().unwrap_or(0) > 0, "{m}");
+    assert!(dst_stderr.contains("downtime"), "{dst_stderr}");
+
+    // The old tree is gone, the new one counts on.
+    assert!(wait_until(Duration::from_secs(10), || !alive(init)), "source pid {init} still alive");
+    assert!(alive(new_pid), "restored pid {new_pid} not running");
+    let c0 = read_counter(&counter);
+    assert!(wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3), "counter stopped at {c0} after migration");
+
+    // Run records of both roles, side by side in the shared work dir.
+    let images = tmp.path().join("images");
+    for role in ["source", "destination"] {
+        let rec: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap()).unwrap();
+        assert_eq!(rec["outcome"], "ok", "{rec}");
+        assert_eq!(rec["role"], role);
+        assert!(rec["stats"]["downtime"].is_object(), "{rec}");
+    }
+}
+
+#[test]
+fn source_gives_up_without_destination_and_leaves_the_process_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let profile = write_profile(tmp.path(), &net, "3s", "");
+    let t0 = Instant::now();
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    assert_eq!(src.status.code(), Some(4), "{}", show(&src));
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&src.stderr);
+    assert!(err.contains("timed out") && err.contains("not touched"), "{err}");
+    assert!(alive(init));
+    let c0 = read_counter(&counter);
+    assert!(wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2), "counter stopped");
+}
+
+#[test]
+fn unsupported_strategies_are_refused_up_front() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let cases = [
+        ("[lazy_pages]\nenabled = true\naddress = \"10.1.1.1\"\nport = 27403\n", 4, "lazy_pages.address"),
+        ("[page_server.tls]\nca_cert = \"ca.pem\"\n", 2, "page_server.tls"),
+    ];
+    fs_err::write(tmp.path().join("ca.pem"), "x").unwrap();
+    for (extra, code, key) in &cases {
+        let profile = write_profile(tmp.path(), &net, "3s", extra);
+        let o = Command::new(BIN)
+            .arg("--output")
+            .arg("json")
+            .arg("apply")
+            .arg(&profile)
+            .args(["--role", "source", "--pid", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(*code), "{}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(key), "{}", show(&o));
+    }
+    // No --role on a migrate profile: usage error.
+    let profile = write_profile(tmp.path(), &net, "3s", "");
+    let o = Command::new(BIN).arg("apply").arg(&profile).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
