@@ -131,16 +131,29 @@ pub fn criu_global_args(p: &Profile) -> Vec<OsString> {
     }
 }
 
-/// Find CRIU and check its version against the profile.
-pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion), Failure> {
+/// Find CRIU and check its version against the profile. The VERSION
+/// request is sent with `keep_open`, so the same `criu swrk` serves the
+/// first step (one CRIU start less per apply); it is returned as the spare.
+pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion, Swrk), Failure> {
     let found = find_criu(flag).map_err(|e| {
         Failure::new("criu::missing", "find criu", e.to_string(), Exit::NotReady)
             .hint("install CRIU >= 4.0 (scripts/install-criu.sh), or pass `--criu PATH` / set $CKPTCTL_CRIU")
     })?;
-    let v = criu_version(&found.path).map_err(|e| {
-        Failure::new("criu::broken", "version", format!("{} does not answer the VERSION request: {e}", found.path.display()), Exit::NotReady)
-            .hint("run `criu check` to see what is wrong with this CRIU")
-    })?;
+    let broken = |e: CriuError| {
+        let inherit = p.criu().host_config() == HostConfig::Inherit;
+        let f = Failure::new("criu::broken", "version", format!("{} does not answer the VERSION request: {e}", found.path.display()), Exit::NotReady);
+        if inherit {
+            f.key("criu.host_config").hint("with `criu.host_config = \"inherit\"` CRIU reads the host's configuration files first: an invalid one makes it exit at once; check them, or set `host_config = \"ignore\"`")
+        } else {
+            f.hint("run `criu check` to see what is wrong with this CRIU")
+        }
+    };
+    let mut spare = Swrk::spawn(&found.path, &criu_global_args(p)).map_err(broken)?;
+    spare.set_timeout(Some(Duration::from_secs(30)));
+    let req = CriuReq { keep_open: Some(true), ..CriuReq::new(CriuReqType::Version) };
+    let resp = spare.call(&req, &mut |_| NotifyReply::ok()).and_then(|r| expect_success("version", CriuReqType::Version, r)).map_err(broken)?;
+    let v = resp.version.as_ref().map(CriuVersion::from_rpc).ok_or_else(|| broken(CriuError::Protocol { detail: "VERSION response without a version".into() }))?;
+    spare.set_timeout(None);
     record.criu = Some(found.path.display().to_string());
     record.criu_version = Some(v.to_string());
     for (key, need, what) in version_gates(p) {
@@ -155,7 +168,7 @@ pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) ->
             .hint(format!("install a newer CRIU, or change `{key}`")));
         }
     }
-    Ok((found, v))
+    Ok((found, v, spare))
 }
 
 /// (profile key, minimum CRIU version number, what) for options that need
@@ -227,13 +240,14 @@ pub struct Run<'a> {
     /// The run record.
     pub record: RunRecord,
     status: Option<StatusFd>,
+    spare: Option<Swrk>,
 }
 
 impl<'a> Run<'a> {
     /// A run of `profile` with CRIU found, its directories and record
     /// (used by `migrate`, which manages its own status fd).
     pub fn new(profile: &'a Profile, ui: &'a Ui, criu: FoundCriu, images_dir: PathBuf, work_dir: PathBuf, record: RunRecord) -> Self {
-        Run { profile, ui, criu, images_dir, work_dir, record, status: None }
+        Run { profile, ui, criu, images_dir, work_dir, record, status: None, spare: None }
     }
 
     /// The profile.
@@ -261,11 +275,13 @@ impl<'a> Run<'a> {
         &self.work_dir
     }
 
-    /// Start a `criu swrk` with the profile's global arguments.
-    pub fn swrk(&self) -> Result<Swrk, Failure> {
-        let mut args = criu_global_args(self.profile);
-        let _ = &mut args;
-        Swrk::spawn(&self.criu.path, &args).map_err(|e| self.criu_failure("start criu", e, None))
+    /// A `criu swrk` for the next request: the spare one left open by the
+    /// VERSION request, else a new one.
+    pub fn swrk(&mut self) -> Result<Swrk, Failure> {
+        if let Some(s) = self.spare.take() {
+            return Ok(s);
+        }
+        Swrk::spawn(&self.criu.path, &criu_global_args(self.profile)).map_err(|e| self.criu_failure("start criu", e, None))
     }
 
     /// Map a CRIU error of a step to a failure with log lines and a hint.
@@ -374,6 +390,21 @@ impl<'a> Run<'a> {
     }
 }
 
+/// With `criu.host_config = "ignore"`, CRIU must not read
+/// `$CRIU_CONFIG_FILE` either: `--no-default-config` does not cover it, so
+/// it is removed from the environment CRIU inherits.
+pub fn hermetic_env(p: &Profile) {
+    if p.criu().host_config() == HostConfig::Ignore && std::env::var_os("CRIU_CONFIG_FILE").is_some() {
+        #[allow(unsafe_code)]
+        // SAFETY: called at the start of apply, before ckptctl starts any
+        // thread (CRIU's output readers start later), so no other thread
+        // reads the environment concurrently.
+        unsafe {
+            std::env::remove_var("CRIU_CONFIG_FILE");
+        }
+    }
+}
+
 /// Run `apply` for a checkpoint or restore profile.
 pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -> Result<Outcome, (Failure, Option<RunRecord>)> {
     install_signal_handlers();
@@ -384,12 +415,13 @@ pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -
         crate::profile::section::section_json(p),
         action.to_string(),
     );
-    let (criu, _version) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
+    hermetic_env(p);
+    let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
         Ok(x) => x,
         Err(f) => return Err((f, Some(record))),
     };
     let (images_dir, work_dir) = dirs(p).map_err(|f| (f, None))?;
-    let mut run = Run { profile: p, ui, criu, images_dir, work_dir, record, status: opts.status_fd.take() };
+    let mut run = Run { profile: p, ui, criu, images_dir, work_dir, record, status: opts.status_fd.take(), spare: Some(spare) };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
         Action::Restore => restore(&mut run, &opts),
@@ -505,8 +537,15 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
 /// Probe CRIU features; a missing one fails with the profile key that needs it.
 pub fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Result<(), Failure> {
     let mut s = run.swrk()?;
-    let got = s.feature_check(want.clone()).map_err(|e| run.criu_failure("feature check", e, None))?;
-    let _ = s.finish();
+    // keep_open: the same swrk then serves the next step.
+    let req = CriuReq { keep_open: Some(true), features: Some(want.clone()), ..CriuReq::new(CriuReqType::FeatureCheck) };
+    let got = s
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|r| expect_success("feature check", CriuReqType::FeatureCheck, r))
+        .map_err(|e| run.criu_failure("feature check", e, None))?
+        .features
+        .unwrap_or_default();
+    run.spare = Some(s);
     let missing = (want.mem_track == Some(true) && got.mem_track != Some(true))
         || (want.lazy_pages == Some(true) && got.lazy_pages != Some(true));
     if missing {

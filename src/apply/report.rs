@@ -207,43 +207,15 @@ pub fn cause_advice(cause: KnownCause, step: &str, profile: &Profile) -> (String
     }
 }
 
-/// The log lines that explain a failure, in log order: error and warning
-/// lines and the few info lines CRIU uses for causes (`Can't connect ...`),
-/// with known noise (the RLIMIT_NOFILE message) removed, timestamps
-/// stripped, the first 10 (the cause comes first; later lines are its
-/// consequences) and CRIU's final marker.
+/// The log lines that explain a failure, as `criu::log` picks them: error
+/// and cause lines with a little context, known noise (the RLIMIT_NOFILE
+/// message, iptables probes of successful runs) removed, duplicates
+/// collapsed, each with its line number in the log; at most 16.
 pub fn log_excerpt(path: &std::path::Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let mut out: Vec<String> = Vec::new();
-    let mut marker = None;
-    for raw in text.lines() {
-        let l = strip_timestamp(raw).trim_end();
-        if l.contains("FAILED") || l.contains("finished successfully") {
-            marker = Some(l.to_string());
-            continue;
-        }
-        let interesting = l.contains("Error (")
-            || l.contains("Warn  (")
-            || l.contains("BUG at")
-            || l.contains("Can't connect")
-            || l.contains("No process with such pid")
-            || l.starts_with("execvp");
-        if interesting && !crate::criu::errors::is_noise(l) && !l.contains("with interrupted system call") && out.len() < 10 {
-            out.push(l.to_string());
-        }
+    let Ok(summary) = crate::criu::log::analyze_file(path) else { return Vec::new() };
+    let mut lines = summary.excerpt_lines();
+    if lines.len() > 16 {
+        lines.drain(..lines.len() - 16);
     }
-    out.extend(marker);
-    out
-}
-
-fn strip_timestamp(l: &str) -> &str {
-    // "(00.012345) " at log level >= 3.
-    if l.starts_with('(') {
-        if let Some(end) = l.find(") ") {
-            if l[1..end].chars().all(|c| c.is_ascii_digit() || c == '.' || c == ' ') {
-                return &l[end + 2..];
-            }
-        }
-    }
-    l
+    lines
 }

@@ -207,6 +207,6 @@ pub fn report_failure(f: &Failure, p: &Profile, root: FileId, sources: &SourceMa
         ui.data_json(&v);
     } else {
         ui.human_diagnostics(std::slice::from_ref(&d), sources);
-        ui.error(format!("{}\n{}", f.message, f.details()));
+        ui.error_detail(format!("CRIU details:\n{}", f.details()));
     }
 }

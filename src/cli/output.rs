@@ -79,6 +79,11 @@ impl Ui {
         let _ = writeln!(std::io::stderr().lock(), "error: {}", msg.as_ref());
     }
 
+    /// Print text on stderr as is, always (details of an error).
+    pub fn error_detail(&self, text: impl AsRef<str>) {
+        let _ = write!(std::io::stderr().lock(), "{}", text.as_ref());
+    }
+
     /// Write data on stdout. A closed pipe is not an error.
     pub fn data(&self, text: impl AsRef<str>) {
         let mut out = std::io::stdout().lock();
