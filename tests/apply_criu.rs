@@ -674,3 +674,33 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     assert!(String::from_utf8_lossy(&addr.stdout).contains("10.231.7.2/24"));
     assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
 }
+
+#[test]
+fn host_config_is_ignored_unless_the_profile_inherits_it() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    // A host config file that would break (and change) every CRIU run.
+    let conf = write(d.path(), "evil.conf", "no-such-option-at-all\n");
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "herm", p.pid, "[checkpoint]\nleave_running = true\n");
+    let out = Command::new(BIN)
+        .args(["--output", "json", "apply", ck.to_str().unwrap()])
+        .env("CRIU_CONFIG_FILE", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let ck = checkpoint_profile(d.path(), "inherit", p.pid, "[checkpoint]\nleave_running = true\n[criu]\nhost_config = \"inherit\"\n");
+    let out = Command::new(BIN)
+        .args(["--output", "json", "apply", "--force", ck.to_str().unwrap()])
+        .env("CRIU_CONFIG_FILE", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["key"], "criu.host_config", "{v}");
+    assert!(p.alive());
+}
