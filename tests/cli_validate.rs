@@ -44,7 +44,7 @@ fn examples_folder_validates_with_exit_0() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "human mode writes nothing on stdout");
     let err = stderr(&o);
-    assert!(err.contains("checked 14 profiles: 14 valid, 0 invalid (2 checked as `extends` base); 0 errors, 0 warnings"), "{err}");
+    assert!(err.contains("checked 16 profiles: 16 valid, 0 invalid (2 checked as `extends` base); 0 errors, 0 warnings"), "{err}");
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn all_problems_of_all_files_in_one_run() {
 fn files_and_folders_mixed_each_profile_once() {
     let o = run(&["validate", "examples", "examples/checkpoint.toml", "examples/"], &root());
     assert_eq!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("checked 14 profiles"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checked 16 profiles"), "{}", stderr(&o));
 }
 
 #[test]
