@@ -704,3 +704,60 @@ fn host_config_is_ignored_unless_the_profile_inherits_it() {
     assert_eq!(v["diagnostics"][0]["key"], "criu.host_config", "{v}");
     assert!(p.alive());
 }
+
+#[test]
+fn interrupted_checkpoint_leaves_the_target_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    use std::io::BufRead;
+    let d = tmp();
+    // 512 MiB of touched memory: the dump takes long enough to be
+    // interrupted between CRIU's pre-dump and post-dump callbacks.
+    let ready = d.path().join("ready");
+    let counter = d.path().join("counter");
+    let code_py = format!(
+        "import os,time\nb=bytearray(512<<20)\nfor i in range(0,len(b),4096): b[i]=1\nopen({r:?},'w').close()\ni=0\nwhile True:\n    i+=1\n    open({c:?}+'.tmp','w').write(str(i))\n    os.rename({c:?}+'.tmp',{c:?})\n    time.sleep(0.05)\n",
+        r = ready.display().to_string(),
+        c = counter.display().to_string()
+    );
+    let launcher = Command::new("unshare")
+        .args(["--pid", "--fork", "setsid", "python3", "-c", &code_py])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut p = Proc { launcher: Some(launcher), pid: 0, counter, extra: Vec::new() };
+    let lpid = p.launcher.as_ref().unwrap().id() as i32;
+    assert!(wait_until(Duration::from_secs(30), || ready.exists() && common::first_child(lpid).map(|c| p.pid = c).is_some()));
+    assert!(wait_until(Duration::from_secs(10), || p.count() >= 2));
+    let ck = checkpoint_profile(d.path(), "int", p.pid, "");
+    let mut child = Command::new(BIN)
+        .args(["--output", "json", "apply", ck.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("dump of pid") {
+        line.clear();
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 3, "{rest}\n{}", String::from_utf8_lossy(&out.stdout));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "apply::interrupted", "{v}");
+    let before = p.count();
+    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2), "the target must go on after an interrupted dump");
+    assert!(p.alive());
+    let imgs = d.path().join("imgs");
+    assert!(imgs.join("ckptctl.incomplete").exists());
+    assert!(!imgs.join("inventory.img").exists());
+    assert!(!imgs.join("ckptctl.complete").exists());
+}

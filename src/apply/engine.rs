@@ -35,13 +35,18 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn install_signal_handlers() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let mut set = SigSet::empty();
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         #[allow(unsafe_code)]
         // SAFETY: the handler only stores to an atomic.
         unsafe {
             let _ = sigaction(sig, &act);
         }
+        set.add(sig);
     }
+    // A parent may have started us with these signals blocked; the mask is
+    // inherited across exec, and a blocked signal would never reach us.
+    let _ = set.thread_unblock();
 }
 
 /// Run-time inputs of an apply.
@@ -327,9 +332,8 @@ impl<'a> Run<'a> {
 
     /// Print a progress line (human output only).
     pub fn progress(&self, msg: &str) {
-        if !self.ui.json() {
-            self.ui.note(format!("ckptctl: {msg}"));
-        }
+        // stderr only, so it never mixes with JSON on stdout; -q hides it.
+        self.ui.note(format!("ckptctl: {msg}"));
     }
 
     /// RPC options of a step (from render) with the run-time fds filled in.
@@ -382,6 +386,7 @@ impl<'a> Run<'a> {
                 if INTERRUPTED.load(Ordering::SeqCst) {
                     f.code = "apply::interrupted";
                     f.message = format!("{step} interrupted by a signal; CRIU aborted and the tree was resumed");
+                    f.hint = Some("nothing was lost: the target runs on and the images directory is marked incomplete; run apply again".into());
                     f.exit = Exit::CriuFailed;
                 }
                 Err(f)
