@@ -610,10 +610,7 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
         feature_gate(run, CriuFeatures { lazy_pages: Some(true), ..Default::default() }, "lazy_pages.enabled")?;
         run.progress("starting the lazy-pages daemon");
         let started = run.record.elapsed();
-        let d = crate::apply::lazy::LazyDaemon::start(&run.criu.path, p, &run.images_dir, &run.work_dir, Duration::from_secs(60))
-            .map_err(|f| {
-                f
-            })?;
+        let d = crate::apply::lazy::LazyDaemon::start(&run.criu.path, p, &run.images_dir, &run.work_dir, Duration::from_secs(60))?;
         run.record.step("lazy-pages ready", started, true, Some(d.log.clone()), Vec::new());
         if let Some(s) = run.status.as_mut() {
             s.ready();

@@ -124,7 +124,7 @@ mod tests {
     fn read_write_fds_work() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("status");
-        let f = std::fs::OpenOptions::new().create(true).read(true).write(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&p).unwrap();
         let mut s = StatusFd::take(f.into_raw_fd()).unwrap();
         s.ready();
         assert_eq!(std::fs::read(&p).unwrap(), vec![0]);
