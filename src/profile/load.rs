@@ -125,6 +125,37 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
     out
 }
 
+/// Load a profile from text, without touching the file system: no
+/// `extends` (a base cannot be read), everything else as [`load`] does. For
+/// fuzzing and tools that hold the text in memory.
+pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
+    let mut sources = SourceMap::new();
+    let file = match format {
+        Format::Toml => format!("{name}.toml"),
+        Format::Yaml => format!("{name}.yaml"),
+    };
+    let id = sources.add(PathBuf::from(&file), file, text);
+    let mut out = Loaded { profile: None, file: Some(id), bases: Vec::new(), diags: Vec::new() };
+    let tree = match parse_file(id, &sources) {
+        Ok(t) => t,
+        Err(mut d) => {
+            out.diags.append(&mut d);
+            return (sources, out);
+        }
+    };
+    let mut diags = Vec::new();
+    let profile = decode_section::<Profile>(&tree, "", &mut Cx { diags: &mut diags, sources: &sources });
+    out.diags.append(&mut diags);
+    if let Some(p) = &profile {
+        let rules = crate::validate::check(p, id, &sources);
+        out.diags.extend(rules.into_iter().filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))));
+    }
+    out.profile = profile;
+    dedup(&mut out.diags);
+    sort(&mut out.diags);
+    (sources, out)
+}
+
 /// Diagnostics that say a key is absent.
 fn reports_absence(d: &Diagnostic) -> bool {
     matches!(d.code, "profile::missing-key" | "profile::lazy-port-missing")

@@ -101,12 +101,25 @@ pub fn merge(base: Node, child: Node) -> Node {
     }
 }
 
-/// Parse TOML text into a tree, or return every syntax error.
+/// Most TOML syntax errors reported for one file.
+pub const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// Parse TOML text into a tree, or return its syntax errors (at most
+/// [`MAX_SYNTAX_ERRORS`]).
 pub fn parse_toml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
     let text: &str = &src.text;
     let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        return Err(errors.iter().map(|e| toml_error(file, text, e)).collect());
+        // After the first few, recovery mostly reports echoes of the same
+        // mistake; a hostile file could otherwise yield thousands.
+        let mut out: Vec<Diagnostic> = errors.iter().take(MAX_SYNTAX_ERRORS).map(|e| toml_error(file, text, e)).collect();
+        if errors.len() > MAX_SYNTAX_ERRORS {
+            if let Some(last) = out.last_mut() {
+                let more = errors.len() - MAX_SYNTAX_ERRORS;
+                last.help = Some(format!("{more} more syntax error(s) not shown; fix these first"));
+            }
+        }
+        return Err(out);
     }
     let span = Span::new(file, 0, 0);
     Ok(Node { kind: Kind::Table(toml_table(file, doc.get_ref())), span })
@@ -223,9 +236,13 @@ fn parse_toml_float(raw: &str) -> f64 {
 /// Most nodes a YAML document may expand to (aliases included).
 const YAML_NODE_LIMIT: usize = 100_000;
 
+/// Deepest nesting of YAML collections (a profile needs 4; the builder is
+/// recursive, so a bound keeps hostile input from overflowing the stack).
+const YAML_DEPTH_LIMIT: usize = 64;
+
 /// Parse YAML text (one document) into a tree, or return the syntax error.
 pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new(), path: Vec::new() };
+    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new(), path: Vec::new(), depth: 0 };
     let mut events = Vec::new();
     for ev in Parser::new_from_str(&src.text) {
         match ev {
@@ -294,12 +311,43 @@ struct YamlBuilder<'a> {
     errors: Vec<Diagnostic>,
     /// Keys and indices from the root to the node being built.
     path: Vec<String>,
+    /// Collections open around the node being built.
+    depth: usize,
 }
 
 type EventIter<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Span)>>;
 
 impl YamlBuilder<'_> {
     fn node<'i>(&mut self, ev: Event<'i>, span: Span, it: &mut EventIter<'i>) -> Node {
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..)) && self.depth >= YAML_DEPTH_LIMIT {
+            if self.errors.is_empty() {
+                self.errors.push(
+                    Diagnostic::error("profile::syntax", format!("YAML nested more than {YAML_DEPTH_LIMIT} levels deep"))
+                        .at(span)
+                        .help("a profile is a few tables deep"),
+                );
+            }
+            // Skip the collection without recursing.
+            let mut open = 1usize;
+            for (ev, _) in it.by_ref() {
+                match ev {
+                    Event::SequenceStart(..) | Event::MappingStart(..) => open += 1,
+                    Event::SequenceEnd | Event::MappingEnd => open -= 1,
+                    _ => {}
+                }
+                if open == 0 {
+                    break;
+                }
+            }
+            return Node { kind: Kind::Null, span };
+        }
+        self.depth += 1;
+        let node = self.node_inner(ev, span, it);
+        self.depth -= 1;
+        node
+    }
+
+    fn node_inner<'i>(&mut self, ev: Event<'i>, span: Span, it: &mut EventIter<'i>) -> Node {
         self.count += 1;
         if self.count > YAML_NODE_LIMIT && self.errors.is_empty() {
             self.errors.push(
@@ -378,9 +426,21 @@ impl YamlBuilder<'_> {
             }
             Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
                 Some((_, n)) => {
-                    let n = n.clone();
-                    self.count += count_nodes(&n);
-                    n
+                    // Count before copying, so a "billion laughs" document
+                    // stops at the limit instead of exhausting memory.
+                    let size = count_nodes(n);
+                    if self.count + size > YAML_NODE_LIMIT {
+                        if self.errors.is_empty() {
+                            self.errors.push(
+                                Diagnostic::error("profile::syntax", "YAML document too large (alias expansion)")
+                                    .at(span)
+                                    .help("a profile has at most 100000 values once aliases are expanded"),
+                            );
+                        }
+                        return Node { kind: Kind::Null, span };
+                    }
+                    self.count += size;
+                    n.clone()
                 }
                 None => {
                     self.errors.push(Diagnostic::error("profile::syntax", "unknown YAML alias").at(span));
