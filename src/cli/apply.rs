@@ -101,23 +101,23 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         }
     };
     if args.dry_run {
-        return show_plan(&args.profile, role(args.role), args.pid, ui);
+        return show_plan(&args.run.profile, role(args.run.role), args.run.pid, ui);
     }
     let mut sources = SourceMap::new();
-    let (p, root) = match load_for_run(&args.profile, ui, &mut sources) {
+    let (p, root) = match load_for_run(&args.run.profile, ui, &mut sources) {
         Ok(x) => x,
         Err(e) => return e,
     };
     if p.action_or_default() == crate::profile::model::Action::Migrate {
-        let Some(role) = role(args.role) else {
+        let Some(role) = role(args.run.role) else {
             ui.error(format!(
                 "`{}` is a migrate profile: run it as `--role destination` on the destination host, then `--role source` on the source host",
-                args.profile.display()
+                args.run.profile.display()
             ));
             return Exit::Usage;
         };
-        let opts = crate::migrate::MigrateOptions { criu: ui.criu.clone(), pid: args.pid, status_fd, force: args.force, role };
-        return match crate::migrate::run(&p, &args.profile.display().to_string(), ui, opts) {
+        let opts = crate::migrate::MigrateOptions { criu: ui.criu.clone(), pid: args.run.pid, status_fd, force: args.force, role };
+        return match crate::migrate::run(&p, &args.run.profile.display().to_string(), ui, opts) {
             Ok(out) => {
                 crate::migrate::print_outcome(&out, ui);
                 Exit::Ok
@@ -128,8 +128,8 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
             }
         };
     }
-    let opts = ApplyOptions { criu: ui.criu.clone(), pid: args.pid, status_fd, force: args.force };
-    let result = crate::apply::engine::apply(&p, &args.profile.display().to_string(), ui, opts);
+    let opts = ApplyOptions { criu: ui.criu.clone(), pid: args.run.pid, status_fd, force: args.force };
+    let result = crate::apply::engine::apply(&p, &args.run.profile.display().to_string(), ui, opts);
     match result {
         Ok(out) => {
             report_success(&out, ui);

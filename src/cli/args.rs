@@ -258,37 +258,9 @@ mod tests {
     }
 }
 
-/// `check`.
+/// The profile to run and who runs it (`check`, `plan`, `apply`).
 #[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The profile.
-    #[arg(value_name = "PROFILE")]
-    pub profile: std::path::PathBuf,
-    /// The pid to checkpoint (overrides `target`).
-    #[arg(long)]
-    pub pid: Option<i32>,
-    /// Migration role.
-    #[arg(long, value_enum)]
-    pub role: Option<RoleArg>,
-}
-
-/// `plan`.
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// The profile.
-    #[arg(value_name = "PROFILE")]
-    pub profile: std::path::PathBuf,
-    /// The pid to checkpoint (overrides `target`).
-    #[arg(long)]
-    pub pid: Option<i32>,
-    /// Migration role.
-    #[arg(long, value_enum)]
-    pub role: Option<RoleArg>,
-}
-
-/// `apply`.
-#[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub struct RunArgs {
     /// The profile.
     #[arg(value_name = "PROFILE")]
     pub profile: std::path::PathBuf,
@@ -298,6 +270,20 @@ pub struct ApplyArgs {
     /// Migration role (migrate profiles).
     #[arg(long, value_enum)]
     pub role: Option<RoleArg>,
+}
+
+/// `check`.
+pub type CheckArgs = RunArgs;
+
+/// `plan`.
+pub type PlanArgs = RunArgs;
+
+/// `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Profile, pid and role.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// An open fd: one `\0` is written when a lazy or page-server step is ready, then it is closed (closed without writing on failure).
     #[arg(long, value_name = "N")]
     pub status_fd: Option<i32>,

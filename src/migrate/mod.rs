@@ -47,7 +47,7 @@ use crate::apply::status_fd::StatusFd;
 use crate::cli::output::{Exit, Ui};
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
-use crate::criu::{CriuVersion, FoundCriu, NotifyReply, Swrk, find_criu};
+use crate::criu::{CriuVersion, FoundCriu, NotifyReply, Swrk};
 use crate::profile::Profile;
 use crate::profile::model::ImagesMode;
 use crate::render::{CriuStep, Role};
@@ -251,30 +251,12 @@ pub fn run(p: &Profile, profile_file: &str, ui: &Ui, mut opts: MigrateOptions) -
     }
 }
 
-/// Find CRIU and check its version against the profile (as apply does).
+/// Find CRIU and check its version against the profile, as apply does.
+/// Migration steps start their own `criu swrk`, so the spare one is closed.
 fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion), Failure> {
-    let found = find_criu(flag).map_err(|e| {
-        Failure::new("criu::missing", "find criu", e.to_string(), Exit::NotReady)
-            .hint("install CRIU >= 4.0 (scripts/install-criu.sh), or pass `--criu PATH` / set $CKPTCTL_CRIU")
-    })?;
-    let v = engine::criu_version(&found.path).map_err(|e| {
-        Failure::new("criu::broken", "version", format!("{} does not answer the VERSION request: {e}", found.path.display()), Exit::NotReady)
-            .hint("run `criu check` to see what is wrong with this CRIU")
-    })?;
-    record.criu = Some(found.path.display().to_string());
-    record.criu_version = Some(v.to_string());
-    for (key, need, what) in engine::version_gates(p) {
-        if v.number() < need {
-            return Err(Failure::new(
-                "criu::too-old",
-                "version",
-                format!("CRIU {v} is too old for {what}: it needs CRIU {}.{}", need / 10000, need / 100 % 100),
-                Exit::NotReady,
-            )
-            .key(key)
-            .hint(format!("install a newer CRIU, or change `{key}`")));
-        }
-    }
+    engine::hermetic_env(p);
+    let (found, v, spare) = engine::prepare_criu(p, flag, record)?;
+    let _ = spare.finish();
     Ok((found, v))
 }
 
