@@ -110,6 +110,9 @@ impl SourceFile {
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     files: Vec<SourceFile>,
+    /// Path → id, so that looking a file up stays O(1) when `validate`
+    /// reads thousands of them.
+    by_path: std::collections::HashMap<PathBuf, FileId>,
 }
 
 impl SourceMap {
@@ -121,6 +124,7 @@ impl SourceMap {
     /// Add a file and return its id.
     pub fn add(&mut self, path: PathBuf, name: String, text: impl Into<Arc<str>>) -> FileId {
         let id = FileId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
+        self.by_path.entry(path.clone()).or_insert(id);
         self.files.push(SourceFile::new(path, name, text.into()));
         id
     }
@@ -132,10 +136,7 @@ impl SourceMap {
 
     /// The id of an already-read file, by path.
     pub fn find(&self, path: &Path) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|f| f.path == path)
-            .map(|i| FileId(i as u32))
+        self.by_path.get(path).copied()
     }
 
     /// Name, 1-based line and 1-based column of a span's start.
