@@ -128,7 +128,10 @@ impl Diagnostic {
     /// Add a secondary label.
     #[must_use]
     pub fn related(mut self, span: Span, text: impl Into<String>) -> Self {
-        self.related.push(Label { span, text: text.into() });
+        self.related.push(Label {
+            span,
+            text: text.into(),
+        });
         self
     }
 
@@ -153,7 +156,11 @@ impl Diagnostic {
                 let (name, l, c) = sources.locate(span);
                 (Some(name.to_string()), Some(l), Some(c))
             }
-            None => (self.file.clone(), self.file.as_ref().map(|_| 1), self.file.as_ref().map(|_| 1)),
+            None => (
+                self.file.clone(),
+                self.file.as_ref().map(|_| 1),
+                self.file.as_ref().map(|_| 1),
+            ),
         };
         JsonDiagnostic {
             code: self.code,
@@ -169,7 +176,12 @@ impl Diagnostic {
                 .iter()
                 .map(|l| {
                     let (name, line, column) = sources.locate(l.span);
-                    JsonRelated { file: name.to_string(), line, column, message: l.text.clone() }
+                    JsonRelated {
+                        file: name.to_string(),
+                        line,
+                        column,
+                        message: l.text.clone(),
+                    }
                 })
                 .collect(),
         }
@@ -231,7 +243,10 @@ pub struct RenderOptions {
 impl RenderOptions {
     /// Deterministic output for tests and pipes: no colour, 80 columns.
     pub fn plain() -> Self {
-        RenderOptions { color: false, width: 80 }
+        RenderOptions {
+            color: false,
+            width: 80,
+        }
     }
 }
 
@@ -280,12 +295,20 @@ impl MietteView {
         if let Some(span) = diag.span {
             let file = sources.get(span.file);
             view.source = Some(NamedSource::new(file.name.clone(), file.text.to_string()));
-            let text = diag.label.clone().unwrap_or_else(|| short_label(&diag.message));
-            view.labels.push(LabeledSpan::new_primary_with_span(Some(text), to_source_span(span)));
+            let text = diag
+                .label
+                .clone()
+                .unwrap_or_else(|| short_label(&diag.message));
+            view.labels.push(LabeledSpan::new_primary_with_span(
+                Some(text),
+                to_source_span(span),
+            ));
             for rel in &diag.related {
                 if rel.span.file == span.file {
-                    view.labels
-                        .push(LabeledSpan::new_with_span(Some(rel.text.clone()), to_source_span(rel.span)));
+                    view.labels.push(LabeledSpan::new_with_span(
+                        Some(rel.text.clone()),
+                        to_source_span(rel.span),
+                    ));
                 } else {
                     let f = sources.get(rel.span.file);
                     view.others.push(MietteView {
@@ -312,7 +335,11 @@ impl MietteView {
 fn short_label(message: &str) -> String {
     // The label repeats the essence; keep it short.
     let m = message.split(':').next().unwrap_or(message);
-    if m.len() > 60 { "here".to_string() } else { m.to_string() }
+    if m.len() > 60 {
+        "here".to_string()
+    } else {
+        m.to_string()
+    }
 }
 
 fn to_source_span(span: Span) -> SourceSpan {
@@ -368,7 +395,9 @@ impl miette::Diagnostic for MietteView {
         if self.others.is_empty() {
             None
         } else {
-            Some(Box::new(self.others.iter().map(|o| o as &dyn miette::Diagnostic)))
+            Some(Box::new(
+                self.others.iter().map(|o| o as &dyn miette::Diagnostic),
+            ))
         }
     }
 }

@@ -76,7 +76,12 @@ impl SourceFile {
     fn new(path: PathBuf, name: String, text: Arc<str>) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        SourceFile { path, name, text, line_starts }
+        SourceFile {
+            path,
+            name,
+            text,
+            line_starts,
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.

@@ -39,13 +39,21 @@ impl Proc {
             c
         } else {
             let mut c = Command::new("unshare");
-            c.args(unshare).args(["--fork", "setsid", "sh", "-c", &script]);
+            c.args(unshare)
+                .args(["--fork", "setsid", "sh", "-c", &script]);
             c
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd.spawn().expect("spawn workload");
         let lpid = child.id() as i32;
-        let mut p = Proc { launcher: Some(child), pid: 0, counter, extra: Vec::new() };
+        let mut p = Proc {
+            launcher: Some(child),
+            pid: 0,
+            counter,
+            extra: Vec::new(),
+        };
         if unshare.is_empty() {
             p.pid = lpid;
         } else {
@@ -53,7 +61,10 @@ impl Proc {
                 common::first_child(lpid).map(|c| p.pid = c).is_some()
             }));
         }
-        assert!(wait_until(Duration::from_secs(10), || p.count() >= 2), "workload does not count");
+        assert!(
+            wait_until(Duration::from_secs(10), || p.count() >= 2),
+            "workload does not count"
+        );
         p
     }
 
@@ -90,7 +101,10 @@ fn gone(pid: i32) -> bool {
 }
 
 fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("ckptctl-apply-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("ckptctl-apply-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     d
 }
@@ -102,7 +116,12 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("NO_COLOR", "1").stdin(Stdio::null()).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -123,7 +142,9 @@ fn checkpoint_profile(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf 
     write(
         dir,
         &format!("{name}.toml"),
-        &format!("version = 1\nname = \"{name}\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"),
+        &format!(
+            "version = 1\nname = \"{name}\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"
+        ),
     )
 }
 
@@ -131,12 +152,18 @@ fn restore_profile(dir: &Path, name: &str, extra: &str) -> PathBuf {
     write(
         dir,
         &format!("{name}.toml"),
-        &format!("version = 1\nname = \"{name}\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\nwork_dir = \"work-{name}\"\n[restore]\npidfile = \"restored.pid\"\n{extra}"),
+        &format!(
+            "version = 1\nname = \"{name}\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\nwork_dir = \"work-{name}\"\n[restore]\npidfile = \"restored.pid\"\n{extra}"
+        ),
     )
 }
 
 fn restored_pid(dir: &Path) -> i32 {
-    std::fs::read_to_string(dir.join("restored.pid")).unwrap().trim().parse().unwrap()
+    std::fs::read_to_string(dir.join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Checkpoint `p` with `ck_extra`, wait until it is gone, restore with
@@ -149,15 +176,25 @@ fn round_trip(ck_extra: &str, rs_extra: &str) {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
     assert_eq!(v["action"], "checkpoint");
-    assert!(v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0,
+        "{v}"
+    );
     let imgs = d.path().join("imgs");
-    assert_eq!(std::fs::metadata(&imgs).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&imgs).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     assert!(imgs.join("ckptctl.complete").exists());
     assert!(!imgs.join("ckptctl.incomplete").exists());
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
     assert_eq!(record["outcome"], "ok");
     assert!(record["criu_version"].as_str().unwrap().starts_with('4'));
-    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)), "dumped tree still running");
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)),
+        "dumped tree still running"
+    );
     let frozen_at = p.count();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(p.count(), frozen_at, "counter moved after the dump");
@@ -168,7 +205,10 @@ fn round_trip(ck_extra: &str, rs_extra: &str) {
     let pid = restored_pid(d.path());
     p.extra.push(pid);
     assert_eq!(v["pid"].as_i64(), Some(i64::from(pid)));
-    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3), "restored tree does not count on");
+    assert!(
+        wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3),
+        "restored tree does not count on"
+    );
     // It went on from where it stopped, not from zero.
     assert!(p.count() > frozen_at);
 }
@@ -186,7 +226,10 @@ fn cgroup_mode_ignore_round_trip() {
     if !require_root_and_criu() {
         return;
     }
-    round_trip("[cgroups]\nmode = \"ignore\"\n", "[cgroups]\nmode = \"ignore\"\n");
+    round_trip(
+        "[cgroups]\nmode = \"ignore\"\n",
+        "[cgroups]\nmode = \"ignore\"\n",
+    );
 }
 
 #[test]
@@ -194,7 +237,10 @@ fn cgroup_mode_full_round_trip() {
     if !require_root_and_criu() {
         return;
     }
-    round_trip("[cgroups]\nmode = \"full\"\n", "[cgroups]\nmode = \"full\"\n");
+    round_trip(
+        "[cgroups]\nmode = \"full\"\n",
+        "[cgroups]\nmode = \"full\"\n",
+    );
 }
 
 #[test]
@@ -204,7 +250,12 @@ fn leave_running_keeps_the_tree_alive() {
     }
     let d = tmp();
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(d.path(), "lr", p.pid, "[checkpoint]\nleave_running = true\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "lr",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n",
+    );
     let out = ckptctl(&["apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let before = p.count();
@@ -231,7 +282,14 @@ fn missing_target_pid_is_reported_at_target_pid() {
     assert_eq!(diag["column"], 7);
     assert_eq!(v["failure"]["step"], "dump");
     assert_eq!(v["failure"]["cr_errno"], 3, "{v}");
-    assert!(v["failure"]["log_lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("2147000000")), "{v}");
+    assert!(
+        v["failure"]["log_lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("2147000000")),
+        "{v}"
+    );
     assert!(v["failure"]["log"].as_str().unwrap().ends_with("dump.log"));
     // Nothing that looks like a checkpoint was left.
     let imgs = d.path().join("imgs");
@@ -248,19 +306,33 @@ fn failed_dump_leaves_target_running_and_images_incomplete() {
     let p = Proc::start(d.path(), &["--pid"]);
     // A page server nobody listens on: the dump fails after freezing.
     let port = free_port();
-    let ck = checkpoint_profile(d.path(), "ps", p.pid, &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"));
+    let ck = checkpoint_profile(
+        d.path(),
+        "ps",
+        p.pid,
+        &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    );
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::page-server-unreachable", "{v}");
+    assert_eq!(
+        v["diagnostics"][0]["code"], "criu::page-server-unreachable",
+        "{v}"
+    );
     assert_eq!(v["diagnostics"][0]["key"], "page_server.address");
     assert!(!v["failure"]["log_lines"].as_array().unwrap().is_empty());
     for l in v["failure"]["log_lines"].as_array().unwrap() {
-        assert!(!l.as_str().unwrap().contains("RLIMIT_NOFILE"), "noise in the excerpt: {l}");
+        assert!(
+            !l.as_str().unwrap().contains("RLIMIT_NOFILE"),
+            "noise in the excerpt: {l}"
+        );
     }
     // The target keeps running.
     let before = p.count();
-    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2), "target stopped counting after a failed dump");
+    assert!(
+        wait_until(Duration::from_secs(5), || p.count() > before + 2),
+        "target stopped counting after a failed dump"
+    );
     assert!(p.alive());
     let imgs = d.path().join("imgs");
     assert!(imgs.join("ckptctl.incomplete").exists());
@@ -269,8 +341,12 @@ fn failed_dump_leaves_target_running_and_images_incomplete() {
     let rs = restore_profile(d.path(), "rs", "");
     let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::incomplete-checkpoint");
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(
+        json(&out)["diagnostics"][0]["code"],
+        "apply::incomplete-checkpoint"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
     assert_eq!(record["outcome"], "failed");
 }
 
@@ -283,7 +359,12 @@ fn restore_into_a_taken_pid_reports_pid_taken() {
     // No pid namespace: the restored tree needs the very same pid, which
     // the still-running original holds.
     let p = Proc::start(d.path(), &[]);
-    let ck = checkpoint_profile(d.path(), "lr", p.pid, "[checkpoint]\nleave_running = true\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "lr",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n",
+    );
     let out = ckptctl(&["apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let rs = restore_profile(d.path(), "rs", "");
@@ -311,7 +392,12 @@ fn restore_from_missing_or_empty_images_is_refused() {
     std::fs::create_dir(d.path().join("imgs")).unwrap();
     let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
-    assert!(json(&out)["failure"]["message"].as_str().unwrap().contains("no inventory.img"));
+    assert!(
+        json(&out)["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no inventory.img")
+    );
 }
 
 #[test]
@@ -327,18 +413,33 @@ fn too_old_criu_is_refused_before_anything_runs() {
     assert_eq!(v["diagnostics"][0]["code"], "criu::too-old");
     assert_eq!(v["diagnostics"][0]["key"], "criu.min_version");
     assert_eq!(v["diagnostics"][0]["line"], 9);
-    assert!(!d.path().join("imgs").exists(), "nothing may be created before the version check");
+    assert!(
+        !d.path().join("imgs").exists(),
+        "nothing may be created before the version check"
+    );
 }
 
 #[test]
 fn missing_criu_binary_is_environment_not_ready() {
     let d = tmp();
     let ck = checkpoint_profile(d.path(), "nocriu", 1, "");
-    let out = ckptctl(&["--output", "json", "--criu", "/nonexistent/criu", "apply", ck.to_str().unwrap()]);
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "--criu",
+        "/nonexistent/criu",
+        "apply",
+        ck.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 4);
     let v = json(&out);
     assert_eq!(v["diagnostics"][0]["code"], "criu::missing");
-    assert!(v["diagnostics"][0]["message"].as_str().unwrap().contains("--criu"));
+    assert!(
+        v["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--criu")
+    );
 }
 
 #[test]
@@ -371,7 +472,10 @@ fn world_writable_images_dir_is_refused() {
     let ck = checkpoint_profile(d.path(), "ww", 1, "");
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::world-writable");
+    assert_eq!(
+        json(&out)["diagnostics"][0]["code"],
+        "apply::world-writable"
+    );
 }
 
 #[test]
@@ -382,12 +486,19 @@ fn pre_dump_without_dirty_tracking_names_the_key() {
     let criu = common::criu_path().unwrap();
     let probe = ckptctl::criu::check_feature(&criu, "mem_dirty_track").unwrap();
     if probe.supported {
-        eprintln!("skipped: this kernel has soft-dirty tracking; the failure cannot be produced here");
+        eprintln!(
+            "skipped: this kernel has soft-dirty tracking; the failure cannot be produced here"
+        );
         return;
     }
     let d = tmp();
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\niterations = 2\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "pre",
+        p.pid,
+        "[checkpoint.pre_dump]\niterations = 2\n",
+    );
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
@@ -412,20 +523,41 @@ fn network_lock_without_iptables_tools_names_the_key() {
     }
     let path = format!("{}:/usr/bin:/bin", bin.path().display());
     let out = Command::new(BIN)
-        .args(["--output", "json", "--criu", common::criu_path().unwrap().to_str().unwrap(), "apply", ck.to_str().unwrap()])
+        .args([
+            "--output",
+            "json",
+            "--criu",
+            common::criu_path().unwrap().to_str().unwrap(),
+            "apply",
+            ck.to_str().unwrap(),
+        ])
         .env("PATH", &path)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::network-lock-tools-missing", "{v}");
+    assert_eq!(
+        v["diagnostics"][0]["code"], "criu::network-lock-tools-missing",
+        "{v}"
+    );
     assert_eq!(v["diagnostics"][0]["key"], "checkpoint.network_lock");
     assert!(p.alive(), "the target must survive a failed dump");
     // nftables needs no iptables tools.
-    let ck = checkpoint_profile(d.path(), "nft", p.pid, "[checkpoint]\nnetwork_lock = \"nftables\"\nleave_running = true\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "nft",
+        p.pid,
+        "[checkpoint]\nnetwork_lock = \"nftables\"\nleave_running = true\n",
+    );
     let out = Command::new(BIN)
-        .args(["--criu", common::criu_path().unwrap().to_str().unwrap(), "apply", "--force", ck.to_str().unwrap()])
+        .args([
+            "--criu",
+            common::criu_path().unwrap().to_str().unwrap(),
+            "apply",
+            "--force",
+            ck.to_str().unwrap(),
+        ])
         .env("PATH", &path)
         .stdin(Stdio::null())
         .output()
@@ -456,7 +588,10 @@ fn lazy_restore_with_status_fd() {
         return;
     }
     let criu = common::criu_path().unwrap();
-    if !ckptctl::criu::check_feature(&criu, "uffd-noncoop").unwrap().supported {
+    if !ckptctl::criu::check_feature(&criu, "uffd-noncoop")
+        .unwrap()
+        .supported
+    {
         eprintln!("skipped: no uffd-noncoop here");
         return;
     }
@@ -471,7 +606,10 @@ fn lazy_restore_with_status_fd() {
     let (r, w) = nix::unistd::pipe().unwrap();
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new(BIN);
-    cmd.args(["apply", "--status-fd", "3", rs.to_str().unwrap()]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["apply", "--status-fd", "3", rs.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
@@ -486,7 +624,11 @@ fn lazy_restore_with_status_fd() {
     let mut buf = Vec::new();
     std::fs::File::from(r).read_to_end(&mut buf).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(buf, vec![0], "status fd must carry exactly one \\0 then EOF");
+    assert_eq!(
+        buf,
+        vec![0],
+        "status fd must carry exactly one \\0 then EOF"
+    );
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let pid = restored_pid(d.path());
     p.extra.push(pid);
@@ -501,7 +643,14 @@ fn status_fd_is_closed_without_a_byte_on_failure() {
     let (r, w) = nix::unistd::pipe().unwrap();
     let n = w.into_raw_fd();
     let out = Command::new(BIN)
-        .args(["--criu", "/nonexistent", "apply", "--status-fd", &n.to_string(), rs.to_str().unwrap()])
+        .args([
+            "--criu",
+            "/nonexistent",
+            "apply",
+            "--status-fd",
+            &n.to_string(),
+            rs.to_str().unwrap(),
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -525,8 +674,20 @@ fn page_server_dump_then_restore_from_the_server_side() {
     let (r, w) = nix::unistd::pipe().unwrap();
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new(&criu);
-    cmd.args(["page-server", "-D"]).arg(&dst).args(["--address", "127.0.0.1", "--port", &port.to_string(), "--status-fd", "3", "-v4", "-o", "ps.log"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["page-server", "-D"]).arg(&dst).args([
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--status-fd",
+        "3",
+        "-v4",
+        "-o",
+        "ps.log",
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
@@ -541,7 +702,12 @@ fn page_server_dump_then_restore_from_the_server_side() {
     let mut b = [0u8; 1];
     std::fs::File::from(r).read_exact(&mut b).unwrap();
     let mut p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(d.path(), "ps", p.pid, &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"));
+    let ck = checkpoint_profile(
+        d.path(),
+        "ps",
+        p.pid,
+        &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    );
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
     let _ = server.wait();
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
@@ -549,8 +715,18 @@ fn page_server_dump_then_restore_from_the_server_side() {
     assert!(v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0);
     // Pages went to the server, not into the local images.
     let imgs = d.path().join("imgs");
-    assert!(std::fs::read_dir(&imgs).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("pages-")));
-    assert!(std::fs::read_dir(&dst).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("pages-")));
+    assert!(std::fs::read_dir(&imgs).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pages-")
+    }));
+    assert!(std::fs::read_dir(&dst).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("pages-")
+    }));
     // Put the non-page images next to the pages and restore from there.
     for e in std::fs::read_dir(&imgs).unwrap() {
         let e = e.unwrap();
@@ -562,7 +738,11 @@ fn page_server_dump_then_restore_from_the_server_side() {
     std::fs::copy(imgs.join("ckptctl.complete"), dst.join("ckptctl.complete")).unwrap();
     assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
     let frozen_at = p.count();
-    let rs = write(d.path(), "rs.toml", "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"dst\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n");
+    let rs = write(
+        d.path(),
+        "rs.toml",
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"dst\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n",
+    );
     let out = ckptctl(&["apply", rs.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     p.extra.push(restored_pid(d.path()));
@@ -570,7 +750,11 @@ fn page_server_dump_then_restore_from_the_server_side() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -591,14 +775,30 @@ fn check_reports_ready_and_names_missing_features() {
     let out = ckptctl(&["--output", "json", "check", gone_profile.to_str().unwrap()]);
     assert_eq!(code(&out), 4);
     let v = json(&out);
-    assert!(v["diagnostics"].as_array().unwrap().iter().any(|d| d["code"] == "check::target-missing"), "{v}");
+    assert!(
+        v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "check::target-missing"),
+        "{v}"
+    );
     let criu = common::criu_path().unwrap();
-    if !ckptctl::criu::check_feature(&criu, "mem_dirty_track").unwrap().supported {
+    if !ckptctl::criu::check_feature(&criu, "mem_dirty_track")
+        .unwrap()
+        .supported
+    {
         let pre = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\n");
         let out = ckptctl(&["--output", "json", "check", pre.to_str().unwrap()]);
         assert_eq!(code(&out), 4);
         let v = json(&out);
-        let f = v["diagnostics"].as_array().unwrap().iter().find(|d| d["code"] == "check::feature-missing").cloned().unwrap();
+        let f = v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["code"] == "check::feature-missing")
+            .cloned()
+            .unwrap();
         assert_eq!(f["key"], "checkpoint.pre_dump");
         assert_eq!(f["line"], 8);
     }
@@ -607,20 +807,41 @@ fn check_reports_ready_and_names_missing_features() {
 #[test]
 fn plan_and_dry_run_show_the_steps_without_running_anything() {
     let d = tmp();
-    let ck = checkpoint_profile(d.path(), "plan", 4242, "[checkpoint]\nleave_running = true\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "plan",
+        4242,
+        "[checkpoint]\nleave_running = true\n",
+    );
     let out = ckptctl(&["--output", "json", "plan", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0);
     let v = json(&out);
-    let names: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["prepare", "dump", "mark complete", "run record"]);
     let dump = &v["steps"][1];
     assert_eq!(dump["criu"], "DUMP");
-    let argv: Vec<&str> = dump["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(argv.contains(&"--leave-running") && argv.contains(&"4242"), "{argv:?}");
+    let argv: Vec<&str> = dump["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        argv.contains(&"--leave-running") && argv.contains(&"4242"),
+        "{argv:?}"
+    );
     let out = ckptctl(&["apply", "--dry-run", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("dump"));
-    assert!(!d.path().join("imgs").exists(), "a dry run must not create anything");
+    assert!(
+        !d.path().join("imgs").exists(),
+        "a dry run must not create anything"
+    );
 }
 
 #[test]
@@ -631,15 +852,25 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     let d = tmp();
     let mut p = Proc::start(d.path(), &["--pid", "--net"]);
     let tag = std::process::id() % 100_000;
-    let (host, inside, host_new) = (format!("ckh{tag}"), format!("ckc{tag}"), format!("ckn{tag}"));
+    let (host, inside, host_new) = (
+        format!("ckh{tag}"),
+        format!("ckc{tag}"),
+        format!("ckn{tag}"),
+    );
     let ip = |args: &[&str]| {
         let st = Command::new("ip").args(args).status().unwrap();
         assert!(st.success(), "ip {args:?}");
     };
     let pid = p.pid.to_string();
-    ip(&["link", "add", &host, "type", "veth", "peer", "name", &inside, "netns", &pid]);
+    ip(&[
+        "link", "add", &host, "type", "veth", "peer", "name", &inside, "netns", &pid,
+    ]);
     let ns = |args: &[&str]| {
-        let st = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).status().unwrap();
+        let st = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip"])
+            .args(args)
+            .status()
+            .unwrap();
         assert!(st.success(), "nsenter ip {args:?}");
     };
     ns(&["addr", "add", "10.231.7.2/24", "dev", &inside]);
@@ -648,7 +879,10 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     struct DelLink(String);
     impl Drop for DelLink {
         fn drop(&mut self) {
-            let _ = Command::new("ip").args(["link", "del", &self.0]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.0])
+                .stderr(Stdio::null())
+                .status();
         }
     }
     let _cleanup = (DelLink(host.clone()), DelLink(host_new.clone()));
@@ -660,7 +894,9 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     let rs = restore_profile(
         d.path(),
         "rs",
-        &format!("veth_pairs = [{{ inside = \"{inside}\", outside = \"{host_new}\" }}]\n[cgroups]\nmode = \"soft\"\n"),
+        &format!(
+            "veth_pairs = [{{ inside = \"{inside}\", outside = \"{host_new}\" }}]\n[cgroups]\nmode = \"soft\"\n"
+        ),
     );
     let out = ckptctl(&["apply", rs.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
@@ -668,9 +904,15 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     p.extra.push(rpid);
     // The host side was created under its new name, and the namespace kept
     // its interface and address.
-    let link = Command::new("ip").args(["link", "show", &host_new]).output().unwrap();
+    let link = Command::new("ip")
+        .args(["link", "show", &host_new])
+        .output()
+        .unwrap();
     assert!(link.status.success(), "{host_new} was not created");
-    let addr = Command::new("nsenter").args(["-t", &rpid.to_string(), "-n", "ip", "addr", "show", &inside]).output().unwrap();
+    let addr = Command::new("nsenter")
+        .args(["-t", &rpid.to_string(), "-n", "ip", "addr", "show", &inside])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&addr.stdout).contains("10.231.7.2/24"));
     assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
 }
@@ -684,7 +926,12 @@ fn host_config_is_ignored_unless_the_profile_inherits_it() {
     // A host config file that would break (and change) every CRIU run.
     let conf = write(d.path(), "evil.conf", "no-such-option-at-all\n");
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(d.path(), "herm", p.pid, "[checkpoint]\nleave_running = true\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "herm",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n",
+    );
     let out = Command::new(BIN)
         .args(["--output", "json", "apply", ck.to_str().unwrap()])
         .env("CRIU_CONFIG_FILE", &conf)
@@ -692,7 +939,12 @@ fn host_config_is_ignored_unless_the_profile_inherits_it() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let ck = checkpoint_profile(d.path(), "inherit", p.pid, "[checkpoint]\nleave_running = true\n[criu]\nhost_config = \"inherit\"\n");
+    let ck = checkpoint_profile(
+        d.path(),
+        "inherit",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n[criu]\nhost_config = \"inherit\"\n",
+    );
     let out = Command::new(BIN)
         .args(["--output", "json", "apply", "--force", ck.to_str().unwrap()])
         .env("CRIU_CONFIG_FILE", &conf)
@@ -728,9 +980,15 @@ fn interrupted_checkpoint_leaves_the_target_running() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut p = Proc { launcher: Some(launcher), pid: 0, counter, extra: Vec::new() };
+    let mut p = Proc {
+        launcher: Some(launcher),
+        pid: 0,
+        counter,
+        extra: Vec::new(),
+    };
     let lpid = p.launcher.as_ref().unwrap().id() as i32;
-    assert!(wait_until(Duration::from_secs(30), || ready.exists() && common::first_child(lpid).map(|c| p.pid = c).is_some()));
+    assert!(wait_until(Duration::from_secs(30), || ready.exists()
+        && common::first_child(lpid).map(|c| p.pid = c).is_some()));
     assert!(wait_until(Duration::from_secs(10), || p.count() >= 2));
     let ck = checkpoint_profile(d.path(), "int", p.pid, "");
     let mut child = Command::new(BIN)
@@ -746,15 +1004,27 @@ fn interrupted_checkpoint_leaves_the_target_running() {
         line.clear();
     }
     std::thread::sleep(Duration::from_millis(40));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 3, "{rest}\n{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        code(&out),
+        3,
+        "{rest}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v = json(&out);
     assert_eq!(v["diagnostics"][0]["code"], "apply::interrupted", "{v}");
     let before = p.count();
-    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2), "the target must go on after an interrupted dump");
+    assert!(
+        wait_until(Duration::from_secs(5), || p.count() > before + 2),
+        "the target must go on after an interrupted dump"
+    );
     assert!(p.alive());
     let imgs = d.path().join("imgs");
     assert!(imgs.join("ckptctl.incomplete").exists());

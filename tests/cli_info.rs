@@ -4,7 +4,11 @@
 use std::process::{Command, Output};
 
 fn ckptctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckptctl")).args(args).env("NO_COLOR", "1").output().expect("run ckptctl")
+    Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ckptctl")
 }
 
 fn stdout(o: &Output) -> String {
@@ -18,7 +22,10 @@ fn schema_prints_draft07_json_on_stdout() {
         assert_eq!(o.status.code(), Some(0));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
         assert_eq!(v["$schema"], "http://json-schema.org/draft-07/schema#");
-        assert_eq!(v["properties"]["process"]["properties"]["tcp_established"]["default"], false);
+        assert_eq!(
+            v["properties"]["process"]["properties"]["tcp_established"]["default"],
+            false
+        );
         assert!(o.stderr.is_empty());
     }
     assert_eq!(ckptctl(&["schema", "nonsense"]).status.code(), Some(2));
@@ -42,14 +49,21 @@ fn explain_shows_type_default_and_criu_option() {
     assert!(t.contains("default: \"1MiB\""), "{t}");
     assert!(t.contains("--ghost-limit"), "{t}");
     let t = stdout(&ckptctl(&["explain", "cgroups.mode"]));
-    for v in ["soft", "full", "strict", "ignore", "props", "none", "default"] {
+    for v in [
+        "soft", "full", "strict", "ignore", "props", "none", "default",
+    ] {
         assert!(t.contains(&format!("`{v}`")), "{v}: {t}");
     }
     // Tables list their keys; `[table]` spelling works too.
     let t = stdout(&ckptctl(&["explain", "[page_server.tls]"]));
     assert!(t.contains("no_cn_verify"), "{t}");
     // Array items: indices are ignored.
-    assert_eq!(ckptctl(&["explain", "restore.veth_pairs[1].outside"]).status.code(), Some(0));
+    assert_eq!(
+        ckptctl(&["explain", "restore.veth_pairs[1].outside"])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -75,28 +89,63 @@ fn init_output_validates_for_every_action_and_format() {
                 .arg(&p)
                 .output()
                 .unwrap();
-            assert_eq!(v.status.code(), Some(0), "{action} {format}:\n{text}\n{}", stdout(&v));
+            assert_eq!(
+                v.status.code(),
+                Some(0),
+                "{action} {format}:\n{text}\n{}",
+                stdout(&v)
+            );
             let diags: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
-            assert_eq!(diags["diagnostics"], serde_json::json!([]), "{action} {format}: no warnings either");
-            assert!(text.contains(&format!("action{}", if format == "toml" { " = \"" } else { ": " })), "{text}");
-            assert!(text.lines().next().unwrap().contains("schema"), "editor schema line first: {text}");
+            assert_eq!(
+                diags["diagnostics"],
+                serde_json::json!([]),
+                "{action} {format}: no warnings either"
+            );
+            assert!(
+                text.contains(&format!(
+                    "action{}",
+                    if format == "toml" { " = \"" } else { ": " }
+                )),
+                "{text}"
+            );
+            assert!(
+                text.lines().next().unwrap().contains("schema"),
+                "editor schema line first: {text}"
+            );
         }
     }
     // Defaults: a checkpoint, in TOML.
     let t = stdout(&ckptctl(&["init"]));
     assert!(t.contains("action = \"checkpoint\""), "{t}");
-    assert_eq!(ckptctl(&["init", "--action", "dump"]).status.code(), Some(2));
-    assert_eq!(ckptctl(&["init", "--format", "json"]).status.code(), Some(2));
+    assert_eq!(
+        ckptctl(&["init", "--action", "dump"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        ckptctl(&["init", "--format", "json"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
 fn completions_for_each_shell() {
-    for (shell, marker) in [("bash", "_ckptctl()"), ("zsh", "#compdef ckptctl"), ("fish", "complete -c ckptctl")] {
+    for (shell, marker) in [
+        ("bash", "_ckptctl()"),
+        ("zsh", "#compdef ckptctl"),
+        ("fish", "complete -c ckptctl"),
+    ] {
         let o = ckptctl(&["completions", shell]);
         assert_eq!(o.status.code(), Some(0), "{shell}");
         let t = stdout(&o);
         assert!(t.contains(marker), "{shell}");
-        for cmd in ["validate", "schema", "explain", "init", "completions", "man"] {
+        for cmd in [
+            "validate",
+            "schema",
+            "explain",
+            "init",
+            "completions",
+            "man",
+        ] {
             assert!(t.contains(cmd), "{shell} completions lack {cmd}");
         }
     }
@@ -130,7 +179,11 @@ fn man_page_is_roff_with_the_commands() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ckptctl.1");
         std::fs::write(&p, &o.stdout).unwrap();
-        let r = Command::new("groff").args(["-man", "-Tutf8", "-ww", "-z"]).arg(&p).output().unwrap();
+        let r = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&p)
+            .output()
+            .unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
 }

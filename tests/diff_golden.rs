@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git").args(args).current_dir(dir).status().unwrap();
+    let st = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
     assert!(st.success(), "git {args:?}");
 }
 
@@ -21,25 +25,42 @@ fn repo() -> tempfile::TempDir {
         "version = 1\nname = \"base\"\naction = \"checkpoint\"\n[images]\ndir = \"/var/lib/ckptctl/web\"\n[cgroups]\nmode = \"soft\"\n",
     )
     .unwrap();
-    std::fs::write(d.join("profiles/web.toml"), "extends = \"base.toml\"\nname = \"web\"\n[target]\npid = 5\n").unwrap();
+    std::fs::write(
+        d.join("profiles/web.toml"),
+        "extends = \"base.toml\"\nname = \"web\"\n[target]\npid = 5\n",
+    )
+    .unwrap();
     git(d, &["add", "."]);
     git(d, &["commit", "-qm", "one"]);
     tmp
 }
 
 fn ckptctl(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ckptctl")).current_dir(dir).args(args).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+    let out = Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
 }
 
 fn golden(name: &str, actual: &str) {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/diff").join(name);
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/diff")
+        .join(name);
     if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(expected == actual, "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}");
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
 }
 
 #[test]
@@ -56,20 +77,57 @@ fn rev_path_diff_with_extends_at_the_revision() {
     let args = ["diff", "HEAD:profiles/web.toml", "profiles/web.toml"];
     let (code, human) = ckptctl(d, &args);
     assert_eq!(code, 0);
-    assert!(human.contains("cgroups.mode soft → ignore (--manage-cgroups=ignore)"), "{human}");
+    assert!(
+        human.contains("cgroups.mode soft → ignore (--manage-cgroups=ignore)"),
+        "{human}"
+    );
     golden("web.human.txt", &human);
-    let (_, json) = ckptctl(d, &["--output", "json", "diff", "HEAD:profiles/web.toml", "profiles/web.toml"]);
+    let (_, json) = ckptctl(
+        d,
+        &[
+            "--output",
+            "json",
+            "diff",
+            "HEAD:profiles/web.toml",
+            "profiles/web.toml",
+        ],
+    );
     golden("web.json", &json);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let tcp = v["changes"].as_array().unwrap().iter().find(|c| c["key"] == "process.tcp_established").unwrap();
+    let tcp = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "process.tcp_established")
+        .unwrap();
     assert_eq!(tcp["findings"][0]["code"], "policy::tcp-established");
     assert_eq!(tcp["findings"][0]["line"], 6);
-    let (_, md) = ckptctl(d, &["--output", "markdown", "diff", "HEAD:profiles/web.toml", "profiles/web.toml"]);
+    let (_, md) = ckptctl(
+        d,
+        &[
+            "--output",
+            "markdown",
+            "diff",
+            "HEAD:profiles/web.toml",
+            "profiles/web.toml",
+        ],
+    );
     golden("web.md", &md);
-    let (code, _) = ckptctl(d, &["diff", "--exit-code", "HEAD:profiles/web.toml", "profiles/web.toml"]);
+    let (code, _) = ckptctl(
+        d,
+        &[
+            "diff",
+            "--exit-code",
+            "HEAD:profiles/web.toml",
+            "profiles/web.toml",
+        ],
+    );
     assert_eq!(code, 1, "--exit-code with a change");
     // From a subfolder, REV:PATH is relative to it, like the path.
-    let (code, out) = ckptctl(&d.join("profiles"), &["diff", "--exit-code", "HEAD:web.toml", "HEAD:web.toml"]);
+    let (code, out) = ckptctl(
+        &d.join("profiles"),
+        &["diff", "--exit-code", "HEAD:web.toml", "HEAD:web.toml"],
+    );
     assert_eq!((code, out.contains("no change")), (0, true), "{out}");
 }
 
@@ -83,7 +141,15 @@ fn formatting_only_changes_are_no_change() {
         "# the web tier\nname = 'web'\nextends = \"./base.toml\"\n\n[target]\npid = 5  # from the pidfile later\n[cgroups]\nmode = \"soft\"\n",
     )
     .unwrap();
-    let (code, out) = ckptctl(d, &["diff", "--exit-code", "HEAD:profiles/web.toml", "profiles/web.toml"]);
+    let (code, out) = ckptctl(
+        d,
+        &[
+            "diff",
+            "--exit-code",
+            "HEAD:profiles/web.toml",
+            "profiles/web.toml",
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no change"), "{out}");
     // The same profile in YAML.
@@ -92,13 +158,19 @@ fn formatting_only_changes_are_no_change() {
         "version: 1\nname: web\naction: checkpoint\nimages: {dir: /var/lib/ckptctl/web}\ntarget:\n  pid: 5\n",
     )
     .unwrap();
-    let (code, out) = ckptctl(d, &["diff", "--exit-code", "HEAD:profiles/web.toml", "web.yaml"]);
+    let (code, out) = ckptctl(
+        d,
+        &["diff", "--exit-code", "HEAD:profiles/web.toml", "web.yaml"],
+    );
     assert_eq!(code, 0, "{out}");
 }
 
 #[test]
 fn unknown_revision_is_a_usage_error() {
     let r = repo();
-    let (code, _) = ckptctl(r.path(), &["diff", "nosuchrev:profiles/web.toml", "profiles/web.toml"]);
+    let (code, _) = ckptctl(
+        r.path(),
+        &["diff", "nosuchrev:profiles/web.toml", "profiles/web.toml"],
+    );
     assert_eq!(code, 2);
 }

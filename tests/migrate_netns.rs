@@ -20,8 +20,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn run_ok(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().expect("run");
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Two netns joined by a veth pair: SRC has 10.77.N.1, DST 10.77.N.2.
@@ -36,15 +43,39 @@ impl Net {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let id = format!("{}{n}", std::process::id() % 100_000);
         let subnet = (std::process::id() % 200 + n * 7) % 250 + 1;
-        let net = Net { src: format!("ckm-src-{id}"), dst: format!("ckm-dst-{id}"), subnet };
+        let net = Net {
+            src: format!("ckm-src-{id}"),
+            dst: format!("ckm-dst-{id}"),
+            subnet,
+        };
         let (vs, vd) = (format!("ckms{id}"), format!("ckmd{id}"));
         run_ok(&["ip", "netns", "add", &net.src]);
         run_ok(&["ip", "netns", "add", &net.dst]);
-        run_ok(&["ip", "link", "add", &vs, "type", "veth", "peer", "name", &vd]);
+        run_ok(&[
+            "ip", "link", "add", &vs, "type", "veth", "peer", "name", &vd,
+        ]);
         run_ok(&["ip", "link", "set", &vs, "netns", &net.src]);
         run_ok(&["ip", "link", "set", &vd, "netns", &net.dst]);
-        run_ok(&["ip", "-n", &net.src, "addr", "add", &format!("{}/24", net.src_ip()), "dev", &vs]);
-        run_ok(&["ip", "-n", &net.dst, "addr", "add", &format!("{}/24", net.dst_ip()), "dev", &vd]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &net.src,
+            "addr",
+            "add",
+            &format!("{}/24", net.src_ip()),
+            "dev",
+            &vs,
+        ]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &net.dst,
+            "addr",
+            "add",
+            &format!("{}/24", net.dst_ip()),
+            "dev",
+            &vd,
+        ]);
         for (ns, dev) in [(&net.src, &vs), (&net.dst, &vd)] {
             run_ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
             run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -95,7 +126,9 @@ impl Drop for Procs {
 fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
     let counter = dir.join("counter");
     let c = counter.display();
-    let script = format!("i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done");
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
+    );
     let child = Net::enter(&net.src)
         .args(["unshare", "--pid", "--fork", "setsid", "sh", "-c", &script])
         .stdin(Stdio::null())
@@ -111,7 +144,10 @@ fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
         init > 0
     }));
     procs.pids.push(init);
-    assert!(wait_until(Duration::from_secs(10), || read_counter(&counter) >= 2), "counter does not advance");
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) >= 2),
+        "counter does not advance"
+    );
     (init, counter)
 }
 
@@ -142,7 +178,12 @@ step_timeout = "{step_timeout}"
 
 fn alive(pid: i32) -> bool {
     match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -167,7 +208,12 @@ fn read_all(mut r: impl Read) -> String {
 }
 
 fn show(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -187,8 +233,13 @@ fn migrates_a_counter_between_two_netns_hosts() {
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let wraw = w.as_raw_fd();
     let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN).arg("apply").arg(&profile).args(["--role", "destination", "--status-fd", "3"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     #[allow(unsafe_code)]
     // SAFETY: dup2/fcntl only, between fork and exec.
     unsafe {
@@ -215,7 +266,10 @@ fn migrates_a_counter_between_two_netns_hosts() {
     if status != b"\0" {
         let _ = dest.kill();
         let _ = dest.wait();
-        panic!("destination not ready (status fd gave {status:?}): {}", err_t.join().unwrap());
+        panic!(
+            "destination not ready (status fd gave {status:?}): {}",
+            err_t.join().unwrap()
+        );
     }
 
     // Source.
@@ -238,29 +292,58 @@ fn migrates_a_counter_between_two_netns_hosts() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "migrated");
-    let new_pid = migrated.as_ref().and_then(|v| v["restored_pid"].as_i64()).unwrap_or(0) as i32;
+    let new_pid = migrated
+        .as_ref()
+        .and_then(|v| v["restored_pid"].as_i64())
+        .unwrap_or(0) as i32;
     procs.pids.push(new_pid);
     procs.children.push(dest);
 
-    assert!(src.status.success(), "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}", show(&src));
-    assert_eq!(dst_status.and_then(|s| s.code()), Some(0), "destination:\n{dst_stdout}\n{dst_stderr}");
-    assert!(new_pid > 0, "no restored pid in destination stdout:\n{dst_stdout}");
-    assert!(dst_stdout.lines().any(|l| l.contains(r#""event":"ready""#)), "{dst_stdout}");
+    assert!(
+        src.status.success(),
+        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
+        show(&src)
+    );
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert!(
+        new_pid > 0,
+        "no restored pid in destination stdout:\n{dst_stdout}"
+    );
+    assert!(
+        dst_stdout.lines().any(|l| l.contains(r#""event":"ready""#)),
+        "{dst_stdout}"
+    );
     let m = migrated.unwrap();
     assert!(m["downtime"]["downtime_s"].as_f64().is_some(), "{m}");
-    assert!(m["downtime"]["pages_moved"].as_u64().unwrap_or(0) > 0, "{m}");
+    assert!(
+        m["downtime"]["pages_moved"].as_u64().unwrap_or(0) > 0,
+        "{m}"
+    );
     assert!(dst_stderr.contains("downtime"), "{dst_stderr}");
 
     // The old tree is gone, the new one counts on.
-    assert!(wait_until(Duration::from_secs(10), || !alive(init)), "source pid {init} still alive");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "source pid {init} still alive"
+    );
     assert!(alive(new_pid), "restored pid {new_pid} not running");
     let c0 = read_counter(&counter);
-    assert!(wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3), "counter stopped at {c0} after migration");
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "counter stopped at {c0} after migration"
+    );
 
     // Run records of both roles, side by side in the shared work dir.
     let images = tmp.path().join("images");
     for role in ["source", "destination"] {
-        let rec: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap()).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(
+            &fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(rec["outcome"], "ok", "{rec}");
         assert_eq!(rec["role"], role);
         assert!(rec["stats"]["downtime"].is_object(), "{rec}");
@@ -289,10 +372,16 @@ fn source_gives_up_without_destination_and_leaves_the_process_running() {
     assert_eq!(src.status.code(), Some(4), "{}", show(&src));
     assert!(t0.elapsed() < Duration::from_secs(30));
     let err = String::from_utf8_lossy(&src.stderr);
-    assert!(err.contains("timed out") && err.contains("not touched"), "{err}");
+    assert!(
+        err.contains("timed out") && err.contains("not touched"),
+        "{err}"
+    );
     assert!(alive(init));
     let c0 = read_counter(&counter);
-    assert!(wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2), "counter stopped");
+    assert!(
+        wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2),
+        "counter stopped"
+    );
 }
 
 #[test]
@@ -303,8 +392,16 @@ fn unsupported_strategies_are_refused_up_front() {
     let net = Net::new();
     let tmp = common::images_dir();
     let cases = [
-        ("[lazy_pages]\nenabled = true\naddress = \"10.1.1.1\"\nport = 27403\n", 4, "lazy_pages.address"),
-        ("[page_server.tls]\nca_cert = \"ca.pem\"\n", 2, "page_server.tls"),
+        (
+            "[lazy_pages]\nenabled = true\naddress = \"10.1.1.1\"\nport = 27403\n",
+            4,
+            "lazy_pages.address",
+        ),
+        (
+            "[page_server.tls]\nca_cert = \"ca.pem\"\n",
+            2,
+            "page_server.tls",
+        ),
     ];
     fs_err::write(tmp.path().join("ca.pem"), "x").unwrap();
     for (extra, code, key) in &cases {
@@ -319,10 +416,19 @@ fn unsupported_strategies_are_refused_up_front() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(*code), "{}", show(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).contains(key), "{}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(key),
+            "{}",
+            show(&o)
+        );
     }
     // No --role on a migrate profile: usage error.
     let profile = write_profile(tmp.path(), &net, "3s", "");
-    let o = Command::new(BIN).arg("apply").arg(&profile).stdin(Stdio::null()).output().unwrap();
+    let o = Command::new(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 }

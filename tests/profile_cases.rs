@@ -26,11 +26,17 @@ fn cases_dir() -> PathBuf {
 }
 
 fn is_profile(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml" | "yml"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("toml" | "yaml" | "yml")
+    )
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).expect("read cases").map(|e| e.expect("entry").path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read cases")
+        .map(|e| e.expect("entry").path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -71,13 +77,25 @@ fn actual(p: &Path) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     for d in &l.diags {
         let j = d.to_json(&sources);
-        let file = j.file.as_deref().map(|f| Path::new(f).file_name().unwrap().to_string_lossy().into_owned());
+        let file = j.file.as_deref().map(|f| {
+            Path::new(f)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        });
         let at = match (j.line, j.column) {
             (Some(l), Some(c)) if file.as_deref() == Some(name.as_str()) => format!("{l}:{c}"),
             (Some(l), Some(c)) => format!("{}:{l}:{c}", file.unwrap_or_default()),
             _ => "-".to_string(),
         };
-        let mut line = format!("{} {} {} {}", j.severity, j.code, at, j.key.as_deref().unwrap_or("-"));
+        let mut line = format!(
+            "{} {} {} {}",
+            j.severity,
+            j.code,
+            at,
+            j.key.as_deref().unwrap_or("-")
+        );
         if matches!(d.code, "profile::unknown-key" | "profile::unknown-variant") {
             if let Some(h) = &d.help {
                 line.push_str(&format!(" | {h}"));
@@ -122,7 +140,12 @@ fn every_case_reports_exactly_the_expected_diagnostics() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -133,15 +156,24 @@ fn every_top_level_profile_has_an_expectation() {
         .iter()
         .filter(|p| p.parent() == Some(cases_dir().as_path()) && !expect_path(p).exists())
         .collect();
-    assert!(missing.is_empty(), "cases without a .expect sidecar: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "cases without a .expect sidecar: {missing:?}"
+    );
 }
 
 #[test]
 fn corpus_is_large_and_covers_both_formats() {
     let cs = cases();
     let broken: Vec<_> = cs.iter().filter(|p| actual(p).1).collect();
-    let toml = broken.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")).count();
-    let yaml = broken.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")).count();
+    let toml = broken
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .count();
+    let yaml = broken
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .count();
     assert!(broken.len() >= 60, "only {} broken profiles", broken.len());
     assert!(toml >= 30 && yaml >= 30, "toml {toml}, yaml {yaml}");
 }
@@ -161,7 +193,10 @@ fn toml_and_yaml_twins_agree() {
     };
     let mut differ = Vec::new();
     let mut pairs = 0;
-    for p in cases().into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+    for p in cases()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
         let y = p.with_extension("yaml");
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         // Syntax errors are worded by each parser.

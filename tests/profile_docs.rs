@@ -5,15 +5,18 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const NAMESPACES: &[&str] =
-    &["profile", "policy", "criu", "import", "apply", "diff", "render", "plan", "check", "migrate"];
+const NAMESPACES: &[&str] = &[
+    "profile", "policy", "criu", "import", "apply", "diff", "render", "plan", "check", "migrate",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -35,10 +38,14 @@ fn codes_in_sources() -> BTreeSet<String> {
             let rest = &text[i + 1..];
             let Some(end) = rest.find('"') else { continue };
             let lit = &rest[..end];
-            let Some((ns, code)) = lit.split_once("::") else { continue };
+            let Some((ns, code)) = lit.split_once("::") else {
+                continue;
+            };
             if NAMESPACES.contains(&ns)
                 && !code.is_empty()
-                && code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && code
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             {
                 codes.insert(lit.to_string());
             }
@@ -48,7 +55,8 @@ fn codes_in_sources() -> BTreeSet<String> {
 }
 
 fn documented() -> BTreeSet<String> {
-    let doc = std::fs::read_to_string(root().join("docs/diagnostics.md")).expect("docs/diagnostics.md");
+    let doc =
+        std::fs::read_to_string(root().join("docs/diagnostics.md")).expect("docs/diagnostics.md");
     doc.lines()
         .filter_map(|l| l.strip_prefix("### `").and_then(|r| r.strip_suffix('`')))
         .map(String::from)
@@ -85,14 +93,26 @@ fn missing_in(ns: &[&str]) -> Vec<String> {
 #[test]
 fn every_profile_code_is_documented() {
     let missing = missing_in(&["profile"]);
-    assert!(missing.is_empty(), "codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}", missing.join("\n  "));
+    assert!(
+        missing.is_empty(),
+        "codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}",
+        missing.join("\n  ")
+    );
 }
 
 #[test]
 fn every_other_code_is_documented() {
-    let others: Vec<&str> = NAMESPACES.iter().copied().filter(|n| *n != "profile").collect();
+    let others: Vec<&str> = NAMESPACES
+        .iter()
+        .copied()
+        .filter(|n| *n != "profile")
+        .collect();
     let missing = missing_in(&others);
-    assert!(missing.is_empty(), "codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}", missing.join("\n  "));
+    assert!(
+        missing.is_empty(),
+        "codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}",
+        missing.join("\n  ")
+    );
 }
 
 #[test]
@@ -102,7 +122,10 @@ fn documented_codes_exist_and_are_unique() {
     let set: BTreeSet<&str> = heads.iter().copied().collect();
     assert_eq!(heads.len(), set.len(), "a code is documented twice");
     let src = codes_in_sources();
-    let stale: Vec<String> = documented().into_iter().filter(|c| !src.contains(c)).collect();
+    let stale: Vec<String> = documented()
+        .into_iter()
+        .filter(|c| !src.contains(c))
+        .collect();
     assert!(stale.is_empty(), "documented but never emitted: {stale:?}");
 }
 
@@ -121,7 +144,10 @@ fn profile_examples_are_corpus_cases_that_emit_the_code() {
             let c = code.clone().expect("example before any section");
             let expect = std::fs::read_to_string(root().join(format!("tests/cases/{case}.expect")))
                 .unwrap_or_else(|_| panic!("{case} is not a corpus case"));
-            assert!(expect.contains(&format!(" {c} ")), "{case} does not produce {c}");
+            assert!(
+                expect.contains(&format!(" {c} ")),
+                "{case} does not produce {c}"
+            );
             checked += 1;
         }
     }

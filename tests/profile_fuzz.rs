@@ -11,10 +11,18 @@ use std::path::PathBuf;
 use ckptctl::source::Format;
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("fuzz corpus").map(|e| e.unwrap().path()).collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fuzz corpus")
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    files.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
+    files
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
 }
 
 /// xorshift64*: deterministic, no dependency.
@@ -27,16 +35,78 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
 const TOKENS: &[&str] = &[
-    "[", "]", "[[", "]]", "{", "}", "\"", "'", "'''", "\"\"\"", "=", ":", ": ", ",", ".", "\n", "\r\n", "\t", " ", "#",
-    "- ", "---\n", "...\n", "&a ", "*a", "!!str ", "!x ", "? ", "|\n  ", ">-\n  ", "é", "😀", "\u{feff}", "\0", "\\u00e9",
-    "0", "-1", "65536", "9223372036854775808", "1e999", "nan", "inf", "0x", "true", "null", "~", "1979-05-27T07:32:00Z",
-    "version", "extends", "[target]", "pid", "[restore]", "veth_pairs", "[checkpoint.pre_dump]", "dir", "images",
-    "lazy_pages", "address", "port", "[page_server.tls]", "cert", "\"net\"", "empty_ns",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "{",
+    "}",
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    "=",
+    ":",
+    ": ",
+    ",",
+    ".",
+    "\n",
+    "\r\n",
+    "\t",
+    " ",
+    "#",
+    "- ",
+    "---\n",
+    "...\n",
+    "&a ",
+    "*a",
+    "!!str ",
+    "!x ",
+    "? ",
+    "|\n  ",
+    ">-\n  ",
+    "é",
+    "😀",
+    "\u{feff}",
+    "\0",
+    "\\u00e9",
+    "0",
+    "-1",
+    "65536",
+    "9223372036854775808",
+    "1e999",
+    "nan",
+    "inf",
+    "0x",
+    "true",
+    "null",
+    "~",
+    "1979-05-27T07:32:00Z",
+    "version",
+    "extends",
+    "[target]",
+    "pid",
+    "[restore]",
+    "veth_pairs",
+    "[checkpoint.pre_dump]",
+    "dir",
+    "images",
+    "lazy_pages",
+    "address",
+    "port",
+    "[page_server.tls]",
+    "cert",
+    "\"net\"",
+    "empty_ns",
 ];
 
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
@@ -63,8 +133,14 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             4 if !v.is_empty() => {
                 // Duplicate a line: duplicate keys and tables.
-                let s = v[..at.min(v.len())].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                let e = v[s..].iter().position(|b| *b == b'\n').map_or(v.len(), |i| s + i + 1);
+                let s = v[..at.min(v.len())]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let e = v[s..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(v.len(), |i| s + i + 1);
                 let line = v[s..e].to_vec();
                 v.splice(e..e, line);
             }
@@ -116,16 +192,31 @@ fn pathological_inputs() {
         body::fuzz_one(&b"{".repeat(10_000), f);
         body::fuzz_one(&b"- ".repeat(5_000), f);
         body::fuzz_one(&b"a = [".repeat(3_000), f);
-        body::fuzz_one(format!("a = {}{}", "[".repeat(5000), "]".repeat(5000)).as_bytes(), f);
-        body::fuzz_one(format!("a: {}{}", "[".repeat(5000), "]".repeat(5000)).as_bytes(), f);
-        body::fuzz_one(format!("a = {}1{}", "{b = ".repeat(3000), "}".repeat(3000)).as_bytes(), f);
-        let staircase: String = (0..3000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        body::fuzz_one(
+            format!("a = {}{}", "[".repeat(5000), "]".repeat(5000)).as_bytes(),
+            f,
+        );
+        body::fuzz_one(
+            format!("a: {}{}", "[".repeat(5000), "]".repeat(5000)).as_bytes(),
+            f,
+        );
+        body::fuzz_one(
+            format!("a = {}1{}", "{b = ".repeat(3000), "}".repeat(3000)).as_bytes(),
+            f,
+        );
+        let staircase: String = (0..3000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
         body::fuzz_one(staircase.as_bytes(), f);
     }
     // Billion laughs: aliases are expanded with a bound.
     let mut y = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 0..9 {
-        let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+        let prev = if i == 0 {
+            "a".to_string()
+        } else {
+            format!("l{}", i - 1)
+        };
         y.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
     }
     let t = std::time::Instant::now();

@@ -20,7 +20,11 @@ fn render(case: &str) -> String {
     let mut sources = SourceMap::new();
     let l = load(&path, &rel, &mut sources, LoadOptions::default());
     assert!(!l.diags.is_empty(), "{case} has no diagnostics");
-    l.diags.iter().map(|d| render_human(d, &sources, RenderOptions::plain())).collect::<Vec<_>>().join("\n")
+    l.diags
+        .iter()
+        .map(|d| render_human(d, &sources, RenderOptions::plain()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 macro_rules! snap {
@@ -39,7 +43,10 @@ snap!(unknown_key_misplaced, "unknown-key-misplaced.yaml");
 snap!(unknown_variant_lists_values, "enum-network-lock.toml");
 snap!(two_key_rule_labels_both, "rule-target-pid-pidfile.toml");
 snap!(yaml_rule_with_second_label, "rule-veth-empty-net.yaml");
-snap!(related_label_in_base_file, "extends-two-key-rule/profile.toml");
+snap!(
+    related_label_in_base_file,
+    "extends-two-key-rule/profile.toml"
+);
 snap!(error_inside_base_file, "extends-error-in-base/profile.yaml");
 snap!(extends_cycle, "extends-cycle/a.toml");
 snap!(toml_syntax_error, "syntax-unclosed-string.toml");
@@ -49,7 +56,11 @@ snap!(warning_and_errors_together, "many-problems.yaml");
 
 #[test]
 fn plain_rendering_has_no_ansi_escapes() {
-    for case in ["many-problems.toml", "many-problems.yaml", "extends-two-key-rule/profile.toml"] {
+    for case in [
+        "many-problems.toml",
+        "many-problems.yaml",
+        "extends-two-key-rule/profile.toml",
+    ] {
         assert!(!render(case).contains('\u{1b}'), "{case}");
     }
 }

@@ -20,7 +20,10 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
         return;
     }
     let criu = common::criu_path().unwrap();
-    let tmp = tempfile::Builder::new().prefix("ckptctl-render-").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("ckptctl-render-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let img = tmp.path().join("images");
     std::fs::create_dir(&img).unwrap();
@@ -35,12 +38,20 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
     )
     .unwrap();
     let mut sources = SourceMap::new();
-    let loaded = load(&profile_path, "counter.toml", &mut sources, LoadOptions::default());
+    let loaded = load(
+        &profile_path,
+        "counter.toml",
+        &mut sources,
+        LoadOptions::default(),
+    );
     assert!(!loaded.has_errors(), "{:?}", loaded.diags);
     let profile = loaded.profile.unwrap();
 
     // The workload: a counter in its own pid namespace (no --mount-proc).
-    let script = format!("i=0; while :; do i=$((i+1)); echo $i > '{}'; sleep 0.2; done", counter.display());
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i > '{}'; sleep 0.2; done",
+        counter.display()
+    );
     let mut unshare = Command::new("unshare")
         .args(["--pid", "--fork", "setsid", "sh", "-c", &script])
         .stdin(Stdio::null())
@@ -55,7 +66,11 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
         init.is_some()
     }));
     let init = init.unwrap();
-    assert!(common::wait_until(Duration::from_secs(10), || common::read_counter(&counter) >= 3), "counter does not move");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || common::read_counter(&counter)
+            >= 3),
+        "counter does not move"
+    );
 
     // Dump with the rendered configuration file.
     let dump = CriuStep::Dump { pre_dump_rounds: 0 };
@@ -64,7 +79,12 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
     assert!(conf.contains("manage-cgroups=ignore"), "{conf}");
     let conf_path = tmp.path().join("dump.conf");
     std::fs::write(&conf_path, &conf).unwrap();
-    let st = Command::new(&criu).arg("dump").arg("--config").arg(&conf_path).status().unwrap();
+    let st = Command::new(&criu)
+        .arg("dump")
+        .arg("--config")
+        .arg(&conf_path)
+        .status()
+        .unwrap();
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     if !st.success() {
         common::kill9(init);
@@ -72,10 +92,16 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
         let _ = unshare.wait();
         panic!("criu dump --config failed: {st}\n{conf}\n{}", tail(&log));
     }
-    assert!(log.contains("Dumping finished successfully"), "log is where the conf said: {}", tail(&log));
+    assert!(
+        log.contains("Dumping finished successfully"),
+        "log is where the conf said: {}",
+        tail(&log)
+    );
     // The tree is gone (default final state): wait for it to be reaped.
     let _ = unshare.wait();
-    assert!(common::wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{init}")).exists()));
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{init}")).exists()
+    }));
     let at_dump = common::read_counter(&counter);
 
     // Restore with the rendered command line.
@@ -85,11 +111,26 @@ fn rendered_conf_dumps_and_rendered_args_restore() {
     assert!(argv.contains(&"--no-default-config".to_string()));
     assert!(argv.contains(&"--restore-detached".to_string()));
     let pidfile = tmp.path().join("restored.pid");
-    let st = Command::new(&criu).args(&argv).arg("--pidfile").arg(&pidfile).status().unwrap();
+    let st = Command::new(&criu)
+        .args(&argv)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .status()
+        .unwrap();
     let log = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
-    assert!(st.success(), "criu restore failed: {st}\n{argv:?}\n{}", tail(&log));
-    let restored: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let moved = common::wait_until(Duration::from_secs(10), || common::read_counter(&counter) > at_dump + 2);
+    assert!(
+        st.success(),
+        "criu restore failed: {st}\n{argv:?}\n{}",
+        tail(&log)
+    );
+    let restored: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let moved = common::wait_until(Duration::from_secs(10), || {
+        common::read_counter(&counter) > at_dump + 2
+    });
     let now = common::read_counter(&counter);
     common::kill9(restored);
     assert!(moved, "counter stuck at {now} (dumped at {at_dump})");

@@ -16,7 +16,12 @@ fn dir() -> PathBuf {
 
 fn load_ok(path: &Path) -> Profile {
     let mut sources = SourceMap::new();
-    let l = load(path, &path.display().to_string(), &mut sources, LoadOptions::default());
+    let l = load(
+        path,
+        &path.display().to_string(),
+        &mut sources,
+        LoadOptions::default(),
+    );
     assert!(!l.has_errors(), "{}: {:?}", path.display(), l.diags);
     l.profile.expect("profile")
 }
@@ -27,10 +32,16 @@ fn check_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     if expected != actual {
-        panic!("{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}");
+        panic!(
+            "{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}"
+        );
     }
 }
 
@@ -39,7 +50,12 @@ fn golden_render_outputs() {
     let mut profiles: Vec<PathBuf> = std::fs::read_dir(dir())
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("toml" | "yaml")
+            )
+        })
         .collect();
     profiles.sort();
     assert!(profiles.len() >= 4);
@@ -47,7 +63,10 @@ fn golden_render_outputs() {
         let profile = load_ok(&p);
         let stem = p.file_stem().unwrap().to_string_lossy().to_string();
         let roles: Vec<(Option<Role>, &str)> = if stem.starts_with("migrate") {
-            vec![(Some(Role::Source), ".source"), (Some(Role::Destination), ".destination")]
+            vec![
+                (Some(Role::Source), ".source"),
+                (Some(Role::Destination), ".destination"),
+            ]
         } else {
             vec![(None, "")]
         };
@@ -106,9 +125,15 @@ fn rpc_options_follow_the_spec_table() {
     assert!(!dump.log_file.as_deref().unwrap().contains('/'));
     assert_eq!(dump.mntns_compat_mode, None);
     let pre = render::criu_opts(&profile, &CriuStep::PreDump { round: 1 });
-    assert_eq!(pre.leave_running, None, "leave_running only on the final dump");
+    assert_eq!(
+        pre.leave_running, None,
+        "leave_running only on the final dump"
+    );
     assert_eq!(pre.pre_dump_mode, Some(2), "read is VM_READ = 2");
-    assert_eq!(pre.images_dir.as_deref(), Some("/var/lib/ckptctl/web/pre-1"));
+    assert_eq!(
+        pre.images_dir.as_deref(),
+        Some("/var/lib/ckptctl/web/pre-1")
+    );
 
     let restore = load_ok(&dir().join("restore-lazy.yaml"));
     let r = render::criu_opts(&restore, &CriuStep::Restore);
@@ -119,7 +144,10 @@ fn rpc_options_follow_the_spec_table() {
     assert_eq!(r.pid, None);
     assert_eq!(r.ghost_limit, None, "dump-only option not sent on restore");
     let args = render::criu_args(&restore, &CriuStep::Restore);
-    assert!(!args.contains(&"--no-default-config".to_string()), "host_config = inherit");
+    assert!(
+        !args.contains(&"--no-default-config".to_string()),
+        "host_config = inherit"
+    );
     assert!(args.contains(&"--manage-cgroups=full".to_string()));
 }
 
@@ -148,7 +176,10 @@ fn conf_refuses_hash_in_values() {
     let err = render::criu_conf(&profile, &CriuStep::Dump { pre_dump_rounds: 0 }).unwrap_err();
     assert!(err.to_string().contains('#'), "{err}");
     // The command line has no such limit.
-    assert!(render::criu_args(&profile, &CriuStep::Dump { pre_dump_rounds: 0 }).contains(&"/var/lib/x#1".to_string()));
+    assert!(
+        render::criu_args(&profile, &CriuStep::Dump { pre_dump_rounds: 0 })
+            .contains(&"/var/lib/x#1".to_string())
+    );
 }
 
 #[test]
@@ -158,7 +189,11 @@ fn render_command_prints_to_stdout() {
         .arg(dir().join("migrate.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("criu page-server"), "{text}");
     assert!(text.contains("criu restore"), "{text}");

@@ -13,10 +13,16 @@ fn review(output: &str) -> (i32, String, String) {
         .current_dir(dir())
         .env("COLUMNS", "100")
         .env("NO_COLOR", "1")
-        .args(["--color", "never", "--output", output, "review", "--policy", "org.toml", "profiles"])
+        .args([
+            "--color", "never", "--output", output, "review", "--policy", "org.toml", "profiles",
+        ])
         .output()
         .unwrap();
-    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 fn golden(name: &str, actual: &str) {
@@ -25,8 +31,12 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(expected == actual, "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}");
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
 }
 
 #[test]
@@ -34,7 +44,11 @@ fn golden_review_in_four_formats() {
     let (code, _, human) = review("human");
     assert_eq!(code, 1, "a deny finding exits 1");
     golden("review.human.txt", &human);
-    for (fmt, file) in [("json", "review.json"), ("sarif", "review.sarif"), ("markdown", "review.md")] {
+    for (fmt, file) in [
+        ("json", "review.json"),
+        ("sarif", "review.sarif"),
+        ("markdown", "review.md"),
+    ] {
         let (code, out, _) = review(fmt);
         assert_eq!(code, 1, "{fmt}");
         golden(file, &out);
@@ -46,13 +60,22 @@ fn json_findings_have_places() {
     let (_, out, _) = review("json");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let diags = v["diagnostics"].as_array().unwrap();
-    let tcp = diags.iter().find(|d| d["code"] == "policy::tcp-established").unwrap();
+    let tcp = diags
+        .iter()
+        .find(|d| d["code"] == "policy::tcp-established")
+        .unwrap();
     assert_eq!(tcp["severity"], "error");
     assert_eq!(tcp["file"], "profiles/web.toml");
-    assert_eq!((tcp["line"].as_u64(), tcp["column"].as_u64()), (Some(14), Some(19)));
+    assert_eq!(
+        (tcp["line"].as_u64(), tcp["column"].as_u64()),
+        (Some(14), Some(19))
+    );
     assert_eq!(tcp["related"][0]["file"], "org.toml");
     assert_eq!(tcp["related"][0]["line"], 4);
-    assert!(diags.iter().all(|d| d["code"] != "policy::shell-job"), "allowed by the policy");
+    assert!(
+        diags.iter().all(|d| d["code"] != "policy::shell-job"),
+        "allowed by the policy"
+    );
     assert_eq!(v["summary"]["profiles"], 2);
 }
 
@@ -91,7 +114,10 @@ fn sarif_has_the_required_structure() {
         for loc in r["locations"].as_array().unwrap() {
             let pl = &loc["physicalLocation"];
             let uri = pl["artifactLocation"]["uri"].as_str().unwrap();
-            assert!(!uri.starts_with('/') && !uri.starts_with("./") && !uri.contains('\\'), "relative uri: {uri}");
+            assert!(
+                !uri.starts_with('/') && !uri.starts_with("./") && !uri.contains('\\'),
+                "relative uri: {uri}"
+            );
             assert!(pl["region"]["startLine"].as_u64().unwrap() >= 1);
             assert!(pl["region"]["startColumn"].as_u64().unwrap() >= 1);
         }
@@ -102,9 +128,18 @@ fn sarif_has_the_required_structure() {
             }
         }
     }
-    let ww = results.iter().find(|r| r["ruleId"] == "policy::world-writable-images").unwrap();
-    assert_eq!(ww["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "profiles/web.toml");
-    assert_eq!(ww["locations"][0]["physicalLocation"]["region"]["startLine"], 11);
+    let ww = results
+        .iter()
+        .find(|r| r["ruleId"] == "policy::world-writable-images")
+        .unwrap();
+    assert_eq!(
+        ww["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "profiles/web.toml"
+    );
+    assert_eq!(
+        ww["locations"][0]["physicalLocation"]["region"]["startLine"],
+        11
+    );
 }
 
 #[test]

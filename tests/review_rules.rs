@@ -65,7 +65,10 @@ fn run(profile: &str, policy: Option<&str>) -> (Vec<Diagnostic>, SourceMap) {
     let l = load(&p, "web.toml", &mut sources, LoadOptions::default());
     let prof = l.profile.expect("profile");
     let id = l.file.unwrap();
-    (review(&prof, Path::new("web.toml"), id, &pol, &sources), sources)
+    (
+        review(&prof, Path::new("web.toml"), id, &pol, &sources),
+        sources,
+    )
 }
 
 #[test]
@@ -80,18 +83,28 @@ fn every_rule_has_a_case() {
 fn each_rule_fires_at_the_value() {
     for (code, text, line, col) in cases() {
         let (diags, sources) = run(&text, None);
-        let d = diags.iter().find(|d| d.code == code).unwrap_or_else(|| panic!("{code} did not fire: {diags:?}"));
+        let d = diags
+            .iter()
+            .find(|d| d.code == code)
+            .unwrap_or_else(|| panic!("{code} did not fire: {diags:?}"));
         let (_, l, c) = sources.locate(d.span.unwrap());
         assert_eq!((l, c), (line, col), "{code}");
         let rule = RULES.iter().find(|r| r.code == code).unwrap();
-        assert_eq!(d.severity, rule.default.severity().unwrap(), "{code} default level");
+        assert_eq!(
+            d.severity,
+            rule.default.severity().unwrap(),
+            "{code} default level"
+        );
     }
 }
 
 #[test]
 fn allow_silences_each_rule() {
     for (code, text, _, _) in cases() {
-        let (diags, _) = run(&text, Some(&format!("version = 1\n[rules]\n\"{code}\" = \"allow\"\n")));
+        let (diags, _) = run(
+            &text,
+            Some(&format!("version = 1\n[rules]\n\"{code}\" = \"allow\"\n")),
+        );
         assert!(diags.iter().all(|d| d.code != code), "{code} not silenced");
     }
 }
@@ -99,8 +112,14 @@ fn allow_silences_each_rule() {
 #[test]
 fn policy_level_changes_severity_and_names_the_policy_line() {
     let text = format!("{BASE}[process]\ntcp_established = true\n");
-    let (diags, sources) = run(&text, Some("version = 1\n\n[rules]\n\"policy::tcp-established\" = \"deny\"\n"));
-    let d = diags.iter().find(|d| d.code == "policy::tcp-established").unwrap();
+    let (diags, sources) = run(
+        &text,
+        Some("version = 1\n\n[rules]\n\"policy::tcp-established\" = \"deny\"\n"),
+    );
+    let d = diags
+        .iter()
+        .find(|d| d.code == "policy::tcp-established")
+        .unwrap();
     assert_eq!(d.severity, Severity::Error);
     let (file, line, col) = sources.locate(d.related[0].span);
     assert!(file.ends_with("policy.toml"));
@@ -120,22 +139,43 @@ fn scoped_rules_apply_by_name_glob() {
 
 #[test]
 fn constraints_and_requires() {
-    let text = format!("{BASE}[cgroups]\nmode = \"full\"\n[page_server]\naddress = \"192.168.0.9\"\nport = 9\n[page_server.tls]\nca_cert = \"/ca\"\n");
+    let text = format!(
+        "{BASE}[cgroups]\nmode = \"full\"\n[page_server]\naddress = \"192.168.0.9\"\nport = 9\n[page_server.tls]\nca_cert = \"/ca\"\n"
+    );
     let pol = "version = 1\n[[constraint]]\nkey = \"cgroups.mode\"\nallow = [\"soft\"]\n\n[[constraint]]\nkey = \"page_server.address\"\nnetworks = [\"10.0.0.0/8\"]\nlevel = \"warn\"\n\n[[constraint]]\nkey = \"checkpoint.timeout\"\nmax = \"5s\"\n\n[[require]]\nkey = \"description\"\n";
     let (diags, sources) = run(&text, Some(pol));
-    let c: Vec<&Diagnostic> = diags.iter().filter(|d| d.code == "policy::constraint").collect();
+    let c: Vec<&Diagnostic> = diags
+        .iter()
+        .filter(|d| d.code == "policy::constraint")
+        .collect();
     assert_eq!(c.len(), 3, "{c:?}");
-    let mode = c.iter().find(|d| d.key.as_deref() == Some("cgroups.mode")).unwrap();
+    let mode = c
+        .iter()
+        .find(|d| d.key.as_deref() == Some("cgroups.mode"))
+        .unwrap();
     assert_eq!(mode.severity, Severity::Error);
     assert_eq!(sources.locate(mode.span.unwrap()).1, 9);
-    assert_eq!(sources.locate(mode.related[0].span).1, 3, "policy line of `key`");
-    let net = c.iter().find(|d| d.key.as_deref() == Some("page_server.address")).unwrap();
+    assert_eq!(
+        sources.locate(mode.related[0].span).1,
+        3,
+        "policy line of `key`"
+    );
+    let net = c
+        .iter()
+        .find(|d| d.key.as_deref() == Some("page_server.address"))
+        .unwrap();
     assert_eq!(net.severity, Severity::Warning);
     // The default timeout (10s) breaks max = 5s; it points at 1:1 (no [checkpoint] table).
-    let t = c.iter().find(|d| d.key.as_deref() == Some("checkpoint.timeout")).unwrap();
+    let t = c
+        .iter()
+        .find(|d| d.key.as_deref() == Some("checkpoint.timeout"))
+        .unwrap();
     let (_, l, col) = sources.locate(t.span.unwrap());
     assert_eq!((l, col), (1, 1));
-    let r = diags.iter().find(|d| d.code == "policy::required-key").unwrap();
+    let r = diags
+        .iter()
+        .find(|d| d.code == "policy::required-key")
+        .unwrap();
     assert_eq!(sources.locate(r.span.unwrap()).1, 1);
     assert_eq!(r.severity, Severity::Error);
 }
@@ -151,28 +191,53 @@ fn policy_file_diagnostics() {
     .unwrap();
     let mut sources = SourceMap::new();
     let (_, d) = load_policy(&pp, &mut sources);
-    let find = |code: &str| d.iter().find(|x| x.code == code).unwrap_or_else(|| panic!("{code}: {d:?}"));
+    let find = |code: &str| {
+        d.iter()
+            .find(|x| x.code == code)
+            .unwrap_or_else(|| panic!("{code}: {d:?}"))
+    };
     let r = find("policy::unknown-rule");
     assert_eq!(sources.locate(r.span.unwrap()).1, 3);
-    assert!(r.help.as_deref().unwrap().contains("policy::tcp-established"));
-    assert_eq!(sources.locate(find("policy::invalid-value").span.unwrap()).1, 4);
+    assert!(
+        r.help
+            .as_deref()
+            .unwrap()
+            .contains("policy::tcp-established")
+    );
+    assert_eq!(
+        sources
+            .locate(find("policy::invalid-value").span.unwrap())
+            .1,
+        4
+    );
     let k = find("policy::unknown-profile-key");
     assert!(k.help.as_deref().unwrap().contains("cgroups.mode"));
     let u = find("policy::unknown-key");
-    assert_eq!(sources.locate(u.span.unwrap()), (sources.get(u.span.unwrap().file).name.as_str(), 7, 1));
+    assert_eq!(
+        sources.locate(u.span.unwrap()),
+        (sources.get(u.span.unwrap().file).name.as_str(), 7, 1)
+    );
     assert!(u.help.as_deref().unwrap().contains("allow"));
 }
 
 #[test]
 fn committed_policy_schema_is_current() {
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/ckptctl-policy.schema.json")).unwrap();
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/ckptctl-policy.schema.json"),
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&committed).unwrap();
-    assert_eq!(v, ckptctl::policy::policy_schema(), "run `ckptctl schema policy > schemas/ckptctl-policy.schema.json`");
+    assert_eq!(
+        v,
+        ckptctl::policy::policy_schema(),
+        "run `ckptctl schema policy > schemas/ckptctl-policy.schema.json`"
+    );
 }
 
 #[test]
 fn every_code_is_documented() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.md")).unwrap();
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.md"))
+        .unwrap();
     let mut codes: Vec<&str> = RULES.iter().map(|r| r.code).collect();
     codes.extend([
         "policy::constraint",
@@ -192,6 +257,9 @@ fn every_code_is_documented() {
         "import::syntax",
     ]);
     for c in codes {
-        assert!(doc.contains(&format!("`{c}`")), "{c} missing from docs/policy.md");
+        assert!(
+            doc.contains(&format!("`{c}`")),
+            "{c} missing from docs/policy.md"
+        );
     }
 }

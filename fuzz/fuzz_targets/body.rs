@@ -17,8 +17,14 @@ pub fn fuzz_one(data: &[u8], format: Format) {
         assert!(j.code.contains("::"));
         if let Some(span) = d.span {
             let t = &sources.get(span.file).text;
-            assert!(span.start <= span.end && (span.end as usize) <= t.len(), "span {span:?} outside the text");
-            assert!(t.is_char_boundary(span.start as usize) && t.is_char_boundary(span.end as usize), "span {span:?} splits a character");
+            assert!(
+                span.start <= span.end && (span.end as usize) <= t.len(),
+                "span {span:?} outside the text"
+            );
+            assert!(
+                t.is_char_boundary(span.start as usize) && t.is_char_boundary(span.end as usize),
+                "span {span:?} splits a character"
+            );
             assert!(j.line.unwrap_or(0) >= 1 && j.column.unwrap_or(0) >= 1);
         }
         let _ = render_human(d, &sources, RenderOptions::plain());

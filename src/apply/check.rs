@@ -42,11 +42,19 @@ pub struct Preflight {
 
 impl Preflight {
     fn ok(&mut self, check: &str, detail: impl Into<String>) {
-        self.findings.push(Finding { check: check.into(), status: Severity::Info, detail: detail.into() });
+        self.findings.push(Finding {
+            check: check.into(),
+            status: Severity::Info,
+            detail: detail.into(),
+        });
     }
 
     fn problem(&mut self, sev: Severity, check: &str, diag: Diagnostic) {
-        self.findings.push(Finding { check: check.into(), status: sev, detail: diag.message.clone() });
+        self.findings.push(Finding {
+            check: check.into(),
+            status: sev,
+            detail: diag.message.clone(),
+        });
         self.diags.push(diag.with_severity(sev));
     }
 
@@ -79,7 +87,12 @@ pub fn needed_features(p: &Profile, pid: Option<i32>) -> Vec<(&'static str, &'st
 }
 
 /// Run every check. `pid` is `--pid` if given.
-pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Option<i32>) -> Preflight {
+pub fn preflight(
+    p: &Profile,
+    root: FileId,
+    criu_flag: Option<&Path>,
+    pid: Option<i32>,
+) -> Preflight {
     let mut pf = Preflight::default();
     let at = |key: &str| span_for_key(p, key, root);
 
@@ -104,21 +117,30 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
         match crate::apply::engine::criu_version(&f.path) {
             Ok(v) => {
                 pf.criu_version = Some(v.to_string());
-                let min = p.criu().min_version.map(|m| (m.value.number(), m.value.0.clone(), m.span));
+                let min = p
+                    .criu()
+                    .min_version
+                    .map(|m| (m.value.number(), m.value.0.clone(), m.span));
                 match min {
                     Some((n, text, span)) if v.number() < n => pf.problem(
                         Severity::Error,
                         "criu version",
-                        Diagnostic::error("check::criu-too-old", format!("CRIU {v} is older than `criu.min_version = \"{text}\"`"))
-                            .at(span)
-                            .key("criu.min_version")
-                            .help(format!("install CRIU {text} or newer")),
+                        Diagnostic::error(
+                            "check::criu-too-old",
+                            format!("CRIU {v} is older than `criu.min_version = \"{text}\"`"),
+                        )
+                        .at(span)
+                        .key("criu.min_version")
+                        .help(format!("install CRIU {text} or newer")),
                     ),
                     _ if v.number() < 40000 => pf.problem(
                         Severity::Error,
                         "criu version",
-                        Diagnostic::error("check::criu-too-old", format!("CRIU {v} is older than 4.0, which ckptctl needs"))
-                            .help("install CRIU >= 4.0 (scripts/install-criu.sh)"),
+                        Diagnostic::error(
+                            "check::criu-too-old",
+                            format!("CRIU {v} is older than 4.0, which ckptctl needs"),
+                        )
+                        .help("install CRIU >= 4.0 (scripts/install-criu.sh)"),
                     ),
                     _ => pf.ok("criu version", v.to_string()),
                 }
@@ -126,21 +148,30 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
             Err(e) => pf.problem(
                 Severity::Error,
                 "criu version",
-                Diagnostic::error("check::criu-broken", format!("`criu swrk` VERSION failed: {e}"))
-                    .help("run `criu check` to see what is wrong with this CRIU"),
+                Diagnostic::error(
+                    "check::criu-broken",
+                    format!("`criu swrk` VERSION failed: {e}"),
+                )
+                .help("run `criu check` to see what is wrong with this CRIU"),
             ),
         }
     }
 
     // Privileges.
     if nix::unistd::geteuid().is_root() || has_caps() {
-        pf.ok("privileges", "root (or CAP_CHECKPOINT_RESTORE + CAP_SYS_PTRACE)");
+        pf.ok(
+            "privileges",
+            "root (or CAP_CHECKPOINT_RESTORE + CAP_SYS_PTRACE)",
+        );
     } else {
         pf.problem(
             Severity::Error,
             "privileges",
-            Diagnostic::error("check::no-privileges", "ckptctl runs CRIU without root privileges")
-                .help("run as root, or grant CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE"),
+            Diagnostic::error(
+                "check::no-privileges",
+                "ckptctl runs CRIU without root privileges",
+            )
+            .help("run as root, or grant CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE"),
         );
     }
 
@@ -159,7 +190,10 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
                     &format!("feature {feature}"),
                     Diagnostic::error(
                         "check::feature-missing",
-                        format!("`{key}` needs the `{feature}` feature, which is not available: {}", r.message),
+                        format!(
+                            "`{key}` needs the `{feature}` feature, which is not available: {}",
+                            r.message
+                        ),
                     )
                     .at(at(key))
                     .key(key)
@@ -168,14 +202,19 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
                 Err(e) => pf.problem(
                     Severity::Error,
                     &format!("feature {feature}"),
-                    Diagnostic::error("check::criu-broken", format!("`criu check --feature {feature}` failed: {e}")),
+                    Diagnostic::error(
+                        "check::criu-broken",
+                        format!("`criu check --feature {feature}` failed: {e}"),
+                    ),
                 ),
             }
         }
     }
 
     // Network lock tools.
-    if p.action_or_default() != Action::Restore && p.checkpoint().network_lock() == NetworkLock::Iptables {
+    if p.action_or_default() != Action::Restore
+        && p.checkpoint().network_lock() == NetworkLock::Iptables
+    {
         if which("iptables-restore") && which("ip6tables-restore") {
             pf.ok("iptables", "iptables-restore and ip6tables-restore found");
         } else {
@@ -209,7 +248,10 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
             "host config",
             Diagnostic::warning(
                 "check::host-config",
-                format!("CRIU will read host configuration that can override this profile: {}", host_files.join(", ")),
+                format!(
+                    "CRIU will read host configuration that can override this profile: {}",
+                    host_files.join(", ")
+                ),
             )
             .at(at("criu.host_config"))
             .key("criu.host_config")
@@ -242,7 +284,10 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
                 "images",
                 Diagnostic::warning(
                     "check::images-exist",
-                    format!("`images.dir` {} already holds a checkpoint; apply will replace it", dir.display()),
+                    format!(
+                        "`images.dir` {} already holds a checkpoint; apply will replace it",
+                        dir.display()
+                    ),
                 )
                 .at(at("images.dir"))
                 .key("images.dir"),
@@ -256,7 +301,9 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
                 Diagnostic::error("check::images-world-writable", problem)
                     .at(at("images.dir"))
                     .key("images.dir")
-                    .help("images hold process memory: keep them in a directory only root can write"),
+                    .help(
+                        "images hold process memory: keep them in a directory only root can write",
+                    ),
             );
         }
     }
@@ -264,13 +311,24 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
     // Target process.
     if p.action_or_default() != Action::Restore {
         match crate::apply::engine::resolve_pid(p, pid) {
-            Ok(pid) if Path::new(&format!("/proc/{pid}")).exists() => pf.ok("target", format!("pid {pid} is running")),
+            Ok(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+                pf.ok("target", format!("pid {pid} is running"))
+            }
             Ok(pid) => pf.problem(
                 Severity::Error,
                 "target",
-                Diagnostic::error("check::target-missing", format!("the target pid {pid} is not running"))
-                    .at(at(if p.target.as_ref().is_some_and(|t| t.value.pidfile.is_some()) { "target.pidfile" } else { "target.pid" }))
-                    .help("start the workload, or pass `--pid N`"),
+                Diagnostic::error(
+                    "check::target-missing",
+                    format!("the target pid {pid} is not running"),
+                )
+                .at(at(
+                    if p.target.as_ref().is_some_and(|t| t.value.pidfile.is_some()) {
+                        "target.pidfile"
+                    } else {
+                        "target.pid"
+                    },
+                ))
+                .help("start the workload, or pass `--pid N`"),
             ),
             Err(f) => pf.problem(Severity::Error, "target", f.diagnostic(Some(p), Some(root))),
         }
@@ -284,10 +342,13 @@ pub fn preflight(p: &Profile, root: FileId, criu_flag: Option<&Path>, pid: Optio
             Err(e) => pf.problem(
                 Severity::Error,
                 &format!("port {port}"),
-                Diagnostic::error("check::port-busy", format!("port {port} (`{key}`) cannot be bound: {e}"))
-                    .at(at(key))
-                    .key(key)
-                    .help("stop what uses it, or choose another port"),
+                Diagnostic::error(
+                    "check::port-busy",
+                    format!("port {port} (`{key}`) cannot be bound: {e}"),
+                )
+                .at(at(key))
+                .key(key)
+                .help("stop what uses it, or choose another port"),
             ),
         }
     }
@@ -312,16 +373,24 @@ fn state_text(s: &ImagesState) -> &'static str {
         ImagesState::Missing => "does not exist",
         ImagesState::NoCheckpoint => "holds no checkpoint",
         ImagesState::Complete => "holds a complete checkpoint",
-        ImagesState::Incomplete => "holds an incomplete checkpoint (a dump failed or was interrupted)",
+        ImagesState::Incomplete => {
+            "holds an incomplete checkpoint (a dump failed or was interrupted)"
+        }
         ImagesState::Foreign => "holds a checkpoint not made by ckptctl",
     }
 }
 
 fn feature_help(feature: &str) -> &'static str {
     match feature {
-        "mem_dirty_track" => "soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY) is needed for pre-dump rounds and incremental dumps; remove [checkpoint.pre_dump] / `images.parent` on this host",
-        "uffd-noncoop" => "lazy pages need userfaultfd with non-cooperative events; disable [lazy_pages] on this host",
-        "network_lock_nftables" => "this CRIU or kernel cannot lock the network with nftables; use `network_lock = \"iptables\"`",
+        "mem_dirty_track" => {
+            "soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY) is needed for pre-dump rounds and incremental dumps; remove [checkpoint.pre_dump] / `images.parent` on this host"
+        }
+        "uffd-noncoop" => {
+            "lazy pages need userfaultfd with non-cooperative events; disable [lazy_pages] on this host"
+        }
+        "network_lock_nftables" => {
+            "this CRIU or kernel cannot lock the network with nftables; use `network_lock = \"iptables\"`"
+        }
         _ => "see `criu check --feature list`",
     }
 }
@@ -349,14 +418,15 @@ pub fn world_writable_ancestor(dir: &Path) -> Option<String> {
 }
 
 fn which(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join(cmd).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
 }
 
 fn has_caps() -> bool {
     // CAP_SYS_PTRACE = 19, CAP_CHECKPOINT_RESTORE = 40.
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

@@ -9,7 +9,9 @@ use crate::profile::model::PreDump;
 pub fn stop_reason(previous: Option<u64>, written: u64, cfg: &PreDump) -> Option<String> {
     let min_pages = u64::try_from(cfg.min_pages().0).unwrap_or(0);
     if written <= min_pages {
-        return Some(format!("the round wrote {written} pages, at most min_pages = {min_pages}"));
+        return Some(format!(
+            "the round wrote {written} pages, at most min_pages = {min_pages}"
+        ));
     }
     if let Some(prev) = previous {
         let growth = cfg.max_growth().0;
@@ -48,10 +50,22 @@ mod tests {
     fn cfg(iterations: i64, min_pages: i64, growth: f64) -> PreDump {
         let s = Span::new(FileId(0), 0, 0);
         PreDump {
-            iterations: Some(Spanned { value: Int::<1, 64>(iterations), span: s, key_span: s }),
+            iterations: Some(Spanned {
+                value: Int::<1, 64>(iterations),
+                span: s,
+                key_span: s,
+            }),
             mode: None,
-            min_pages: Some(Spanned { value: Int(min_pages), span: s, key_span: s }),
-            max_growth: Some(Spanned { value: Fraction(growth), span: s, key_span: s }),
+            min_pages: Some(Spanned {
+                value: Int(min_pages),
+                span: s,
+                key_span: s,
+            }),
+            max_growth: Some(Spanned {
+                value: Fraction(growth),
+                span: s,
+                key_span: s,
+            }),
         }
     }
 

@@ -34,7 +34,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Catch SIGINT/SIGTERM for the duration of an apply.
 pub fn install_signal_handlers() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     let mut set = SigSet::empty();
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         #[allow(unsafe_code)]
@@ -98,7 +102,13 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     let target = p.target.as_ref().map(|t| &t.value);
     if let Some(pid) = target.and_then(|t| t.pid.as_ref()) {
         return i32::try_from(pid.value.0).map_err(|_| {
-            Failure::new("apply::bad-pid", "resolve target", "`target.pid` is not a valid pid", Exit::Usage).key("target.pid")
+            Failure::new(
+                "apply::bad-pid",
+                "resolve target",
+                "`target.pid` is not a valid pid",
+                Exit::Usage,
+            )
+            .key("target.pid")
         });
     }
     if let Some(pf) = target.and_then(|t| t.pidfile.as_ref()) {
@@ -113,19 +123,33 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
             .key("target.pidfile")
             .hint("start the workload so it writes its pidfile, or pass `--pid N`")
         })?;
-        return text.trim().parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            Failure::new(
-                "apply::pidfile",
-                "resolve target",
-                format!("`target.pidfile` {} does not hold a pid: {:?}", path.display(), text.trim()),
-                Exit::Usage,
-            )
-            .key("target.pidfile")
-        });
+        return text
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                Failure::new(
+                    "apply::pidfile",
+                    "resolve target",
+                    format!(
+                        "`target.pidfile` {} does not hold a pid: {:?}",
+                        path.display(),
+                        text.trim()
+                    ),
+                    Exit::Usage,
+                )
+                .key("target.pidfile")
+            });
     }
-    Err(Failure::new("apply::no-target", "resolve target", "no process to checkpoint", Exit::Usage)
-        .key("target.pid")
-        .hint("set `target.pid` or `target.pidfile`, or pass `--pid N`"))
+    Err(Failure::new(
+        "apply::no-target",
+        "resolve target",
+        "no process to checkpoint",
+        Exit::Usage,
+    )
+    .key("target.pid")
+    .hint("set `target.pid` or `target.pidfile`, or pass `--pid N`"))
 }
 
 /// Global arguments placed before `swrk` (hermetic by default).
@@ -139,14 +163,26 @@ pub fn criu_global_args(p: &Profile) -> Vec<OsString> {
 /// Find CRIU and check its version against the profile. The VERSION
 /// request is sent with `keep_open`, so the same `criu swrk` serves the
 /// first step (one CRIU start less per apply); it is returned as the spare.
-pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion, Swrk), Failure> {
+pub fn prepare_criu(
+    p: &Profile,
+    flag: Option<&Path>,
+    record: &mut RunRecord,
+) -> Result<(FoundCriu, CriuVersion, Swrk), Failure> {
     let found = find_criu(flag).map_err(|e| {
         Failure::new("criu::missing", "find criu", e.to_string(), Exit::NotReady)
             .hint("install CRIU >= 4.0 (scripts/install-criu.sh), or pass `--criu PATH` / set $CKPTCTL_CRIU")
     })?;
     let broken = |e: CriuError| {
         let inherit = p.criu().host_config() == HostConfig::Inherit;
-        let f = Failure::new("criu::broken", "version", format!("{} does not answer the VERSION request: {e}", found.path.display()), Exit::NotReady);
+        let f = Failure::new(
+            "criu::broken",
+            "version",
+            format!(
+                "{} does not answer the VERSION request: {e}",
+                found.path.display()
+            ),
+            Exit::NotReady,
+        );
         if inherit {
             f.key("criu.host_config").hint("with `criu.host_config = \"inherit\"` CRIU reads the host's configuration files first: an invalid one makes it exit at once; check them, or set `host_config = \"ignore\"`")
         } else {
@@ -155,9 +191,23 @@ pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) ->
     };
     let mut spare = Swrk::spawn(&found.path, &criu_global_args(p)).map_err(broken)?;
     spare.set_timeout(Some(Duration::from_secs(30)));
-    let req = CriuReq { keep_open: Some(true), ..CriuReq::new(CriuReqType::Version) };
-    let resp = spare.call(&req, &mut |_| NotifyReply::ok()).and_then(|r| expect_success("version", CriuReqType::Version, r)).map_err(broken)?;
-    let v = resp.version.as_ref().map(CriuVersion::from_rpc).ok_or_else(|| broken(CriuError::Protocol { detail: "VERSION response without a version".into() }))?;
+    let req = CriuReq {
+        keep_open: Some(true),
+        ..CriuReq::new(CriuReqType::Version)
+    };
+    let resp = spare
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|r| expect_success("version", CriuReqType::Version, r))
+        .map_err(broken)?;
+    let v = resp
+        .version
+        .as_ref()
+        .map(CriuVersion::from_rpc)
+        .ok_or_else(|| {
+            broken(CriuError::Protocol {
+                detail: "VERSION response without a version".into(),
+            })
+        })?;
     spare.set_timeout(None);
     record.criu = Some(found.path.display().to_string());
     record.criu_version = Some(v.to_string());
@@ -166,7 +216,11 @@ pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) ->
             return Err(Failure::new(
                 "criu::too-old",
                 "version",
-                format!("CRIU {v} is too old for {what}: it needs CRIU {}.{}", need / 10000, need / 100 % 100),
+                format!(
+                    "CRIU {v} is too old for {what}: it needs CRIU {}.{}",
+                    need / 10000,
+                    need / 100 % 100
+                ),
                 Exit::NotReady,
             )
             .key(key)
@@ -180,21 +234,45 @@ pub fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) ->
 /// a newer CRIU than the oldest one ckptctl talks to.
 pub fn version_gates(p: &Profile) -> Vec<(&'static str, u32, String)> {
     use crate::profile::model::NetworkLock;
-    let mut g = vec![("criu.min_version", 40000, "ckptctl (CRIU >= 4.0)".to_string())];
+    let mut g = vec![(
+        "criu.min_version",
+        40000,
+        "ckptctl (CRIU >= 4.0)".to_string(),
+    )];
     if let Some(m) = p.criu().min_version {
-        g.push(("criu.min_version", m.value.number(), format!("`criu.min_version = \"{}\"`", m.value.0)));
+        g.push((
+            "criu.min_version",
+            m.value.number(),
+            format!("`criu.min_version = \"{}\"`", m.value.0),
+        ));
     }
     let c = p.checkpoint();
     match c.network_lock() {
-        NetworkLock::Skip => g.push(("checkpoint.network_lock", 31900, "`network_lock = \"skip\"`".into())),
-        NetworkLock::Nftables => g.push(("checkpoint.network_lock", 31600, "`network_lock = \"nftables\"`".into())),
+        NetworkLock::Skip => g.push((
+            "checkpoint.network_lock",
+            31900,
+            "`network_lock = \"skip\"`".into(),
+        )),
+        NetworkLock::Nftables => g.push((
+            "checkpoint.network_lock",
+            31600,
+            "`network_lock = \"nftables\"`".into(),
+        )),
         NetworkLock::Iptables => {}
     }
     if p.restore().mntns_compat_mode() {
-        g.push(("restore.mntns_compat_mode", 31700, "`mntns_compat_mode`".into()));
+        g.push((
+            "restore.mntns_compat_mode",
+            31700,
+            "`mntns_compat_mode`".into(),
+        ));
     }
     if c.pre_dump.is_some() {
-        g.push(("checkpoint.pre_dump", 31700, "single pre-dump rounds".into()));
+        g.push((
+            "checkpoint.pre_dump",
+            31700,
+            "single pre-dump rounds".into(),
+        ));
     }
     g
 }
@@ -202,7 +280,12 @@ pub fn version_gates(p: &Profile) -> Vec<(&'static str, u32, String)> {
 /// Open a directory as an fd CRIU can reopen through /proc.
 pub fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
     File::open(path).map(OwnedFd::from).map_err(|e| {
-        Failure::new("apply::dir", "prepare", format!("cannot open {}: {e}", path.display()), Exit::Usage)
+        Failure::new(
+            "apply::dir",
+            "prepare",
+            format!("cannot open {}: {e}", path.display()),
+            Exit::Usage,
+        )
     })
 }
 
@@ -218,20 +301,34 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
         _ => "apply::dir",
     };
     let hint = match e {
-        guard::DirError::Busy { .. } => "wait for the other apply to finish; two applies on one images directory would mix their images",
-        guard::DirError::WorldWritable { .. } => "images hold process memory: use a directory only root can write (ckptctl creates them 0700)",
+        guard::DirError::Busy { .. } => {
+            "wait for the other apply to finish; two applies on one images directory would mix their images"
+        }
+        guard::DirError::WorldWritable { .. } => {
+            "images hold process memory: use a directory only root can write (ckptctl creates them 0700)"
+        }
         _ => "check the path and its permissions",
     };
-    Failure::new(code, "prepare", e.to_string(), exit).key(key).hint(hint)
+    Failure::new(code, "prepare", e.to_string(), exit)
+        .key(key)
+        .hint(hint)
 }
 
 /// Images dir and work dir of a profile (work dir defaults to images dir).
 pub fn dirs(p: &Profile) -> Result<(PathBuf, PathBuf), Failure> {
     let img = p.images();
     let dir = img.dir.map(|d| d.value.resolved).ok_or_else(|| {
-        Failure::new("apply::no-images-dir", "prepare", "`images.dir` is not set", Exit::Usage).key("images.dir")
+        Failure::new(
+            "apply::no-images-dir",
+            "prepare",
+            "`images.dir` is not set",
+            Exit::Usage,
+        )
+        .key("images.dir")
     })?;
-    let work = img.work_dir.map_or_else(|| dir.clone(), |w| w.value.resolved);
+    let work = img
+        .work_dir
+        .map_or_else(|| dir.clone(), |w| w.value.resolved);
     Ok((dir, work))
 }
 
@@ -251,8 +348,24 @@ pub struct Run<'a> {
 impl<'a> Run<'a> {
     /// A run of `profile` with CRIU found, its directories and record
     /// (used by `migrate`, which manages its own status fd).
-    pub fn new(profile: &'a Profile, ui: &'a Ui, criu: FoundCriu, images_dir: PathBuf, work_dir: PathBuf, record: RunRecord) -> Self {
-        Run { profile, ui, criu, images_dir, work_dir, record, status: None, spare: None }
+    pub fn new(
+        profile: &'a Profile,
+        ui: &'a Ui,
+        criu: FoundCriu,
+        images_dir: PathBuf,
+        work_dir: PathBuf,
+        record: RunRecord,
+    ) -> Self {
+        Run {
+            profile,
+            ui,
+            criu,
+            images_dir,
+            work_dir,
+            record,
+            status: None,
+            spare: None,
+        }
     }
 
     /// The profile.
@@ -286,21 +399,34 @@ impl<'a> Run<'a> {
         if let Some(s) = self.spare.take() {
             return Ok(s);
         }
-        Swrk::spawn(&self.criu.path, &criu_global_args(self.profile)).map_err(|e| self.criu_failure("start criu", e, None))
+        Swrk::spawn(&self.criu.path, &criu_global_args(self.profile))
+            .map_err(|e| self.criu_failure("start criu", e, None))
     }
 
     /// Map a CRIU error of a step to a failure with log lines and a hint.
     pub fn criu_failure(&self, step: &str, e: CriuError, log: Option<PathBuf>) -> Failure {
-        let lines = log.as_deref().map(crate::apply::report::log_excerpt).unwrap_or_default();
+        let lines = log
+            .as_deref()
+            .map(crate::apply::report::log_excerpt)
+            .unwrap_or_default();
         let cause = e.known_cause(&lines);
         let (cr_errno, cr_errmsg) = match &e {
-            CriuError::Failed { cr_errno, cr_errmsg, .. } => (*cr_errno, cr_errmsg.clone()),
+            CriuError::Failed {
+                cr_errno,
+                cr_errmsg,
+                ..
+            } => (*cr_errno, cr_errmsg.clone()),
             _ => (None, None),
         };
         let (code, message, hint, key) = match cause {
             Some(c) => {
                 let (hint, key) = cause_advice(c, step, self.profile);
-                (c.code(), format!("{step} failed: {}", c.summary()), Some(hint), key.map(str::to_string))
+                (
+                    c.code(),
+                    format!("{step} failed: {}", c.summary()),
+                    Some(hint),
+                    key.map(str::to_string),
+                )
             }
             None => {
                 // CRIU's cr_errmsg is its first error line, which on some
@@ -308,12 +434,23 @@ impl<'a> Run<'a> {
                 let first = lines
                     .iter()
                     .find(|l| l.contains("Error (") || l.contains("BUG at"))
-                    .map(|l| l.trim().trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' ').to_string());
+                    .map(|l| {
+                        l.trim()
+                            .trim_start_matches(|c: char| {
+                                c.is_ascii_digit() || c == ':' || c == ' '
+                            })
+                            .to_string()
+                    });
                 let why = match (&first, &e) {
                     (Some(l), _) => l.clone(),
                     (None, _) => e.to_string(),
                 };
-                ("criu::failed", format!("{step} failed: {why}"), Some("read the log lines below; `-v` prints more".to_string()), None)
+                (
+                    "criu::failed",
+                    format!("{step} failed: {why}"),
+                    Some("read the log lines below; `-v` prints more".to_string()),
+                    None,
+                )
             }
         };
         Failure {
@@ -337,7 +474,13 @@ impl<'a> Run<'a> {
     }
 
     /// RPC options of a step (from render) with the run-time fds filled in.
-    pub fn opts(&self, step: &CriuStep, pid: Option<i32>, images: &OwnedFd, work: &OwnedFd) -> CriuOpts {
+    pub fn opts(
+        &self,
+        step: &CriuStep,
+        pid: Option<i32>,
+        images: &OwnedFd,
+        work: &OwnedFd,
+    ) -> CriuOpts {
         let mut o = criu_opts_with_pid(self.profile, step, pid);
         o.images_dir_fd = images.as_raw_fd();
         o.images_dir = None;
@@ -346,7 +489,13 @@ impl<'a> Run<'a> {
     }
 
     /// Run one request, acking NOTIFYs; record the step.
-    pub fn call(&mut self, step: &str, req: CriuReq, want: CriuReqType, log: PathBuf) -> Result<crate::criu::rpc::CriuResp, Failure> {
+    pub fn call(
+        &mut self,
+        step: &str,
+        req: CriuReq,
+        want: CriuReqType,
+        log: PathBuf,
+    ) -> Result<crate::criu::rpc::CriuResp, Failure> {
         let started = self.record.elapsed();
         let mut swrk = self.swrk()?;
         let mut notes: Vec<(String, f64)> = Vec::new();
@@ -381,11 +530,14 @@ impl<'a> Run<'a> {
                 Ok(r)
             }
             Err(e) => {
-                self.record.step(step, started, false, Some(log.clone()), notes);
+                self.record
+                    .step(step, started, false, Some(log.clone()), notes);
                 let mut f = self.criu_failure(step, e, Some(log));
                 if INTERRUPTED.load(Ordering::SeqCst) {
                     f.code = "apply::interrupted";
-                    f.message = format!("{step} interrupted by a signal; CRIU aborted and the tree was resumed");
+                    f.message = format!(
+                        "{step} interrupted by a signal; CRIU aborted and the tree was resumed"
+                    );
                     f.hint = Some("nothing was lost: the target runs on and the images directory is marked incomplete; run apply again".into());
                     f.exit = Exit::CriuFailed;
                 }
@@ -399,7 +551,9 @@ impl<'a> Run<'a> {
 /// `$CRIU_CONFIG_FILE` either: `--no-default-config` does not cover it, so
 /// it is removed from the environment CRIU inherits.
 pub fn hermetic_env(p: &Profile) {
-    if p.criu().host_config() == HostConfig::Ignore && std::env::var_os("CRIU_CONFIG_FILE").is_some() {
+    if p.criu().host_config() == HostConfig::Ignore
+        && std::env::var_os("CRIU_CONFIG_FILE").is_some()
+    {
         #[allow(unsafe_code)]
         // SAFETY: called at the start of apply, before ckptctl starts any
         // thread (CRIU's output readers start later), so no other thread
@@ -411,11 +565,19 @@ pub fn hermetic_env(p: &Profile) {
 }
 
 /// Run `apply` for a checkpoint or restore profile.
-pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -> Result<Outcome, (Failure, Option<RunRecord>)> {
+pub fn apply(
+    p: &Profile,
+    profile_file: &str,
+    ui: &Ui,
+    mut opts: ApplyOptions,
+) -> Result<Outcome, (Failure, Option<RunRecord>)> {
     install_signal_handlers();
     let action = p.action_or_default();
     let mut record = RunRecord::start(
-        p.name.as_ref().map(|n| n.value.0.clone()).unwrap_or_default(),
+        p.name
+            .as_ref()
+            .map(|n| n.value.0.clone())
+            .unwrap_or_default(),
         profile_file.to_string(),
         crate::profile::section::section_json(p),
         action.to_string(),
@@ -426,7 +588,16 @@ pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -
         Err(f) => return Err((f, Some(record))),
     };
     let (images_dir, work_dir) = dirs(p).map_err(|f| (f, None))?;
-    let mut run = Run { profile: p, ui, criu, images_dir, work_dir, record, status: opts.status_fd.take(), spare: Some(spare) };
+    let mut run = Run {
+        profile: p,
+        ui,
+        criu,
+        images_dir,
+        work_dir,
+        record,
+        status: opts.status_fd.take(),
+        spare: Some(spare),
+    };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
         Action::Restore => restore(&mut run, &opts),
@@ -440,7 +611,11 @@ pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -
     if let Some(s) = run.status.as_mut() {
         s.close();
     }
-    let write_to = if run.work_dir.is_dir() { Some(run.work_dir.clone()) } else { None };
+    let write_to = if run.work_dir.is_dir() {
+        Some(run.work_dir.clone())
+    } else {
+        None
+    };
     match result {
         Ok(mut out) => {
             run.record.outcome = "ok".into();
@@ -451,7 +626,11 @@ pub fn apply(p: &Profile, profile_file: &str, ui: &Ui, mut opts: ApplyOptions) -
             Ok(out)
         }
         Err(f) => {
-            run.record.outcome = if f.code == "apply::interrupted" { "interrupted".into() } else { "failed".into() };
+            run.record.outcome = if f.code == "apply::interrupted" {
+                "interrupted".into()
+            } else {
+                "failed".into()
+            };
             run.record.failure = serde_json::to_value(&f).ok();
             if let Some(d) = write_to {
                 let _ = run.record.write(&d);
@@ -467,7 +646,11 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
     guard::ensure_private_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
     guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
     let _lock = DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(guard::images_state(&run.images_dir), ImagesState::Complete | ImagesState::Foreign) && !opts.force {
+    if matches!(
+        guard::images_state(&run.images_dir),
+        ImagesState::Complete | ImagesState::Foreign
+    ) && !opts.force
+    {
         return Err(Failure::new(
             "apply::images-exist",
             "prepare",
@@ -478,7 +661,13 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
         .hint("pass `--force` to replace it, or choose another `images.dir`"));
     }
     guard::mark_incomplete(&run.images_dir).map_err(|e| {
-        Failure::new("apply::dir", "prepare", format!("cannot write to {}: {e}", run.images_dir.display()), Exit::Usage).key("images.dir")
+        Failure::new(
+            "apply::dir",
+            "prepare",
+            format!("cannot write to {}: {e}", run.images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
     })?;
     let images = open_dir(&run.images_dir)?;
     let work = open_dir(&run.work_dir)?;
@@ -486,7 +675,14 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
     let mut done_rounds: u32 = 0;
     let mut rounds = Vec::new();
     if let Some(pd) = &c.pre_dump {
-        feature_gate(run, CriuFeatures { mem_track: Some(true), ..Default::default() }, "checkpoint.pre_dump")?;
+        feature_gate(
+            run,
+            CriuFeatures {
+                mem_track: Some(true),
+                ..Default::default()
+            },
+            "checkpoint.pre_dump",
+        )?;
         let pd = pd.value.clone();
         let mut prev_pages: Option<u64> = None;
         for round in 1..=crate::render::pre_dump_rounds(p) {
@@ -497,12 +693,20 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
             let o = run.opts(&step, Some(pid), &dfd, &work);
             let log = run.work_dir.join(step.log_file());
             run.progress(&format!("pre-dump round {round} of pid {pid}"));
-            run.call(&step.to_string(), CriuReq::with_opts(CriuReqType::SinglePreDump, o), CriuReqType::SinglePreDump, log)?;
+            run.call(
+                &step.to_string(),
+                CriuReq::with_opts(CriuReqType::SinglePreDump, o),
+                CriuReqType::SinglePreDump,
+                log,
+            )?;
             done_rounds = round;
             // CRIU writes stats-dump into the work dir; keep a copy per round.
             let stats_path = run.work_dir.join("stats-dump");
             let _ = std::fs::copy(&stats_path, dir.join("stats-dump"));
-            let written = stats::read(&stats_path).ok().and_then(|s| s.dump).map(|d| d.pages_written);
+            let written = stats::read(&stats_path)
+                .ok()
+                .and_then(|s| s.dump)
+                .map(|d| d.pages_written);
             rounds.push(serde_json::json!({"round": round, "pages_written": written}));
             if let Some(w) = written {
                 if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
@@ -513,11 +717,21 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
             }
         }
     }
-    let step = CriuStep::Dump { pre_dump_rounds: done_rounds };
+    let step = CriuStep::Dump {
+        pre_dump_rounds: done_rounds,
+    };
     let o = run.opts(&step, Some(pid), &images, &work);
     let log = run.work_dir.join(step.log_file());
-    run.progress(&format!("dump of pid {pid} into {}", run.images_dir.display()));
-    let resp = run.call("dump", CriuReq::with_opts(CriuReqType::Dump, o), CriuReqType::Dump, log);
+    run.progress(&format!(
+        "dump of pid {pid} into {}",
+        run.images_dir.display()
+    ));
+    let resp = run.call(
+        "dump",
+        CriuReq::with_opts(CriuReqType::Dump, o),
+        CriuReqType::Dump,
+        log,
+    );
     if let Err(f) = resp {
         let _ = guard::quarantine(&run.images_dir);
         return Err(f);
@@ -540,10 +754,18 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
 }
 
 /// Probe CRIU features; a missing one fails with the profile key that needs it.
-pub fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) -> Result<(), Failure> {
+pub fn feature_gate(
+    run: &mut Run<'_>,
+    want: CriuFeatures,
+    key: &'static str,
+) -> Result<(), Failure> {
     let mut s = run.swrk()?;
     // keep_open: the same swrk then serves the next step.
-    let req = CriuReq { keep_open: Some(true), features: Some(want.clone()), ..CriuReq::new(CriuReqType::FeatureCheck) };
+    let req = CriuReq {
+        keep_open: Some(true),
+        features: Some(want.clone()),
+        ..CriuReq::new(CriuReqType::FeatureCheck)
+    };
     let got = s
         .call(&req, &mut |_| NotifyReply::ok())
         .and_then(|r| expect_success("feature check", CriuReqType::FeatureCheck, r))
@@ -554,11 +776,20 @@ pub fn feature_gate(run: &mut Run<'_>, want: CriuFeatures, key: &'static str) ->
     let missing = (want.mem_track == Some(true) && got.mem_track != Some(true))
         || (want.lazy_pages == Some(true) && got.lazy_pages != Some(true));
     if missing {
-        let cause = if want.mem_track == Some(true) { crate::criu::KnownCause::DirtyTrackingMissing } else { crate::criu::KnownCause::LazyPagesUnsupported };
+        let cause = if want.mem_track == Some(true) {
+            crate::criu::KnownCause::DirtyTrackingMissing
+        } else {
+            crate::criu::KnownCause::LazyPagesUnsupported
+        };
         let (hint, _) = cause_advice(cause, "feature check", run.profile);
-        return Err(Failure::new(cause.code(), "feature check", format!("this host cannot run `{key}`: {}", cause.summary()), Exit::NotReady)
-            .key(key)
-            .hint(hint));
+        return Err(Failure::new(
+            cause.code(),
+            "feature check",
+            format!("this host cannot run `{key}`: {}", cause.summary()),
+            Exit::NotReady,
+        )
+        .key(key)
+        .hint(hint));
     }
     Ok(())
 }
@@ -579,15 +810,23 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile;
     match guard::images_state(&run.images_dir) {
         ImagesState::Complete | ImagesState::Foreign => {}
-        ImagesState::Incomplete if opts.force => run.progress("restoring an incomplete checkpoint (--force)"),
+        ImagesState::Incomplete if opts.force => {
+            run.progress("restoring an incomplete checkpoint (--force)")
+        }
         state => {
             let what = match state {
                 ImagesState::Missing => "does not exist",
-                ImagesState::Incomplete => "holds an incomplete checkpoint: its dump failed or was interrupted",
+                ImagesState::Incomplete => {
+                    "holds an incomplete checkpoint: its dump failed or was interrupted"
+                }
                 _ => "holds no checkpoint (no inventory.img)",
             };
             return Err(Failure::new(
-                if state == ImagesState::Incomplete { "apply::incomplete-checkpoint" } else { "criu::not-a-checkpoint" },
+                if state == ImagesState::Incomplete {
+                    "apply::incomplete-checkpoint"
+                } else {
+                    "criu::not-a-checkpoint"
+                },
                 "restore",
                 format!("cannot restore: {} {what}", run.images_dir.display()),
                 Exit::Usage,
@@ -607,11 +846,30 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     let mut daemon = None;
     if lazy {
-        feature_gate(run, CriuFeatures { lazy_pages: Some(true), ..Default::default() }, "lazy_pages.enabled")?;
+        feature_gate(
+            run,
+            CriuFeatures {
+                lazy_pages: Some(true),
+                ..Default::default()
+            },
+            "lazy_pages.enabled",
+        )?;
         run.progress("starting the lazy-pages daemon");
         let started = run.record.elapsed();
-        let d = crate::apply::lazy::LazyDaemon::start(&run.criu.path, p, &run.images_dir, &run.work_dir, Duration::from_secs(60))?;
-        run.record.step("lazy-pages ready", started, true, Some(d.log.clone()), Vec::new());
+        let d = crate::apply::lazy::LazyDaemon::start(
+            &run.criu.path,
+            p,
+            &run.images_dir,
+            &run.work_dir,
+            Duration::from_secs(60),
+        )?;
+        run.record.step(
+            "lazy-pages ready",
+            started,
+            true,
+            Some(d.log.clone()),
+            Vec::new(),
+        );
         if let Some(s) = run.status.as_mut() {
             s.ready();
         }
@@ -620,7 +878,12 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let o = run.opts(&CriuStep::Restore, None, &images, &work);
     let log = run.work_dir.join(CriuStep::Restore.log_file());
     run.progress(&format!("restore from {}", run.images_dir.display()));
-    let resp = run.call("restore", CriuReq::with_opts(CriuReqType::Restore, o), CriuReqType::Restore, log);
+    let resp = run.call(
+        "restore",
+        CriuReq::with_opts(CriuReqType::Restore, o),
+        CriuReqType::Restore,
+        log,
+    );
     let resp = match resp {
         Ok(r) => r,
         Err(f) => {
@@ -635,12 +898,26 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
         let started = run.record.elapsed();
         run.progress("waiting for the lazy pages to arrive");
         let ok = d.wait(Duration::from_secs(600));
-        run.record.step("lazy-pages transfer", started, ok, Some(d.log.clone()), Vec::new());
+        run.record.step(
+            "lazy-pages transfer",
+            started,
+            ok,
+            Some(d.log.clone()),
+            Vec::new(),
+        );
     }
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         write_pidfile(&pf.value.resolved, pid).map_err(|e| {
-            Failure::new("apply::pidfile", "write pidfile", format!("restored pid {pid}, but cannot write {}: {e}", pf.value.resolved.display()), Exit::CriuFailed)
-                .key("restore.pidfile")
+            Failure::new(
+                "apply::pidfile",
+                "write pidfile",
+                format!(
+                    "restored pid {pid}, but cannot write {}: {e}",
+                    pf.value.resolved.display()
+                ),
+                Exit::CriuFailed,
+            )
+            .key("restore.pidfile")
         })?;
     }
     let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);

@@ -58,7 +58,10 @@ pub enum DirError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
-    move |source| DirError::Io { path: path.to_path_buf(), source }
+    move |source| DirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Create `path` (and missing parents) with mode 0700 for the directories it
@@ -73,19 +76,31 @@ pub fn ensure_private_dir(path: &Path) -> Result<bool, DirError> {
         Ok(m) if m.file_type().is_symlink() => {
             let m = std::fs::metadata(path).map_err(io(path))?;
             if !m.is_dir() {
-                return Err(DirError::NotADir { path: path.to_path_buf() });
+                return Err(DirError::NotADir {
+                    path: path.to_path_buf(),
+                });
             }
             check_not_world_writable(path, m.mode())?;
             Ok(false)
         }
-        Ok(_) => Err(DirError::NotADir { path: path.to_path_buf() }),
+        Ok(_) => Err(DirError::NotADir {
+            path: path.to_path_buf(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io(path))?;
             // The umask may have removed bits, never added: make it exact.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(path))?;
             Ok(true)
         }
-        Err(e) => Err(DirError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(DirError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -93,7 +108,10 @@ fn check_not_world_writable(path: &Path, mode: u32) -> Result<(), DirError> {
     // A sticky world-writable directory (/tmp) is still world-writable for
     // our purpose: others can create files in it.
     if mode & 0o002 != 0 {
-        return Err(DirError::WorldWritable { path: path.to_path_buf(), mode: mode & 0o7777 });
+        return Err(DirError::WorldWritable {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
     }
     Ok(())
 }
@@ -125,10 +143,19 @@ impl DirLock {
                 Ok(DirLock { _lock: lock, path })
             }
             Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let holder = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-                Err(DirError::Busy { path: dir.to_path_buf(), holder })
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                Err(DirError::Busy {
+                    path: dir.to_path_buf(),
+                    holder,
+                })
             }
-            Err((_, errno)) => Err(DirError::Io { path: dir.to_path_buf(), source: errno.into() }),
+            Err((_, errno)) => Err(DirError::Io {
+                path: dir.to_path_buf(),
+                source: errno.into(),
+            }),
         }
     }
 
@@ -174,8 +201,17 @@ pub fn images_state(dir: &Path) -> ImagesState {
 /// being written.
 pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
     remove_if_exists(&dir.join(COMPLETE_MARKER))?;
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(dir.join(INCOMPLETE_MARKER))?;
-    writeln!(f, "a ckptctl dump started here (pid {}) and has not finished", std::process::id())?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(INCOMPLETE_MARKER))?;
+    writeln!(
+        f,
+        "a ckptctl dump started here (pid {}) and has not finished",
+        std::process::id()
+    )?;
     f.sync_all()
 }
 
@@ -183,8 +219,17 @@ pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
 pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result<()> {
     let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
     {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(summary).unwrap_or_default().as_bytes())?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(
+            serde_json::to_string_pretty(summary)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         f.write_all(b"\n")?;
         f.sync_all()?;
     }
@@ -230,7 +275,10 @@ mod tests {
         let ww = t.path().join("ww");
         std::fs::create_dir(&ww).unwrap();
         std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(matches!(ensure_private_dir(&ww), Err(DirError::WorldWritable { .. })));
+        assert!(matches!(
+            ensure_private_dir(&ww),
+            Err(DirError::WorldWritable { .. })
+        ));
     }
 
     #[test]
@@ -238,7 +286,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let a = DirLock::acquire(t.path()).unwrap();
         match DirLock::acquire(t.path()) {
-            Err(DirError::Busy { holder, .. }) => assert!(holder.unwrap().contains(&std::process::id().to_string())),
+            Err(DirError::Busy { holder, .. }) => {
+                assert!(holder.unwrap().contains(&std::process::id().to_string()))
+            }
             other => panic!("{other:?}"),
         }
         drop(a);

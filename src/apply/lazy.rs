@@ -27,15 +27,31 @@ pub struct LazyDaemon {
 impl LazyDaemon {
     /// Start it and wait until it is ready to serve (`\0` on its status fd),
     /// at most `timeout`.
-    pub fn start(criu: &Path, p: &Profile, images: &Path, work: &Path, timeout: Duration) -> Result<LazyDaemon, Failure> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Failure::new("apply::lazy-pages", "lazy-pages", format!("pipe: {e}"), Exit::CriuFailed))?;
+    pub fn start(
+        criu: &Path,
+        p: &Profile,
+        images: &Path,
+        work: &Path,
+        timeout: Duration,
+    ) -> Result<LazyDaemon, Failure> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            Failure::new(
+                "apply::lazy-pages",
+                "lazy-pages",
+                format!("pipe: {e}"),
+                Exit::CriuFailed,
+            )
+        })?;
         let mut cmd = Command::new(criu);
         // The daemon's argv is exactly what `render` shows for this step.
         let argv = crate::render::criu_args(p, &crate::render::CriuStep::LazyPagesDaemon);
-        cmd.args(argv.iter().skip(1)).arg("--status-fd").arg(STATUS_FD.to_string());
+        cmd.args(argv.iter().skip(1))
+            .arg("--status-fd")
+            .arg(STATUS_FD.to_string());
         let _ = (images, work);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let w_raw = w.as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: runs between fork and exec; dup2/fcntl are async-signal-safe.
@@ -54,10 +70,18 @@ impl LazyDaemon {
         }
         let log = work.join("lazy-pages.log");
         let child = cmd.spawn().map_err(|e| {
-            Failure::new("apply::lazy-pages", "lazy-pages", format!("cannot start {} lazy-pages: {e}", criu.display()), Exit::NotReady)
+            Failure::new(
+                "apply::lazy-pages",
+                "lazy-pages",
+                format!("cannot start {} lazy-pages: {e}", criu.display()),
+                Exit::NotReady,
+            )
         })?;
         drop(w);
-        let mut d = LazyDaemon { child: Some(child), log: log.clone() };
+        let mut d = LazyDaemon {
+            child: Some(child),
+            log: log.clone(),
+        };
         match wait_ready(&r, timeout) {
             Ok(()) => Ok(d),
             Err(why) => {
@@ -87,7 +111,9 @@ impl LazyDaemon {
                     self.child = None;
                     return st.success();
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     self.kill();
                     return false;

@@ -89,16 +89,30 @@ impl Host {
     pub fn this() -> Host {
         let u = nix::sys::utsname::uname().ok();
         Host {
-            hostname: u.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
-            kernel: u.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-            machine: u.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: u
+                .as_ref()
+                .map(|u| u.nodename().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kernel: u
+                .as_ref()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            machine: u
+                .as_ref()
+                .map(|u| u.machine().to_string_lossy().into_owned())
+                .unwrap_or_default(),
         }
     }
 }
 
 impl RunRecord {
     /// Start a record now.
-    pub fn start(profile: String, profile_file: String, resolved: serde_json::Value, action: String) -> Self {
+    pub fn start(
+        profile: String,
+        profile_file: String,
+        resolved: serde_json::Value,
+        action: String,
+    ) -> Self {
         RunRecord {
             ckptctl: env!("CARGO_PKG_VERSION"),
             profile,
@@ -109,7 +123,10 @@ impl RunRecord {
             criu: None,
             criu_version: None,
             host: Host::this(),
-            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             steps: Vec::new(),
             stats: serde_json::json!({}),
             outcome: "running".into(),
@@ -127,7 +144,14 @@ impl RunRecord {
     }
 
     /// Record a finished step.
-    pub fn step(&mut self, step: &str, started: f64, ok: bool, log: Option<PathBuf>, notes: Vec<(String, f64)>) {
+    pub fn step(
+        &mut self,
+        step: &str,
+        started: f64,
+        ok: bool,
+        log: Option<PathBuf>,
+        notes: Vec<(String, f64)>,
+    ) {
         let duration_s = self.elapsed() - started;
         self.steps.push(StepRecord {
             step: step.to_string(),
@@ -146,8 +170,17 @@ impl RunRecord {
         self.total_s = round(self.elapsed());
         self.ckptctl_peak_rss_kib = peak_rss_kib();
         let path = dir.join(RUN_RECORD);
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
-        f.write_all(serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         f.write_all(b"\n")?;
         Ok(path)
     }

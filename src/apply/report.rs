@@ -76,7 +76,9 @@ impl Failure {
         if let Some(k) = &self.key {
             d = d.key(k.clone());
             if let (Some(p), Some(root)) = (profile, root) {
-                d = d.at(span_for_key(p, k, root)).label(format!("change `{k}`"));
+                d = d
+                    .at(span_for_key(p, k, root))
+                    .label(format!("change `{k}`"));
             }
         }
         if let Some(h) = &self.hint {
@@ -90,7 +92,11 @@ impl Failure {
         let mut s = String::new();
         s.push_str(&format!("  step:      {}\n", self.step));
         if let Some(m) = &self.cr_errmsg {
-            let note = if crate::criu::errors::is_noise(m) { "  (logged on every run here; not the cause)" } else { "" };
+            let note = if crate::criu::errors::is_noise(m) {
+                "  (logged on every run here; not the cause)"
+            } else {
+                ""
+            };
             s.push_str(&format!("  cr_errmsg: {}{note}\n", m.trim()));
         }
         if let Some(e) = self.cr_errno {
@@ -150,15 +156,26 @@ fn table_span(p: &Profile, table: &str) -> Option<Span> {
     };
     if table.contains('.') {
         // Nested table such as checkpoint.pre_dump: look for its key.
-        p.resolved().iter().find(|r| r.key.starts_with(&format!("{table}."))).and_then(|r| r.key_span).or(span)
+        p.resolved()
+            .iter()
+            .find(|r| r.key.starts_with(&format!("{table}.")))
+            .and_then(|r| r.key_span)
+            .or(span)
     } else {
         span
     }
 }
 
 /// Hint and profile key for a known cause, given what was running.
-pub fn cause_advice(cause: KnownCause, step: &str, profile: &Profile) -> (String, Option<&'static str>) {
-    let has_pidfile = profile.target.as_ref().is_some_and(|t| t.value.pidfile.is_some());
+pub fn cause_advice(
+    cause: KnownCause,
+    step: &str,
+    profile: &Profile,
+) -> (String, Option<&'static str>) {
+    let has_pidfile = profile
+        .target
+        .as_ref()
+        .is_some_and(|t| t.value.pidfile.is_some());
     match cause {
         KnownCause::PidNotFound => (
             "the target process is gone or the pid is wrong: check `target.pid` / `target.pidfile`, or pass `--pid N`".into(),
@@ -212,7 +229,9 @@ pub fn cause_advice(cause: KnownCause, step: &str, profile: &Profile) -> (String
 /// message, iptables probes of successful runs) removed, duplicates
 /// collapsed, each with its line number in the log; at most 16.
 pub fn log_excerpt(path: &std::path::Path) -> Vec<String> {
-    let Ok(summary) = crate::criu::log::analyze_file(path) else { return Vec::new() };
+    let Ok(summary) = crate::criu::log::analyze_file(path) else {
+        return Vec::new();
+    };
     let mut lines = summary.excerpt_lines();
     if lines.len() > 16 {
         lines.drain(..lines.len() - 16);

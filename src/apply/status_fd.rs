@@ -38,7 +38,8 @@ impl StatusFd {
             return Err(StatusFdError::Stdio(n));
         }
         // SAFETY: fcntl(F_GETFL) only inspects the descriptor table.
-        let flags = fcntl(unsafe_borrow(n), FcntlArg::F_GETFL).map_err(|_| StatusFdError::NotOpen(n))?;
+        let flags =
+            fcntl(unsafe_borrow(n), FcntlArg::F_GETFL).map_err(|_| StatusFdError::NotOpen(n))?;
         let acc = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
         if acc != OFlag::O_WRONLY && acc != OFlag::O_RDWR {
             return Err(StatusFdError::NotWritable(n));
@@ -48,7 +49,10 @@ impl StatusFd {
         // SAFETY: the fd is open (F_GETFL succeeded) and the user handed it
         // to us with --status-fd: from now on we are its only owner.
         let owned = unsafe { OwnedFd::from_raw_fd(n) };
-        Ok(StatusFd { file: Some(File::from(owned)), fd: n })
+        Ok(StatusFd {
+            file: Some(File::from(owned)),
+            fd: n,
+        })
     }
 
     /// The descriptor number.
@@ -114,7 +118,10 @@ mod tests {
     fn read_only_and_closed_fds_are_refused() {
         let (r, _w) = nix::unistd::pipe().unwrap();
         let n = r.into_raw_fd();
-        assert!(matches!(StatusFd::take(n), Err(StatusFdError::NotWritable(_))));
+        assert!(matches!(
+            StatusFd::take(n),
+            Err(StatusFdError::NotWritable(_))
+        ));
         nix::unistd::close(n).unwrap();
         assert!(matches!(StatusFd::take(n), Err(StatusFdError::NotOpen(_))));
         assert!(matches!(StatusFd::take(1), Err(StatusFdError::Stdio(1))));
@@ -124,7 +131,13 @@ mod tests {
     fn read_write_fds_work() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("status");
-        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
         let mut s = StatusFd::take(f.into_raw_fd()).unwrap();
         s.ready();
         assert_eq!(std::fs::read(&p).unwrap(), vec![0]);

@@ -22,13 +22,30 @@ fn role(r: Option<RoleArg>) -> Option<Role> {
 
 /// Load a profile for a command that runs it: every diagnostic printed,
 /// warnings allowed, errors end the command with exit 2.
-pub fn load_for_run(path: &Path, ui: &Ui, sources: &mut SourceMap) -> Result<(Profile, FileId), Exit> {
-    let l = load(path, &path.display().to_string(), sources, LoadOptions::default());
+pub fn load_for_run(
+    path: &Path,
+    ui: &Ui,
+    sources: &mut SourceMap,
+) -> Result<(Profile, FileId), Exit> {
+    let l = load(
+        path,
+        &path.display().to_string(),
+        sources,
+        LoadOptions::default(),
+    );
     let errors = l.has_errors();
-    let shown: Vec<_> = l.diags.iter().filter(|d| errors || d.severity != Severity::Info).cloned().collect();
+    let shown: Vec<_> = l
+        .diags
+        .iter()
+        .filter(|d| errors || d.severity != Severity::Info)
+        .cloned()
+        .collect();
     if errors {
         ui.diagnostics(&shown, sources);
-        ui.error(format!("`{}` is not a valid profile; nothing was run", path.display()));
+        ui.error(format!(
+            "`{}` is not a valid profile; nothing was run",
+            path.display()
+        ));
         return Err(Exit::Usage);
     }
     if !shown.is_empty() && !ui.json() {
@@ -52,7 +69,8 @@ pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
     if ui.json() {
         let mut v = serde_json::to_value(&pf).unwrap_or_default();
         v["ready"] = serde_json::json!(pf.ready());
-        v["diagnostics"] = crate::diag::to_json_document(&pf.diags, &sources)["diagnostics"].clone();
+        v["diagnostics"] =
+            crate::diag::to_json_document(&pf.diags, &sources)["diagnostics"].clone();
         ui.data_json(&v);
     } else {
         for f in &pf.findings {
@@ -64,7 +82,11 @@ pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
             ui.note(format!("{mark} {:<22} {}", f.check, f.detail));
         }
         ui.human_diagnostics(&pf.diags, &sources);
-        ui.note(if pf.ready() { "ready: this host can apply the profile" } else { "not ready" });
+        ui.note(if pf.ready() {
+            "ready: this host can apply the profile"
+        } else {
+            "not ready"
+        });
     }
     if pf.ready() { Exit::Ok } else { Exit::NotReady }
 }
@@ -116,7 +138,13 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
             ));
             return Exit::Usage;
         };
-        let opts = crate::migrate::MigrateOptions { criu: ui.criu.clone(), pid: args.run.pid, status_fd, force: args.force, role };
+        let opts = crate::migrate::MigrateOptions {
+            criu: ui.criu.clone(),
+            pid: args.run.pid,
+            status_fd,
+            force: args.force,
+            role,
+        };
         return match crate::migrate::run(&p, &args.run.profile.display().to_string(), ui, opts) {
             Ok(out) => {
                 crate::migrate::print_outcome(&out, ui);
@@ -128,7 +156,12 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
             }
         };
     }
-    let opts = ApplyOptions { criu: ui.criu.clone(), pid: args.run.pid, status_fd, force: args.force };
+    let opts = ApplyOptions {
+        criu: ui.criu.clone(),
+        pid: args.run.pid,
+        status_fd,
+        force: args.force,
+    };
     let result = crate::apply::engine::apply(&p, &args.run.profile.display().to_string(), ui, opts);
     match result {
         Ok(out) => {

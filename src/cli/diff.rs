@@ -32,15 +32,29 @@ pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
         }
         None => Policy::default(),
     };
-    let (Some(op), Some(np), Some(nid)) = (&old.loaded.profile, &new.loaded.profile, new.loaded.file) else {
+    let (Some(op), Some(np), Some(nid)) =
+        (&old.loaded.profile, &new.loaded.profile, new.loaded.file)
+    else {
         return Exit::Usage;
     };
-    let findings = review(np, std::path::Path::new(&args.new), nid, &policy, &new.sources);
+    let findings = review(
+        np,
+        std::path::Path::new(&args.new),
+        nid,
+        &policy,
+        &new.sources,
+    );
     let d = diff(op, np, &findings);
     match ui.output {
-        OutputFormat::Json | OutputFormat::Sarif => ui.data_json(&to_json(&d, &old.label, &new.label, &new.sources)),
+        OutputFormat::Json | OutputFormat::Sarif => {
+            ui.data_json(&to_json(&d, &old.label, &new.label, &new.sources))
+        }
         OutputFormat::Markdown => ui.data(markdown(&d, &old.label, &new.label)),
         OutputFormat::Human => ui.data(human(&d, &old.label, &new.label)),
     }
-    if args.exit_code && !d.is_empty() { Exit::Denied } else { Exit::Ok }
+    if args.exit_code && !d.is_empty() {
+        Exit::Denied
+    } else {
+        Exit::Ok
+    }
 }

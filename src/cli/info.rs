@@ -3,7 +3,10 @@
 
 use clap::CommandFactory;
 
-use crate::cli::args::{Cli, CompletionsArgs, ExplainArgs, InitAction, InitArgs, InitFormat, SchemaArgs, SchemaKind, Shell};
+use crate::cli::args::{
+    Cli, CompletionsArgs, ExplainArgs, InitAction, InitArgs, InitFormat, SchemaArgs, SchemaKind,
+    Shell,
+};
 use crate::cli::output::{Exit, Ui};
 use crate::profile::model::find_key;
 use crate::profile::schema::{all_keys, explain as explain_text, profile_schema, to_text};
@@ -21,14 +24,23 @@ pub fn schema(args: &SchemaArgs, ui: &Ui) -> Exit {
 
 /// `explain KEY`.
 pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
-    let key = args.key.trim().trim_start_matches('[').trim_end_matches(']');
+    let key = args
+        .key
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let Some(text) = explain_text(key) else {
         let keys = all_keys();
-        let suggestion = closest(key, keys.iter().map(String::as_str))
-            .or_else(|| keys.iter().find(|k| k.ends_with(&format!(".{key}"))).map(String::as_str));
+        let suggestion = closest(key, keys.iter().map(String::as_str)).or_else(|| {
+            keys.iter()
+                .find(|k| k.ends_with(&format!(".{key}")))
+                .map(String::as_str)
+        });
         match suggestion {
             Some(s) => ui.error(format!("unknown key `{key}`\n\nhelp: did you mean `{s}`?")),
-            None => ui.error(format!("unknown key `{key}`\n\nhelp: `ckptctl schema` lists every key")),
+            None => ui.error(format!(
+                "unknown key `{key}`\n\nhelp: `ckptctl schema` lists every key"
+            )),
         }
         return Exit::Usage;
     };
@@ -198,7 +210,10 @@ pub fn completions(args: &CompletionsArgs, ui: &Ui) -> Exit {
 /// `man`.
 pub fn man(ui: &Ui) -> Exit {
     let mut buf = Vec::new();
-    if clap_mangen::Man::new(Cli::command()).render(&mut buf).is_err() {
+    if clap_mangen::Man::new(Cli::command())
+        .render(&mut buf)
+        .is_err()
+    {
         ui.error("could not render the man page");
         return Exit::Usage;
     }

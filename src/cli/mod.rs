@@ -2,15 +2,15 @@
 //! ([`output`]) and one module per command. Human text and diagnostics go to
 //! stderr; data (JSON, rendered options, schemas) goes to stdout.
 
-pub mod args;
-pub mod output;
-mod validate;
 mod apply;
-mod info;
-pub mod render;
-pub mod review;
+pub mod args;
 mod diff;
 pub mod import;
+mod info;
+pub mod output;
+pub mod render;
+pub mod review;
+mod validate;
 
 use clap::Parser;
 
@@ -22,7 +22,11 @@ pub fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { Exit::Usage } else { Exit::Ok };
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
             let _ = e.print();
             return code.into();
         }

@@ -51,15 +51,35 @@ impl Ui {
         let color = match cli.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
+            }
         };
-        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
-        Ui { output: cli.output, color, quiet: cli.quiet, verbose: cli.verbose, width, criu: cli.criu.clone() }
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(100);
+        Ui {
+            output: cli.output,
+            color,
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+            width,
+            criu: cli.criu.clone(),
+        }
     }
 
     /// Plain settings (tests).
     pub fn plain(output: OutputFormat) -> Self {
-        Ui { output, color: false, quiet: false, verbose: 0, width: 80, criu: None }
+        Ui {
+            output,
+            color: false,
+            quiet: false,
+            verbose: 0,
+            width: 80,
+            criu: None,
+        }
     }
 
     /// True for JSON output.
@@ -100,7 +120,10 @@ impl Ui {
 
     /// Render options for human diagnostics.
     pub fn render_options(&self) -> RenderOptions {
-        RenderOptions { color: self.color, width: self.width }
+        RenderOptions {
+            color: self.color,
+            width: self.width,
+        }
     }
 
     /// Print diagnostics in the chosen format (human → stderr; json → stdout).

@@ -11,14 +11,25 @@ use crate::source::SourceMap;
 pub fn run(args: &RenderArgs, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
     let display = args.profile.display().to_string();
-    let loaded = load(&args.profile, &display, &mut sources, LoadOptions::default());
+    let loaded = load(
+        &args.profile,
+        &display,
+        &mut sources,
+        LoadOptions::default(),
+    );
     if !loaded.diags.is_empty() {
         // Data goes to stdout; diagnostics stay on stderr here.
         ui.human_diagnostics(&loaded.diags, &sources);
     }
-    let Some(profile) = loaded.profile.filter(|_| !loaded.diags.iter().any(|d| d.severity == crate::diag::Severity::Error))
-    else {
-        ui.error(format!("`{display}` is not a valid profile; nothing rendered"));
+    let Some(profile) = loaded.profile.filter(|_| {
+        !loaded
+            .diags
+            .iter()
+            .any(|d| d.severity == crate::diag::Severity::Error)
+    }) else {
+        ui.error(format!(
+            "`{display}` is not a valid profile; nothing rendered"
+        ));
         return Exit::Usage;
     };
     let role = args.role.map(|r| match r {
@@ -49,7 +60,10 @@ pub fn render_text(
     let mut out = String::new();
     match format {
         RenderFormat::RpcJson => {
-            let list: Vec<serde_json::Value> = steps.iter().map(|s| rpc_json_of(&invocation(profile, s, pid))).collect();
+            let list: Vec<serde_json::Value> = steps
+                .iter()
+                .map(|s| rpc_json_of(&invocation(profile, s, pid)))
+                .collect();
             out = serde_json::to_string_pretty(&serde_json::Value::Array(list)).unwrap_or_default();
             out.push('\n');
         }
@@ -57,7 +71,13 @@ pub fn render_text(
             for (i, s) in steps.iter().enumerate() {
                 out.push_str(&format!("# step {}/{n}: {s}\n", i + 1));
                 let argv = args_of(&invocation(profile, s, pid));
-                out.push_str(&argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+                out.push_str(
+                    &argv
+                        .iter()
+                        .map(|a| shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
                 out.push('\n');
             }
         }
@@ -76,7 +96,9 @@ pub fn render_text(
 
 /// Quote one argument for a POSIX shell (the `<PID>` placeholder is left as is).
 pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
     if safe || s == crate::render::PID_PLACEHOLDER {
         s.to_string()
     } else {

@@ -32,7 +32,13 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
             diags.append(&mut pd);
             match policy {
                 Some(pol) if !bad => pol,
-                _ => return Outcome { diags, profiles: 0, invalid: true },
+                _ => {
+                    return Outcome {
+                        diags,
+                        profiles: 0,
+                        invalid: true,
+                    };
+                }
             }
         }
         None => Policy::default(),
@@ -67,7 +73,11 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         }
     }
     crate::profile::load::dedup(&mut diags);
-    Outcome { diags, profiles, invalid }
+    Outcome {
+        diags,
+        profiles,
+        invalid,
+    }
 }
 
 /// Run `review`.
@@ -88,7 +98,12 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
         OutputFormat::Sarif => ui.data_json(&report::sarif(&out.diags, &sources)),
         OutputFormat::Markdown => {
             let policy = args.policy.as_ref().map(|p| p.display().to_string());
-            ui.data(report::markdown_review(&out.diags, &sources, out.profiles, policy.as_deref()));
+            ui.data(report::markdown_review(
+                &out.diags,
+                &sources,
+                out.profiles,
+                policy.as_deref(),
+            ));
         }
         OutputFormat::Human => {
             ui.human_diagnostics(&out.diags, &sources);

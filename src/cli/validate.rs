@@ -34,8 +34,11 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
         Ok(e) => e,
         Err(e) => {
             diags.push(
-                Diagnostic::error("profile::unreadable", format!("cannot read folder `{}`: {e}", dir.display()))
-                    .in_file(dir.display().to_string()),
+                Diagnostic::error(
+                    "profile::unreadable",
+                    format!("cannot read folder `{}`: {e}", dir.display()),
+                )
+                .in_file(dir.display().to_string()),
             );
             return;
         }
@@ -70,7 +73,12 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     let mut loaded = Vec::with_capacity(files.len());
     let mut bases = HashSet::new();
     for f in &files {
-        let l = load(f, &f.display().to_string(), &mut sources, LoadOptions::default());
+        let l = load(
+            f,
+            &f.display().to_string(),
+            &mut sources,
+            LoadOptions::default(),
+        );
         for b in &l.bases {
             bases.insert(fs_err::canonicalize(b).unwrap_or_else(|_| b.clone()));
         }
@@ -83,7 +91,12 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
         let canon = fs_err::canonicalize(f).unwrap_or_else(|_| f.clone());
         if bases.contains(&canon) {
             checked_bases += 1;
-            loaded[i] = load(f, &f.display().to_string(), &mut sources, LoadOptions { as_base: true });
+            loaded[i] = load(
+                f,
+                &f.display().to_string(),
+                &mut sources,
+                LoadOptions { as_base: true },
+            );
         }
     }
     let mut failed_files = 0usize;
@@ -97,7 +110,13 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     ui.diagnostics(&diags, &sources);
     let t = Tally::of(&diags);
     let n = files.len();
-    let plural = |n: usize, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("{n} {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
     let mut line = format!(
         "checked {}: {} valid, {} invalid",
         plural(n, "profile"),
@@ -107,9 +126,17 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     if checked_bases > 0 {
         line.push_str(&format!(" ({} checked as `extends` base)", checked_bases));
     }
-    line.push_str(&format!("; {}, {}", plural(t.errors, "error"), plural(t.warnings, "warning")));
+    line.push_str(&format!(
+        "; {}, {}",
+        plural(t.errors, "error"),
+        plural(t.warnings, "warning")
+    ));
     if !ui.json() {
         ui.note(line);
     }
-    if diags.iter().any(|d| d.severity == Severity::Error) { Exit::Usage } else { Exit::Ok }
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        Exit::Usage
+    } else {
+        Exit::Ok
+    }
 }

@@ -98,11 +98,17 @@ impl ProfileDiff {
 
 /// Error reading a side.
 fn side_error(label: &str, msg: String) -> Diagnostic {
-    Diagnostic::error("diff::unreadable", msg).in_file(label.to_string()).help("give a path, or REV:PATH for a file in git")
+    Diagnostic::error("diff::unreadable", msg)
+        .in_file(label.to_string())
+        .help("give a path, or REV:PATH for a file in git")
 }
 
 fn git(args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
-    let out = Command::new("git").args(args).current_dir(cwd).output().map_err(|e| format!("cannot run git: {e}"))?;
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -114,23 +120,48 @@ fn git(args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
 pub fn read_side(spec: &str) -> Side {
     let mut sources = SourceMap::new();
     let path = Path::new(spec);
-    let rev_path = if path.exists() { None } else { spec.split_once(':').filter(|(r, p)| !r.is_empty() && !p.is_empty()) };
+    let rev_path = if path.exists() {
+        None
+    } else {
+        spec.split_once(':')
+            .filter(|(r, p)| !r.is_empty() && !p.is_empty())
+    };
     let Some((rev, rel)) = rev_path else {
         let loaded = load(path, spec, &mut sources, LoadOptions::default());
-        return Side { label: spec.to_string(), sources, loaded };
+        return Side {
+            label: spec.to_string(),
+            sources,
+            loaded,
+        };
     };
     let fail = |sources: SourceMap, d: Diagnostic| Side {
         label: spec.to_string(),
         sources,
-        loaded: Loaded { profile: None, file: None, bases: Vec::new(), diags: vec![d] },
+        loaded: Loaded {
+            profile: None,
+            file: None,
+            bases: Vec::new(),
+            diags: vec![d],
+        },
     };
     let cwd = std::env::current_dir().unwrap_or_default();
     let top = match git(&["rev-parse", "--show-toplevel"], &cwd) {
         Ok(o) => PathBuf::from(String::from_utf8_lossy(&o).trim()),
-        Err(e) => return fail(sources, side_error(spec, format!("`{spec}` is not a file, and git cannot read it: {e}"))),
+        Err(e) => {
+            return fail(
+                sources,
+                side_error(
+                    spec,
+                    format!("`{spec}` is not a file, and git cannot read it: {e}"),
+                ),
+            );
+        }
     };
-    let prefix = git(&["rev-parse", "--show-prefix"], &cwd).map(|o| String::from_utf8_lossy(&o).trim().to_string()).unwrap_or_default();
-    let repo_rel = crate::profile::value::normalize(&Path::new(&prefix).join(rel.trim_start_matches("./")));
+    let prefix = git(&["rev-parse", "--show-prefix"], &cwd)
+        .map(|o| String::from_utf8_lossy(&o).trim().to_string())
+        .unwrap_or_default();
+    let repo_rel =
+        crate::profile::value::normalize(&Path::new(&prefix).join(rel.trim_start_matches("./")));
     // Read the file and its `extends` chain at REV into the source map.
     let mut next = Some(repo_rel.clone());
     let mut depth = 0;
@@ -141,31 +172,54 @@ pub fn read_side(spec: &str) -> Side {
             Ok(b) => b,
             Err(e) => {
                 if depth == 1 {
-                    return fail(sources, side_error(spec, format!("cannot read `{object}` from git: {e}")));
+                    return fail(
+                        sources,
+                        side_error(spec, format!("cannot read `{object}` from git: {e}")),
+                    );
                 }
                 // The loader reports the missing base at `extends`.
                 break;
             }
         };
         let Ok(text) = String::from_utf8(text) else {
-            return fail(sources, side_error(spec, format!("`{object}` is not UTF-8 text")));
+            return fail(
+                sources,
+                side_error(spec, format!("`{object}` is not UTF-8 text")),
+            );
         };
-        let display = if depth == 1 { spec.to_string() } else { object.clone() };
+        let display = if depth == 1 {
+            spec.to_string()
+        } else {
+            object.clone()
+        };
         let id = sources.add(top.join(&r), display, text);
         if depth > crate::profile::load::MAX_EXTENDS_DEPTH {
             break;
         }
         if let Ok(tree) = crate::profile::load::parse_file(id, &sources) {
-            if let Some(crate::profile::node::Kind::Str(base)) = tree.get("extends").map(|e| e.value.kind.clone()) {
-                let b = crate::profile::value::normalize(&r.parent().unwrap_or(Path::new("")).join(base));
+            if let Some(crate::profile::node::Kind::Str(base)) =
+                tree.get("extends").map(|e| e.value.kind.clone())
+            {
+                let b = crate::profile::value::normalize(
+                    &r.parent().unwrap_or(Path::new("")).join(base),
+                );
                 if sources.find(&top.join(&b)).is_none() {
                     next = Some(b);
                 }
             }
         }
     }
-    let loaded = load(&top.join(&repo_rel), spec, &mut sources, LoadOptions::default());
-    Side { label: spec.to_string(), sources, loaded }
+    let loaded = load(
+        &top.join(&repo_rel),
+        spec,
+        &mut sources,
+        LoadOptions::default(),
+    );
+    Side {
+        label: spec.to_string(),
+        sources,
+        loaded,
+    }
 }
 
 fn cli_option_strings(profile: &Profile) -> Vec<(String, Vec<String>)> {
@@ -195,7 +249,9 @@ fn cli_option_strings(profile: &Profile) -> Vec<(String, Vec<String>)> {
 
 /// CLI option names a key maps to, read from the model's CRIU column.
 fn key_options(key: &str) -> Vec<String> {
-    let Some(meta) = find_key(key) else { return Vec::new() };
+    let Some(meta) = find_key(key) else {
+        return Vec::new();
+    };
     meta.criu
         .split(|c: char| c == ',' || c == '/' || c.is_whitespace())
         .filter_map(|t| t.strip_prefix("--"))
@@ -207,8 +263,16 @@ fn key_options(key: &str) -> Vec<String> {
 /// Compare two loaded profiles. `findings` are the review findings of the
 /// new side; each is attached to the change of its key.
 pub fn diff(old: &Profile, new: &Profile, findings: &[Diagnostic]) -> ProfileDiff {
-    let o: Vec<Resolved> = old.resolved().into_iter().filter(|r| r.key != "extends").collect();
-    let n: Vec<Resolved> = new.resolved().into_iter().filter(|r| r.key != "extends").collect();
+    let o: Vec<Resolved> = old
+        .resolved()
+        .into_iter()
+        .filter(|r| r.key != "extends")
+        .collect();
+    let n: Vec<Resolved> = new
+        .resolved()
+        .into_iter()
+        .filter(|r| r.key != "extends")
+        .collect();
     let new_opts = cli_option_strings(new);
     let old_opts = cli_option_strings(old);
     let mut keys: Vec<&str> = n.iter().map(|r| r.key.as_str()).collect();
@@ -252,10 +316,21 @@ pub fn diff(old: &Profile, new: &Profile, findings: &[Diagnostic]) -> ProfileDif
         }
         let findings = findings
             .iter()
-            .filter(|d| d.key.as_deref().is_some_and(|dk| dk == k || dk.starts_with(&format!("{k}["))))
+            .filter(|d| {
+                d.key
+                    .as_deref()
+                    .is_some_and(|dk| dk == k || dk.starts_with(&format!("{k}[")))
+            })
             .cloned()
             .collect();
-        changes.push(Change { key: k.to_string(), kind, old: ov, new: nv, criu, findings });
+        changes.push(Change {
+            key: k.to_string(),
+            kind,
+            old: ov,
+            new: nv,
+            criu,
+            findings,
+        });
     }
     let mut step_diffs = Vec::new();
     let max = new_opts.len().max(old_opts.len());
@@ -266,10 +341,21 @@ pub fn diff(old: &Profile, new: &Profile, findings: &[Diagnostic]) -> ProfileDif
         let added: Vec<String> = nl.iter().filter(|x| !ol.contains(x)).cloned().collect();
         let removed: Vec<String> = ol.iter().filter(|x| !nl.contains(x)).cloned().collect();
         if !added.is_empty() || !removed.is_empty() || on != nn {
-            step_diffs.push(StepDiff { step: if nn.is_empty() { on.clone() } else { nn.clone() }, added, removed });
+            step_diffs.push(StepDiff {
+                step: if nn.is_empty() {
+                    on.clone()
+                } else {
+                    nn.clone()
+                },
+                added,
+                removed,
+            });
         }
     }
-    ProfileDiff { changes, steps: step_diffs }
+    ProfileDiff {
+        changes,
+        steps: step_diffs,
+    }
 }
 
 fn show(v: &Option<Json>) -> String {
@@ -302,7 +388,10 @@ pub fn human(d: &ProfileDiff, old: &str, new: &str) -> String {
     for c in &d.changes {
         out.push_str(&format!("  {}\n", change_line(c)));
         for f in &c.findings {
-            out.push_str(&format!("      {} [{}]: {}\n", f.severity, f.code, f.message));
+            out.push_str(&format!(
+                "      {} [{}]: {}\n",
+                f.severity, f.code, f.message
+            ));
         }
     }
     if !d.steps.is_empty() {
@@ -344,19 +433,36 @@ pub fn markdown(d: &ProfileDiff, old: &str, new: &str) -> String {
     if d.is_empty() {
         return format!("## ckptctl diff `{old}` → `{new}`\n\nNo change.\n");
     }
-    let mut out = format!("## ckptctl diff `{old}` → `{new}`\n\n| Key | Old | New | CRIU | Findings |\n|---|---|---|---|---|\n");
+    let mut out = format!(
+        "## ckptctl diff `{old}` → `{new}`\n\n| Key | Old | New | CRIU | Findings |\n|---|---|---|---|---|\n"
+    );
     for c in &d.changes {
         let findings: Vec<String> = c
             .findings
             .iter()
-            .map(|f| format!("{} `{}`: {}", if f.severity == crate::diag::Severity::Error { "❌" } else { "⚠️" }, f.code, md_cell(&f.message)))
+            .map(|f| {
+                format!(
+                    "{} `{}`: {}",
+                    if f.severity == crate::diag::Severity::Error {
+                        "❌"
+                    } else {
+                        "⚠️"
+                    },
+                    f.code,
+                    md_cell(&f.message)
+                )
+            })
             .collect();
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} |\n",
             c.key,
             md_cell(&show(&c.old)),
             md_cell(&show(&c.new)),
-            c.criu.iter().map(|o| format!("`{}`", md_cell(o))).collect::<Vec<_>>().join(" "),
+            c.criu
+                .iter()
+                .map(|o| format!("`{}`", md_cell(o)))
+                .collect::<Vec<_>>()
+                .join(" "),
             findings.join("<br>")
         ));
     }

@@ -37,7 +37,10 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
             continue;
         }
         let at = |a: usize, b: usize| Span::new(file, line_start + lead + a, line_start + lead + b);
-        let name_end = body.find(' ').or_else(|| body.find('\t')).unwrap_or(body.len());
+        let name_end = body
+            .find(' ')
+            .or_else(|| body.find('\t'))
+            .unwrap_or(body.len());
         let mut name = body[..name_end].to_string();
         let mut name_span = at(0, name_end);
         let rest = &body[name_end..];
@@ -70,9 +73,12 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
                 }
                 let Some(end) = end else {
                     diags.push(
-                        Diagnostic::error("import::syntax", format!("option `{name}`: unterminated quoted value"))
-                            .at(at(vstart, body.len()))
-                            .help("CRIU refuses this file; a `#` inside the quotes also ends the line"),
+                        Diagnostic::error(
+                            "import::syntax",
+                            format!("option `{name}`: unterminated quoted value"),
+                        )
+                        .at(at(vstart, body.len()))
+                        .help("CRIU refuses this file; a `#` inside the quotes also ends the line"),
                     );
                     continue;
                 };
@@ -80,9 +86,12 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
                 if !after.trim().is_empty() {
                     let a = vstart + 1 + end + (after.len() - after.trim_start().len());
                     diags.push(
-                        Diagnostic::error("import::syntax", format!("option `{name}`: text after the closing quote"))
-                            .at(at(a, body.len()))
-                            .help("CRIU refuses extra text after a value"),
+                        Diagnostic::error(
+                            "import::syntax",
+                            format!("option `{name}`: text after the closing quote"),
+                        )
+                        .at(at(a, body.len()))
+                        .help("CRIU refuses extra text after a value"),
                     );
                     continue;
                 }
@@ -91,11 +100,15 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
             } else {
                 let vend = rest.find([' ', '\t']).unwrap_or(rest.len());
                 if !rest[vend..].trim().is_empty() {
-                    let extra = vstart + vend + (rest[vend..].len() - rest[vend..].trim_start().len());
+                    let extra =
+                        vstart + vend + (rest[vend..].len() - rest[vend..].trim_start().len());
                     diags.push(
-                        Diagnostic::error("import::syntax", format!("option `{name}`: more than one value"))
-                            .at(at(extra, body.len()))
-                            .help("quote a value with spaces: name \"a b\""),
+                        Diagnostic::error(
+                            "import::syntax",
+                            format!("option `{name}`: more than one value"),
+                        )
+                        .at(at(extra, body.len()))
+                        .help("quote a value with spaces: name \"a b\""),
                     );
                     continue;
                 }
@@ -103,7 +116,12 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
                 value_span = Some(at(vstart, vstart + vend));
             }
         }
-        out.push(Statement { name, value, name_span, value_span });
+        out.push(Statement {
+            name,
+            value,
+            name_span,
+            value_span,
+        });
     }
     out
 }
@@ -176,16 +194,22 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
         let at = s.value_span.unwrap_or(s.name_span);
         let invalid = |diags: &mut Vec<Diagnostic>, why: String| {
             diags.push(
-                Diagnostic::warning("import::invalid-value", format!("`{}`: {why}; it was not imported", s.name))
-                    .at(at)
-                    .help("fix the value in the profile by hand"),
+                Diagnostic::warning(
+                    "import::invalid-value",
+                    format!("`{}`: {why}; it was not imported", s.name),
+                )
+                .at(at)
+                .help("fix the value in the profile by hand"),
             );
         };
         let need = |diags: &mut Vec<Diagnostic>| -> Option<String> {
             if s.value.is_none() {
                 diags.push(
-                    Diagnostic::warning("import::invalid-value", format!("`{}` needs a value; it was not imported", s.name))
-                        .at(s.name_span),
+                    Diagnostic::warning(
+                        "import::invalid-value",
+                        format!("`{}` needs a value; it was not imported", s.name),
+                    )
+                    .at(s.name_span),
                 );
             }
             s.value.clone()
@@ -197,7 +221,11 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
         };
         if let Some((_, key)) = BOOLS.iter().find(|(n, _)| *n == base) {
             if s.value.is_some() && base == "ext-unix-sk" {
-                invalid(diags, "socket inode lists are not supported (use process.external `unix[INO]`)".into());
+                invalid(
+                    diags,
+                    "socket inode lists are not supported (use process.external `unix[INO]`)"
+                        .into(),
+                );
                 continue;
             }
             out.set(key, json!(!negated));
@@ -241,7 +269,9 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
             },
             "manage-cgroups" => {
                 let mode = s.value.clone().unwrap_or_else(|| "soft".into());
-                if crate::profile::model::CgroupMode::from_text(&mode).is_some() && mode != "default" {
+                if crate::profile::model::CgroupMode::from_text(&mode).is_some()
+                    && mode != "default"
+                {
                     out.set("cgroups.mode", json!(mode));
                 } else {
                     invalid(diags, format!("\"{mode}\" is not a cgroup mode"));
@@ -288,7 +318,9 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
             "veth-pair" => {
                 if let Some(v) = need(diags) {
                     match v.split_once('=') {
-                        Some((i, o)) if !i.is_empty() && !o.is_empty() => out.push("restore.veth_pairs", json!({"inside": i, "outside": o})),
+                        Some((i, o)) if !i.is_empty() && !o.is_empty() => {
+                            out.push("restore.veth_pairs", json!({"inside": i, "outside": o}))
+                        }
                         _ => invalid(diags, format!("\"{v}\" is not IN=OUT")),
                     }
                 }
@@ -299,16 +331,23 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
             "no-default-config" => out.set("criu.host_config", json!("ignore")),
             _ => {
                 let why = match name {
-                    "log-file" | "o" => "ckptctl names the log files itself (dump.log, restore.log, ...)",
-                    "pre-dump-mode" => "a pre-dump mode alone would not enable pre-copy; set [checkpoint.pre_dump] by hand",
+                    "log-file" | "o" => {
+                        "ckptctl names the log files itself (dump.log, restore.log, ...)"
+                    }
+                    "pre-dump-mode" => {
+                        "a pre-dump mode alone would not enable pre-copy; set [checkpoint.pre_dump] by hand"
+                    }
                     "config" => "nested configuration files are not followed",
                     _ => "it has no profile key",
                 };
                 diags.push(
-                    Diagnostic::warning("import::unsupported-option", format!("option `{name}` was not imported: {why}"))
-                        .at(s.name_span)
-                        .label("not imported")
-                        .help("set it by hand if the profile needs it, or drop it on purpose"),
+                    Diagnostic::warning(
+                        "import::unsupported-option",
+                        format!("option `{name}` was not imported: {why}"),
+                    )
+                    .at(s.name_span)
+                    .label("not imported")
+                    .help("set it by hand if the profile needs it, or drop it on purpose"),
                 );
             }
         }
@@ -319,10 +358,16 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
 fn toml_value(v: &Json) -> String {
     match v {
         Json::String(s) => toml::Value::String(s.clone()).to_string(),
-        Json::Array(a) => format!("[{}]", a.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
+        Json::Array(a) => format!(
+            "[{}]",
+            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
         Json::Object(o) => format!(
             "{{ {} }}",
-            o.iter().map(|(k, v)| format!("{k} = {}", toml_value(v))).collect::<Vec<_>>().join(", ")
+            o.iter()
+                .map(|(k, v)| format!("{k} = {}", toml_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => other.to_string(),
     }
@@ -332,14 +377,21 @@ fn toml_value(v: &Json) -> String {
 pub fn write_profile(imp: &Imported, name: &str, action: &str, source: &str, yaml: bool) -> String {
     let mut keys = imp.keys.clone();
     if !keys.iter().any(|(k, _)| k == "images.dir") {
-        keys.push(("images.dir".into(), json!(format!("/var/lib/ckptctl/{name}"))));
+        keys.push((
+            "images.dir".into(),
+            json!(format!("/var/lib/ckptctl/{name}")),
+        ));
     }
     // Order by table, in model order.
     let order = crate::profile::schema::all_keys();
     keys.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
     let mut out = String::new();
     out.push_str(&format!("# Imported by `ckptctl import` from {source}.\n"));
-    let tables = |k: &str| k.rsplit_once('.').map(|(t, _)| t.to_string()).unwrap_or_default();
+    let tables = |k: &str| {
+        k.rsplit_once('.')
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default()
+    };
     if yaml {
         out.push_str(&format!(
             "version: 1\nname: {}\ndescription: {}\naction: {action}\n",
@@ -350,13 +402,22 @@ pub fn write_profile(imp: &Imported, name: &str, action: &str, source: &str, yam
         for (k, v) in &keys {
             let parts: Vec<&str> = k.split('.').collect();
             let path = &parts[..parts.len() - 1];
-            let common = open.iter().zip(path.iter()).take_while(|(a, b)| a == *b).count();
+            let common = open
+                .iter()
+                .zip(path.iter())
+                .take_while(|(a, b)| a == *b)
+                .count();
             open.truncate(common);
             for p in &path[common..] {
                 out.push_str(&format!("{}{p}:\n", "  ".repeat(open.len())));
                 open.push((*p).to_string());
             }
-            out.push_str(&format!("{}{}: {}\n", "  ".repeat(open.len()), parts[parts.len() - 1], v));
+            out.push_str(&format!(
+                "{}{}: {}\n",
+                "  ".repeat(open.len()),
+                parts[parts.len() - 1],
+                v
+            ));
         }
     } else {
         out.push_str(&format!(
@@ -371,14 +432,26 @@ pub fn write_profile(imp: &Imported, name: &str, action: &str, source: &str, yam
                 out.push_str(&format!("\n[{t}]\n"));
                 current = t;
             }
-            out.push_str(&format!("{} = {}\n", k.rsplit('.').next().unwrap_or(k), toml_value(v)));
+            out.push_str(&format!(
+                "{} = {}\n",
+                k.rsplit('.').next().unwrap_or(k),
+                toml_value(v)
+            ));
         }
     }
     out
 }
 
 /// Import config text: the profile text and every diagnostic.
-pub fn import(sources: &mut SourceMap, path: &std::path::Path, display: &str, text: String, name: &str, action: &str, yaml: bool) -> (String, Vec<Diagnostic>) {
+pub fn import(
+    sources: &mut SourceMap,
+    path: &std::path::Path,
+    display: &str,
+    text: String,
+    name: &str,
+    action: &str,
+    yaml: bool,
+) -> (String, Vec<Diagnostic>) {
     let id = sources.add(path.to_path_buf(), display.to_string(), text.clone());
     let mut diags = Vec::new();
     let stmts = parse(id, &text, &mut diags);
@@ -389,8 +462,24 @@ pub fn import(sources: &mut SourceMap, path: &std::path::Path, display: &str, te
 
 /// A profile name from a file name (`runc.conf` → `runc`).
 pub fn name_from_path(path: &std::path::Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let mut n: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '-' }).collect();
-    n = n.trim_start_matches(['.', '-', '_']).chars().take(63).collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut n: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    n = n
+        .trim_start_matches(['.', '-', '_'])
+        .chars()
+        .take(63)
+        .collect();
     if n.is_empty() { "imported".into() } else { n }
 }

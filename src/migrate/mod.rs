@@ -134,23 +134,60 @@ struct Mig {
 }
 
 fn migration(p: &Profile) -> Result<Mig, Failure> {
-    let m = p.migration.as_ref().map(|m| m.value.clone()).ok_or_else(|| {
-        Failure::new("migrate::no-migration", "prepare", "a migrate profile needs a `[migration]` table", Exit::Usage).key("migration")
-    })?;
-    let destination = m.destination.as_ref().map(|d| d.value.0.clone()).ok_or_else(|| {
-        Failure::new("migrate::no-destination", "prepare", "`migration.destination` is not set", Exit::Usage).key("migration.destination")
-    })?;
-    let control_port = m.control_port.as_ref().and_then(|p| u16::try_from(p.value.0).ok()).ok_or_else(|| {
-        Failure::new("migrate::no-control-port", "prepare", "`migration.control_port` is not set", Exit::Usage).key("migration.control_port")
-    })?;
-    Ok(Mig { destination, control_port, step_timeout: Duration::from_secs(m.step_timeout().0.max(1)) })
+    let m = p
+        .migration
+        .as_ref()
+        .map(|m| m.value.clone())
+        .ok_or_else(|| {
+            Failure::new(
+                "migrate::no-migration",
+                "prepare",
+                "a migrate profile needs a `[migration]` table",
+                Exit::Usage,
+            )
+            .key("migration")
+        })?;
+    let destination = m
+        .destination
+        .as_ref()
+        .map(|d| d.value.0.clone())
+        .ok_or_else(|| {
+            Failure::new(
+                "migrate::no-destination",
+                "prepare",
+                "`migration.destination` is not set",
+                Exit::Usage,
+            )
+            .key("migration.destination")
+        })?;
+    let control_port = m
+        .control_port
+        .as_ref()
+        .and_then(|p| u16::try_from(p.value.0).ok())
+        .ok_or_else(|| {
+            Failure::new(
+                "migrate::no-control-port",
+                "prepare",
+                "`migration.control_port` is not set",
+                Exit::Usage,
+            )
+            .key("migration.control_port")
+        })?;
+    Ok(Mig {
+        destination,
+        control_port,
+        step_timeout: Duration::from_secs(m.step_timeout().0.max(1)),
+    })
 }
 
 /// Refuse what this version cannot run, before anything starts. Both roles
 /// run the same checks on the same profile, so both stop the same way.
 fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     let p = run.profile();
-    if p.page_server.as_ref().is_some_and(|ps| ps.value.tls.is_some()) {
+    if p.page_server
+        .as_ref()
+        .is_some_and(|ps| ps.value.tls.is_some())
+    {
         return Err(Failure::new(
             "migrate::tls-unsupported",
             "prepare",
@@ -173,22 +210,41 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
         }
     }
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
-        engine::feature_gate(run, CriuFeatures { lazy_pages: Some(true), ..Default::default() }, "lazy_pages.enabled")?;
+        engine::feature_gate(
+            run,
+            CriuFeatures {
+                lazy_pages: Some(true),
+                ..Default::default()
+            },
+            "lazy_pages.enabled",
+        )?;
         let (key, msg) = if l.value.address.is_some() {
             (
                 "lazy_pages.address",
                 "post-copy migration (remote lazy pages) cannot run here: the source's lazy page server fails with `page-pipe: tee: Operation not permitted` once the destination connects on this kernel, so `ckptctl` does not start it",
             )
         } else {
-            ("lazy_pages.enabled", "lazy restore is not supported for `action = \"migrate\"` yet")
+            (
+                "lazy_pages.enabled",
+                "lazy restore is not supported for `action = \"migrate\"` yet",
+            )
         };
-        return Err(Failure::new("migrate::lazy-unsupported", "prepare", msg, Exit::NotReady)
-            .key(key)
-            .hint("remove `[lazy_pages]` to migrate stop-and-copy through `[page_server]`"));
+        return Err(
+            Failure::new("migrate::lazy-unsupported", "prepare", msg, Exit::NotReady)
+                .key(key)
+                .hint("remove `[lazy_pages]` to migrate stop-and-copy through `[page_server]`"),
+        );
     }
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
-        engine::feature_gate(run, CriuFeatures { mem_track: Some(true), ..Default::default() }, "checkpoint.pre_dump")?;
+        engine::feature_gate(
+            run,
+            CriuFeatures {
+                mem_track: Some(true),
+                ..Default::default()
+            },
+            "checkpoint.pre_dump",
+        )?;
         return Err(Failure::new(
             "migrate::pre-copy-unsupported",
             "prepare",
@@ -202,10 +258,18 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
 }
 
 /// Run one half of a migration.
-pub fn run(p: &Profile, profile_file: &str, ui: &Ui, mut opts: MigrateOptions) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
+pub fn run(
+    p: &Profile,
+    profile_file: &str,
+    ui: &Ui,
+    mut opts: MigrateOptions,
+) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
     engine::install_signal_handlers();
     let mut record = RunRecord::start(
-        p.name.as_ref().map(|n| n.value.0.clone()).unwrap_or_default(),
+        p.name
+            .as_ref()
+            .map(|n| n.value.0.clone())
+            .unwrap_or_default(),
         profile_file.to_string(),
         crate::profile::section::section_json(p),
         "migrate".to_string(),
@@ -230,7 +294,11 @@ pub fn run(p: &Profile, profile_file: &str, ui: &Ui, mut opts: MigrateOptions) -
     if let Some(s) = status.as_mut() {
         s.close();
     }
-    let write_to = if run.work_dir().is_dir() { Some(run.work_dir().to_path_buf()) } else { None };
+    let write_to = if run.work_dir().is_dir() {
+        Some(run.work_dir().to_path_buf())
+    } else {
+        None
+    };
     match result {
         Ok(mut out) => {
             run.record.outcome = "ok".into();
@@ -241,7 +309,11 @@ pub fn run(p: &Profile, profile_file: &str, ui: &Ui, mut opts: MigrateOptions) -
             Ok(out)
         }
         Err(f) => {
-            run.record.outcome = if f.code == "apply::interrupted" { "interrupted".into() } else { "failed".into() };
+            run.record.outcome = if f.code == "apply::interrupted" {
+                "interrupted".into()
+            } else {
+                "failed".into()
+            };
             run.record.failure = serde_json::to_value(&f).ok();
             if let Some(d) = write_to {
                 let _ = write_record(&mut run.record, &d, opts.role);
@@ -253,7 +325,11 @@ pub fn run(p: &Profile, profile_file: &str, ui: &Ui, mut opts: MigrateOptions) -
 
 /// Find CRIU and check its version against the profile, as apply does.
 /// Migration steps start their own `criu swrk`, so the spare one is closed.
-fn prepare_criu(p: &Profile, flag: Option<&Path>, record: &mut RunRecord) -> Result<(FoundCriu, CriuVersion), Failure> {
+fn prepare_criu(
+    p: &Profile,
+    flag: Option<&Path>,
+    record: &mut RunRecord,
+) -> Result<(FoundCriu, CriuVersion), Failure> {
     engine::hermetic_env(p);
     let (found, v, spare) = engine::prepare_criu(p, flag, record)?;
     let _ = spare.finish();
@@ -265,8 +341,17 @@ fn write_record(r: &mut RunRecord, dir: &Path, role: Role) -> std::io::Result<Pa
     use std::os::unix::fs::OpenOptionsExt;
     r.total_s = (r.elapsed() * 1e6).round() / 1e6;
     let path = dir.join(record_name(role));
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
-    f.write_all(serde_json::to_string_pretty(r).unwrap_or_default().as_bytes())?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(
+        serde_json::to_string_pretty(r)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     f.write_all(b"\n")?;
     Ok(path)
 }
@@ -284,8 +369,19 @@ fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
 /// Compare the peer's hello with ours: (source's, destination's).
 fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Failure> {
     let (
-        Msg::Hello { profile_digest: d1, criu_version: v1, criu_version_number: n1, .. },
-        Msg::Hello { profile_digest: d2, criu_version: v2, criu_version_number: n2, role, .. },
+        Msg::Hello {
+            profile_digest: d1,
+            criu_version: v1,
+            criu_version_number: n1,
+            ..
+        },
+        Msg::Hello {
+            profile_digest: d2,
+            criu_version: v2,
+            criu_version_number: n2,
+            role,
+            ..
+        },
     ) = (ours, theirs)
     else {
         return Err(protocol("hello", theirs));
@@ -298,7 +394,9 @@ fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Failure> {
         return Err(Failure::new(
             "migrate::role-mismatch",
             "hello",
-            format!("the other side runs as `--role {role}` too; one side must be `--role {want_peer}`"),
+            format!(
+                "the other side runs as `--role {role}` too; one side must be `--role {want_peer}`"
+            ),
             Exit::Usage,
         ));
     }
@@ -332,7 +430,10 @@ fn protocol(waiting_for: &str, got: &Msg) -> Failure {
     Failure::new(
         "migrate::protocol",
         waiting_for,
-        format!("expected `{waiting_for}` on the control connection, got `{}`", got.name()),
+        format!(
+            "expected `{waiting_for}` on the control connection, got `{}`",
+            got.name()
+        ),
         Exit::CriuFailed,
     )
 }
@@ -346,7 +447,9 @@ fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str) -> Failur
     };
     let mut f = Failure::new(code, step, format!("{e}{tree_note}"), exit);
     if matches!(e, ConnError::Timeout(..)) {
-        f = f.key("migration.step_timeout").hint("check the other side's output; raise `migration.step_timeout` if it was only slow");
+        f = f.key("migration.step_timeout").hint(
+            "check the other side's output; raise `migration.step_timeout` if it was only slow",
+        );
     }
     f
 }
@@ -358,19 +461,30 @@ fn peer_error(step: &str, message: &str, exit: u8, tree_note: &str) -> Failure {
         4 => Exit::NotReady,
         _ => Exit::CriuFailed,
     };
-    Failure::new("migrate::peer-failed", step, format!("the other side stopped: {message}{tree_note}"), exit)
+    Failure::new(
+        "migrate::peer-failed",
+        step,
+        format!("the other side stopped: {message}{tree_note}"),
+        exit,
+    )
 }
 
 fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
     if let Some(c) = conn.as_mut() {
-        let _ = c.send(&Msg::Error { message: f.message.clone(), exit: f.exit as u8 });
+        let _ = c.send(&Msg::Error {
+            message: f.message.clone(),
+            exit: f.exit as u8,
+        });
         c.shutdown();
     }
 }
 
 fn dump_summary(stats: &Json, d: &mut Downtime) {
     if let Some(dump) = stats.get("dump") {
-        d.frozen_ms = dump.get("frozen_time_us").and_then(Json::as_u64).map(|us| us as f64 / 1000.0);
+        d.frozen_ms = dump
+            .get("frozen_time_us")
+            .and_then(Json::as_u64)
+            .map(|us| us as f64 / 1000.0);
         d.pages_moved = dump.get("pages_written").and_then(Json::as_u64);
         d.bytes_moved = d.pages_moved.map(|p| p * 4096);
     }
@@ -389,38 +503,75 @@ struct PageServer {
 impl Drop for PageServer {
     fn drop(&mut self) {
         if let Some(pid) = self.pid.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         self.swrk.take();
     }
 }
 
-fn destination(run: &mut Run<'_>, opts: &MigrateOptions, mig: &Mig, version: &CriuVersion, status: &mut Option<StatusFd>) -> Result<MigrateOutcome, Failure> {
+fn destination(
+    run: &mut Run<'_>,
+    opts: &MigrateOptions,
+    mig: &Mig,
+    version: &CriuVersion,
+    status: &mut Option<StatusFd>,
+) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
     guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
     let _lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(guard::images_state(&images_dir), ImagesState::Complete | ImagesState::Foreign) && !opts.force {
-        return Err(Failure::new("apply::images-exist", "prepare", format!("{} already holds a checkpoint", images_dir.display()), Exit::Usage)
-            .key("images.dir")
-            .hint("pass `--force` to replace it, or choose another `images.dir`"));
+    if matches!(
+        guard::images_state(&images_dir),
+        ImagesState::Complete | ImagesState::Foreign
+    ) && !opts.force
+    {
+        return Err(Failure::new(
+            "apply::images-exist",
+            "prepare",
+            format!("{} already holds a checkpoint", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+        .hint("pass `--force` to replace it, or choose another `images.dir`"));
     }
     // A forced run replaces an old checkpoint: drop its markers first.
     let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
-    guard::mark_incomplete(&images_dir)
-        .map_err(|e| Failure::new("apply::dir", "prepare", format!("cannot write to {}: {e}", images_dir.display()), Exit::Usage).key("images.dir"))?;
+    guard::mark_incomplete(&images_dir).map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "prepare",
+            format!("cannot write to {}: {e}", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+    })?;
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 
     let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
-        Failure::new("migrate::listen", "listen", format!("cannot listen on port {} for the control connection: {e}", mig.control_port), Exit::NotReady)
-            .key("migration.control_port")
-            .hint("choose a free `migration.control_port`")
+        Failure::new(
+            "migrate::listen",
+            "listen",
+            format!(
+                "cannot listen on port {} for the control connection: {e}",
+                mig.control_port
+            ),
+            Exit::NotReady,
+        )
+        .key("migration.control_port")
+        .hint("choose a free `migration.control_port`")
     })?;
 
-    let mut ps = if p.page_server.is_some() { Some(start_page_server(run, mig, &images, &work)?) } else { None };
+    let mut ps = if p.page_server.is_some() {
+        Some(start_page_server(run, mig, &images, &work)?)
+    } else {
+        None
+    };
     let ps_port = ps.as_ref().and_then(|s| s.port);
 
     if let Some(s) = status.as_mut() {
@@ -431,12 +582,16 @@ fn destination(run: &mut Run<'_>, opts: &MigrateOptions, mig: &Mig, version: &Cr
     run.progress(&format!(
         "ready: control connection on port {}{}; waiting up to {} s for the source",
         mig.control_port,
-        ps_port.map(|p| format!(", page server on port {p}")).unwrap_or_default(),
+        ps_port
+            .map(|p| format!(", page server on port {p}"))
+            .unwrap_or_default(),
         mig.step_timeout.as_secs()
     ));
 
     let mut conn = None;
-    let result = destination_session(run, mig, version, &listener, &mut conn, &mut ps, &images, &work);
+    let result = destination_session(
+        run, mig, version, &listener, &mut conn, &mut ps, &images, &work,
+    );
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
         let _ = guard::quarantine(&images_dir);
@@ -454,30 +609,51 @@ impl Run<'_> {
     }
 }
 
-fn start_page_server(run: &mut Run<'_>, mig: &Mig, images: &OwnedFd, work: &OwnedFd) -> Result<PageServer, Failure> {
+fn start_page_server(
+    run: &mut Run<'_>,
+    mig: &Mig,
+    images: &OwnedFd,
+    work: &OwnedFd,
+) -> Result<PageServer, Failure> {
     let step = CriuStep::PageServer { round: None };
     let o = run.opts(&step, None, images, work);
     let log = run.work_dir().join(step.log_file());
     let started = run.record.elapsed();
     let mut swrk = run.swrk()?;
     swrk.set_timeout(Some(mig.step_timeout));
-    let req = CriuReq { keep_open: Some(true), ..CriuReq::with_opts(CriuReqType::PageServerChld, o) };
+    let req = CriuReq {
+        keep_open: Some(true),
+        ..CriuReq::with_opts(CriuReqType::PageServerChld, o)
+    };
     run.progress("starting the page server");
     // CRIU answers PAGE_SERVER_CHLD with a response of type PAGE_SERVER.
-    let resp = swrk.call(&req, &mut |_| NotifyReply::ok()).and_then(|mut r| {
-        if r.r#type == CriuReqType::PageServerChld as i32 {
-            r.r#type = CriuReqType::PageServer as i32;
-        }
-        expect_success("page server", CriuReqType::PageServer, r)
-    });
+    let resp = swrk
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|mut r| {
+            if r.r#type == CriuReqType::PageServerChld as i32 {
+                r.r#type = CriuReqType::PageServer as i32;
+            }
+            expect_success("page server", CriuReqType::PageServer, r)
+        });
     match resp {
         Ok(r) => {
-            run.record.step("page server ready", started, true, Some(log), Vec::new());
+            run.record
+                .step("page server ready", started, true, Some(log), Vec::new());
             let info = r.ps.unwrap_or_default();
-            Ok(PageServer { swrk: Some(swrk), pid: info.pid, port: info.port })
+            Ok(PageServer {
+                swrk: Some(swrk),
+                pid: info.pid,
+                port: info.port,
+            })
         }
         Err(e) => {
-            run.record.step("page server ready", started, false, Some(log.clone()), Vec::new());
+            run.record.step(
+                "page server ready",
+                started,
+                false,
+                Some(log.clone()),
+                Vec::new(),
+            );
             Err(run.criu_failure("page server", e, Some(log)))
         }
     }
@@ -497,24 +673,34 @@ fn destination_session(
     let p = run.profile();
     let to = mig.step_timeout;
     let note = "; nothing was restored here";
-    let c = proto::accept(listener, to).map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
+    let c = proto::accept(listener, to)
+        .map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
     run.progress(&format!("source connected from {}", c.peer));
     let c = conn.insert(c);
-    let theirs = c.recv(to, "hello").map_err(|e| conn_failure("hello", e, Exit::NotReady, note))?;
+    let theirs = c
+        .recv(to, "hello")
+        .map_err(|e| conn_failure("hello", e, Exit::NotReady, note))?;
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, note));
     }
     let ours = hello(p, version, Role::Destination);
     check_hello(&ours, &theirs, Role::Destination)?;
-    c.send(&ours).map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
-    c.send(&Msg::Ready { page_server_port: ps.as_ref().and_then(|s| s.port) })
-        .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
+    c.send(&ours)
+        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
+    c.send(&Msg::Ready {
+        page_server_port: ps.as_ref().and_then(|s| s.port),
+    })
+    .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
 
     let started = run.record.elapsed();
     run.progress("waiting for the source's dump");
-    let m = c.recv(to, "dumped").map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
+    let m = c
+        .recv(to, "dumped")
+        .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
     match m {
-        Msg::Dumped { .. } => run.record.step("source dumped", started, true, None, Vec::new()),
+        Msg::Dumped { .. } => run
+            .record
+            .step("source dumped", started, true, None, Vec::new()),
         Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
         other => return Err(protocol("dumped", &other)),
     }
@@ -523,36 +709,75 @@ fn destination_session(
         wait_page_server(run, s, to)?;
     }
     let images_dir = run.images_dir().to_path_buf();
-    guard::mark_complete(&images_dir, &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}))
-        .map_err(|e| Failure::new("apply::dir", "finish", format!("cannot mark the images complete: {e}"), Exit::CriuFailed))?;
+    guard::mark_complete(
+        &images_dir,
+        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+    )
+    .map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "finish",
+            format!("cannot mark the images complete: {e}"),
+            Exit::CriuFailed,
+        )
+    })?;
 
     let o = run.opts(&CriuStep::Restore, None, images, work);
     let log = run.work_dir().join(CriuStep::Restore.log_file());
     run.progress(&format!("restore from {}", images_dir.display()));
     let t_restore = Instant::now();
-    let resp = run.call("restore", CriuReq::with_opts(CriuReqType::Restore, o), CriuReqType::Restore, log)?;
+    let resp = run.call(
+        "restore",
+        CriuReq::with_opts(CriuReqType::Restore, o),
+        CriuReqType::Restore,
+        log,
+    )?;
     let restore_s = t_restore.elapsed().as_secs_f64();
     let pid = resp.restore.map(|r| r.pid);
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
         if let Err(e) = engine::write_pidfile(&pf.value.resolved, pid) {
-            run.ui().error(format!("restored pid {pid}, but cannot write {}: {e}", pf.value.resolved.display()));
+            run.ui().error(format!(
+                "restored pid {pid}, but cannot write {}: {e}",
+                pf.value.resolved.display()
+            ));
         }
     }
     let restore_stats = engine::stats_json(&run.work_dir().join("stats-restore"), &[]);
-    c.send(&Msg::Restored { pid, stats: restore_stats.clone() })
-        .map_err(|e| conn_failure("restored", e.into(), Exit::CriuFailed, "; the tree was restored here, but the source may resume its copy"))?;
+    c.send(&Msg::Restored {
+        pid,
+        stats: restore_stats.clone(),
+    })
+    .map_err(|e| {
+        conn_failure(
+            "restored",
+            e.into(),
+            Exit::CriuFailed,
+            "; the tree was restored here, but the source may resume its copy",
+        )
+    })?;
 
-    let mut downtime = Downtime { restore_s: Some(restore_s), ..Downtime::default() };
+    let mut downtime = Downtime {
+        restore_s: Some(restore_s),
+        ..Downtime::default()
+    };
     let mut stats = json!({"restore": restore_stats.get("restore").cloned().unwrap_or(Json::Null)});
     match c.recv(to, "summary") {
-        Ok(Msg::Summary { stats: dump_stats, downtime_s }) => {
+        Ok(Msg::Summary {
+            stats: dump_stats,
+            downtime_s,
+        }) => {
             dump_summary(&dump_stats, &mut downtime);
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
         }
-        Ok(other) => run.ui().error(format!("restored pid {pid:?}; the source then sent `{}` instead of its summary", other.name())),
-        Err(e) => run.ui().error(format!("restored pid {pid:?}; no summary from the source: {e}")),
+        Ok(other) => run.ui().error(format!(
+            "restored pid {pid:?}; the source then sent `{}` instead of its summary",
+            other.name()
+        )),
+        Err(e) => run.ui().error(format!(
+            "restored pid {pid:?}; no summary from the source: {e}"
+        )),
     }
     c.shutdown();
     Ok(MigrateOutcome {
@@ -574,27 +799,48 @@ fn wait_page_server(run: &mut Run<'_>, ps: &mut PageServer, to: Duration) -> Res
         return Ok(());
     };
     let started = run.record.elapsed();
-    let log = run.work_dir().join(CriuStep::PageServer { round: None }.log_file());
+    let log = run
+        .work_dir()
+        .join(CriuStep::PageServer { round: None }.log_file());
     swrk.set_timeout(Some(to));
-    let req = CriuReq { pid: u32::try_from(pid).ok(), ..CriuReq::new(CriuReqType::WaitPid) };
-    let resp = swrk.call(&req, &mut |_| NotifyReply::ok()).and_then(|r| expect_success("wait for the page server", CriuReqType::WaitPid, r));
+    let req = CriuReq {
+        pid: u32::try_from(pid).ok(),
+        ..CriuReq::new(CriuReqType::WaitPid)
+    };
+    let resp = swrk
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|r| expect_success("wait for the page server", CriuReqType::WaitPid, r));
     let _ = swrk.finish();
     let status = match resp {
         Ok(r) => r.status,
         Err(e) => {
-            run.record.step("page server done", started, false, Some(log.clone()), Vec::new());
+            run.record.step(
+                "page server done",
+                started,
+                false,
+                Some(log.clone()),
+                Vec::new(),
+            );
             return Err(run.criu_failure("page server", e, Some(log)));
         }
     };
     ps.pid = None; // reaped
     let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
-    run.record.step("page server done", started, ok, Some(log.clone()), Vec::new());
+    run.record.step(
+        "page server done",
+        started,
+        ok,
+        Some(log.clone()),
+        Vec::new(),
+    );
     if !ok {
         let lines = crate::apply::report::log_excerpt(&log);
         let mut f = Failure::new(
             "migrate::page-server",
             "page server",
-            format!("the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"),
+            format!(
+                "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"
+            ),
             Exit::CriuFailed,
         );
         f.log = Some(log);
@@ -607,18 +853,29 @@ fn wait_page_server(run: &mut Run<'_>, ps: &mut PageServer, to: Duration) -> Res
 // ---------------------------------------------------------------------------
 // source
 
-fn source(run: &mut Run<'_>, opts: &MigrateOptions, mig: &Mig, version: &CriuVersion) -> Result<MigrateOutcome, Failure> {
+fn source(
+    run: &mut Run<'_>,
+    opts: &MigrateOptions,
+    mig: &Mig,
+    version: &CriuVersion,
+) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let pid = engine::resolve_pid(p, opts.pid)?;
     let to = mig.step_timeout;
     let untouched = format!("; process {pid} was not touched");
-    run.progress(&format!("connecting to the destination {}:{} (up to {} s)", mig.destination, mig.control_port, to.as_secs()));
+    run.progress(&format!(
+        "connecting to the destination {}:{} (up to {} s)",
+        mig.destination,
+        mig.control_port,
+        to.as_secs()
+    ));
     let started = run.record.elapsed();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
         conn_failure("connect", e, Exit::NotReady, &untouched)
             .hint("start `ckptctl apply PROFILE --role destination` on the destination first (it prints a ready event), and check `migration.destination` / `control_port`")
     });
-    run.record.step("connect", started, conn.is_ok(), None, Vec::new());
+    run.record
+        .step("connect", started, conn.is_ok(), None, Vec::new());
     let mut conn = Some(conn?);
     let result = source_session(run, mig, version, pid, &mut conn, &untouched);
     if let Err(f) = &result {
@@ -627,20 +884,38 @@ fn source(run: &mut Run<'_>, opts: &MigrateOptions, mig: &Mig, version: &CriuVer
     result
 }
 
-fn source_session(run: &mut Run<'_>, mig: &Mig, version: &CriuVersion, pid: i32, conn: &mut Option<Conn>, untouched: &str) -> Result<MigrateOutcome, Failure> {
+fn source_session(
+    run: &mut Run<'_>,
+    mig: &Mig,
+    version: &CriuVersion,
+    pid: i32,
+    conn: &mut Option<Conn>,
+    untouched: &str,
+) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let to = mig.step_timeout;
     let Some(c) = conn.as_mut() else {
-        return Err(Failure::new("migrate::connection", "connect", "no control connection", Exit::NotReady));
+        return Err(Failure::new(
+            "migrate::connection",
+            "connect",
+            "no control connection",
+            Exit::NotReady,
+        ));
     };
     let ours = hello(p, version, Role::Source);
-    c.send(&ours).map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, untouched))?;
-    let theirs = c.recv(to, "hello").map_err(|e| conn_failure("hello", e, Exit::NotReady, untouched))?;
+    c.send(&ours)
+        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, untouched))?;
+    let theirs = c
+        .recv(to, "hello")
+        .map_err(|e| conn_failure("hello", e, Exit::NotReady, untouched))?;
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, untouched));
     }
     check_hello(&ours, &theirs, Role::Source)?;
-    let ps_port = match c.recv(to, "ready").map_err(|e| conn_failure("ready", e, Exit::NotReady, untouched))? {
+    let ps_port = match c
+        .recv(to, "ready")
+        .map_err(|e| conn_failure("ready", e, Exit::NotReady, untouched))?
+    {
         Msg::Ready { page_server_port } => page_server_port,
         Msg::Error { message, exit } => return Err(peer_error("ready", &message, exit, untouched)),
         other => return Err(protocol("ready", &other)),
@@ -657,14 +932,24 @@ fn source_session(run: &mut Run<'_>, mig: &Mig, version: &CriuVersion, pid: i32,
     let mut o = run.opts(&step, Some(pid), &images, &work);
     if let Some(ps) = o.ps.as_mut() {
         if ps.address.is_none() {
-            ps.address = Some(mig.destination.trim_start_matches('[').trim_end_matches(']').to_string());
+            ps.address = Some(
+                mig.destination
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
         }
         if let Some(port) = ps_port {
             ps.port = Some(port);
         }
     }
     let log = work_dir.join(step.log_file());
-    run.progress(&format!("dump of pid {pid}{}", ps_port.map(|p| format!(", pages to the page server on port {p}")).unwrap_or_default()));
+    run.progress(&format!(
+        "dump of pid {pid}{}",
+        ps_port
+            .map(|p| format!(", pages to the page server on port {p}"))
+            .unwrap_or_default()
+    ));
 
     let started = run.record.elapsed();
     let t_dump = Instant::now();
@@ -678,18 +963,27 @@ fn source_session(run: &mut Run<'_>, mig: &Mig, version: &CriuVersion, pid: i32,
             notes.push((n.script.clone(), base + t_dump.elapsed().as_secs_f64()));
             if n.script == "post-dump" {
                 let r = hand_over(c, to, t_dump);
-                let reply = if r.is_ok() && !INTERRUPTED.load(Ordering::SeqCst) { NotifyReply::ok() } else { NotifyReply::fail() };
+                let reply = if r.is_ok() && !INTERRUPTED.load(Ordering::SeqCst) {
+                    NotifyReply::ok()
+                } else {
+                    NotifyReply::fail()
+                };
                 handoff = Some(r);
                 return reply;
             }
-            if INTERRUPTED.load(Ordering::SeqCst) { NotifyReply::fail() } else { NotifyReply::ok() }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                NotifyReply::fail()
+            } else {
+                NotifyReply::ok()
+            }
         };
         swrk.call(&CriuReq::with_opts(CriuReqType::Dump, o), &mut cb)
     };
     let res = res.and_then(|r| expect_success("dump", CriuReqType::Dump, r));
     let _ = swrk.finish();
     let downtime_s = t_dump.elapsed().as_secs_f64();
-    run.record.step("dump", started, res.is_ok(), Some(log.clone()), notes);
+    run.record
+        .step("dump", started, res.is_ok(), Some(log.clone()), notes);
 
     let resumed = format!("; CRIU resumed process {pid} here");
     let (restored_pid, restore_stats) = match (res, handoff) {
@@ -722,14 +1016,23 @@ fn source_session(run: &mut Run<'_>, mig: &Mig, version: &CriuVersion, pid: i32,
         }
     };
     let stats = engine::stats_json(&work_dir.join("stats-dump"), &[]);
-    let _ = c.send(&Msg::Summary { stats: stats.clone(), downtime_s });
+    let _ = c.send(&Msg::Summary {
+        stats: stats.clone(),
+        downtime_s,
+    });
     c.shutdown();
-    let mut downtime = Downtime { downtime_s: Some(downtime_s), ..Downtime::default() };
+    let mut downtime = Downtime {
+        downtime_s: Some(downtime_s),
+        ..Downtime::default()
+    };
     dump_summary(&stats, &mut downtime);
     let mut all = stats;
     if let Some(r) = restore_stats.get("restore") {
         all["restore"] = r.clone();
-        downtime.restore_s = r.get("restore_time_us").and_then(Json::as_u64).map(|us| us as f64 / 1e6);
+        downtime.restore_s = r
+            .get("restore_time_us")
+            .and_then(Json::as_u64)
+            .map(|us| us as f64 / 1e6);
     }
     Ok(MigrateOutcome {
         event: "migrated",
@@ -747,9 +1050,15 @@ fn source_session(run: &mut Run<'_>, mig: &Mig, version: &CriuVersion, pid: i32,
 /// In CRIU's post-dump callback (images complete, tree frozen): tell the
 /// destination and wait for `restored`.
 fn hand_over(c: &mut Conn, to: Duration, t_dump: Instant) -> Result<(Option<i32>, Json), Failure> {
-    let dumped = Msg::Dumped { stats: json!({"dump_s": t_dump.elapsed().as_secs_f64()}) };
-    c.send(&dumped).map_err(|e| conn_failure("dumped", e.into(), Exit::CriuFailed, ""))?;
-    match c.recv(to, "restored").map_err(|e| conn_failure("wait for the restore", e, Exit::CriuFailed, ""))? {
+    let dumped = Msg::Dumped {
+        stats: json!({"dump_s": t_dump.elapsed().as_secs_f64()}),
+    };
+    c.send(&dumped)
+        .map_err(|e| conn_failure("dumped", e.into(), Exit::CriuFailed, ""))?;
+    match c
+        .recv(to, "restored")
+        .map_err(|e| conn_failure("wait for the restore", e, Exit::CriuFailed, ""))?
+    {
         Msg::Restored { pid, stats } => Ok((pid, stats)),
         Msg::Error { message, exit } => Err(peer_error("restore", &message, exit, "")),
         other => Err(protocol("restored", &other)),
@@ -765,11 +1074,16 @@ pub fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
     if !ui.json() {
         let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
         let mut text = match out.role {
-            "destination" => format!("migrated: restored pid {}", out.restored_pid.map_or_else(|| "?".into(), |p| p.to_string())),
+            "destination" => format!(
+                "migrated: restored pid {}",
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
+            ),
             _ => format!(
                 "migrated: pid {} left this host (restored as pid {} on the destination)",
                 out.pid.map_or_else(|| "?".into(), |p| p.to_string()),
-                out.restored_pid.map_or_else(|| "?".into(), |p| p.to_string())
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
             ),
         };
         text.push_str(&format!(
@@ -806,13 +1120,42 @@ mod tests {
 
     #[test]
     fn hello_checks() {
-        assert!(check_hello(&h("a", 40101, "source"), &h("a", 40101, "destination"), Role::Source).is_ok());
-        assert!(check_hello(&h("a", 40100, "source"), &h("a", 40200, "destination"), Role::Source).is_ok());
-        let f = check_hello(&h("a", 40101, "source"), &h("b", 40101, "destination"), Role::Source).unwrap_err();
+        assert!(
+            check_hello(
+                &h("a", 40101, "source"),
+                &h("a", 40101, "destination"),
+                Role::Source
+            )
+            .is_ok()
+        );
+        assert!(
+            check_hello(
+                &h("a", 40100, "source"),
+                &h("a", 40200, "destination"),
+                Role::Source
+            )
+            .is_ok()
+        );
+        let f = check_hello(
+            &h("a", 40101, "source"),
+            &h("b", 40101, "destination"),
+            Role::Source,
+        )
+        .unwrap_err();
         assert_eq!((f.code, f.exit), ("migrate::profile-mismatch", Exit::Usage));
-        let f = check_hello(&h("a", 40101, "destination"), &h("a", 40200, "source"), Role::Destination).unwrap_err();
+        let f = check_hello(
+            &h("a", 40101, "destination"),
+            &h("a", 40200, "source"),
+            Role::Destination,
+        )
+        .unwrap_err();
         assert_eq!((f.code, f.exit), ("migrate::criu-version", Exit::NotReady));
-        let f = check_hello(&h("a", 40101, "source"), &h("a", 40101, "source"), Role::Source).unwrap_err();
+        let f = check_hello(
+            &h("a", 40101, "source"),
+            &h("a", 40101, "source"),
+            Role::Source,
+        )
+        .unwrap_err();
         assert_eq!(f.code, "migrate::role-mismatch");
     }
 

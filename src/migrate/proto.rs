@@ -119,7 +119,11 @@ impl Conn {
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         let peer = stream.peer_addr()?;
         let writer = stream.try_clone()?;
-        Ok(Conn { reader: BufReader::new(stream), writer, peer })
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            writer,
+            peer,
+        })
     }
 
     /// Send one message.
@@ -142,19 +146,30 @@ impl Conn {
             if left.is_zero() {
                 return Err(ConnError::Timeout(timeout.as_secs_f64(), what.to_string()));
             }
-            self.reader.get_ref().set_read_timeout(Some(left.min(SLICE)))?;
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left.min(SLICE)))?;
             match self.reader.read_until(b'\n', &mut buf) {
                 Ok(0) => return Err(ConnError::Closed(what.to_string())),
                 Ok(_) if buf.ends_with(b"\n") => break,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(ConnError::Io(e)),
             }
             if buf.len() > MAX_LINE {
-                return Err(ConnError::Bad(format!("message longer than {MAX_LINE} bytes")));
+                return Err(ConnError::Bad(format!(
+                    "message longer than {MAX_LINE} bytes"
+                )));
             }
         }
-        serde_json::from_slice(&buf).map_err(|e| ConnError::Bad(format!("{e}: {}", String::from_utf8_lossy(&buf).trim())))
+        serde_json::from_slice(&buf)
+            .map_err(|e| ConnError::Bad(format!("{e}: {}", String::from_utf8_lossy(&buf).trim())))
     }
 
     /// Close both directions.
@@ -166,14 +181,22 @@ impl Conn {
 /// Listen on `port`: on `host` when it is a literal address of this host,
 /// else on every address of its family (IPv4 for host names).
 pub fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
-    let lit: Option<IpAddr> = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
+    let lit: Option<IpAddr> = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok();
     if let Some(ip) = lit {
         match TcpListener::bind((ip, port)) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
             Err(e) => return Err(e),
         }
-        let any: IpAddr = if ip.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        let any: IpAddr = if ip.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
         return TcpListener::bind((any, port));
     }
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
@@ -189,11 +212,18 @@ pub fn accept(l: &TcpListener, timeout: Duration) -> Result<Conn, ConnError> {
         }
         match l.accept() {
             Ok((s, _)) => return Ok(Conn::new(s)?),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(ConnError::Io(e)),
         }
         if Instant::now() >= deadline {
-            return Err(ConnError::Timeout(timeout.as_secs_f64(), "the source to connect".into()));
+            return Err(ConnError::Timeout(
+                timeout.as_secs_f64(),
+                "the source to connect".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -212,7 +242,9 @@ pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, ConnErr
         match (bare, port).to_socket_addrs() {
             Ok(addrs) => {
                 for a in addrs {
-                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100));
                     match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(3))) {
                         Ok(s) => return Ok(Conn::new(s)?),
                         Err(e) => last = Some(e),
@@ -223,7 +255,10 @@ pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, ConnErr
         }
         if Instant::now() >= deadline {
             let why = last.map_or_else(|| "no address".to_string(), |e| e.to_string());
-            return Err(ConnError::Timeout(timeout.as_secs_f64(), format!("a connection to {host}:{port} (last error: {why})")));
+            return Err(ConnError::Timeout(
+                timeout.as_secs_f64(),
+                format!("a connection to {host}:{port} (last error: {why})"),
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -240,7 +275,10 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut c = accept(&l, Duration::from_secs(5)).unwrap();
             let m = c.recv(Duration::from_secs(5), "hello").unwrap();
-            c.send(&Msg::Ready { page_server_port: Some(1234) }).unwrap();
+            c.send(&Msg::Ready {
+                page_server_port: Some(1234),
+            })
+            .unwrap();
             m
         });
         let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
@@ -252,9 +290,18 @@ mod tests {
             ckptctl: "0".into(),
         };
         c.send(&hello).unwrap();
-        assert_eq!(c.recv(Duration::from_secs(5), "ready").unwrap(), Msg::Ready { page_server_port: Some(1234) });
+        assert_eq!(
+            c.recv(Duration::from_secs(5), "ready").unwrap(),
+            Msg::Ready {
+                page_server_port: Some(1234)
+            }
+        );
         assert_eq!(t.join().unwrap(), hello);
-        let s = serde_json::to_string(&Msg::Error { message: "x".into(), exit: 3 }).unwrap();
+        let s = serde_json::to_string(&Msg::Error {
+            message: "x".into(),
+            exit: 3,
+        })
+        .unwrap();
         assert_eq!(s, r#"{"type":"error","message":"x","exit":3}"#);
     }
 
@@ -263,14 +310,20 @@ mod tests {
         let l = listen("127.0.0.1", 0).unwrap();
         let port = l.local_addr().unwrap().port();
         let t0 = Instant::now();
-        assert!(matches!(accept(&l, Duration::from_millis(300)), Err(ConnError::Timeout(..))));
+        assert!(matches!(
+            accept(&l, Duration::from_millis(300)),
+            Err(ConnError::Timeout(..))
+        ));
         let _keep = std::thread::spawn(move || {
             let c = accept(&l, Duration::from_secs(5)).unwrap();
             std::thread::sleep(Duration::from_secs(2));
             drop(c);
         });
         let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
-        assert!(matches!(c.recv(Duration::from_millis(300), "ready"), Err(ConnError::Timeout(..))));
+        assert!(matches!(
+            c.recv(Duration::from_millis(300), "ready"),
+            Err(ConnError::Timeout(..))
+        ));
         assert!(t0.elapsed() < Duration::from_secs(3));
     }
 

@@ -45,7 +45,14 @@ pub struct Plan {
 }
 
 fn step(name: &str, what: impl Into<String>) -> PlanStep {
-    PlanStep { name: name.into(), what: what.into(), criu: None, argv: Vec::new(), waits_for: None, writes: Vec::new() }
+    PlanStep {
+        name: name.into(),
+        what: what.into(),
+        criu: None,
+        argv: Vec::new(),
+        waits_for: None,
+        writes: Vec::new(),
+    }
 }
 
 /// Build the plan for a profile; `pid` is `--pid` if given.
@@ -54,21 +61,36 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
     let work = render::work_dir(p);
     let action = p.action_or_default();
     let mut steps = Vec::new();
-    let dumps = action == Action::Checkpoint || (action == Action::Migrate && role != Some(Role::Destination));
+    let dumps = action == Action::Checkpoint
+        || (action == Action::Migrate && role != Some(Role::Destination));
     let target = match (pid, p.target.as_ref()) {
         (Some(pid), _) => format!("pid {pid} (--pid)"),
-        (None, Some(t)) if t.value.pid.is_some() => format!("pid {} (target.pid)", t.value.pid.as_ref().map_or(0, |x| x.value.0)),
+        (None, Some(t)) if t.value.pid.is_some() => format!(
+            "pid {} (target.pid)",
+            t.value.pid.as_ref().map_or(0, |x| x.value.0)
+        ),
         (None, Some(t)) if t.value.pidfile.is_some() => {
-            format!("the pid in {} (target.pidfile)", t.value.pidfile.as_ref().map(|x| x.value.resolved.display().to_string()).unwrap_or_default())
+            format!(
+                "the pid in {} (target.pidfile)",
+                t.value
+                    .pidfile
+                    .as_ref()
+                    .map(|x| x.value.resolved.display().to_string())
+                    .unwrap_or_default()
+            )
         }
         _ => "the pid given with --pid".into(),
     };
     let mut prep = step(
         "prepare",
         if dumps {
-            format!("create {dir} and {work} (0700, refused if world-writable), lock {dir}/.ckptctl.lock, mark {dir} incomplete")
+            format!(
+                "create {dir} and {work} (0700, refused if world-writable), lock {dir}/.ckptctl.lock, mark {dir} incomplete"
+            )
         } else {
-            format!("check that {dir} holds a complete checkpoint, create {work} (0700), lock {dir}/.ckptctl.lock")
+            format!(
+                "check that {dir} holds a complete checkpoint, create {work} (0700), lock {dir}/.ckptctl.lock"
+            )
         },
     );
     prep.writes = vec![dir.clone(), format!("{dir}/.ckptctl.lock")];
@@ -78,19 +100,28 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
     steps.push(prep);
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     if dumps && p.checkpoint().pre_dump.is_some() {
-        let mut s = step("feature check", "FEATURE_CHECK mem_track: pre-dump rounds need soft-dirty memory tracking");
+        let mut s = step(
+            "feature check",
+            "FEATURE_CHECK mem_track: pre-dump rounds need soft-dirty memory tracking",
+        );
         s.criu = Some("FEATURE_CHECK".into());
         steps.push(s);
     }
     if !dumps && lazy {
-        let mut s = step("feature check", "FEATURE_CHECK lazy_pages: lazy restore needs non-cooperative userfaultfd");
+        let mut s = step(
+            "feature check",
+            "FEATURE_CHECK lazy_pages: lazy restore needs non-cooperative userfaultfd",
+        );
         s.criu = Some("FEATURE_CHECK".into());
         steps.push(s);
     }
     for cs in render::steps(p, role) {
         let argv = render::criu_args_with_pid(p, &cs, pid);
         let mut s = step(&cs.to_string(), describe(&cs, &target));
-        s.criu = Some(cs.rpc_type().map_or_else(|| format!("criu {}", cs.command()), str::to_string));
+        s.criu = Some(
+            cs.rpc_type()
+                .map_or_else(|| format!("criu {}", cs.command()), str::to_string),
+        );
         s.argv = argv;
         s.writes.push(format!("{work}/{}", cs.log_file()));
         match &cs {
@@ -104,15 +135,22 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
             CriuStep::Dump { .. } => {
                 s.writes.push(format!("{dir}/ (images)"));
                 s.writes.push(format!("{work}/stats-dump"));
-                if lazy && p.lazy_pages.as_ref().is_some_and(|l| l.value.address.is_some()) {
+                if lazy
+                    && p.lazy_pages
+                        .as_ref()
+                        .is_some_and(|l| l.value.address.is_some())
+                {
                     s.waits_for = Some("NOTIFY status-ready (pages served), then the destination has taken every page".into());
                 }
             }
             CriuStep::LazyPagesDaemon => {
-                s.waits_for = Some(format!("one \\0 byte on the daemon's status pipe ({work}/lazy-pages.socket is listening); then --status-fd gets \\0"));
+                s.waits_for = Some(format!(
+                    "one \\0 byte on the daemon's status pipe ({work}/lazy-pages.socket is listening); then --status-fd gets \\0"
+                ));
             }
             CriuStep::PageServer { .. } => {
-                s.waits_for = Some("NOTIFY status-ready (listening); then --status-fd gets \\0".into());
+                s.waits_for =
+                    Some("NOTIFY status-ready (listening); then --status-fd gets \\0".into());
             }
             CriuStep::Restore => {
                 s.writes.push(format!("{work}/stats-restore"));
@@ -120,36 +158,63 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                     s.writes.push(pf.value.resolved.display().to_string());
                 }
                 if lazy {
-                    s.waits_for = Some("the lazy-pages daemon to exit after the last page arrived".into());
+                    s.waits_for =
+                        Some("the lazy-pages daemon to exit after the last page arrived".into());
                 }
             }
         }
         steps.push(s);
     }
     if dumps {
-        let mut s = step("mark complete", format!("only after CRIU reported success: replace {dir}/ckptctl.incomplete with ckptctl.complete; on failure move inventory.img aside"));
+        let mut s = step(
+            "mark complete",
+            format!(
+                "only after CRIU reported success: replace {dir}/ckptctl.incomplete with ckptctl.complete; on failure move inventory.img aside"
+            ),
+        );
         s.writes.push(format!("{dir}/ckptctl.complete"));
         steps.push(s);
     }
-    let mut rec = step("run record", "write the resolved profile, CRIU version, host, timings, stats and outcome");
+    let mut rec = step(
+        "run record",
+        "write the resolved profile, CRIU version, host, timings, stats and outcome",
+    );
     rec.writes.push(format!("{work}/ckptctl-run.json"));
     steps.push(rec);
     Plan {
-        profile: p.name.as_ref().map(|n| n.value.0.clone()).unwrap_or_default(),
+        profile: p
+            .name
+            .as_ref()
+            .map(|n| n.value.0.clone())
+            .unwrap_or_default(),
         action: action.to_string(),
-        role: role.map(|r| if r == Role::Source { "source".into() } else { "destination".into() }),
+        role: role.map(|r| {
+            if r == Role::Source {
+                "source".into()
+            } else {
+                "destination".into()
+            }
+        }),
         steps,
     }
 }
 
 fn describe(cs: &CriuStep, target: &str) -> String {
     match cs {
-        CriuStep::PreDump { round } => format!("pre-dump round {round} of {target}: copy memory while it keeps running"),
+        CriuStep::PreDump { round } => {
+            format!("pre-dump round {round} of {target}: copy memory while it keeps running")
+        }
         CriuStep::Dump { pre_dump_rounds: 0 } => format!("dump {target}"),
-        CriuStep::Dump { pre_dump_rounds: n } => format!("final dump of {target} on top of pre-{n}"),
-        CriuStep::PageServer { round: Some(n) } => format!("page server receiving pre-dump round {n}"),
+        CriuStep::Dump { pre_dump_rounds: n } => {
+            format!("final dump of {target} on top of pre-{n}")
+        }
+        CriuStep::PageServer { round: Some(n) } => {
+            format!("page server receiving pre-dump round {n}")
+        }
         CriuStep::PageServer { round: None } => "page server receiving the final dump".into(),
-        CriuStep::LazyPagesDaemon => "start the lazy-pages daemon that serves pages to the restored tree".into(),
+        CriuStep::LazyPagesDaemon => {
+            "start the lazy-pages daemon that serves pages to the restored tree".into()
+        }
         CriuStep::Restore => "restore the tree (detached)".into(),
     }
 }

@@ -73,10 +73,13 @@ pub struct Scope {
 impl Scope {
     /// Does this scope include a profile?
     pub fn matches(&self, name: Option<&str>, path: &Path) -> bool {
-        let by_name = self.profiles.is_empty() || name.is_some_and(|n| self.profiles.iter().any(|g| g.is_match(n)));
+        let by_name = self.profiles.is_empty()
+            || name.is_some_and(|n| self.profiles.iter().any(|g| g.is_match(n)));
         let by_path = self.paths.is_empty() || {
             let rel = path.strip_prefix("./").unwrap_or(path);
-            self.paths.iter().any(|g| g.is_match(rel) || g.is_match(path))
+            self.paths
+                .iter()
+                .any(|g| g.is_match(rel) || g.is_match(path))
         };
         by_name && by_path
     }
@@ -172,8 +175,10 @@ impl Policy {
 }
 
 const TOP_KEYS: &[&str] = &["version", "rules", "constraint", "require", "scope"];
-const CONSTRAINT_KEYS: &[&str] =
-    &["key", "allow", "deny", "min", "max", "networks", "prefix", "level", "reason", "profiles", "paths"];
+const CONSTRAINT_KEYS: &[&str] = &[
+    "key", "allow", "deny", "min", "max", "networks", "prefix", "level", "reason", "profiles",
+    "paths",
+];
 const REQUIRE_KEYS: &[&str] = &["key", "level", "reason", "profiles", "paths"];
 const SCOPE_KEYS: &[&str] = &["profiles", "paths", "rules"];
 
@@ -182,7 +187,14 @@ struct P<'a> {
 }
 
 impl P<'_> {
-    fn err(&mut self, code: &'static str, msg: String, span: Span, key: &str, help: Option<String>) {
+    fn err(
+        &mut self,
+        code: &'static str,
+        msg: String,
+        span: Span,
+        key: &str,
+        help: Option<String>,
+    ) {
         let mut d = Diagnostic::error(code, msg).at(span).key(key);
         if let Some(h) = help {
             d = d.help(h);
@@ -195,16 +207,34 @@ impl P<'_> {
             if !known.contains(&e.key.as_str()) {
                 let help = match closest(&e.key, known.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("known keys here: {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+                    None => format!(
+                        "known keys here: {}",
+                        known
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 };
-                let where_ = if table.is_empty() { "at the top level of the policy".to_string() } else { format!("in [{table}]") };
-                let key = if table.is_empty() { e.key.clone() } else { format!("{table}.{}", e.key) };
+                let where_ = if table.is_empty() {
+                    "at the top level of the policy".to_string()
+                } else {
+                    format!("in [{table}]")
+                };
+                let key = if table.is_empty() {
+                    e.key.clone()
+                } else {
+                    format!("{table}.{}", e.key)
+                };
                 self.diags.push(
-                    Diagnostic::error("policy::unknown-key", format!("unknown key `{}` {where_}", e.key))
-                        .at(e.key_span)
-                        .key(key)
-                        .label("unknown key")
-                        .help(help),
+                    Diagnostic::error(
+                        "policy::unknown-key",
+                        format!("unknown key `{}` {where_}", e.key),
+                    )
+                    .at(e.key_span)
+                    .key(key)
+                    .label("unknown key")
+                    .help(help),
                 );
             }
         }
@@ -216,10 +246,18 @@ impl P<'_> {
                 Some(l) => Some(l),
                 None => {
                     let help = match closest(s, ["allow", "warn", "deny"].into_iter()) {
-                        Some(c) => format!("did you mean `{c}`? allowed values: `allow`, `warn`, `deny`"),
+                        Some(c) => {
+                            format!("did you mean `{c}`? allowed values: `allow`, `warn`, `deny`")
+                        }
                         None => "allowed values: `allow`, `warn`, `deny`".into(),
                     };
-                    self.err("policy::invalid-value", format!("`{key}`: unknown level \"{s}\""), node.span, key, Some(help));
+                    self.err(
+                        "policy::invalid-value",
+                        format!("`{key}`: unknown level \"{s}\""),
+                        node.span,
+                        key,
+                        Some(help),
+                    );
                     None
                 }
             },
@@ -240,7 +278,13 @@ impl P<'_> {
         match &node.kind {
             Kind::Str(s) => Some(s.clone()),
             _ => {
-                self.err("policy::type-mismatch", format!("`{key}` must be a string"), node.span, key, None);
+                self.err(
+                    "policy::type-mismatch",
+                    format!("`{key}` must be a string"),
+                    node.span,
+                    key,
+                    None,
+                );
                 None
             }
         }
@@ -250,7 +294,13 @@ impl P<'_> {
         match &node.kind {
             Kind::Array(items) => Some(items.clone()),
             _ => {
-                self.err("policy::type-mismatch", format!("`{key}` must be an array"), node.span, key, None);
+                self.err(
+                    "policy::type-mismatch",
+                    format!("`{key}` must be an array"),
+                    node.span,
+                    key,
+                    None,
+                );
                 None
             }
         }
@@ -261,21 +311,29 @@ impl P<'_> {
         match &node.kind {
             Kind::Int(i) => Some(*i as f64),
             Kind::Float(f) => Some(*f),
-            Kind::Str(s) => match text_number(s) {
-                Some(n) => Some(n),
-                None => {
-                    self.err(
+            Kind::Str(s) => {
+                match text_number(s) {
+                    Some(n) => Some(n),
+                    None => {
+                        self.err(
                         "policy::invalid-value",
                         format!("`{key}`: \"{s}\" is not a number, size or duration"),
                         node.span,
                         key,
                         Some("write a number, a size such as \"1MiB\" or a duration such as \"30s\"".into()),
                     );
-                    None
+                        None
+                    }
                 }
-            },
+            }
             _ => {
-                self.err("policy::type-mismatch", format!("`{key}` must be a number"), node.span, key, None);
+                self.err(
+                    "policy::type-mismatch",
+                    format!("`{key}` must be a number"),
+                    node.span,
+                    key,
+                    None,
+                );
                 None
             }
         }
@@ -284,11 +342,17 @@ impl P<'_> {
     fn scope(&mut self, entries: &[Entry], key: &str) -> Scope {
         let mut scope = Scope::default();
         for (field, target) in [("profiles", 0), ("paths", 1)] {
-            let Some(e) = entries.iter().find(|e| e.key == field) else { continue };
+            let Some(e) = entries.iter().find(|e| e.key == field) else {
+                continue;
+            };
             let k = format!("{key}.{field}");
-            let Some(items) = self.list(&e.value, &k) else { continue };
+            let Some(items) = self.list(&e.value, &k) else {
+                continue;
+            };
             for it in items {
-                let Some(s) = self.string(&it, &k) else { continue };
+                let Some(s) = self.string(&it, &k) else {
+                    continue;
+                };
                 match Glob::new(&s) {
                     Ok(g) => {
                         if target == 0 {
@@ -297,7 +361,13 @@ impl P<'_> {
                             scope.paths.push(g.compile_matcher());
                         }
                     }
-                    Err(err) => self.err("policy::invalid-value", format!("`{k}`: bad glob \"{s}\": {err}"), it.span, &k, None),
+                    Err(err) => self.err(
+                        "policy::invalid-value",
+                        format!("`{k}`: bad glob \"{s}\": {err}"),
+                        it.span,
+                        &k,
+                        None,
+                    ),
                 }
             }
         }
@@ -307,15 +377,28 @@ impl P<'_> {
     fn rules_table(&mut self, node: &Node, key: &str) -> Vec<(&'static str, Level, Span)> {
         let mut out = Vec::new();
         let Some(entries) = node.entries() else {
-            self.err("policy::type-mismatch", format!("`{key}` must be a table of rule code = level"), node.span, key, None);
+            self.err(
+                "policy::type-mismatch",
+                format!("`{key}` must be a table of rule code = level"),
+                node.span,
+                key,
+                None,
+            );
             return out;
         };
         for e in entries {
             let k = format!("{key}.\"{}\"", e.key);
             let Some(rule) = rules::find(&e.key) else {
                 let codes = rules::RULES.iter().map(|r| r.code);
-                let help = match closest(&e.key, codes).or_else(|| closest(&format!("policy::{}", e.key), rules::RULES.iter().map(|r| r.code))) {
-                    Some(c) => format!("did you mean `{c}`? `ckptctl review` lists built-in rules in docs/policy.md"),
+                let help = match closest(&e.key, codes).or_else(|| {
+                    closest(
+                        &format!("policy::{}", e.key),
+                        rules::RULES.iter().map(|r| r.code),
+                    )
+                }) {
+                    Some(c) => format!(
+                        "did you mean `{c}`? `ckptctl review` lists built-in rules in docs/policy.md"
+                    ),
                     None => "see docs/policy.md for the built-in rule codes".into(),
                 };
                 self.diags.push(
@@ -355,16 +438,31 @@ fn check_profile_key(p: &mut P<'_>, node: &Node, key: &str) -> Option<String> {
         Some(c) => format!("did you mean `{c}`?"),
         None => "`ckptctl schema` lists every profile key".into(),
     };
-    p.err("policy::unknown-profile-key", format!("`{s}` is not a profile key"), node.span, key, Some(help));
+    p.err(
+        "policy::unknown-profile-key",
+        format!("`{s}` is not a profile key"),
+        node.span,
+        key,
+        Some(help),
+    );
     None
 }
 
 /// Parse a policy from its tree.
 pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy {
     let mut p = P { diags };
-    let mut policy = Policy { file: Some(file), ..Policy::default() };
+    let mut policy = Policy {
+        file: Some(file),
+        ..Policy::default()
+    };
     let Some(entries) = tree.entries() else {
-        p.err("policy::type-mismatch", "a policy must be a table".into(), tree.span, "", None);
+        p.err(
+            "policy::type-mismatch",
+            "a policy must be a table".into(),
+            tree.span,
+            "",
+            None,
+        );
         return policy;
     };
     p.unknown_keys(entries, TOP_KEYS, "");
@@ -398,7 +496,13 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
                 Kind::Array(items) => items.iter().cloned().enumerate().collect(),
                 Kind::Table(_) => vec![(0, e.value.clone())],
                 _ => {
-                    p.err("policy::type-mismatch", format!("`{name}` must be an array of tables"), e.value.span, name, None);
+                    p.err(
+                        "policy::type-mismatch",
+                        format!("`{name}` must be an array of tables"),
+                        e.value.span,
+                        name,
+                        None,
+                    );
                     Vec::new()
                 }
             },
@@ -407,31 +511,51 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
     for (i, item) in items(&mut p, "scope") {
         let key = format!("scope[{i}]");
         let Some(entries) = item.entries() else {
-            p.err("policy::type-mismatch", format!("`{key}` must be a table"), item.span, &key, None);
+            p.err(
+                "policy::type-mismatch",
+                format!("`{key}` must be a table"),
+                item.span,
+                &key,
+                None,
+            );
             continue;
         };
         p.unknown_keys(entries, SCOPE_KEYS, &key);
         let scope = p.scope(entries, &key);
-        let rules = item.get("rules").map(|e| p.rules_table(&e.value, &format!("{key}.rules"))).unwrap_or_default();
+        let rules = item
+            .get("rules")
+            .map(|e| p.rules_table(&e.value, &format!("{key}.rules")))
+            .unwrap_or_default();
         policy.scopes.push(ScopedRules { scope, rules });
     }
     for (i, item) in items(&mut p, "constraint") {
         let key = format!("constraint[{i}]");
         let Some(entries) = item.entries() else {
-            p.err("policy::type-mismatch", format!("`{key}` must be a table"), item.span, &key, None);
+            p.err(
+                "policy::type-mismatch",
+                format!("`{key}` must be a table"),
+                item.span,
+                &key,
+                None,
+            );
             continue;
         };
         p.unknown_keys(entries, CONSTRAINT_KEYS, &key);
         let Some(key_entry) = item.get("key") else {
             p.diags.push(
-                Diagnostic::error("policy::missing-key", format!("missing required key `key` in {key}"))
-                    .at(entries.first().map_or(item.span, |e| e.key_span))
-                    .key(format!("{key}.key"))
-                    .help("name the dotted profile key, such as `key = \"cgroups.mode\"`"),
+                Diagnostic::error(
+                    "policy::missing-key",
+                    format!("missing required key `key` in {key}"),
+                )
+                .at(entries.first().map_or(item.span, |e| e.key_span))
+                .key(format!("{key}.key"))
+                .help("name the dotted profile key, such as `key = \"cgroups.mode\"`"),
             );
             continue;
         };
-        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else { continue };
+        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else {
+            continue;
+        };
         let mut c = Constraint {
             key: pkey,
             allow: None,
@@ -465,14 +589,20 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
                         let mut nets = Vec::new();
                         for it in list {
                             let Some(s) = p.string(&it, &k) else { continue };
-                            match s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)) {
+                            match s
+                                .parse::<IpNet>()
+                                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                            {
                                 Ok(n) => nets.push(n),
                                 Err(_) => p.err(
                                     "policy::invalid-value",
                                     format!("`{k}`: \"{s}\" is not a network in CIDR notation"),
                                     it.span,
                                     &k,
-                                    Some("write networks such as \"10.0.0.0/8\" or \"fd00::/8\"".into()),
+                                    Some(
+                                        "write networks such as \"10.0.0.0/8\" or \"fd00::/8\""
+                                            .into(),
+                                    ),
                                 ),
                             }
                         }
@@ -493,12 +623,21 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
                 _ => {}
             }
         }
-        if c.allow.is_none() && c.deny.is_none() && c.min.is_none() && c.max.is_none() && c.networks.is_none() && c.prefix.is_none() {
+        if c.allow.is_none()
+            && c.deny.is_none()
+            && c.min.is_none()
+            && c.max.is_none()
+            && c.networks.is_none()
+            && c.prefix.is_none()
+        {
             p.diags.push(
-                Diagnostic::warning("policy::empty-constraint", format!("{key} constrains nothing"))
-                    .at(key_entry.key_span)
-                    .key(key.clone())
-                    .help("add `allow`, `deny`, `min`, `max`, `networks` or `prefix`"),
+                Diagnostic::warning(
+                    "policy::empty-constraint",
+                    format!("{key} constrains nothing"),
+                )
+                .at(key_entry.key_span)
+                .key(key.clone())
+                .help("add `allow`, `deny`, `min`, `max`, `networks` or `prefix`"),
             );
         }
         policy.constraints.push(c);
@@ -506,22 +645,44 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
     for (i, item) in items(&mut p, "require") {
         let key = format!("require[{i}]");
         let Some(entries) = item.entries() else {
-            p.err("policy::type-mismatch", format!("`{key}` must be a table"), item.span, &key, None);
+            p.err(
+                "policy::type-mismatch",
+                format!("`{key}` must be a table"),
+                item.span,
+                &key,
+                None,
+            );
             continue;
         };
         p.unknown_keys(entries, REQUIRE_KEYS, &key);
         let Some(key_entry) = item.get("key") else {
             p.diags.push(
-                Diagnostic::error("policy::missing-key", format!("missing required key `key` in {key}"))
-                    .at(entries.first().map_or(item.span, |e| e.key_span))
-                    .key(format!("{key}.key")),
+                Diagnostic::error(
+                    "policy::missing-key",
+                    format!("missing required key `key` in {key}"),
+                )
+                .at(entries.first().map_or(item.span, |e| e.key_span))
+                .key(format!("{key}.key")),
             );
             continue;
         };
-        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else { continue };
-        let level = item.get("level").and_then(|e| p.level(&e.value, &format!("{key}.level"))).unwrap_or(Level::Deny);
-        let reason = item.get("reason").and_then(|e| p.string(&e.value, &format!("{key}.reason")));
-        policy.requires.push(Require { key: pkey, level, reason, scope: p.scope(entries, &key), span: key_entry.key_span });
+        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else {
+            continue;
+        };
+        let level = item
+            .get("level")
+            .and_then(|e| p.level(&e.value, &format!("{key}.level")))
+            .unwrap_or(Level::Deny);
+        let reason = item
+            .get("reason")
+            .and_then(|e| p.string(&e.value, &format!("{key}.reason")));
+        policy.requires.push(Require {
+            key: pkey,
+            level,
+            reason,
+            scope: p.scope(entries, &key),
+            span: key_entry.key_span,
+        });
     }
     policy
 }
@@ -533,7 +694,11 @@ fn node_json(n: &Node) -> Json {
         Kind::Float(f) => json!(f),
         Kind::Bool(b) => json!(b),
         Kind::Array(a) => Json::Array(a.iter().map(node_json).collect()),
-        Kind::Table(t) => Json::Object(t.iter().map(|e| (e.key.clone(), node_json(&e.value))).collect()),
+        Kind::Table(t) => Json::Object(
+            t.iter()
+                .map(|e| (e.key.clone(), node_json(&e.value)))
+                .collect(),
+        ),
         Kind::Null | Kind::DateTime => Json::Null,
     }
 }

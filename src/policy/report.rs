@@ -42,7 +42,9 @@ fn level(s: Severity) -> &'static str {
 /// Description of codes that are not built-in rules.
 fn other_rule(code: &str) -> &'static str {
     match code {
-        crate::policy::review::CONSTRAINT => "a profile value violates a [[constraint]] of the policy",
+        crate::policy::review::CONSTRAINT => {
+            "a profile value violates a [[constraint]] of the policy"
+        }
         crate::policy::review::REQUIRED_KEY => "a key the policy [[require]]s is not set",
         c if c.starts_with("profile::") => "the profile is invalid (see docs/diagnostics.md)",
         _ => "see docs/policy.md",
@@ -64,7 +66,10 @@ pub fn sarif(diags: &[Diagnostic], sources: &SourceMap) -> Json {
             "defaultConfiguration": {"level": r.default.severity().map_or("none", level)},
         }));
     }
-    let mut extra: Vec<&'static str> = vec![crate::policy::review::CONSTRAINT, crate::policy::review::REQUIRED_KEY];
+    let mut extra: Vec<&'static str> = vec![
+        crate::policy::review::CONSTRAINT,
+        crate::policy::review::REQUIRED_KEY,
+    ];
     for d in diags {
         if !extra.contains(&d.code) && !ids.contains(&d.code) {
             extra.push(d.code);
@@ -95,7 +100,8 @@ pub fn sarif(diags: &[Diagnostic], sources: &SourceMap) -> Json {
                 Some(span) => r["locations"] = json!([location(sources, span)]),
                 None => {
                     if let Some(f) = &d.file {
-                        r["locations"] = json!([{"physicalLocation": {"artifactLocation": {"uri": uri(f)}}}]);
+                        r["locations"] =
+                            json!([{"physicalLocation": {"artifactLocation": {"uri": uri(f)}}}]);
                     }
                 }
             }
@@ -167,16 +173,35 @@ pub fn markdown_table(diags: &[Diagnostic], sources: &SourceMap) -> String {
         if let Some(h) = &d.help {
             what.push_str(&format!("<br>*{}*", md_cell(h)));
         }
-        let key = d.key.as_ref().map(|k| format!(" `{k}`")).unwrap_or_default();
-        out.push_str(&format!("| {lvl} | `{}` | `{}`{key} | {what} |\n", d.code, place(d, sources)));
+        let key = d
+            .key
+            .as_ref()
+            .map(|k| format!(" `{k}`"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {lvl} | `{}` | `{}`{key} | {what} |\n",
+            d.code,
+            place(d, sources)
+        ));
     }
     out
 }
 
 /// The Markdown summary of a review.
-pub fn markdown_review(diags: &[Diagnostic], sources: &SourceMap, profiles: usize, policy: Option<&str>) -> String {
+pub fn markdown_review(
+    diags: &[Diagnostic],
+    sources: &SourceMap,
+    profiles: usize,
+    policy: Option<&str>,
+) -> String {
     let t = Tally::of(diags);
-    let verdict = if t.errors > 0 { "❌ denied" } else if t.warnings > 0 { "⚠️ passed with warnings" } else { "✅ passed" };
+    let verdict = if t.errors > 0 {
+        "❌ denied"
+    } else if t.warnings > 0 {
+        "⚠️ passed with warnings"
+    } else {
+        "✅ passed"
+    };
     let mut out = format!("## ckptctl review: {verdict}\n\n");
     out.push_str(&format!(
         "{} profile{} reviewed against {}: **{} denied**, **{} warning{}**.\n\n",

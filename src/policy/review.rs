@@ -21,7 +21,13 @@ pub const CONSTRAINT: &str = "policy::constraint";
 pub const REQUIRED_KEY: &str = "policy::required-key";
 
 /// Review one profile. `root` is its file; `path` is matched by `paths` globs.
-pub fn review(profile: &Profile, path: &Path, root: FileId, policy: &Policy, sources: &SourceMap) -> Vec<Diagnostic> {
+pub fn review(
+    profile: &Profile,
+    path: &Path,
+    root: FileId,
+    policy: &Policy,
+    sources: &SourceMap,
+) -> Vec<Diagnostic> {
     let name = profile.name.as_ref().map(|n| n.value.0.as_str());
     let tree = crate::profile::load::parse_file(root, sources).ok();
     let top = Span::new(root, 0, 0);
@@ -29,7 +35,9 @@ pub fn review(profile: &Profile, path: &Path, root: FileId, policy: &Policy, sou
 
     for rule in rules::RULES {
         let (level, set_at) = policy.level_of(rule.code, name, path);
-        let Some(sev) = level.severity() else { continue };
+        let Some(sev) = level.severity() else {
+            continue;
+        };
         for h in (rule.check)(profile) {
             let mut d = Diagnostic::new(rule.code, sev, h.message)
                 .at_opt(h.span.or(Some(top)))
@@ -40,7 +48,10 @@ pub fn review(profile: &Profile, path: &Path, root: FileId, policy: &Policy, sou
                     rule.rationale, rule.code
                 ));
             if let Some(s) = set_at {
-                d = d.related(s, format!("policy sets `{}` to `{}` here", rule.code, level.as_str()));
+                d = d.related(
+                    s,
+                    format!("policy sets `{}` to `{}` here", rule.code, level.as_str()),
+                );
             }
             out.push(d);
         }
@@ -51,16 +62,34 @@ pub fn review(profile: &Profile, path: &Path, root: FileId, policy: &Policy, sou
         if !c.scope.matches(name, path) {
             continue;
         }
-        let Some(sev) = c.level.severity() else { continue };
-        for r in resolved.iter().filter(|r| r.key == c.key || r.key.starts_with(&format!("{}.", c.key))) {
+        let Some(sev) = c.level.severity() else {
+            continue;
+        };
+        for r in resolved
+            .iter()
+            .filter(|r| r.key == c.key || r.key.starts_with(&format!("{}.", c.key)))
+        {
             for problem in violations(c, r, sources) {
-                let span = r.span.unwrap_or_else(|| table_span(tree.as_ref(), &r.key, top));
-                let shown = if r.explicit { String::new() } else { " (default)".to_string() };
-                let mut d = Diagnostic::new(CONSTRAINT, sev, format!("`{}` = {}{shown} {problem}", r.key, show(&r.value)))
-                    .at(span)
-                    .key(r.key.clone())
-                    .label(format!("violates the policy constraint on `{}`", c.key))
-                    .related(c.span, format!("policy constraint on `{}` ({})", c.key, c.level.as_str()));
+                let span = r
+                    .span
+                    .unwrap_or_else(|| table_span(tree.as_ref(), &r.key, top));
+                let shown = if r.explicit {
+                    String::new()
+                } else {
+                    " (default)".to_string()
+                };
+                let mut d = Diagnostic::new(
+                    CONSTRAINT,
+                    sev,
+                    format!("`{}` = {}{shown} {problem}", r.key, show(&r.value)),
+                )
+                .at(span)
+                .key(r.key.clone())
+                .label(format!("violates the policy constraint on `{}`", c.key))
+                .related(
+                    c.span,
+                    format!("policy constraint on `{}` ({})", c.key, c.level.as_str()),
+                );
                 d = d.help(c.reason.clone().unwrap_or_else(|| describe(c)));
                 out.push(d);
             }
@@ -71,16 +100,27 @@ pub fn review(profile: &Profile, path: &Path, root: FileId, policy: &Policy, sou
         if !rq.scope.matches(name, path) {
             continue;
         }
-        let Some(sev) = rq.level.severity() else { continue };
+        let Some(sev) = rq.level.severity() else {
+            continue;
+        };
         if !is_set(&resolved, rq) {
             let span = table_span(tree.as_ref(), &rq.key, top);
             out.push(
-                Diagnostic::new(REQUIRED_KEY, sev, format!("the policy requires `{}` to be set", rq.key))
-                    .at(span)
-                    .key(rq.key.clone())
-                    .label(format!("`{}` missing here", rq.key))
-                    .related(rq.span, format!("policy requires `{}` ({})", rq.key, rq.level.as_str()))
-                    .help(rq.reason.clone().unwrap_or_else(|| format!("add `{}`; see `ckptctl explain {}`", rq.key, rq.key))),
+                Diagnostic::new(
+                    REQUIRED_KEY,
+                    sev,
+                    format!("the policy requires `{}` to be set", rq.key),
+                )
+                .at(span)
+                .key(rq.key.clone())
+                .label(format!("`{}` missing here", rq.key))
+                .related(
+                    rq.span,
+                    format!("policy requires `{}` ({})", rq.key, rq.level.as_str()),
+                )
+                .help(rq.reason.clone().unwrap_or_else(|| {
+                    format!("add `{}`; see `ckptctl explain {}`", rq.key, rq.key)
+                })),
             );
         }
     }
@@ -135,7 +175,13 @@ fn describe(c: &Constraint) -> String {
         parts.push(format!("at most {m}"));
     }
     if let Some(n) = &c.networks {
-        parts.push(format!("networks: {}", n.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "networks: {}",
+            n.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(p) = &c.prefix {
         parts.push(format!("under: {}", p.join(", ")));
@@ -147,7 +193,11 @@ fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
         (Json::String(x), Json::Number(_)) | (Json::Number(_), Json::String(x)) => {
-            let n = if let Json::Number(n) = if a.is_number() { a } else { b } { n.as_f64() } else { None };
+            let n = if let Json::Number(n) = if a.is_number() { a } else { b } {
+                n.as_f64()
+            } else {
+                None
+            };
             crate::policy::text_number(x).is_some() && crate::policy::text_number(x) == n
         }
         _ => a == b,
@@ -173,7 +223,10 @@ fn violations(c: &Constraint, r: &Resolved, sources: &SourceMap) -> Vec<String> 
     for v in items {
         if let Some(allow) = &c.allow {
             if !allow.iter().any(|a| same(a, v)) {
-                out.push(format!("is not allowed (allowed: {})", allow.iter().map(show).collect::<Vec<_>>().join(", ")));
+                out.push(format!(
+                    "is not allowed (allowed: {})",
+                    allow.iter().map(show).collect::<Vec<_>>().join(", ")
+                ));
             }
         }
         if let Some(deny) = &c.deny {
@@ -195,14 +248,25 @@ fn violations(c: &Constraint, r: &Resolved, sources: &SourceMap) -> Vec<String> 
             }
         }
         if let Some(nets) = &c.networks {
-            let ip = v.as_str().and_then(|s| s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+            let ip = v.as_str().and_then(|s| {
+                s.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .ok()
+            });
             match ip {
                 Some(ip) if nets.iter().any(|n| n.contains(&ip)) => {}
                 Some(_) => out.push(format!(
                     "is outside the allowed networks ({})",
-                    nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    nets.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
-                None => out.push("is not an IP address, so it cannot be checked against the allowed networks".into()),
+                None => out.push(
+                    "is not an IP address, so it cannot be checked against the allowed networks"
+                        .into(),
+                ),
             }
         }
         if let Some(prefixes) = &c.prefix {
@@ -211,10 +275,20 @@ fn violations(c: &Constraint, r: &Resolved, sources: &SourceMap) -> Vec<String> 
                 let abs = if p.is_absolute() {
                     crate::profile::value::normalize(p)
                 } else {
-                    let base = r.span.map(|sp| sources.get(sp.file).path.parent().map(Path::to_path_buf).unwrap_or_default());
+                    let base = r.span.map(|sp| {
+                        sources
+                            .get(sp.file)
+                            .path
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default()
+                    });
                     crate::profile::value::normalize(&base.unwrap_or_default().join(p))
                 };
-                if !prefixes.iter().any(|pre| abs.starts_with(Path::new(pre.trim_end_matches('/')))) {
+                if !prefixes
+                    .iter()
+                    .any(|pre| abs.starts_with(Path::new(pre.trim_end_matches('/'))))
+                {
                     out.push(format!("is not under {}", prefixes.join(" or ")));
                 }
             }

@@ -148,18 +148,27 @@ pub fn find(code: &str) -> Option<&'static Rule> {
 }
 
 fn hit<T>(s: &Spanned<T>, key: &str, message: impl Into<String>) -> Hit {
-    Hit { span: Some(s.span), key: key.into(), message: message.into() }
+    Hit {
+        span: Some(s.span),
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 fn is_loopback(h: &Host) -> bool {
     match h.ip() {
         Some(ip) => ip.is_loopback(),
-        None => h.0.eq_ignore_ascii_case("localhost") || h.0.to_ascii_lowercase().ends_with(".localhost"),
+        None => {
+            h.0.eq_ignore_ascii_case("localhost")
+                || h.0.to_ascii_lowercase().ends_with(".localhost")
+        }
     }
 }
 
 fn has_tls(p: &Profile) -> bool {
-    p.page_server.as_ref().is_some_and(|ps| ps.value.tls.is_some())
+    p.page_server
+        .as_ref()
+        .is_some_and(|ps| ps.value.tls.is_some())
 }
 
 fn plaintext_page_server(p: &Profile) -> Vec<Hit> {
@@ -167,15 +176,33 @@ fn plaintext_page_server(p: &Profile) -> Vec<Hit> {
     if has_tls(p) {
         return out;
     }
-    if let Some(a) = p.page_server.as_ref().and_then(|ps| ps.value.address.as_ref()) {
+    if let Some(a) = p
+        .page_server
+        .as_ref()
+        .and_then(|ps| ps.value.address.as_ref())
+    {
         if !is_loopback(&a.value) {
-            out.push(hit(a, "page_server.address", format!("page server at {} without TLS: process memory travels in clear", a.value.0)));
+            out.push(hit(
+                a,
+                "page_server.address",
+                format!(
+                    "page server at {} without TLS: process memory travels in clear",
+                    a.value.0
+                ),
+            ));
         }
     }
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         if let Some(a) = &l.value.address {
             if !a.value.0.is_loopback() {
-                out.push(hit(a, "lazy_pages.address", format!("lazy pages served from {} without TLS: process memory travels in clear", a.value.0)));
+                out.push(hit(
+                    a,
+                    "lazy_pages.address",
+                    format!(
+                        "lazy pages served from {} without TLS: process memory travels in clear",
+                        a.value.0
+                    ),
+                ));
             }
         }
     }
@@ -186,7 +213,11 @@ fn plaintext_migration(p: &Profile) -> Vec<Hit> {
     if p.action_or_default() != Action::Migrate || has_tls(p) {
         return Vec::new();
     }
-    match p.migration.as_ref().and_then(|m| m.value.destination.as_ref()) {
+    match p
+        .migration
+        .as_ref()
+        .and_then(|m| m.value.destination.as_ref())
+    {
         Some(d) if !is_loopback(&d.value) => vec![hit(
             d,
             "migration.destination",
@@ -204,8 +235,15 @@ fn world_writable(p: &Profile) -> Vec<Hit> {
     let mut out = Vec::new();
     for (key, v) in [("images.dir", &img.dir), ("images.work_dir", &img.work_dir)] {
         if let Some(v) = v {
-            if let Some(w) = WORLD_WRITABLE.iter().find(|w| v.value.resolved.starts_with(w)) {
-                out.push(hit(v, key, format!("`{key}` is under {w}, which any user can write to")));
+            if let Some(w) = WORLD_WRITABLE
+                .iter()
+                .find(|w| v.value.resolved.starts_with(w))
+            {
+                out.push(hit(
+                    v,
+                    key,
+                    format!("`{key}` is under {w}, which any user can write to"),
+                ));
             }
         }
     }
@@ -221,40 +259,68 @@ fn flag(p: Option<&Spanned<bool>>, key: &str, msg: &str) -> Vec<Hit> {
 
 fn tcp_established(p: &Profile) -> Vec<Hit> {
     let pr = p.process();
-    flag(pr.tcp_established.as_ref(), "process.tcp_established", "established TCP connections are checkpointed")
+    flag(
+        pr.tcp_established.as_ref(),
+        "process.tcp_established",
+        "established TCP connections are checkpointed",
+    )
 }
 
 fn ext_unix_sk(p: &Profile) -> Vec<Hit> {
     let pr = p.process();
-    flag(pr.ext_unix_sk.as_ref(), "process.ext_unix_sk", "external unix sockets are allowed")
+    flag(
+        pr.ext_unix_sk.as_ref(),
+        "process.ext_unix_sk",
+        "external unix sockets are allowed",
+    )
 }
 
 fn shell_job(p: &Profile) -> Vec<Hit> {
     let pr = p.process();
-    flag(pr.shell_job.as_ref(), "process.shell_job", "the tree is checkpointed as a shell job")
+    flag(
+        pr.shell_job.as_ref(),
+        "process.shell_job",
+        "the tree is checkpointed as a shell job",
+    )
 }
 
 fn file_locks(p: &Profile) -> Vec<Hit> {
     let pr = p.process();
-    flag(pr.file_locks.as_ref(), "process.file_locks", "file locks are checkpointed")
+    flag(
+        pr.file_locks.as_ref(),
+        "process.file_locks",
+        "file locks are checkpointed",
+    )
 }
 
 fn cgroups_ignore(p: &Profile) -> Vec<Hit> {
     match p.cgroups().mode {
-        Some(m) if m.value == CgroupMode::Ignore => vec![hit(&m, "cgroups.mode", "cgroups are neither dumped nor restored")],
+        Some(m) if m.value == CgroupMode::Ignore => vec![hit(
+            &m,
+            "cgroups.mode",
+            "cgroups are neither dumped nor restored",
+        )],
         _ => Vec::new(),
     }
 }
 
 fn restore_auto_dedup(p: &Profile) -> Vec<Hit> {
     let r = p.restore();
-    flag(r.auto_dedup.as_ref(), "restore.auto_dedup", "restore punches holes in the images: they can be restored only once")
+    flag(
+        r.auto_dedup.as_ref(),
+        "restore.auto_dedup",
+        "restore punches holes in the images: they can be restored only once",
+    )
 }
 
 fn host_config_inherit(p: &Profile) -> Vec<Hit> {
     match p.criu().host_config {
         Some(h) if h.value == HostConfig::Inherit => {
-            vec![hit(&h, "criu.host_config", "host CRIU configuration files can override this profile")]
+            vec![hit(
+                &h,
+                "criu.host_config",
+                "host CRIU configuration files can override this profile",
+            )]
         }
         _ => Vec::new(),
     }
@@ -265,7 +331,16 @@ fn external_resources(p: &Profile) -> Vec<Hit> {
         .external()
         .iter()
         .enumerate()
-        .map(|(i, e)| hit(e, &format!("process.external[{i}]"), format!("external resource `{}` must exist on the restoring host", e.value.0)))
+        .map(|(i, e)| {
+            hit(
+                e,
+                &format!("process.external[{i}]"),
+                format!(
+                    "external resource `{}` must exist on the restoring host",
+                    e.value.0
+                ),
+            )
+        })
         .collect()
 }
 
@@ -274,12 +349,20 @@ fn migrate_leave_running(p: &Profile) -> Vec<Hit> {
         return Vec::new();
     }
     let c = p.checkpoint();
-    flag(c.leave_running.as_ref(), "checkpoint.leave_running", "the source keeps running after a migration")
+    flag(
+        c.leave_running.as_ref(),
+        "checkpoint.leave_running",
+        "the source keeps running after a migration",
+    )
 }
 
 fn low_log_level(p: &Profile) -> Vec<Hit> {
     match p.images().log_level {
-        Some(l) if l.value.0 < 4 => vec![hit(&l, "images.log_level", format!("CRIU log level {} hides the details of failures", l.value.0))],
+        Some(l) if l.value.0 < 4 => vec![hit(
+            &l,
+            "images.log_level",
+            format!("CRIU log level {} hides the details of failures", l.value.0),
+        )],
         _ => Vec::new(),
     }
 }
@@ -295,7 +378,11 @@ fn tls_no_cn_verify(p: &Profile) -> Vec<Hit> {
 
 fn network_lock_skip(p: &Profile) -> Vec<Hit> {
     match p.checkpoint().network_lock {
-        Some(n) if n.value == NetworkLock::Skip => vec![hit(&n, "checkpoint.network_lock", "CRIU does not lock the network during the dump")],
+        Some(n) if n.value == NetworkLock::Skip => vec![hit(
+            &n,
+            "checkpoint.network_lock",
+            "CRIU does not lock the network during the dump",
+        )],
         _ => Vec::new(),
     }
 }

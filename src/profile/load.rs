@@ -47,7 +47,11 @@ pub struct LoadOptions {
 }
 
 /// Read a file as text, with a clear diagnostic on failure.
-pub fn read_source(path: &Path, display: &str, sources: &mut SourceMap) -> Result<FileId, Diagnostic> {
+pub fn read_source(
+    path: &Path,
+    display: &str,
+    sources: &mut SourceMap,
+) -> Result<FileId, Diagnostic> {
     if let Some(id) = sources.find(path) {
         return Ok(id);
     }
@@ -56,17 +60,27 @@ pub fn read_source(path: &Path, display: &str, sources: &mut SourceMap) -> Resul
             .in_file(display)
             .help("check the path and its permissions")
     };
-    let meta = fs_err::metadata(path).map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
+    let meta = fs_err::metadata(path)
+        .map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
     if meta.is_dir() {
         return Err(unreadable(format!("`{display}` is a directory")));
     }
     if meta.len() > MAX_FILE_SIZE {
-        return Err(unreadable(format!("`{display}` is larger than 4 MiB; a profile is a small text file")));
+        return Err(unreadable(format!(
+            "`{display}` is larger than 4 MiB; a profile is a small text file"
+        )));
     }
-    let bytes = fs_err::read(path).map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
+    let bytes = fs_err::read(path)
+        .map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        Diagnostic::error("profile::syntax", format!("`{display}` is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
-            .in_file(display)
+        Diagnostic::error(
+            "profile::syntax",
+            format!(
+                "`{display}` is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+        .in_file(display)
     })?;
     Ok(sources.add(path.to_path_buf(), display.to_string(), text))
 }
@@ -86,16 +100,24 @@ pub fn parse_file(id: FileId, sources: &SourceMap) -> Result<Node, Vec<Diagnosti
         Some(Format::Toml) => node::parse_toml(id, f),
         Some(Format::Yaml) => node::parse_yaml(id, f),
         None => Err(vec![
-            Diagnostic::error("profile::unsupported-format", format!("`{}` is neither TOML nor YAML", f.name))
-                .in_file(f.name.clone())
-                .help("name profiles `*.toml`, `*.yaml` or `*.yml`"),
+            Diagnostic::error(
+                "profile::unsupported-format",
+                format!("`{}` is neither TOML nor YAML", f.name),
+            )
+            .in_file(f.name.clone())
+            .help("name profiles `*.toml`, `*.yaml` or `*.yml`"),
         ]),
     }
 }
 
 /// Load, merge, decode and validate a profile.
 pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptions) -> Loaded {
-    let mut out = Loaded { profile: None, file: None, bases: Vec::new(), diags: Vec::new() };
+    let mut out = Loaded {
+        profile: None,
+        file: None,
+        bases: Vec::new(),
+        diags: Vec::new(),
+    };
     let id = match read_source(path, display, sources) {
         Ok(id) => id,
         Err(d) => {
@@ -109,14 +131,25 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
         return out;
     };
     let mut diags = Vec::new();
-    let profile = decode_section::<Profile>(&tree, "", &mut Cx { diags: &mut diags, sources });
+    let profile = decode_section::<Profile>(
+        &tree,
+        "",
+        &mut Cx {
+            diags: &mut diags,
+            sources,
+        },
+    );
     out.diags.append(&mut diags);
     if let Some(p) = &profile {
         if !opts.as_base {
             // A key that is written but failed to decode was already
             // reported at its value; do not also call it missing.
             let rules = crate::validate::check(p, id, sources);
-            out.diags.extend(rules.into_iter().filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))));
+            out.diags.extend(
+                rules
+                    .into_iter()
+                    .filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))),
+            );
         }
     }
     out.profile = profile;
@@ -135,7 +168,12 @@ pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
         Format::Yaml => format!("{name}.yaml"),
     };
     let id = sources.add(PathBuf::from(&file), file, text);
-    let mut out = Loaded { profile: None, file: Some(id), bases: Vec::new(), diags: Vec::new() };
+    let mut out = Loaded {
+        profile: None,
+        file: Some(id),
+        bases: Vec::new(),
+        diags: Vec::new(),
+    };
     let tree = match parse_file(id, &sources) {
         Ok(t) => t,
         Err(mut d) => {
@@ -144,11 +182,22 @@ pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
         }
     };
     let mut diags = Vec::new();
-    let profile = decode_section::<Profile>(&tree, "", &mut Cx { diags: &mut diags, sources: &sources });
+    let profile = decode_section::<Profile>(
+        &tree,
+        "",
+        &mut Cx {
+            diags: &mut diags,
+            sources: &sources,
+        },
+    );
     out.diags.append(&mut diags);
     if let Some(p) = &profile {
         let rules = crate::validate::check(p, id, &sources);
-        out.diags.extend(rules.into_iter().filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))));
+        out.diags.extend(
+            rules
+                .into_iter()
+                .filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))),
+        );
     }
     out.profile = profile;
     dedup(&mut out.diags);
@@ -158,7 +207,10 @@ pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
 
 /// Diagnostics that say a key is absent.
 fn reports_absence(d: &Diagnostic) -> bool {
-    matches!(d.code, "profile::missing-key" | "profile::lazy-port-missing")
+    matches!(
+        d.code,
+        "profile::missing-key" | "profile::lazy-port-missing"
+    )
 }
 
 /// True when the dotted key (`a.b[1].c`) is written in the tree, or when a
@@ -172,13 +224,17 @@ fn written(tree: &Node, key: Option<&str>) -> bool {
             Some((n, rest)) => (n, Some(rest)),
             None => (part, None),
         };
-        let Kind::Table(_) = node.kind else { return true };
+        let Kind::Table(_) = node.kind else {
+            return true;
+        };
         match node.get(name) {
             Some(e) => node = &e.value,
             None => return false,
         }
         for idx in indices.into_iter().flat_map(|r| r.split('[')) {
-            let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else { return false };
+            let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else {
+                return false;
+            };
             match &node.kind {
                 Kind::Array(items) => match items.get(i) {
                     Some(n) => node = n,
@@ -201,7 +257,12 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 /// Parse a file and, recursively, its bases; return the merged tree.
-fn load_tree(id: FileId, sources: &mut SourceMap, stack: &mut Vec<PathBuf>, out: &mut Loaded) -> Option<Node> {
+fn load_tree(
+    id: FileId,
+    sources: &mut SourceMap,
+    stack: &mut Vec<PathBuf>,
+    out: &mut Loaded,
+) -> Option<Node> {
     let tree = match parse_file(id, sources) {
         Ok(t) => t,
         Err(mut d) => {
@@ -224,19 +285,25 @@ fn load_tree(id: FileId, sources: &mut SourceMap, stack: &mut Vec<PathBuf>, out:
         let mut chain: Vec<String> = stack[pos..].iter().map(|p| show(p)).collect();
         chain.push(show(&canon));
         out.diags.push(
-            Diagnostic::error("profile::extends-cycle", format!("`extends` makes a cycle: {}", chain.join(" → ")))
-                .at(span)
-                .key("extends")
-                .label("this brings the cycle back")
-                .help("remove `extends` from one profile of the chain"),
+            Diagnostic::error(
+                "profile::extends-cycle",
+                format!("`extends` makes a cycle: {}", chain.join(" → ")),
+            )
+            .at(span)
+            .key("extends")
+            .label("this brings the cycle back")
+            .help("remove `extends` from one profile of the chain"),
         );
         return Some(tree);
     }
     if stack.len() >= MAX_EXTENDS_DEPTH {
         out.diags.push(
-            Diagnostic::error("profile::extends-cycle", format!("`extends` chain is longer than {MAX_EXTENDS_DEPTH} files"))
-                .at(span)
-                .key("extends"),
+            Diagnostic::error(
+                "profile::extends-cycle",
+                format!("`extends` chain is longer than {MAX_EXTENDS_DEPTH} files"),
+            )
+            .at(span)
+            .key("extends"),
         );
         return Some(tree);
     }
@@ -245,10 +312,13 @@ fn load_tree(id: FileId, sources: &mut SourceMap, stack: &mut Vec<PathBuf>, out:
         Ok(b) => b,
         Err(d) => {
             out.diags.push(
-                Diagnostic::error("profile::extends-not-found", format!("base profile `{rel}` cannot be read: {}", d.message))
-                    .at(span)
-                    .key("extends")
-                    .help("`extends` is a path relative to the folder of this file"),
+                Diagnostic::error(
+                    "profile::extends-not-found",
+                    format!("base profile `{rel}` cannot be read: {}", d.message),
+                )
+                .at(span)
+                .key("extends")
+                .help("`extends` is a path relative to the folder of this file"),
             );
             return Some(tree);
         }

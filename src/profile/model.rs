@@ -7,8 +7,8 @@ use serde_json::{Value as Json, json};
 use crate::profile::node::{Kind, Node};
 use crate::profile::section::{FieldMeta, section};
 use crate::profile::value::{
-    Cx, Duration, Fraction, Host, Int, IpLit, LsmProfile, Name, PathValue, Port, Size, Spanned, Text, Value,
-    VersionReq, string_enum,
+    Cx, Duration, Fraction, Host, Int, IpLit, LsmProfile, Name, PathValue, Port, Size, Spanned,
+    Text, Value, VersionReq, string_enum,
 };
 
 string_enum!(
@@ -321,10 +321,18 @@ pub fn locate_key(name: &str) -> Option<String> {
     let mut found = Vec::new();
     walk(Profile::FIELDS, "", &mut |path, f| {
         if f.name == name && path.contains('.') {
-            found.push(path.rsplit_once('.').map(|(t, _)| format!("[{t}]")).unwrap_or_default());
+            found.push(
+                path.rsplit_once('.')
+                    .map(|(t, _)| format!("[{t}]"))
+                    .unwrap_or_default(),
+            );
         }
     });
-    if found.is_empty() { None } else { Some(found.join(" or ")) }
+    if found.is_empty() {
+        None
+    } else {
+        Some(found.join(" or "))
+    }
 }
 
 /// Visit every key of the model with its dotted path.
@@ -367,26 +375,44 @@ impl Profile {
 
     /// The checkpoint table (defaults when absent).
     pub fn checkpoint(&self) -> Checkpoint {
-        self.checkpoint.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.checkpoint
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
     /// The restore table (defaults when absent).
     pub fn restore(&self) -> Restore {
-        self.restore.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.restore
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
     /// The process table (defaults when absent).
     pub fn process(&self) -> Process {
-        self.process.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.process
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
     /// The cgroups table (defaults when absent).
     pub fn cgroups(&self) -> Cgroups {
-        self.cgroups.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.cgroups
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
     /// The criu table (defaults when absent).
     pub fn criu(&self) -> Criu {
-        self.criu.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.criu
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
     /// The images table (empty when absent; validation reports that).
     pub fn images(&self) -> Images {
-        self.images.as_ref().map(|s| s.value.clone()).unwrap_or_default()
+        self.images
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
 }

@@ -90,14 +90,27 @@ pub fn merge(base: Node, child: Node) -> Node {
                 if let Some(pos) = b.iter().position(|e| e.key == entry.key) {
                     let old = b.remove(pos);
                     let value = merge(old.value, entry.value);
-                    b.insert(pos, Entry { key: entry.key, key_span: entry.key_span, value });
+                    b.insert(
+                        pos,
+                        Entry {
+                            key: entry.key,
+                            key_span: entry.key_span,
+                            value,
+                        },
+                    );
                 } else {
                     b.push(entry);
                 }
             }
-            Node { kind: Kind::Table(b), span: child.span }
+            Node {
+                kind: Kind::Table(b),
+                span: child.span,
+            }
         }
-        (_, kind) => Node { kind, span: child.span },
+        (_, kind) => Node {
+            kind,
+            span: child.span,
+        },
     }
 }
 
@@ -112,17 +125,26 @@ pub fn parse_toml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
     if !errors.is_empty() {
         // After the first few, recovery mostly reports echoes of the same
         // mistake; a hostile file could otherwise yield thousands.
-        let mut out: Vec<Diagnostic> = errors.iter().take(MAX_SYNTAX_ERRORS).map(|e| toml_error(file, text, e)).collect();
+        let mut out: Vec<Diagnostic> = errors
+            .iter()
+            .take(MAX_SYNTAX_ERRORS)
+            .map(|e| toml_error(file, text, e))
+            .collect();
         if errors.len() > MAX_SYNTAX_ERRORS {
             if let Some(last) = out.last_mut() {
                 let more = errors.len() - MAX_SYNTAX_ERRORS;
-                last.help = Some(format!("{more} more syntax error(s) not shown; fix these first"));
+                last.help = Some(format!(
+                    "{more} more syntax error(s) not shown; fix these first"
+                ));
             }
         }
         return Err(out);
     }
     let span = Span::new(file, 0, 0);
-    Ok(Node { kind: Kind::Table(toml_table(file, doc.get_ref())), span })
+    Ok(Node {
+        kind: Kind::Table(toml_table(file, doc.get_ref())),
+        span,
+    })
 }
 
 fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
@@ -130,7 +152,12 @@ fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
     let msg = e.message().trim().to_string();
     let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
     if first.starts_with("duplicate key") {
-        let key = text.get(range.clone()).unwrap_or("").trim().trim_matches(['"', '\'']).to_string();
+        let key = text
+            .get(range.clone())
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\''])
+            .to_string();
         Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
             .at(Span::new(file, range.start, range.end))
             .key(toml_dotted_key(text, range.start, &key))
@@ -160,7 +187,10 @@ fn toml_dotted_key(text: &str, offset: usize, key: &str) -> String {
     let clean = |h: &str| -> String {
         let h = h.trim_start_matches('[');
         let h = h.split(']').next().unwrap_or("");
-        h.split('.').map(|p| p.trim().trim_matches(['"', '\''])).collect::<Vec<_>>().join(".")
+        h.split('.')
+            .map(|p| p.trim().trim_matches(['"', '\'']))
+            .collect::<Vec<_>>()
+            .join(".")
     };
     if own.starts_with('[') {
         return clean(own);
@@ -242,7 +272,15 @@ const YAML_DEPTH_LIMIT: usize = 64;
 
 /// Parse YAML text (one document) into a tree, or return the syntax error.
 pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = YamlBuilder { file, src, anchors: Vec::new(), count: 0, errors: Vec::new(), path: Vec::new(), depth: 0 };
+    let mut b = YamlBuilder {
+        file,
+        src,
+        anchors: Vec::new(),
+        count: 0,
+        errors: Vec::new(),
+        path: Vec::new(),
+        depth: 0,
+    };
     let mut events = Vec::new();
     for ev in Parser::new_from_str(&src.text) {
         match ev {
@@ -271,14 +309,20 @@ pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
             Event::DocumentStart(_) => {
                 if doc.is_some() {
                     return Err(vec![
-                        Diagnostic::error("profile::syntax", "a profile is one YAML document, found a second one")
-                            .at(span)
-                            .help("split the documents into separate files"),
+                        Diagnostic::error(
+                            "profile::syntax",
+                            "a profile is one YAML document, found a second one",
+                        )
+                        .at(span)
+                        .help("split the documents into separate files"),
                     ]);
                 }
                 match it.peek() {
                     Some((Event::DocumentEnd, _)) | Some((Event::StreamEnd, _)) | None => {
-                        doc = Some(Node { kind: Kind::Table(Vec::new()), span });
+                        doc = Some(Node {
+                            kind: Kind::Table(Vec::new()),
+                            span,
+                        });
                     }
                     _ => {
                         let Some((ev, sp)) = it.next() else { break };
@@ -295,10 +339,16 @@ pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
     if !b.errors.is_empty() {
         return Err(b.errors);
     }
-    let doc = doc.unwrap_or(Node { kind: Kind::Table(Vec::new()), span: Span::new(file, 0, 0) });
+    let doc = doc.unwrap_or(Node {
+        kind: Kind::Table(Vec::new()),
+        span: Span::new(file, 0, 0),
+    });
     // An empty file or a file of comments is an empty profile.
     Ok(match doc.kind {
-        Kind::Null => Node { kind: Kind::Table(Vec::new()), span: doc.span },
+        Kind::Null => Node {
+            kind: Kind::Table(Vec::new()),
+            span: doc.span,
+        },
         _ => doc,
     })
 }
@@ -319,12 +369,17 @@ type EventIter<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Span)>>;
 
 impl YamlBuilder<'_> {
     fn node<'i>(&mut self, ev: Event<'i>, span: Span, it: &mut EventIter<'i>) -> Node {
-        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..)) && self.depth >= YAML_DEPTH_LIMIT {
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.depth >= YAML_DEPTH_LIMIT
+        {
             if self.errors.is_empty() {
                 self.errors.push(
-                    Diagnostic::error("profile::syntax", format!("YAML nested more than {YAML_DEPTH_LIMIT} levels deep"))
-                        .at(span)
-                        .help("a profile is a few tables deep"),
+                    Diagnostic::error(
+                        "profile::syntax",
+                        format!("YAML nested more than {YAML_DEPTH_LIMIT} levels deep"),
+                    )
+                    .at(span)
+                    .help("a profile is a few tables deep"),
                 );
             }
             // Skip the collection without recursing.
@@ -339,7 +394,10 @@ impl YamlBuilder<'_> {
                     break;
                 }
             }
-            return Node { kind: Kind::Null, span };
+            return Node {
+                kind: Kind::Null,
+                span,
+            };
         }
         self.depth += 1;
         let node = self.node_inner(ev, span, it);
@@ -351,14 +409,18 @@ impl YamlBuilder<'_> {
         self.count += 1;
         if self.count > YAML_NODE_LIMIT && self.errors.is_empty() {
             self.errors.push(
-                Diagnostic::error("profile::syntax", "YAML document too large (alias expansion)")
-                    .at(span)
-                    .help("a profile has at most 100000 values once aliases are expanded"),
+                Diagnostic::error(
+                    "profile::syntax",
+                    "YAML document too large (alias expansion)",
+                )
+                .at(span)
+                .help("a profile has at most 100000 values once aliases are expanded"),
             );
         }
         match ev {
             Event::Scalar(value, style, anchor, tag) => {
-                let kind = self.scalar(&value, style, tag.as_ref().map(|t| t.suffix.as_str()), span);
+                let kind =
+                    self.scalar(&value, style, tag.as_ref().map(|t| t.suffix.as_str()), span);
                 let node = Node { kind, span };
                 self.remember(anchor, &node);
                 node
@@ -377,7 +439,10 @@ impl YamlBuilder<'_> {
                     end = n.span.end.max(end);
                     items.push(n);
                 }
-                let node = Node { kind: Kind::Array(items), span: Span { end, ..span } };
+                let node = Node {
+                    kind: Kind::Array(items),
+                    span: Span { end, ..span },
+                };
                 self.remember(anchor, &node);
                 node
             }
@@ -402,58 +467,89 @@ impl YamlBuilder<'_> {
                     end = value.span.end.max(end);
                     let Some(key) = key else {
                         self.errors.push(
-                            Diagnostic::error("profile::syntax", "a mapping key must be a plain string")
-                                .at(key_node.span),
+                            Diagnostic::error(
+                                "profile::syntax",
+                                "a mapping key must be a plain string",
+                            )
+                            .at(key_node.span),
                         );
                         continue;
                     };
                     if let Some(first) = entries.iter().find(|e| e.key == key) {
                         self.errors.push(
-                            Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
-                                .at(key_node.span)
-                                .key(self.dotted(&key))
-                                .label("defined again here")
-                                .related(first.key_span, "first defined here")
-                                .help("remove one of the two definitions"),
+                            Diagnostic::error(
+                                "profile::duplicate-key",
+                                format!("duplicate key `{key}`"),
+                            )
+                            .at(key_node.span)
+                            .key(self.dotted(&key))
+                            .label("defined again here")
+                            .related(first.key_span, "first defined here")
+                            .help("remove one of the two definitions"),
                         );
                         continue;
                     }
-                    entries.push(Entry { key, key_span: key_node.span, value });
+                    entries.push(Entry {
+                        key,
+                        key_span: key_node.span,
+                        value,
+                    });
                 }
-                let node = Node { kind: Kind::Table(entries), span: Span { end, ..span } };
+                let node = Node {
+                    kind: Kind::Table(entries),
+                    span: Span { end, ..span },
+                };
                 self.remember(anchor, &node);
                 node
             }
-            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
-                Some((_, n)) => {
-                    // Count before copying, so a "billion laughs" document
-                    // stops at the limit instead of exhausting memory.
-                    let size = count_nodes(n);
-                    if self.count + size > YAML_NODE_LIMIT {
-                        if self.errors.is_empty() {
-                            self.errors.push(
+            Event::Alias(id) => {
+                match self.anchors.iter().rev().find(|(a, _)| *a == id) {
+                    Some((_, n)) => {
+                        // Count before copying, so a "billion laughs" document
+                        // stops at the limit instead of exhausting memory.
+                        let size = count_nodes(n);
+                        if self.count + size > YAML_NODE_LIMIT {
+                            if self.errors.is_empty() {
+                                self.errors.push(
                                 Diagnostic::error("profile::syntax", "YAML document too large (alias expansion)")
                                     .at(span)
                                     .help("a profile has at most 100000 values once aliases are expanded"),
                             );
+                            }
+                            return Node {
+                                kind: Kind::Null,
+                                span,
+                            };
                         }
-                        return Node { kind: Kind::Null, span };
+                        self.count += size;
+                        n.clone()
                     }
-                    self.count += size;
-                    n.clone()
+                    None => {
+                        self.errors.push(
+                            Diagnostic::error("profile::syntax", "unknown YAML alias").at(span),
+                        );
+                        Node {
+                            kind: Kind::Null,
+                            span,
+                        }
+                    }
                 }
-                None => {
-                    self.errors.push(Diagnostic::error("profile::syntax", "unknown YAML alias").at(span));
-                    Node { kind: Kind::Null, span }
-                }
+            }
+            _ => Node {
+                kind: Kind::Null,
+                span,
             },
-            _ => Node { kind: Kind::Null, span },
         }
     }
 
     fn dotted(&self, key: &str) -> String {
         let mut out = String::new();
-        for p in self.path.iter().map(String::as_str).chain(std::iter::once(key)) {
+        for p in self
+            .path
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(key))
+        {
             if !out.is_empty() && !p.starts_with('[') {
                 out.push('.');
             }
@@ -468,7 +564,13 @@ impl YamlBuilder<'_> {
         }
     }
 
-    fn scalar(&mut self, v: &Cow<'_, str>, style: ScalarStyle, tag: Option<&str>, span: Span) -> Kind {
+    fn scalar(
+        &mut self,
+        v: &Cow<'_, str>,
+        style: ScalarStyle,
+        tag: Option<&str>,
+        span: Span,
+    ) -> Kind {
         let _ = self.file;
         let _ = self.src;
         match tag {
@@ -479,9 +581,12 @@ impl YamlBuilder<'_> {
             }
             Some(other) => {
                 self.errors.push(
-                    Diagnostic::error("profile::syntax", format!("unsupported YAML tag `!{other}`"))
-                        .at(span)
-                        .help("remove the tag; profiles use plain YAML values"),
+                    Diagnostic::error(
+                        "profile::syntax",
+                        format!("unsupported YAML tag `!{other}`"),
+                    )
+                    .at(span)
+                    .help("remove the tag; profiles use plain YAML values"),
                 );
                 return Kind::Null;
             }
@@ -508,7 +613,9 @@ fn plain_scalar(v: &str) -> Kind {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
         "true" | "True" | "TRUE" => return Kind::Bool(true),
         "false" | "False" | "FALSE" => return Kind::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Kind::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
@@ -525,9 +632,14 @@ fn plain_scalar(v: &str) -> Kind {
     }
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
     if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-        return v
-            .parse::<i64>()
-            .map_or(Kind::Float(if v.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }), Kind::Int);
+        return v.parse::<i64>().map_or(
+            Kind::Float(if v.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }),
+            Kind::Int,
+        );
     }
     if is_yaml_float(digits) {
         if let Ok(f) = v.parse::<f64>() {

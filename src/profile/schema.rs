@@ -43,8 +43,14 @@ pub fn profile_schema() -> Json {
     );
     if let Json::Object(obj) = &mut s {
         let mut top = Map::new();
-        top.insert("$schema".into(), json!("http://json-schema.org/draft-07/schema#"));
-        top.insert("$id".into(), json!("https://ckptctl.dev/schemas/ckptctl-profile.schema.json"));
+        top.insert(
+            "$schema".into(),
+            json!("http://json-schema.org/draft-07/schema#"),
+        );
+        top.insert(
+            "$id".into(),
+            json!("https://ckptctl.dev/schemas/ckptctl-profile.schema.json"),
+        );
         top.insert("title".into(), json!("ckptctl profile"));
         for (k, v) in std::mem::take(obj) {
             top.insert(k, v);
@@ -77,7 +83,11 @@ pub fn explain(key: &str) -> Option<String> {
     if let Some(sub) = (meta.sub)() {
         out.push_str("\nkeys:\n");
         for f in sub {
-            out.push_str(&format!("  {:<20} {}\n", f.name, f.doc.lines().next().unwrap_or("")));
+            out.push_str(&format!(
+                "  {:<20} {}\n",
+                f.name,
+                f.doc.lines().next().unwrap_or("")
+            ));
         }
     }
     Some(out)
@@ -106,7 +116,10 @@ mod tests {
     fn schema_forbids_unknown_keys_everywhere() {
         let s = profile_schema();
         assert_eq!(s["additionalProperties"], json!(false));
-        assert_eq!(s["properties"]["checkpoint"]["properties"]["pre_dump"]["additionalProperties"], json!(false));
+        assert_eq!(
+            s["properties"]["checkpoint"]["properties"]["pre_dump"]["additionalProperties"],
+            json!(false)
+        );
         assert_eq!(
             s["properties"]["restore"]["properties"]["veth_pairs"]["items"]["additionalProperties"],
             json!(false)

@@ -68,7 +68,11 @@ pub fn join(prefix: &str, name: &str) -> String {
 /// Decode a table into a section, reporting unknown keys.
 pub fn decode_section<S: Section>(node: &Node, key: &str, cx: &mut Cx<'_>) -> Option<S> {
     let Some(entries) = node.entries() else {
-        cx.type_error(if key.is_empty() { "(top level)" } else { key }, node, "a table");
+        cx.type_error(
+            if key.is_empty() { "(top level)" } else { key },
+            node,
+            "a table",
+        );
         return None;
     };
     let mut s = S::default();
@@ -92,7 +96,10 @@ pub fn decode_section<S: Section>(node: &Node, key: &str, cx: &mut Cx<'_>) -> Op
             } else if let Some(other) = crate::profile::model::locate_key(&e.key) {
                 d = d.help(format!("`{}` belongs in {}", e.key, other));
             } else {
-                let list: Vec<String> = S::fields().iter().map(|f| format!("`{}`", f.name)).collect();
+                let list: Vec<String> = S::fields()
+                    .iter()
+                    .map(|f| format!("`{}`", f.name))
+                    .collect();
                 d = d.help(format!("known keys here: {}", list.join(", ")));
             }
             cx.diags.push(d);
@@ -102,9 +109,16 @@ pub fn decode_section<S: Section>(node: &Node, key: &str, cx: &mut Cx<'_>) -> Op
 }
 
 /// Flatten one field: its value if set, else its default, else nothing.
-pub fn flatten_field<T: Value>(field: &Option<Spanned<T>>, key: &str, default: Option<T>, out: &mut Vec<Resolved>) {
+pub fn flatten_field<T: Value>(
+    field: &Option<Spanned<T>>,
+    key: &str,
+    default: Option<T>,
+    out: &mut Vec<Resolved>,
+) {
     match field {
-        Some(s) => s.value.flatten_into(key, Some(s.span), Some(s.key_span), true, out),
+        Some(s) => s
+            .value
+            .flatten_into(key, Some(s.span), Some(s.key_span), true, out),
         None => {
             if let Some(d) = default.or_else(T::implied_default) {
                 d.flatten_into(key, None, None, false, out);
@@ -127,7 +141,9 @@ pub fn section_json<S: Section>(s: &S) -> Json {
 fn insert_dotted(map: &mut Map<String, Json>, key: &str, value: Json) {
     match key.split_once('.') {
         Some((head, rest)) => {
-            let e = map.entry(head.to_string()).or_insert_with(|| Json::Object(Map::new()));
+            let e = map
+                .entry(head.to_string())
+                .or_insert_with(|| Json::Object(Map::new()));
             if let Json::Object(m) = e {
                 insert_dotted(m, rest, value);
             }

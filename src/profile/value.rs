@@ -35,7 +35,14 @@ impl Cx<'_> {
     }
 
     /// Report an invalid value.
-    pub fn invalid(&mut self, code: &'static str, key: &str, span: Span, msg: String, help: Option<String>) {
+    pub fn invalid(
+        &mut self,
+        code: &'static str,
+        key: &str,
+        span: Span,
+        msg: String,
+        help: Option<String>,
+    ) {
         let mut d = Diagnostic::error(code, msg).at(span).key(key);
         if let Some(h) = help {
             d = d.help(h);
@@ -116,8 +123,17 @@ pub trait Value: Sized + Clone {
 }
 
 /// Decode a value and keep its spans.
-pub fn decode_spanned<T: Value>(node: &Node, key_span: Span, key: &str, cx: &mut Cx<'_>) -> Option<Spanned<T>> {
-    T::decode(node, key, cx).map(|value| Spanned { value, span: node.span, key_span })
+pub fn decode_spanned<T: Value>(
+    node: &Node,
+    key_span: Span,
+    key: &str,
+    cx: &mut Cx<'_>,
+) -> Option<Spanned<T>> {
+    T::decode(node, key, cx).map(|value| Spanned {
+        value,
+        span: node.span,
+        key_span,
+    })
 }
 
 impl Value for bool {
@@ -204,7 +220,10 @@ impl<const MIN: i64, const MAX: i64> Value for Int<MIN, MAX> {
                 "profile::out-of-range",
                 key,
                 node.span,
-                format!("`{key}` is out of range: {n} is not {}", range_text(MIN, MAX)),
+                format!(
+                    "`{key}` is out of range: {n} is not {}",
+                    range_text(MIN, MAX)
+                ),
                 Some(format!("use a value {}", range_text(MIN, MAX))),
             );
             return None;
@@ -336,7 +355,11 @@ impl Value for Size {
                 }
             },
             _ => {
-                cx.type_error(key, node, "a size (integer bytes or a string such as \"1MiB\")");
+                cx.type_error(
+                    key,
+                    node,
+                    "a size (integer bytes or a string such as \"1MiB\")",
+                );
                 None
             }
         }
@@ -421,7 +444,11 @@ impl Value for Duration {
                 }
             },
             _ => {
-                cx.type_error(key, node, "a duration (integer seconds or a string such as \"10s\")");
+                cx.type_error(
+                    key,
+                    node,
+                    "a duration (integer seconds or a string such as \"10s\")",
+                );
                 None
             }
         }
@@ -454,14 +481,23 @@ impl Value for PathValue {
     fn decode(node: &Node, key: &str, cx: &mut Cx<'_>) -> Option<Self> {
         let s = string(node, key, cx, "a path (string)")?;
         if s.is_empty() || s.contains('\0') {
-            cx.invalid("profile::invalid-value", key, node.span, format!("`{key}` must be a non-empty path"), None);
+            cx.invalid(
+                "profile::invalid-value",
+                key,
+                node.span,
+                format!("`{key}` must be a non-empty path"),
+                None,
+            );
             return None;
         }
         let file = cx.sources.get(node.span.file);
         let base = file.path.parent().map(PathBuf::from).unwrap_or_default();
         let p = PathBuf::from(s);
         let resolved = if p.is_absolute() { p } else { base.join(p) };
-        Some(PathValue { raw: s.to_string(), resolved: normalize(&resolved) })
+        Some(PathValue {
+            raw: s.to_string(),
+            resolved: normalize(&resolved),
+        })
     }
     fn to_json(&self) -> Json {
         json!(self.raw)
@@ -496,7 +532,11 @@ pub struct Host(pub String);
 impl Host {
     /// The literal address, if it is one.
     pub fn ip(&self) -> Option<IpAddr> {
-        self.0.trim_start_matches('[').trim_end_matches(']').parse().ok()
+        self.0
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
     }
 }
 
@@ -520,7 +560,9 @@ impl Value for Host {
         let s = string(node, key, cx, "an address or host name (string)")?;
         let h = Host(s.to_string());
         if h.ip().is_some() || is_hostname(s) {
-            Some(Host(s.trim_start_matches('[').trim_end_matches(']').to_string()))
+            Some(Host(
+                s.trim_start_matches('[').trim_end_matches(']').to_string(),
+            ))
         } else {
             cx.invalid(
                 "profile::invalid-value",
@@ -690,7 +732,11 @@ impl VersionReq {
     /// `major*10000 + minor*100 + sublevel`, CRIU's own ordering.
     pub fn number(&self) -> u32 {
         let mut it = self.0.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let (a, b, c) = (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let (a, b, c) = (
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+        );
         a * 10000 + b * 100 + c
     }
 }
@@ -738,7 +784,11 @@ pub(crate) use string_enum;
 
 /// Shared body of enum decoding: the string, or an error listing the values.
 pub fn decode_enum(node: &Node, key: &str, cx: &mut Cx<'_>, all: &[&str]) -> Option<String> {
-    let list = all.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+    let list = all
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let Kind::Str(s) = &node.kind else {
         cx.type_error(key, node, &format!("a string, one of {list}"));
         return None;
@@ -750,7 +800,13 @@ pub fn decode_enum(node: &Node, key: &str, cx: &mut Cx<'_>, all: &[&str]) -> Opt
         Some(c) => format!("did you mean `{c}`? allowed values: {list}"),
         None => format!("allowed values: {list}"),
     };
-    cx.invalid("profile::unknown-variant", key, node.span, format!("`{key}`: unknown value \"{s}\""), Some(help));
+    cx.invalid(
+        "profile::unknown-variant",
+        key,
+        node.span,
+        format!("`{key}`: unknown value \"{s}\""),
+        Some(help),
+    );
     None
 }
 
@@ -777,7 +833,11 @@ impl<T: Value> Value for Vec<Spanned<T>> {
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");
             match T::decode(item, &k, cx) {
-                Some(v) => out.push(Spanned { value: v, span: item.span, key_span: item.span }),
+                Some(v) => out.push(Spanned {
+                    value: v,
+                    span: item.span,
+                    key_span: item.span,
+                }),
                 None => ok = false,
             }
         }
@@ -825,12 +885,21 @@ mod tests {
 
     #[test]
     fn closest_word() {
-        assert_eq!(closest("tcp_establised", ["tcp_established", "tcp_close"].into_iter()), Some("tcp_established"));
+        assert_eq!(
+            closest(
+                "tcp_establised",
+                ["tcp_established", "tcp_close"].into_iter()
+            ),
+            Some("tcp_established")
+        );
         assert_eq!(closest("zzz", ["tcp_established"].into_iter()), None);
     }
 
     #[test]
     fn normalize_paths() {
-        assert_eq!(normalize(std::path::Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(std::path::Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
     }
 }

@@ -62,7 +62,10 @@ use std::fmt;
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::criu::rpc::{CgroupRoot, CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPageServerInfo, CriuPreDumpMode, CriuVethPair};
+use crate::criu::rpc::{
+    CgroupRoot, CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPageServerInfo, CriuPreDumpMode,
+    CriuVethPair,
+};
 use crate::profile::model::{Action, CgroupMode, HostConfig, NetworkLock, PreDumpMode, Profile};
 
 /// Placeholder shown for a pid that is only known at apply time.
@@ -153,7 +156,9 @@ impl fmt::Display for CriuStep {
             CriuStep::PreDump { round } => write!(f, "pre-dump round {round}"),
             CriuStep::Dump { pre_dump_rounds: 0 } => f.write_str("dump"),
             CriuStep::Dump { pre_dump_rounds: n } => write!(f, "final dump (parent pre-{n})"),
-            CriuStep::PageServer { round: Some(n) } => write!(f, "page server for pre-dump round {n}"),
+            CriuStep::PageServer { round: Some(n) } => {
+                write!(f, "page server for pre-dump round {n}")
+            }
             CriuStep::PageServer { round: None } => f.write_str("page server for the final dump"),
             CriuStep::LazyPagesDaemon => f.write_str("lazy-pages daemon"),
             CriuStep::Restore => f.write_str("restore"),
@@ -166,8 +171,12 @@ impl fmt::Display for CriuStep {
 pub fn steps(profile: &Profile, role: Option<Role>) -> Vec<CriuStep> {
     let rounds = pre_dump_rounds(profile);
     let dump_side = || {
-        let mut v: Vec<CriuStep> = (1..=rounds).map(|round| CriuStep::PreDump { round }).collect();
-        v.push(CriuStep::Dump { pre_dump_rounds: rounds });
+        let mut v: Vec<CriuStep> = (1..=rounds)
+            .map(|round| CriuStep::PreDump { round })
+            .collect();
+        v.push(CriuStep::Dump {
+            pre_dump_rounds: rounds,
+        });
         v
     };
     let lazy = lazy_enabled(profile);
@@ -209,37 +218,43 @@ pub fn pre_dump_rounds(profile: &Profile) -> u32 {
 }
 
 fn lazy_enabled(profile: &Profile) -> bool {
-    profile.lazy_pages.as_ref().is_some_and(|l| l.value.enabled())
+    profile
+        .lazy_pages
+        .as_ref()
+        .is_some_and(|l| l.value.enabled())
 }
 
 /// Lazy pages served over the network (an address is set).
 fn lazy_remote(profile: &Profile) -> bool {
-    profile.lazy_pages.as_ref().is_some_and(|l| l.value.enabled() && l.value.address.is_some())
+    profile
+        .lazy_pages
+        .as_ref()
+        .is_some_and(|l| l.value.enabled() && l.value.address.is_some())
 }
 
 /// Images directory of the profile, as CRIU sees it (resolved path).
 pub fn images_dir(profile: &Profile) -> String {
-    profile
-        .images()
-        .dir
-        .as_ref()
-        .map_or_else(|| ".".to_string(), |d| d.value.resolved.display().to_string())
+    profile.images().dir.as_ref().map_or_else(
+        || ".".to_string(),
+        |d| d.value.resolved.display().to_string(),
+    )
 }
 
 /// Work directory: `images.work_dir`, else `images.dir`.
 pub fn work_dir(profile: &Profile) -> String {
-    profile
-        .images()
-        .work_dir
-        .as_ref()
-        .map_or_else(|| images_dir(profile), |d| d.value.resolved.display().to_string())
+    profile.images().work_dir.as_ref().map_or_else(
+        || images_dir(profile),
+        |d| d.value.resolved.display().to_string(),
+    )
 }
 
 /// Images directory of one step (`dir/pre-N` for pre-dump round N).
 pub fn step_images_dir(profile: &Profile, step: &CriuStep) -> String {
     let dir = images_dir(profile);
     match step {
-        CriuStep::PreDump { round } | CriuStep::PageServer { round: Some(round) } => format!("{dir}/pre-{round}"),
+        CriuStep::PreDump { round } | CriuStep::PageServer { round: Some(round) } => {
+            format!("{dir}/pre-{round}")
+        }
         _ => dir,
     }
 }
@@ -253,7 +268,10 @@ pub fn criu_opts(profile: &Profile, step: &CriuStep) -> CriuOpts {
 /// overrides `target.pid`.
 #[allow(clippy::too_many_lines)]
 pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) -> CriuOpts {
-    let mut o = CriuOpts { images_dir_fd: -1, ..CriuOpts::default() };
+    let mut o = CriuOpts {
+        images_dir_fd: -1,
+        ..CriuOpts::default()
+    };
     let images = profile.images();
     let process = profile.process();
     let ck = profile.checkpoint();
@@ -286,12 +304,19 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
         o.shell_job = t(process.shell_job());
         o.file_locks = t(process.file_locks());
         o.link_remap = t(process.link_remap());
-        o.external = process.external().iter().map(|e| e.value.0.clone()).collect();
+        o.external = process
+            .external()
+            .iter()
+            .map(|e| e.value.0.clone())
+            .collect();
     }
 
     if step.dumps() {
         o.timeout = Some(u32::try_from(ck.timeout().0).unwrap_or(u32::MAX));
-        o.freeze_cgroup = ck.freeze_cgroup.as_ref().map(|p| p.value.resolved.display().to_string());
+        o.freeze_cgroup = ck
+            .freeze_cgroup
+            .as_ref()
+            .map(|p| p.value.resolved.display().to_string());
         // Parent images and memory tracking.
         let parent = match step {
             CriuStep::PreDump { round } if *round > 1 => Some(format!("../pre-{}", round - 1)),
@@ -311,14 +336,21 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             if !(is_dump && lazy_remote(profile)) {
                 o.ps = Some(CriuPageServerInfo {
                     address: ps.value.address.as_ref().map(|a| a.value.0.clone()),
-                    port: ps.value.port.as_ref().and_then(|p| i32::try_from(p.value.0).ok()),
+                    port: ps
+                        .value
+                        .port
+                        .as_ref()
+                        .and_then(|p| i32::try_from(p.value.0).ok()),
                     ..CriuPageServerInfo::default()
                 });
             }
         }
     }
     if is_pre {
-        let mode = ck.pre_dump.as_ref().map_or(PreDumpMode::Splice, |p| p.value.mode());
+        let mode = ck
+            .pre_dump
+            .as_ref()
+            .map_or(PreDumpMode::Splice, |p| p.value.mode());
         o.pre_dump_mode = Some(match mode {
             PreDumpMode::Splice => CriuPreDumpMode::Splice as i32,
             PreDumpMode::Read => CriuPreDumpMode::VmRead as i32,
@@ -333,13 +365,27 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             NetworkLock::Nftables => CriuNetworkLockMethod::Nftables as i32,
             NetworkLock::Skip => CriuNetworkLockMethod::Skip as i32,
         });
-        o.cgroup_dump_controller = cg.dump_controllers().iter().map(|c| c.value.0.clone()).collect();
+        o.cgroup_dump_controller = cg
+            .dump_controllers()
+            .iter()
+            .map(|c| c.value.0.clone())
+            .collect();
         o.cgroup_props = cg.props.as_ref().map(|p| p.value.clone());
-        o.cgroup_props_file = cg.props_file.as_ref().map(|p| p.value.resolved.display().to_string());
+        o.cgroup_props_file = cg
+            .props_file
+            .as_ref()
+            .map(|p| p.value.resolved.display().to_string());
         if lazy_remote(profile) {
             o.lazy_pages = Some(true);
-            let port = profile.lazy_pages.as_ref().and_then(|l| l.value.port.as_ref()).and_then(|p| i32::try_from(p.value.0).ok());
-            o.ps = Some(CriuPageServerInfo { port, ..CriuPageServerInfo::default() });
+            let port = profile
+                .lazy_pages
+                .as_ref()
+                .and_then(|l| l.value.port.as_ref())
+                .and_then(|p| i32::try_from(p.value.0).ok());
+            o.ps = Some(CriuPageServerInfo {
+                port,
+                ..CriuPageServerInfo::default()
+            });
         }
     }
     if is_dump || is_restore {
@@ -353,10 +399,16 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             .iter()
             .filter_map(|r| {
                 let path = r.value.path.as_ref()?.value.0.clone();
-                Some(CgroupRoot { ctrl: r.value.controller.as_ref().map(|c| c.value.0.clone()), path })
+                Some(CgroupRoot {
+                    ctrl: r.value.controller.as_ref().map(|c| c.value.0.clone()),
+                    path,
+                })
             })
             .collect();
-        o.cgroup_yard = cg.yard.as_ref().map(|p| p.value.resolved.display().to_string());
+        o.cgroup_yard = cg
+            .yard
+            .as_ref()
+            .map(|p| p.value.resolved.display().to_string());
     }
     if is_restore {
         o.tcp_close = t(rs.tcp_close());
@@ -364,10 +416,16 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             .veth_pairs()
             .iter()
             .filter_map(|v| {
-                Some(CriuVethPair { if_in: v.value.inside.as_ref()?.value.clone(), if_out: v.value.outside.as_ref()?.value.clone() })
+                Some(CriuVethPair {
+                    if_in: v.value.inside.as_ref()?.value.clone(),
+                    if_out: v.value.outside.as_ref()?.value.clone(),
+                })
             })
             .collect();
-        o.root = rs.root.as_ref().map(|p| p.value.resolved.display().to_string());
+        o.root = rs
+            .root
+            .as_ref()
+            .map(|p| p.value.resolved.display().to_string());
         o.auto_dedup = t(rs.auto_dedup());
         o.lsm_profile = rs.lsm_profile.as_ref().map(|l| l.value.0.clone());
         o.mntns_compat_mode = t(rs.mntns_compat_mode());
@@ -378,17 +436,34 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             if let Some(ps) = &profile.page_server {
                 o.ps = Some(CriuPageServerInfo {
                     // A listening socket needs a literal address.
-                    address: ps.value.address.as_ref().filter(|a| a.value.ip().is_some()).map(|a| a.value.0.clone()),
-                    port: ps.value.port.as_ref().and_then(|p| i32::try_from(p.value.0).ok()),
+                    address: ps
+                        .value
+                        .address
+                        .as_ref()
+                        .filter(|a| a.value.ip().is_some())
+                        .map(|a| a.value.0.clone()),
+                    port: ps
+                        .value
+                        .port
+                        .as_ref()
+                        .and_then(|p| i32::try_from(p.value.0).ok()),
                     ..CriuPageServerInfo::default()
                 });
             }
         }
         CriuStep::LazyPagesDaemon => {
-            if let Some(l) = profile.lazy_pages.as_ref().filter(|l| l.value.address.is_some()) {
+            if let Some(l) = profile
+                .lazy_pages
+                .as_ref()
+                .filter(|l| l.value.address.is_some())
+            {
                 o.ps = Some(CriuPageServerInfo {
                     address: l.value.address.as_ref().map(|a| a.value.0.to_string()),
-                    port: l.value.port.as_ref().and_then(|p| i32::try_from(p.value.0).ok()),
+                    port: l
+                        .value
+                        .port
+                        .as_ref()
+                        .and_then(|p| i32::try_from(p.value.0).ok()),
                     ..CriuPageServerInfo::default()
                 });
             }
@@ -404,11 +479,16 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
         CriuStep::Restore => false,
     };
     if networked {
-        if let Some(tls) = profile.page_server.as_ref().and_then(|p| p.value.tls.as_ref()) {
+        if let Some(tls) = profile
+            .page_server
+            .as_ref()
+            .and_then(|p| p.value.tls.as_ref())
+        {
             let tls = &tls.value;
-            let path = |p: &Option<crate::profile::value::Spanned<crate::profile::value::PathValue>>| {
-                p.as_ref().map(|p| p.value.resolved.display().to_string())
-            };
+            let path =
+                |p: &Option<crate::profile::value::Spanned<crate::profile::value::PathValue>>| {
+                    p.as_ref().map(|p| p.value.resolved.display().to_string())
+                };
             o.tls = Some(true);
             o.tls_cacert = path(&tls.ca_cert);
             o.tls_cacrl = path(&tls.ca_crl);
@@ -494,7 +574,12 @@ pub struct OptEntry {
 }
 
 fn e(rpc: Option<&'static str>, cli: Option<&'static str>, arg: Arg, json: Json) -> OptEntry {
-    OptEntry { rpc, cli, arg, json }
+    OptEntry {
+        rpc,
+        cli,
+        arg,
+        json,
+    }
 }
 
 /// The mapping table: every option of an invocation, in a fixed order, with
@@ -506,16 +591,18 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     let o = &inv.opts;
     let mut v = Vec::new();
     let cmd = inv.step.command();
-    let bool_opt = |v: &mut Vec<OptEntry>, b: Option<bool>, rpc: &'static str, cli: &'static str| {
-        if b == Some(true) {
-            v.push(e(Some(rpc), Some(cli), Flag, json!(true)));
-        }
-    };
-    let str_opt = |v: &mut Vec<OptEntry>, s: &Option<String>, rpc: &'static str, cli: &'static str| {
-        if let Some(s) = s {
-            v.push(e(Some(rpc), Some(cli), Value(s.clone()), json!(s)));
-        }
-    };
+    let bool_opt =
+        |v: &mut Vec<OptEntry>, b: Option<bool>, rpc: &'static str, cli: &'static str| {
+            if b == Some(true) {
+                v.push(e(Some(rpc), Some(cli), Flag, json!(true)));
+            }
+        };
+    let str_opt =
+        |v: &mut Vec<OptEntry>, s: &Option<String>, rpc: &'static str, cli: &'static str| {
+            if let Some(s) = s {
+                v.push(e(Some(rpc), Some(cli), Value(s.clone()), json!(s)));
+            }
+        };
 
     if inv.no_default_config {
         v.push(e(None, Some("no-default-config"), Flag, Json::Null));
@@ -524,14 +611,29 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     if inv.step.dumps() {
         match o.pid {
             Some(p) => v.push(e(Some("pid"), Some("tree"), Value(p.to_string()), json!(p))),
-            None => v.push(e(None, Some("tree"), Value(PID_PLACEHOLDER.into()), Json::Null)),
+            None => v.push(e(
+                None,
+                Some("tree"),
+                Value(PID_PLACEHOLDER.into()),
+                Json::Null,
+            )),
         }
     }
     str_opt(&mut v, &o.images_dir, "images_dir", "images-dir");
-    v.push(e(Some("work_dir_fd"), Some("work-dir"), Value(inv.work_dir.clone()), json!(inv.work_dir)));
+    v.push(e(
+        Some("work_dir_fd"),
+        Some("work-dir"),
+        Value(inv.work_dir.clone()),
+        json!(inv.work_dir),
+    ));
     str_opt(&mut v, &o.log_file, "log_file", "log-file");
     if let Some(l) = o.log_level {
-        v.push(e(Some("log_level"), Some("verbosity"), Optional(l.to_string()), json!(l)));
+        v.push(e(
+            Some("log_level"),
+            Some("verbosity"),
+            Optional(l.to_string()),
+            json!(l),
+        ));
     }
     if o.notify_scripts == Some(true) {
         v.push(e(Some("notify_scripts"), None, Flag, json!(true)));
@@ -543,25 +645,59 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     str_opt(&mut v, &o.parent_img, "parent_img", "prev-images-dir");
     bool_opt(&mut v, o.track_mem, "track_mem", "track-mem");
     if let Some(m) = o.pre_dump_mode {
-        let text = if m == CriuPreDumpMode::VmRead as i32 { "read" } else { "splice" };
-        v.push(e(Some("pre_dump_mode"), Some("pre-dump-mode"), Value(text.into()), json!(m)));
+        let text = if m == CriuPreDumpMode::VmRead as i32 {
+            "read"
+        } else {
+            "splice"
+        };
+        v.push(e(
+            Some("pre_dump_mode"),
+            Some("pre-dump-mode"),
+            Value(text.into()),
+            json!(m),
+        ));
     }
     bool_opt(&mut v, o.leave_running, "leave_running", "leave-running");
-    bool_opt(&mut v, o.tcp_established, "tcp_established", "tcp-established");
+    bool_opt(
+        &mut v,
+        o.tcp_established,
+        "tcp_established",
+        "tcp-established",
+    );
     bool_opt(&mut v, o.ext_unix_sk, "ext_unix_sk", "ext-unix-sk");
     bool_opt(&mut v, o.shell_job, "shell_job", "shell-job");
     bool_opt(&mut v, o.file_locks, "file_locks", "file-locks");
     bool_opt(&mut v, o.link_remap, "link_remap", "link-remap");
     for x in &o.external {
-        v.push(e(Some("external"), Some("external"), Value(x.clone()), json!(x)));
+        v.push(e(
+            Some("external"),
+            Some("external"),
+            Value(x.clone()),
+            json!(x),
+        ));
     }
-    bool_opt(&mut v, o.tcp_skip_in_flight, "tcp_skip_in_flight", "skip-in-flight");
+    bool_opt(
+        &mut v,
+        o.tcp_skip_in_flight,
+        "tcp_skip_in_flight",
+        "skip-in-flight",
+    );
     bool_opt(&mut v, o.auto_dedup, "auto_dedup", "auto-dedup");
     if let Some(g) = o.ghost_limit {
-        v.push(e(Some("ghost_limit"), Some("ghost-limit"), Value(g.to_string()), json!(g)));
+        v.push(e(
+            Some("ghost_limit"),
+            Some("ghost-limit"),
+            Value(g.to_string()),
+            json!(g),
+        ));
     }
     if let Some(t) = o.timeout {
-        v.push(e(Some("timeout"), Some("timeout"), Value(t.to_string()), json!(t)));
+        v.push(e(
+            Some("timeout"),
+            Some("timeout"),
+            Value(t.to_string()),
+            json!(t),
+        ));
     }
     if let Some(n) = o.network_lock {
         let text = match CriuNetworkLockMethod::try_from(n) {
@@ -569,10 +705,20 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
             Ok(CriuNetworkLockMethod::Skip) => "skip",
             _ => "iptables",
         };
-        v.push(e(Some("network_lock"), Some("network-lock"), Value(text.into()), json!(n)));
+        v.push(e(
+            Some("network_lock"),
+            Some("network-lock"),
+            Value(text.into()),
+            json!(n),
+        ));
     }
     if let Some(ns) = o.empty_ns {
-        v.push(e(Some("empty_ns"), Some("empty-ns"), Value("net".into()), json!(ns)));
+        v.push(e(
+            Some("empty_ns"),
+            Some("empty-ns"),
+            Value("net".into()),
+            json!(ns),
+        ));
     }
     str_opt(&mut v, &o.freeze_cgroup, "freeze_cgroup", "freeze-cgroup");
     if let Some(m) = o.manage_cgroups_mode {
@@ -581,7 +727,12 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
             Some(t) => Optional(t.into()),
             None => Flag,
         };
-        v.push(e(Some("manage_cgroups_mode"), Some("manage-cgroups"), arg, json!(m)));
+        v.push(e(
+            Some("manage_cgroups_mode"),
+            Some("manage-cgroups"),
+            arg,
+            json!(m),
+        ));
     }
     for r in &o.cg_root {
         let text = match &r.ctrl {
@@ -593,13 +744,28 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
             j.insert("ctrl".into(), json!(c));
         }
         j.insert("path".into(), json!(r.path));
-        v.push(e(Some("cg_root"), Some("cgroup-root"), Value(text), Json::Object(j)));
+        v.push(e(
+            Some("cg_root"),
+            Some("cgroup-root"),
+            Value(text),
+            Json::Object(j),
+        ));
     }
     for c in &o.cgroup_dump_controller {
-        v.push(e(Some("cgroup_dump_controller"), Some("cgroup-dump-controller"), Value(c.clone()), json!(c)));
+        v.push(e(
+            Some("cgroup_dump_controller"),
+            Some("cgroup-dump-controller"),
+            Value(c.clone()),
+            json!(c),
+        ));
     }
     str_opt(&mut v, &o.cgroup_props, "cgroup_props", "cgroup-props");
-    str_opt(&mut v, &o.cgroup_props_file, "cgroup_props_file", "cgroup-props-file");
+    str_opt(
+        &mut v,
+        &o.cgroup_props_file,
+        "cgroup_props_file",
+        "cgroup-props-file",
+    );
     str_opt(&mut v, &o.cgroup_yard, "cgroup_yard", "cgroup-yard");
     // Page server / lazy pages: the CLI spelling depends on the command.
     if o.lazy_pages == Some(true) {
@@ -634,7 +800,12 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     str_opt(&mut v, &o.tls_cacrl, "tls_cacrl", "tls-cacrl");
     str_opt(&mut v, &o.tls_cert, "tls_cert", "tls-cert");
     str_opt(&mut v, &o.tls_key, "tls_key", "tls-key");
-    bool_opt(&mut v, o.tls_no_cn_verify, "tls_no_cn_verify", "tls-no-cn-verify");
+    bool_opt(
+        &mut v,
+        o.tls_no_cn_verify,
+        "tls_no_cn_verify",
+        "tls-no-cn-verify",
+    );
     bool_opt(&mut v, o.tcp_close, "tcp_close", "tcp-close");
     for p in &o.veths {
         v.push(e(
@@ -646,7 +817,12 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     }
     str_opt(&mut v, &o.root, "root", "root");
     str_opt(&mut v, &o.lsm_profile, "lsm_profile", "lsm-profile");
-    bool_opt(&mut v, o.mntns_compat_mode, "mntns_compat_mode", "mntns-compat-mode");
+    bool_opt(
+        &mut v,
+        o.mntns_compat_mode,
+        "mntns_compat_mode",
+        "mntns-compat-mode",
+    );
     v
 }
 
@@ -682,7 +858,9 @@ pub fn args_of(inv: &Invocation) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     /// CRIU's config parser cuts a value at `#`, even inside quotes.
-    #[error("option `{option}`: value \"{value}\" contains `#`, which CRIU's configuration file parser treats as a comment even inside quotes; use criu-args or rpc-json, or change the value")]
+    #[error(
+        "option `{option}`: value \"{value}\" contains `#`, which CRIU's configuration file parser treats as a comment even inside quotes; use criu-args or rpc-json, or change the value"
+    )]
     Hash {
         /// The option.
         option: String,
@@ -690,7 +868,9 @@ pub enum RenderError {
         value: String,
     },
     /// One option per line: a value cannot hold a line break.
-    #[error("option `{option}`: value contains a line break, which a CRIU configuration file cannot hold")]
+    #[error(
+        "option `{option}`: value contains a line break, which a CRIU configuration file cannot hold"
+    )]
     Newline {
         /// The option.
         option: String,
@@ -705,17 +885,26 @@ pub fn criu_conf(profile: &Profile, step: &CriuStep) -> Result<String, RenderErr
 }
 
 /// [`criu_conf`] with an explicit pid.
-pub fn criu_conf_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) -> Result<String, RenderError> {
+pub fn criu_conf_with_pid(
+    profile: &Profile,
+    step: &CriuStep,
+    pid: Option<i32>,
+) -> Result<String, RenderError> {
     conf_of(&invocation(profile, step, pid))
 }
 
 /// Quote a configuration-file value when needed.
 pub fn conf_quote(option: &str, value: &str) -> Result<String, RenderError> {
     if value.contains('#') {
-        return Err(RenderError::Hash { option: option.into(), value: value.into() });
+        return Err(RenderError::Hash {
+            option: option.into(),
+            value: value.into(),
+        });
     }
     if value.contains('\n') || value.contains('\r') {
-        return Err(RenderError::Newline { option: option.into() });
+        return Err(RenderError::Newline {
+            option: option.into(),
+        });
     }
     if value.is_empty() || value.contains([' ', '\t', '"']) {
         Ok(format!("\"{}\"", value.replace('"', "\\\"")))
@@ -727,7 +916,10 @@ pub fn conf_quote(option: &str, value: &str) -> Result<String, RenderError> {
 /// The configuration file of an invocation.
 pub fn conf_of(inv: &Invocation) -> Result<String, RenderError> {
     let mut out = String::new();
-    out.push_str(&format!("# use as: criu {} --config FILE\n", inv.step.command()));
+    out.push_str(&format!(
+        "# use as: criu {} --config FILE\n",
+        inv.step.command()
+    ));
     if inv.no_default_config {
         out.push_str("# criu.host_config = \"ignore\": --config already disables the default configuration files\n");
     }
@@ -745,7 +937,10 @@ pub fn conf_of(inv: &Invocation) -> Result<String, RenderError> {
             }
             Arg::Optional(v) => {
                 if v.contains([' ', '\t', '"', '#', '\n']) {
-                    return Err(RenderError::Hash { option: name.into(), value: v });
+                    return Err(RenderError::Hash {
+                        option: name.into(),
+                        value: v,
+                    });
                 }
                 out.push_str(&format!("{name}={v}"));
             }
@@ -775,8 +970,18 @@ pub fn rpc_json_of(inv: &Invocation) -> Json {
             Some(Json::Array(a)) => a.push(entry.json),
             Some(_) => {}
             None => {
-                let repeated = matches!(name, "external" | "cg_root" | "cgroup_dump_controller" | "veths");
-                opts.insert(name.into(), if repeated { json!([entry.json]) } else { entry.json });
+                let repeated = matches!(
+                    name,
+                    "external" | "cg_root" | "cgroup_dump_controller" | "veths"
+                );
+                opts.insert(
+                    name.into(),
+                    if repeated {
+                        json!([entry.json])
+                    } else {
+                        entry.json
+                    },
+                );
             }
         }
     }
@@ -796,7 +1001,13 @@ mod tests {
         assert_eq!(conf_quote("x", "/a b").unwrap(), "\"/a b\"");
         assert_eq!(conf_quote("x", "a\"b").unwrap(), "\"a\\\"b\"");
         assert_eq!(conf_quote("x", "/plain").unwrap(), "/plain");
-        assert!(matches!(conf_quote("x", "a#b"), Err(RenderError::Hash { .. })));
-        assert!(matches!(conf_quote("x", "a\nb"), Err(RenderError::Newline { .. })));
+        assert!(matches!(
+            conf_quote("x", "a#b"),
+            Err(RenderError::Hash { .. })
+        ));
+        assert!(matches!(
+            conf_quote("x", "a\nb"),
+            Err(RenderError::Newline { .. })
+        ));
     }
 }

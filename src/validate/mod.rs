@@ -17,7 +17,11 @@ pub const IFNAME_MAX: usize = 15;
 
 /// Run every rule on a profile whose main file is `root`.
 pub fn check(p: &Profile, root: FileId, sources: &SourceMap) -> Vec<Diagnostic> {
-    let mut v = Rules { out: Vec::new(), top: Span::new(root, 0, 0), sources };
+    let mut v = Rules {
+        out: Vec::new(),
+        top: Span::new(root, 0, 0),
+        sources,
+    };
     v.required(p);
     v.images(p);
     v.target(p);
@@ -38,13 +42,21 @@ struct Rules<'a> {
 fn later(a: Span, b: Span) -> Span {
     // Same file: the one further down. Different files: the child (the
     // profile given) is read last, so prefer `b` when unsure.
-    if a.file == b.file && a.start > b.start { a } else { b }
+    if a.file == b.file && a.start > b.start {
+        a
+    } else {
+        b
+    }
 }
 
 fn missing(key: &str, at: Span) -> Diagnostic {
     let table = key.rsplit_once('.').map(|(t, _)| t);
     let msg = match table {
-        Some(t) => format!("missing required key `{}` in [{}]", key.rsplit('.').next().unwrap_or(key), t),
+        Some(t) => format!(
+            "missing required key `{}` in [{}]",
+            key.rsplit('.').next().unwrap_or(key),
+            t
+        ),
         None => format!("missing required key `{key}`"),
     };
     Diagnostic::error("profile::missing-key", msg)
@@ -71,12 +83,16 @@ fn header_of(sources: &SourceMap, key_span: Span) -> Span {
     {
         let f = sources.get(key_span.file);
         let start = key_span.start as usize;
-        let line_start = f.text[..start.min(f.text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line_start = f.text[..start.min(f.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
         let line = &f.text[line_start..];
         let indent = line.len() - line.trim_start().len();
         let line_end = line.find('\n').map_or(f.text.len(), |i| line_start + i);
         if line.trim_start().starts_with('[') {
-            let end = f.text[line_start..line_end].rfind(']').map_or(line_end, |i| line_start + i + 1);
+            let end = f.text[line_start..line_end]
+                .rfind(']')
+                .map_or(line_end, |i| line_start + i + 1);
             Span::new(key_span.file, line_start + indent, end)
         } else {
             key_span
@@ -86,7 +102,11 @@ fn header_of(sources: &SourceMap, key_span: Span) -> Span {
 
 impl Rules<'_> {
     fn required(&mut self, p: &Profile) {
-        for (key, set) in [("version", p.version.is_some()), ("name", p.name.is_some()), ("action", p.action.is_some())] {
+        for (key, set) in [
+            ("version", p.version.is_some()),
+            ("name", p.name.is_some()),
+            ("action", p.action.is_some()),
+        ] {
             if !set {
                 let d = missing(key, self.top);
                 let d = if key == "action" {
@@ -98,11 +118,18 @@ impl Rules<'_> {
             }
         }
         match &p.images {
-            None => self.push(missing("images.dir", self.top).help("add an [images] table with `dir = \"...\"`")),
-            Some(img) if img.value.dir.is_none() => self.push(missing("images.dir", self.header(img.key_span))),
+            None => self.push(
+                missing("images.dir", self.top).help("add an [images] table with `dir = \"...\"`"),
+            ),
+            Some(img) if img.value.dir.is_none() => {
+                self.push(missing("images.dir", self.header(img.key_span)))
+            }
             Some(_) => {}
         }
-        if p.action.as_ref().is_some_and(|a| a.value == Action::Migrate) {
+        if p.action
+            .as_ref()
+            .is_some_and(|a| a.value == Action::Migrate)
+        {
             match &p.migration {
                 None => self.push(
                     missing("migration", self.top)
@@ -149,16 +176,31 @@ impl Rules<'_> {
         let Some(t) = &p.target else { return };
         if let (Some(pid), Some(pf)) = (&t.value.pid, &t.value.pidfile) {
             let at = later(pid.key_span, pf.key_span);
-            let key = if at == pf.key_span { "target.pidfile" } else { "target.pid" };
-            let (first, second) = if at == pf.key_span { (pid.key_span, pf.key_span) } else { (pf.key_span, pid.key_span) };
+            let key = if at == pf.key_span {
+                "target.pidfile"
+            } else {
+                "target.pid"
+            };
+            let (first, second) = if at == pf.key_span {
+                (pid.key_span, pf.key_span)
+            } else {
+                (pf.key_span, pid.key_span)
+            };
             let _ = second;
             self.push(
-                Diagnostic::error("profile::target-conflict", "`target.pid` and `target.pidfile` are both set")
-                    .at(if key == "target.pidfile" { pf.span } else { pid.span })
-                    .key(key)
-                    .label("second way to name the target")
-                    .related(first, "the other one is here")
-                    .help("keep one of them; `apply --pid N` overrides both"),
+                Diagnostic::error(
+                    "profile::target-conflict",
+                    "`target.pid` and `target.pidfile` are both set",
+                )
+                .at(if key == "target.pidfile" {
+                    pf.span
+                } else {
+                    pid.span
+                })
+                .key(key)
+                .label("second way to name the target")
+                .related(first, "the other one is here")
+                .help("keep one of them; `apply --pid N` overrides both"),
             );
         }
     }
@@ -167,12 +209,15 @@ impl Rules<'_> {
         let Some(action) = &p.action else { return };
         let sources = self.sources;
         let ignored = |section: &str, why: &str, key_span: Span| {
-            Diagnostic::warning("profile::ignored-section", format!("[{section}] is ignored {why}"))
-                .at(header_of(sources, key_span))
-                .key(section)
-                .label("ignored")
-                .related(action.span, "because of this action")
-                .help(format!("remove [{section}], or change `action`"))
+            Diagnostic::warning(
+                "profile::ignored-section",
+                format!("[{section}] is ignored {why}"),
+            )
+            .at(header_of(sources, key_span))
+            .key(section)
+            .label("ignored")
+            .related(action.span, "because of this action")
+            .help(format!("remove [{section}], or change `action`"))
         };
         match action.value {
             Action::Restore => {
@@ -182,7 +227,11 @@ impl Rules<'_> {
             }
             Action::Checkpoint => {
                 if let Some(r) = &p.restore {
-                    self.push(ignored("restore", "when `action = \"checkpoint\"`", r.key_span));
+                    self.push(ignored(
+                        "restore",
+                        "when `action = \"checkpoint\"`",
+                        r.key_span,
+                    ));
                 }
             }
             Action::Migrate => {
@@ -205,7 +254,11 @@ impl Rules<'_> {
         }
         if action.value != Action::Migrate {
             if let Some(m) = &p.migration {
-                self.push(ignored("migration", "unless `action = \"migrate\"`", m.key_span));
+                self.push(ignored(
+                    "migration",
+                    "unless `action = \"migrate\"`",
+                    m.key_span,
+                ));
             }
         }
     }
@@ -217,7 +270,10 @@ impl Rules<'_> {
                 self.push(
                     Diagnostic::error(
                         "profile::out-of-range",
-                        format!("`checkpoint.ghost_limit` is out of range: {} is more than 4GiB", g.value.text()),
+                        format!(
+                            "`checkpoint.ghost_limit` is out of range: {} is more than 4GiB",
+                            g.value.text()
+                        ),
                     )
                     .at(g.span)
                     .key("checkpoint.ghost_limit")
@@ -228,9 +284,12 @@ impl Rules<'_> {
         if let Some(t) = &c.timeout {
             if t.value.0 > u64::from(u32::MAX) {
                 self.push(
-                    Diagnostic::error("profile::out-of-range", "`checkpoint.timeout` is out of range")
-                        .at(t.span)
-                        .key("checkpoint.timeout"),
+                    Diagnostic::error(
+                        "profile::out-of-range",
+                        "`checkpoint.timeout` is out of range",
+                    )
+                    .at(t.span)
+                    .key("checkpoint.timeout"),
                 );
             }
         }
@@ -255,11 +314,14 @@ impl Rules<'_> {
         if let Some(ad) = &r.auto_dedup {
             if ad.value {
                 self.push(
-                    Diagnostic::warning("profile::restore-auto-dedup", "`restore.auto_dedup` makes the images single-use")
-                        .at(ad.span)
-                        .key("restore.auto_dedup")
-                        .label("punches holes in the images as they are read")
-                        .help("keep it only if the checkpoint is never restored twice"),
+                    Diagnostic::warning(
+                        "profile::restore-auto-dedup",
+                        "`restore.auto_dedup` makes the images single-use",
+                    )
+                    .at(ad.span)
+                    .key("restore.auto_dedup")
+                    .label("punches holes in the images as they are read")
+                    .help("keep it only if the checkpoint is never restored twice"),
                 );
             }
         }
@@ -289,14 +351,20 @@ impl Rules<'_> {
         let mut seen_out: Vec<(String, Span)> = Vec::new();
         for (i, item) in veths.value.iter().enumerate() {
             let pair = &item.value;
-            for (side, field, seen) in [("inside", &pair.inside, &mut seen_in), ("outside", &pair.outside, &mut seen_out)] {
+            for (side, field, seen) in [
+                ("inside", &pair.inside, &mut seen_in),
+                ("outside", &pair.outside, &mut seen_out),
+            ] {
                 let key = format!("restore.veth_pairs[{i}].{side}");
                 let Some(name) = field else {
                     self.push(
-                        Diagnostic::error("profile::missing-key", format!("missing required key `{side}` in veth pair {i}"))
-                            .at(item.span)
-                            .key(&key)
-                            .help("each veth pair is `{ inside = \"eth0\", outside = \"veth-web0\" }`"),
+                        Diagnostic::error(
+                            "profile::missing-key",
+                            format!("missing required key `{side}` in veth pair {i}"),
+                        )
+                        .at(item.span)
+                        .key(&key)
+                        .help("each veth pair is `{ inside = \"eth0\", outside = \"veth-web0\" }`"),
                     );
                     continue;
                 };
@@ -310,11 +378,14 @@ impl Rules<'_> {
                 }
                 if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name.value) {
                     self.push(
-                        Diagnostic::error("profile::veth-duplicate", format!("veth name \"{}\" is used twice", name.value))
-                            .at(name.span)
-                            .key(&key)
-                            .related(*first, "first used here")
-                            .help("give each pair its own interface names"),
+                        Diagnostic::error(
+                            "profile::veth-duplicate",
+                            format!("veth name \"{}\" is used twice", name.value),
+                        )
+                        .at(name.span)
+                        .key(&key)
+                        .related(*first, "first used here")
+                        .help("give each pair its own interface names"),
                     );
                 } else {
                     seen.push((name.value.clone(), name.span));
@@ -329,7 +400,10 @@ impl Rules<'_> {
             if l.enabled() {
                 if let (Some(addr), None) = (&l.address, &l.port) {
                     // Two keys involved: point at the later one.
-                    let at = l.enabled.as_ref().map_or(addr.span, |e| later(e.span, addr.span));
+                    let at = l
+                        .enabled
+                        .as_ref()
+                        .map_or(addr.span, |e| later(e.span, addr.span));
                     self.push(
                         Diagnostic::error(
                             "profile::lazy-port-missing",
@@ -347,22 +421,30 @@ impl Rules<'_> {
             let s = &ps.value;
             match (&s.address, &s.port) {
                 (Some(_), None) => self.push(missing("page_server.port", self.header(ps.key_span))),
-                (None, Some(_)) => self.push(missing("page_server.address", self.header(ps.key_span))),
+                (None, Some(_)) => {
+                    self.push(missing("page_server.address", self.header(ps.key_span)))
+                }
                 _ => {}
             }
             if let Some(tls) = &s.tls {
                 match (&tls.value.cert, &tls.value.key) {
                     (Some(c), None) => self.push(
-                        Diagnostic::error("profile::tls-cert-key", "`page_server.tls.cert` is set without `key`")
-                            .at(c.span)
-                            .key("page_server.tls.cert")
-                            .help("set both `cert` and `key`, or neither"),
+                        Diagnostic::error(
+                            "profile::tls-cert-key",
+                            "`page_server.tls.cert` is set without `key`",
+                        )
+                        .at(c.span)
+                        .key("page_server.tls.cert")
+                        .help("set both `cert` and `key`, or neither"),
                     ),
                     (None, Some(k)) => self.push(
-                        Diagnostic::error("profile::tls-cert-key", "`page_server.tls.key` is set without `cert`")
-                            .at(k.span)
-                            .key("page_server.tls.key")
-                            .help("set both `cert` and `key`, or neither"),
+                        Diagnostic::error(
+                            "profile::tls-cert-key",
+                            "`page_server.tls.key` is set without `cert`",
+                        )
+                        .at(k.span)
+                        .key("page_server.tls.key")
+                        .help("set both `cert` and `key`, or neither"),
                     ),
                     _ => {}
                 }
@@ -398,7 +480,10 @@ pub fn ifname_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some("is not a valid interface name".into());
     }
-    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '=' | ':') || c.is_whitespace()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '=' | ':') || c.is_whitespace())
+    {
         return Some(format!("contains `{}`", c.escape_default()));
     }
     None
