@@ -81,11 +81,32 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         }
         _ => "the pid given with --pid".into(),
     };
+    let migrate = action == Action::Migrate;
+    if migrate {
+        if let Some(why) = migrate_refusal(p) {
+            steps.push(step(
+                "refused",
+                format!(
+                    "this version of `apply --role` stops here, before touching anything: {why}"
+                ),
+            ));
+        }
+    }
+    let dirs = if dir == work {
+        dir.clone()
+    } else {
+        format!("{dir} and {work}")
+    };
+    let destination = migrate && role == Some(Role::Destination);
     let mut prep = step(
         "prepare",
-        if dumps {
+        if destination {
             format!(
-                "create {dir} and {work} (0700, refused if world-writable), lock {dir}/.ckptctl.lock, mark {dir} incomplete"
+                "create {dirs} (0700, refused if world-writable; an existing checkpoint only with --force), lock {dir}/.ckptctl.lock, mark {dir} incomplete"
+            )
+        } else if dumps {
+            format!(
+                "create {dirs} (0700, refused if world-writable), lock {dir}/.ckptctl.lock, mark {dir} incomplete"
             )
         } else {
             format!(
@@ -97,8 +118,44 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
     if dumps {
         prep.writes.push(format!("{dir}/ckptctl.incomplete"));
     }
+    if destination {
+        prep.writes.push(format!("{dir}/ckptctl.incomplete"));
+    }
     steps.push(prep);
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
+    let (dest, port, timeout) = match &p.migration {
+        Some(m) => (
+            m.value
+                .destination
+                .as_ref()
+                .map(|d| d.value.0.clone())
+                .unwrap_or_default(),
+            m.value.control_port.as_ref().map_or(0, |c| c.value.0),
+            m.value.step_timeout().text(),
+        ),
+        None => (String::new(), 0, String::new()),
+    };
+    if migrate {
+        let mut s = if destination {
+            step(
+                "listen",
+                format!(
+                    "listen for the source on control port {port} (TCP, newline-delimited JSON)"
+                ),
+            )
+        } else {
+            step(
+                "connect",
+                format!(
+                    "connect to the destination {dest}:{port}, retrying until step_timeout ({timeout})"
+                ),
+            )
+        };
+        s.waits_for = Some(format!(
+            "hello from the other side within {timeout}: same profile digest (sha256), destination CRIU >= source CRIU, roles differ"
+        ));
+        steps.push(s);
+    }
     if dumps && p.checkpoint().pre_dump.is_some() {
         let mut s = step(
             "feature check",
@@ -135,6 +192,15 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
             CriuStep::Dump { .. } => {
                 s.writes.push(format!("{dir}/ (images)"));
                 s.writes.push(format!("{work}/stats-dump"));
+                if migrate {
+                    s.what = format!(
+                        "after the destination's `ready`: {}; pages go to its page server",
+                        s.what
+                    );
+                    s.waits_for = Some(format!(
+                        "CRIU's post-dump callback is answered only after the destination reports `restored` (then CRIU ends the tree here); an error, a closed connection or step_timeout ({timeout}) answers it with failure and CRIU resumes the tree"
+                    ));
+                }
                 if lazy
                     && p.lazy_pages
                         .as_ref()
@@ -149,10 +215,18 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                 ));
             }
             CriuStep::PageServer { .. } => {
-                s.waits_for =
-                    Some("NOTIFY status-ready (listening); then --status-fd gets \\0".into());
+                s.waits_for = Some(format!(
+                    "the PAGE_SERVER answer (listening); then --status-fd gets \\0, stdout a {{\"event\":\"ready\"}} line and the source `ready`; then the source's `dumped` and the page server's exit (WAIT_PID), each within {timeout}"
+                ));
             }
             CriuStep::Restore => {
+                if destination {
+                    s.what = format!(
+                        "mark {dir} complete, then {}; report `restored` with the new pid to the source",
+                        s.what
+                    );
+                    s.writes.push(format!("{dir}/ckptctl.complete"));
+                }
                 s.writes.push(format!("{work}/stats-restore"));
                 if let Some(pf) = p.restore().pidfile {
                     s.writes.push(pf.value.resolved.display().to_string());
@@ -165,7 +239,7 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         }
         steps.push(s);
     }
-    if dumps {
+    if dumps && !migrate {
         let mut s = step(
             "mark complete",
             format!(
@@ -179,7 +253,13 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         "run record",
         "write the resolved profile, CRIU version, host, timings, stats and outcome",
     );
-    rec.writes.push(format!("{work}/ckptctl-run.json"));
+    rec.writes.push(match (migrate, role) {
+        (true, Some(Role::Destination)) => {
+            format!("{work}/ckptctl-run-destination.json (and the downtime report)")
+        }
+        (true, _) => format!("{work}/ckptctl-run-source.json (and the downtime report)"),
+        _ => format!("{work}/ckptctl-run.json"),
+    });
     steps.push(rec);
     Plan {
         profile: p
@@ -197,6 +277,38 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         }),
         steps,
     }
+}
+
+/// What `apply --role` refuses to run (it stops before any step), with the
+/// code it reports. The plan still shows the steps the profile asks for.
+fn migrate_refusal(p: &Profile) -> Option<String> {
+    use crate::profile::model::ImagesMode;
+    if p.page_server
+        .as_ref()
+        .is_some_and(|ps| ps.value.tls.is_some())
+    {
+        return Some(
+            "`page_server.tls` is not supported for migration yet (migrate::tls-unsupported)"
+                .into(),
+        );
+    }
+    if p.migration
+        .as_ref()
+        .is_some_and(|m| m.value.images() == ImagesMode::Send)
+    {
+        return Some(
+            "`migration.images = \"send\"` is not supported yet (migrate::send-unsupported)".into(),
+        );
+    }
+    if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
+        return Some(
+            "post-copy (lazy pages) migration is not supported (migrate::lazy-unsupported)".into(),
+        );
+    }
+    if p.checkpoint().pre_dump.is_some() {
+        return Some("pre-copy migration (`[checkpoint.pre_dump]`) is not supported yet (migrate::pre-copy-unsupported)".into());
+    }
+    None
 }
 
 fn describe(cs: &CriuStep, target: &str) -> String {

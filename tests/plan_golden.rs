@@ -1,0 +1,138 @@
+//! Golden tests for `ckptctl plan` (= `apply --dry-run`): the ordered steps
+//! of every example profile, for each role of migrate profiles, as text and
+//! as JSON. Set `CKPTCTL_UPDATE_GOLDEN=1` to rewrite the expected files after
+//! a reviewed change.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden/plan").join(name);
+    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
+}
+
+fn plan(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn golden_plans_of_the_examples() {
+    let cases: &[(&str, &[&str])] = &[
+        ("checkpoint", &["examples/checkpoint.toml"]),
+        ("restore-veth", &["examples/restore-veth.toml"]),
+        (
+            "migrate-lazy-destination",
+            &["examples/migrate-lazy.toml", "--role", "destination"],
+        ),
+        (
+            "migrate-page-server-source",
+            &[
+                "examples/migrate-page-server.toml",
+                "--role",
+                "source",
+                "--pid",
+                "4242",
+            ],
+        ),
+        (
+            "migrate-page-server-destination",
+            &["examples/migrate-page-server.toml", "--role", "destination"],
+        ),
+        (
+            "migrate-precopy-source",
+            &[
+                "examples/migrate-precopy.toml",
+                "--role",
+                "source",
+                "--pid",
+                "4242",
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        let mut a = vec!["plan"];
+        a.extend_from_slice(args);
+        check_golden(&format!("{name}.txt"), &plan(&a));
+        let mut j = vec!["--output", "json", "plan"];
+        j.extend_from_slice(args);
+        let text = plan(&j);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["steps"].as_array().is_some_and(|s| !s.is_empty()));
+        check_golden(&format!("{name}.json"), &text);
+    }
+}
+
+#[test]
+fn yaml_and_toml_examples_plan_the_same() {
+    for ex in ["checkpoint", "restore-veth", "migrate-page-server"] {
+        let t = plan(&[
+            "plan",
+            &format!("examples/{ex}.toml"),
+            "--role",
+            "source",
+            "--pid",
+            "1",
+        ]);
+        let y = plan(&[
+            "plan",
+            &format!("examples/{ex}.yaml"),
+            "--role",
+            "source",
+            "--pid",
+            "1",
+        ]);
+        assert_eq!(t, y, "{ex}");
+    }
+}
+
+#[test]
+fn plan_steps_match_what_render_renders() {
+    // The CLI lines in the plan are exactly `render --format criu-args`.
+    let p = plan(&["plan", "examples/checkpoint.toml", "--pid", "4242"]);
+    let r = plan(&[
+        "render",
+        "examples/checkpoint.toml",
+        "--format",
+        "criu-args",
+        "--pid",
+        "4242",
+    ]);
+    for line in p.lines().filter_map(|l| l.trim().strip_prefix("as CLI: ")) {
+        assert!(
+            r.contains(line),
+            "plan line not in render output: {line}\n{r}"
+        );
+    }
+    let _ = Path::new(BIN);
+}
