@@ -37,6 +37,19 @@ impl Proc {
             let mut c = Command::new("setsid");
             c.args(["sh", "-c", &script]);
             c
+        } else if unshare.contains(&"--mount") {
+            // In its own mount namespace, drop namespace-file mounts other
+            // tests may have left in /run/netns (CRIU cannot dump them),
+            // then run the loop (passed as $0).
+            let mut c = Command::new("unshare");
+            c.args(unshare).args([
+                "--fork",
+                "sh",
+                "-c",
+                "for m in $(awk '$3 == \"nsfs\" {print $2}' /proc/self/mounts); do umount -l \"$m\"; done; exec setsid sh -c \"$0\"",
+                &script,
+            ]);
+            c
         } else {
             let mut c = Command::new("unshare");
             c.args(unshare)
@@ -535,7 +548,8 @@ fn network_lock_without_iptables_tools_names_the_key() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    // Missing tools are the environment, not the operation: exit 4.
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
     assert_eq!(
         v["diagnostics"][0]["code"], "criu::network-lock-tools-missing",
@@ -1030,4 +1044,169 @@ fn interrupted_checkpoint_leaves_the_target_running() {
     assert!(imgs.join("ckptctl.incomplete").exists());
     assert!(!imgs.join("inventory.img").exists());
     assert!(!imgs.join("ckptctl.complete").exists());
+}
+
+#[test]
+fn images_dirs_of_another_user_or_writable_by_others_are_refused() {
+    if !require_root_and_criu() {
+        return;
+    }
+    use std::os::unix::fs::chown;
+    let d = tmp();
+    let imgs = d.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown(&imgs, Some(65534), Some(65534)).unwrap();
+    let ck = checkpoint_profile(d.path(), "owned", 1, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::not-owned");
+    // Restore checks the images directory too (and never follows a planted
+    // symlink for its lock file).
+    std::fs::write(imgs.join("inventory.img"), b"x").unwrap();
+    let rs = restore_profile(d.path(), "rs", "");
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::not-owned");
+    chown(&imgs, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(
+        json(&out)["diagnostics"][0]["code"],
+        "apply::world-writable"
+    );
+    assert_eq!(json(&out)["diagnostics"][0]["key"], "images.dir");
+}
+
+#[test]
+fn bad_pid_flag_and_missing_parent_are_refused_before_criu_runs() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let ck = checkpoint_profile(d.path(), "pid", 1, "");
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "apply",
+        ck.to_str().unwrap(),
+        "--pid",
+        "0",
+    ]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::bad-pid");
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "parent", p.pid, "parent = \"../nope\"\n");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["diagnostics"][0]["code"], "apply::parent-missing");
+    assert_eq!(v["diagnostics"][0]["key"], "images.parent");
+    assert_eq!(v["diagnostics"][0]["line"], 8);
+    assert!(p.alive());
+    assert!(
+        !d.path().join("imgs/ckptctl.incomplete").exists(),
+        "a refused run must not mark the images"
+    );
+}
+
+#[test]
+fn a_refused_forced_run_does_not_damage_an_existing_checkpoint() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let criu = common::criu_path().unwrap();
+    if ckptctl::criu::check_feature(&criu, "mem_dirty_track")
+        .unwrap()
+        .supported
+    {
+        eprintln!(
+            "skipped: this kernel has soft-dirty tracking; the refusal cannot be produced here"
+        );
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(
+        d.path(),
+        "ok",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n",
+    );
+    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pre = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\n");
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "apply",
+        "--force",
+        pre.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 4);
+    let imgs = d.path().join("imgs");
+    assert!(
+        imgs.join("ckptctl.complete").exists(),
+        "the good checkpoint must stay complete"
+    );
+    assert!(!imgs.join("ckptctl.incomplete").exists());
+    assert!(imgs.join("inventory.img").exists());
+}
+
+#[test]
+fn check_on_a_migration_destination_needs_no_target() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let port = free_port();
+    let prof = write(
+        d.path(),
+        "m.toml",
+        &format!(
+            "version = 1\nname = \"m\"\naction = \"migrate\"\n[images]\ndir = \"imgs\"\n[page_server]\naddress = \"127.0.0.1\"\nport = {}\n[migration]\ndestination = \"127.0.0.1\"\ncontrol_port = {port}\n",
+            free_port()
+        ),
+    );
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "check",
+        prof.to_str().unwrap(),
+        "--role",
+        "destination",
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let checks: Vec<String> = json(&out)["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        checks.iter().any(|c| c == &format!("port {port}")),
+        "{checks:?}"
+    );
+    assert!(!checks.iter().any(|c| c == "target"), "{checks:?}");
+    // Its control port taken: not ready, at migration.control_port.
+    let _busy = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "check",
+        prof.to_str().unwrap(),
+        "--role",
+        "destination",
+    ]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    let d0 = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "check::port-busy")
+        .cloned()
+        .unwrap();
+    assert_eq!(d0["key"], "migration.control_port");
 }

@@ -13,6 +13,7 @@ use crate::criu::{FoundCriu, check_feature, find_criu};
 use crate::diag::{Diagnostic, Severity};
 use crate::profile::Profile;
 use crate::profile::model::{Action, HostConfig, NetworkLock};
+use crate::render::Role;
 use crate::source::FileId;
 
 /// One line of the preflight.
@@ -64,14 +65,15 @@ impl Preflight {
     }
 }
 
-/// Features a profile needs from the kernel/CRIU, with the key that needs it.
-pub fn needed_features(p: &Profile, pid: Option<i32>) -> Vec<(&'static str, &'static str)> {
+/// Features a profile needs from the kernel/CRIU on the side that dumps
+/// (`dumps`) or restores, with the key that needs it.
+pub fn needed_features(p: &Profile, dumps: bool) -> Vec<(&'static str, &'static str)> {
     let mut f = Vec::new();
     let c = p.checkpoint();
     if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
         f.push(("uffd-noncoop", "lazy_pages.enabled"));
     }
-    if p.action_or_default() != Action::Restore {
+    if dumps {
         if c.pre_dump.is_some() {
             f.push(("mem_dirty_track", "checkpoint.pre_dump"));
         }
@@ -82,18 +84,25 @@ pub fn needed_features(p: &Profile, pid: Option<i32>) -> Vec<(&'static str, &'st
             f.push(("network_lock_nftables", "checkpoint.network_lock"));
         }
     }
-    let _ = pid;
     f
 }
 
-/// Run every check. `pid` is `--pid` if given.
+/// Run every check. `pid` is `--pid` if given; `role` is the migration
+/// side (`None` for checkpoint and restore profiles).
 pub fn preflight(
     p: &Profile,
     root: FileId,
     criu_flag: Option<&Path>,
     pid: Option<i32>,
+    role: Option<Role>,
 ) -> Preflight {
     let mut pf = Preflight::default();
+    // The destination of a migration restores; everything else dumps.
+    let dumps = match p.action_or_default() {
+        Action::Restore => false,
+        Action::Checkpoint => true,
+        Action::Migrate => role != Some(Role::Destination),
+    };
     let at = |key: &str| span_for_key(p, key, root);
 
     // CRIU binary and version.
@@ -178,7 +187,7 @@ pub fn preflight(
     // Kernel features.
     if let Some(f) = &found {
         let mut seen = Vec::new();
-        for (feature, key) in needed_features(p, pid) {
+        for (feature, key) in needed_features(p, dumps) {
             if seen.contains(&feature) {
                 continue;
             }
@@ -212,9 +221,7 @@ pub fn preflight(
     }
 
     // Network lock tools.
-    if p.action_or_default() != Action::Restore
-        && p.checkpoint().network_lock() == NetworkLock::Iptables
-    {
+    if dumps && p.checkpoint().network_lock() == NetworkLock::Iptables {
         if which("iptables-restore") && which("ip6tables-restore") {
             pf.ok("iptables", "iptables-restore and ip6tables-restore found");
         } else {
@@ -285,7 +292,7 @@ pub fn preflight(
                 Diagnostic::warning(
                     "check::images-exist",
                     format!(
-                        "`images.dir` {} already holds a checkpoint; apply will replace it",
+                        "`images.dir` {} already holds a checkpoint; apply replaces it only with `--force`",
                         dir.display()
                     ),
                 )
@@ -309,7 +316,7 @@ pub fn preflight(
     }
 
     // Target process.
-    if p.action_or_default() != Action::Restore {
+    if dumps {
         match crate::apply::engine::resolve_pid(p, pid) {
             Ok(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
                 pf.ok("target", format!("pid {pid} is running"))
@@ -335,7 +342,7 @@ pub fn preflight(
     }
 
     // Ports this host must listen on.
-    for (key, port) in listening_ports(p) {
+    for (key, port) in listening_ports(p, role) {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         match TcpListener::bind(addr) {
             Ok(_) => pf.ok(&format!("port {port}"), "free"),
@@ -355,15 +362,35 @@ pub fn preflight(
     pf
 }
 
-fn listening_ports(p: &Profile) -> Vec<(&'static str, u16)> {
+/// Ports this host will listen on: the destination of a migration listens
+/// for the control connection and runs the page server; a checkpoint that
+/// serves lazy pages listens on the lazy pages port.
+fn listening_ports(p: &Profile, role: Option<Role>) -> Vec<(&'static str, u16)> {
     let mut v = Vec::new();
     let port = |x: i64| u16::try_from(x).unwrap_or(0);
-    if p.action_or_default() == Action::Migrate {
-        if let Some(m) = &p.migration {
-            if let Some(cp) = &m.value.control_port {
+    match (p.action_or_default(), role) {
+        (Action::Migrate, Some(Role::Destination)) => {
+            if let Some(cp) = p
+                .migration
+                .as_ref()
+                .and_then(|m| m.value.control_port.clone())
+            {
                 v.push(("migration.control_port", port(cp.value.0)));
             }
+            if let Some(pp) = p.page_server.as_ref().and_then(|s| s.value.port.clone()) {
+                v.push(("page_server.port", port(pp.value.0)));
+            }
         }
+        (Action::Checkpoint | Action::Migrate, _) => {
+            let lazy = p
+                .lazy_pages
+                .as_ref()
+                .filter(|l| l.value.enabled() && l.value.address.is_some());
+            if let Some(lp) = lazy.and_then(|l| l.value.port.clone()) {
+                v.push(("lazy_pages.port", port(lp.value.0)));
+            }
+        }
+        _ => {}
     }
     v
 }

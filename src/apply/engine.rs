@@ -15,6 +15,7 @@ use crate::apply::record::RunRecord;
 use crate::apply::report::{Failure, cause_advice};
 use crate::apply::status_fd::StatusFd;
 use crate::cli::output::{Exit, Ui};
+use crate::criu::KnownCause;
 use crate::criu::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType};
 use crate::criu::stats;
 use crate::criu::swrk::expect_success;
@@ -97,6 +98,15 @@ pub fn criu_version(criu: &Path) -> Result<CriuVersion, CriuError> {
 /// The pid to dump: `--pid`, else `target.pid`, else `target.pidfile`.
 pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     if let Some(pid) = flag {
+        if pid <= 0 {
+            return Err(Failure::new(
+                "apply::bad-pid",
+                "resolve target",
+                format!("`--pid {pid}` is not a process id"),
+                Exit::Usage,
+            )
+            .hint("pass the pid of the tree's root, a number of 1 or more"));
+        }
         return Ok(pid);
     }
     let target = p.target.as_ref().map(|t| &t.value);
@@ -298,6 +308,7 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
     let code = match e {
         guard::DirError::Busy { .. } => "apply::busy",
         guard::DirError::WorldWritable { .. } => "apply::world-writable",
+        guard::DirError::NotOwned { .. } => "apply::not-owned",
         _ => "apply::dir",
     };
     let hint = match e {
@@ -305,7 +316,10 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
             "wait for the other apply to finish; two applies on one images directory would mix their images"
         }
         guard::DirError::WorldWritable { .. } => {
-            "images hold process memory: use a directory only root can write (ckptctl creates them 0700)"
+            "images hold process memory: use a directory only its owner can write (ckptctl creates them 0700)"
+        }
+        guard::DirError::NotOwned { .. } => {
+            "another user could replace the images or plant symlinks: use a directory owned by the user running ckptctl"
         }
         _ => "check the path and its permissions",
     };
@@ -343,6 +357,10 @@ pub struct Run<'a> {
     pub record: RunRecord,
     status: Option<StatusFd>,
     spare: Option<Swrk>,
+    /// The images-directory lock, held until the run record is written.
+    lock: Option<DirLock>,
+    /// The pid came from `--pid` (failures then name no profile key).
+    pid_flag: bool,
 }
 
 impl<'a> Run<'a> {
@@ -365,6 +383,8 @@ impl<'a> Run<'a> {
             record,
             status: None,
             spare: None,
+            lock: None,
+            pid_flag: false,
         }
     }
 
@@ -418,7 +438,23 @@ impl<'a> Run<'a> {
             } => (*cr_errno, cr_errmsg.clone()),
             _ => (None, None),
         };
+        let exit = match cause {
+            // The environment, not the operation: spec exit code 4.
+            Some(
+                KnownCause::PermissionDenied
+                | KnownCause::DirtyTrackingMissing
+                | KnownCause::LazyPagesUnsupported
+                | KnownCause::NetworkLockToolsMissing,
+            ) => Exit::NotReady,
+            _ => Exit::CriuFailed,
+        };
         let (code, message, hint, key) = match cause {
+            Some(KnownCause::PidNotFound) if self.pid_flag => (
+                KnownCause::PidNotFound.code(),
+                format!("{step} failed: {}", KnownCause::PidNotFound.summary()),
+                Some("the pid given with `--pid` does not exist (or is gone)".to_string()),
+                None,
+            ),
             Some(c) => {
                 let (hint, key) = cause_advice(c, step, self.profile);
                 (
@@ -463,7 +499,7 @@ impl<'a> Run<'a> {
             log_lines: lines,
             hint,
             key,
-            exit: Exit::CriuFailed,
+            exit,
         }
     }
 
@@ -523,6 +559,7 @@ impl<'a> Run<'a> {
             swrk.call(&req, &mut cb)
         };
         let res = res.and_then(|r| expect_success(step, want, r));
+        let stderr = swrk.stderr_tail();
         let _ = swrk.finish();
         match res {
             Ok(r) => {
@@ -533,12 +570,28 @@ impl<'a> Run<'a> {
                 self.record
                     .step(step, started, false, Some(log.clone()), notes);
                 let mut f = self.criu_failure(step, e, Some(log));
+                if f.log_lines.is_empty() {
+                    // No log (CRIU refused the options before logging):
+                    // its reason went to stderr.
+                    f.log_lines = stderr
+                        .lines()
+                        .filter(|l| !l.trim().is_empty() && !crate::criu::errors::is_noise(l))
+                        .take(16)
+                        .map(|l| format!("stderr: {l}"))
+                        .collect();
+                }
                 if INTERRUPTED.load(Ordering::SeqCst) {
                     f.code = "apply::interrupted";
-                    f.message = format!(
-                        "{step} interrupted by a signal; CRIU aborted and the tree was resumed"
-                    );
-                    f.hint = Some("nothing was lost: the target runs on and the images directory is marked incomplete; run apply again".into());
+                    if want == CriuReqType::Restore {
+                        f.message =
+                            format!("{step} interrupted by a signal; CRIU aborted the restore");
+                        f.hint = Some("the images are unchanged; run apply again".into());
+                    } else {
+                        f.message = format!(
+                            "{step} interrupted by a signal; CRIU aborted and the tree was resumed"
+                        );
+                        f.hint = Some("nothing was lost: the target runs on and the images directory is marked incomplete; run apply again".into());
+                    }
                     f.exit = Exit::CriuFailed;
                 }
                 Err(f)
@@ -597,6 +650,8 @@ pub fn apply(
         record,
         status: opts.status_fd.take(),
         spare: Some(spare),
+        lock: None,
+        pid_flag: opts.pid.is_some(),
     };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
@@ -623,6 +678,9 @@ pub fn apply(
             run.record.stats = out.stats.clone();
             out.record = write_to.and_then(|d| run.record.write(&d).ok());
             out.total_s = run.record.total_s;
+            // Released only now: a concurrent apply must not see the
+            // directory before its run record is written.
+            run.lock = None;
             Ok(out)
         }
         Err(f) => {
@@ -640,12 +698,22 @@ pub fn apply(
     }
 }
 
+fn work_dir_key(p: &Profile) -> &'static str {
+    if p.images().work_dir.is_some() {
+        "images.work_dir"
+    } else {
+        "images.dir"
+    }
+}
+
 fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile;
     let pid = resolve_pid(p, opts.pid)?;
+    // Everything that can be checked is checked before the directory is
+    // touched, so a refused run never damages an existing checkpoint.
     guard::ensure_private_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let _lock = DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, work_dir_key(p)))?;
+    run.lock = Some(DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?);
     if matches!(
         guard::images_state(&run.images_dir),
         ImagesState::Complete | ImagesState::Foreign
@@ -660,6 +728,35 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
         .key("images.dir")
         .hint("pass `--force` to replace it, or choose another `images.dir`"));
     }
+    if let Some(parent) = p.images().parent {
+        if !run.images_dir.join(&parent.value).is_dir() {
+            return Err(Failure::new(
+                "apply::parent-missing",
+                "prepare",
+                format!(
+                    "`images.parent` {:?} is not a directory next to the images ({})",
+                    parent.value,
+                    run.images_dir.join(&parent.value).display()
+                ),
+                Exit::Usage,
+            )
+            .key("images.parent")
+            .hint(
+                "point `images.parent` at the images of an earlier dump, relative to `images.dir`",
+            ));
+        }
+    }
+    let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
+    if pre_dump.is_some() {
+        feature_gate(
+            run,
+            CriuFeatures {
+                mem_track: Some(true),
+                ..Default::default()
+            },
+            "checkpoint.pre_dump",
+        )?;
+    }
     guard::mark_incomplete(&run.images_dir).map_err(|e| {
         Failure::new(
             "apply::dir",
@@ -669,23 +766,39 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
         )
         .key("images.dir")
     })?;
+    match dump_steps(run, pid, pre_dump) {
+        Ok(out) => Ok(out),
+        Err(f) => {
+            // Never leave a directory that looks like a checkpoint.
+            let _ = guard::quarantine(&run.images_dir);
+            Err(f)
+        }
+    }
+}
+
+/// Pre-dump rounds, the dump and the completion marker.
+fn dump_steps(
+    run: &mut Run<'_>,
+    pid: i32,
+    pre_dump: Option<crate::profile::model::PreDump>,
+) -> Result<Outcome, Failure> {
+    let p = run.profile;
     let images = open_dir(&run.images_dir)?;
     let work = open_dir(&run.work_dir)?;
-    let c = p.checkpoint();
     let mut done_rounds: u32 = 0;
     let mut rounds = Vec::new();
-    if let Some(pd) = &c.pre_dump {
-        feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
-        let pd = pd.value.clone();
+    if let Some(pd) = pre_dump {
         let mut prev_pages: Option<u64> = None;
         for round in 1..=crate::render::pre_dump_rounds(p) {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(Failure::new(
+                    "apply::interrupted",
+                    "pre-dump",
+                    format!("interrupted by a signal after {done_rounds} pre-dump round(s); nothing was dumped"),
+                    Exit::CriuFailed,
+                )
+                .hint("the target runs on; run apply again"));
+            }
             let dir = run.images_dir.join(format!("pre-{round}"));
             guard::ensure_private_dir(&dir).map_err(|e| dir_failure(e, "images.dir"))?;
             let dfd = open_dir(&dir)?;
@@ -726,16 +839,12 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
         "dump of pid {pid} into {}",
         run.images_dir.display()
     ));
-    let resp = run.call(
+    run.call(
         "dump",
         CriuReq::with_opts(CriuReqType::Dump, o),
         CriuReqType::Dump,
         log,
-    );
-    if let Err(f) = resp {
-        let _ = guard::quarantine(&run.images_dir);
-        return Err(f);
-    }
+    )?;
     let stats = stats_json(&run.work_dir.join("stats-dump"), &rounds);
     guard::mark_complete(
         &run.images_dir,
@@ -808,6 +917,12 @@ pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Valu
 
 fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile;
+    if run.images_dir.is_dir() {
+        guard::check_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+        run.lock =
+            Some(DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?);
+    }
+    // Looked at under the lock: no dump can be writing it now.
     match guard::images_state(&run.images_dir) {
         ImagesState::Complete | ImagesState::Foreign => {}
         ImagesState::Incomplete if opts.force => {
@@ -839,8 +954,7 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
             }));
         }
     }
-    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let _lock = DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, work_dir_key(p)))?;
     let images = open_dir(&run.images_dir)?;
     let work = open_dir(&run.work_dir)?;
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
@@ -897,7 +1011,7 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     if let Some(mut d) = daemon {
         let started = run.record.elapsed();
         run.progress("waiting for the lazy pages to arrive");
-        let ok = d.wait(Duration::from_secs(600));
+        let ok = d.wait(Duration::from_secs(LAZY_TRANSFER_LIMIT_S));
         run.record.step(
             "lazy-pages transfer",
             started,
@@ -905,6 +1019,30 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
             Some(d.log.clone()),
             Vec::new(),
         );
+        if !ok {
+            // Pages that never arrived would read as zeros once the daemon
+            // is gone: the restored tree cannot be trusted, so end it.
+            if let Some(pid) = pid.filter(|p| *p > 0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let mut f = Failure::new(
+                "apply::lazy-pages",
+                "lazy-pages transfer",
+                format!(
+                    "the lazy-pages daemon failed before every page arrived; the restored tree{} was killed because its memory is incomplete",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                ),
+                Exit::CriuFailed,
+            )
+            .key("lazy_pages.enabled")
+            .hint("the images are unchanged: restore again (without lazy pages to avoid the daemon)");
+            f.log_lines = crate::apply::report::log_excerpt(&d.log);
+            f.log = Some(d.log.clone());
+            return Err(f);
+        }
     }
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         write_pidfile(&pf.value.resolved, pid).map_err(|e| {
@@ -932,12 +1070,34 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     })
 }
 
-/// Write a pidfile atomically.
+/// Longest wait for a lazy restore's pages, seconds.
+pub const LAZY_TRANSFER_LIMIT_S: u64 = 3600;
+
+/// Write a pidfile atomically: a fresh temporary file (never an existing
+/// one or a symlink), then a rename over the target.
 pub fn write_pidfile(path: &Path, pid: i32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{pid}\n"))?;
-    std::fs::rename(tmp, path)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = path.with_file_name(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(format!("{pid}\n").as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

@@ -33,13 +33,23 @@ pub enum DirError {
         #[source]
         source: std::io::Error,
     },
-    /// It exists and anyone may write into it.
-    #[error("`{path}` is world-writable (mode {mode:o}): anyone could replace the images")]
+    /// It exists and others (group or world) may write into it.
+    #[error("`{path}` is writable by others (mode {mode:o}): they could replace the images")]
     WorldWritable {
         /// The directory.
         path: PathBuf,
         /// Its mode bits.
         mode: u32,
+    },
+    /// It exists and belongs to another user.
+    #[error("`{path}` belongs to uid {owner}, not to the user running ckptctl (uid {me})")]
+    NotOwned {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
     },
     /// It exists and is not a directory.
     #[error("`{path}` exists and is not a directory")]
@@ -69,18 +79,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
 /// directory was created now.
 pub fn ensure_private_dir(path: &Path) -> Result<bool, DirError> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            check_not_world_writable(path, m.mode())?;
-            Ok(false)
-        }
-        Ok(m) if m.file_type().is_symlink() => {
-            let m = std::fs::metadata(path).map_err(io(path))?;
-            if !m.is_dir() {
-                return Err(DirError::NotADir {
-                    path: path.to_path_buf(),
-                });
-            }
-            check_not_world_writable(path, m.mode())?;
+        Ok(m) if m.is_dir() || m.file_type().is_symlink() => {
+            check_dir(path)?;
             Ok(false)
         }
         Ok(_) => Err(DirError::NotADir {
@@ -104,13 +104,29 @@ pub fn ensure_private_dir(path: &Path) -> Result<bool, DirError> {
     }
 }
 
-fn check_not_world_writable(path: &Path, mode: u32) -> Result<(), DirError> {
-    // A sticky world-writable directory (/tmp) is still world-writable for
-    // our purpose: others can create files in it.
-    if mode & 0o002 != 0 {
+/// An existing images or work directory is safe to use: a directory (a
+/// symlink is followed once), owned by the user running ckptctl, and not
+/// writable by group or others. A sticky world-writable directory (/tmp)
+/// is refused too: others can create files (or symlinks) in it.
+pub fn check_dir(path: &Path) -> Result<(), DirError> {
+    let m = std::fs::metadata(path).map_err(io(path))?;
+    if !m.is_dir() {
+        return Err(DirError::NotADir {
+            path: path.to_path_buf(),
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me {
+        return Err(DirError::NotOwned {
+            path: path.to_path_buf(),
+            owner: m.uid(),
+            me,
+        });
+    }
+    if m.mode() & 0o022 != 0 {
         return Err(DirError::WorldWritable {
             path: path.to_path_buf(),
-            mode: mode & 0o7777,
+            mode: m.mode() & 0o7777,
         });
     }
     Ok(())
@@ -133,7 +149,7 @@ impl DirLock {
             .read(true)
             .write(true)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io(dir))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -206,6 +222,7 @@ pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
         .truncate(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join(INCOMPLETE_MARKER))?;
     writeln!(
         f,
@@ -219,11 +236,12 @@ pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
 pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result<()> {
     let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
     {
+        remove_if_exists(&tmp)?;
         let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(
             serde_json::to_string_pretty(summary)

@@ -49,6 +49,9 @@ impl LazyDaemon {
             .arg("--status-fd")
             .arg(STATUS_FD.to_string());
         let _ = (images, work);
+        // Own process group: Ctrl-C must not kill the daemon while the
+        // restored tree still needs its pages.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -144,6 +147,7 @@ fn wait_ready(r: &OwnedFd, timeout: Duration) -> Result<(), String> {
     match poll(&mut fds, PollTimeout::from(ms)) {
         Ok(0) => return Err(format!("no ready byte within {} s", timeout.as_secs())),
         Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Err("interrupted by a signal".into()),
         Err(e) => return Err(format!("poll: {e}")),
     }
     let mut f = std::fs::File::from(r.try_clone().map_err(|e| e.to_string())?);

@@ -175,6 +175,7 @@ impl RunRecord {
             .truncate(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
         f.write_all(
             serde_json::to_string_pretty(self)

@@ -227,14 +227,13 @@ pub fn cause_advice(
 /// The log lines that explain a failure, as `criu::log` picks them: error
 /// and cause lines with a little context, known noise (the RLIMIT_NOFILE
 /// message, iptables probes of successful runs) removed, duplicates
-/// collapsed, each with its line number in the log; at most 16.
+/// collapsed, each with its line number in the log; the first 16.
 pub fn log_excerpt(path: &std::path::Path) -> Vec<String> {
     let Ok(summary) = crate::criu::log::analyze_file(path) else {
         return Vec::new();
     };
     let mut lines = summary.excerpt_lines();
-    if lines.len() > 16 {
-        lines.drain(..lines.len() - 16);
-    }
+    // The cause comes first; what follows are its consequences.
+    lines.truncate(16);
     lines
 }

@@ -64,8 +64,8 @@ pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
-    let _ = role(args.role);
-    let pf = crate::apply::check::preflight(&p, root, ui.criu.as_deref(), args.pid);
+    let pf =
+        crate::apply::check::preflight(&p, root, ui.criu.as_deref(), args.pid, role(args.role));
     if ui.json() {
         let mut v = serde_json::to_value(&pf).unwrap_or_default();
         v["ready"] = serde_json::json!(pf.ready());

@@ -164,7 +164,11 @@ impl Swrk {
             .arg(SERVER_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches ckptctl,
+            // which makes CRIU abort cleanly (a failed NOTIFY ack), instead
+            // of killing CRIU in the middle of a dump.
+            .process_group(0);
         let server_raw = server.as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the forked child before exec and only
