@@ -129,8 +129,12 @@ fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
     let script = format!(
         "i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
     );
+    // Its own cwd: the parasite of a dump mounts proc at `./proc.crtools`
+    // (the tree's /proc belongs to another pid namespace), so two trees
+    // dumped at once from one cwd make one dump fail.
     let child = Net::enter(&net.src)
         .args(["unshare", "--pid", "--fork", "setsid", "sh", "-c", &script])
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -422,6 +426,30 @@ fn unsupported_strategies_are_refused_up_front() {
             show(&o)
         );
     }
+    // Sent images need a page server for the pages.
+    let no_ps = tmp.path().join("no-ps.toml");
+    let text = fs_err::read_to_string(write_profile(tmp.path(), &net, "3s", "images = \"send\"\n"))
+        .unwrap()
+        .replace("[page_server]", "[unused]")
+        .replace("[unused]\naddress", "# address")
+        .replace("port = 27402\n", "");
+    fs_err::write(&no_ps, text).unwrap();
+    let o = Command::new(BIN)
+        .arg("--output")
+        .arg("json")
+        .arg("apply")
+        .arg(&no_ps)
+        .args(["--role", "source", "--pid", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("migrate::send-needs-page-server") && out.contains("page_server"),
+        "{}",
+        show(&o)
+    );
     // No --role on a migrate profile: usage error.
     let profile = write_profile(tmp.path(), &net, "3s", "");
     let o = Command::new(BIN)
@@ -431,4 +459,184 @@ fn unsupported_strategies_are_refused_up_front() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
+
+/// `images = "send"`: the destination runs in its own mount namespace with
+/// a private tmpfs over `images.dir`, so it starts empty and gets the pages
+/// from its page server and every other image over the control connection.
+/// The counter file lives outside the tmpfs, seen by both sides.
+#[test]
+fn migrates_with_images_sent_over_the_control_connection() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let profile = write_profile(tmp.path(), &net, "30s", "images = \"send\"\n");
+    let images = tmp.path().join("images");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&images)
+            .unwrap();
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,size=256m tmpfs {img} && exec {bin} apply {prof} --role destination --status-fd 3",
+        img = q(&images),
+        bin = q(Path::new(BIN)),
+        prof = q(&profile),
+    );
+
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let wraw = w.as_raw_fd();
+    let mut cmd = Net::enter(&net.dst);
+    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(&script);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[allow(unsafe_code)]
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wraw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut dest = cmd.spawn().expect("start destination");
+    drop(w);
+    let dest_out = dest.stdout.take().unwrap();
+    let dest_err = dest.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || read_all(dest_out));
+    let err_t = std::thread::spawn(move || read_all(dest_err));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if status != b"\0" {
+        let _ = dest.kill();
+        let _ = dest.wait();
+        panic!(
+            "destination not ready (status fd gave {status:?}): {}",
+            err_t.join().unwrap()
+        );
+    }
+    // The destination's images.dir is not ours: nothing of it shows here.
+    assert!(
+        !images.join(".ckptctl.lock").exists(),
+        "the tmpfs is not private"
+    );
+
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut dest, Duration::from_secs(60));
+    if dst_status.is_none() {
+        let _ = dest.kill();
+    }
+    let _ = dest.wait();
+    let dst_stdout = out_t.join().unwrap();
+    let dst_stderr = err_t.join().unwrap();
+    let migrated: Option<serde_json::Value> = dst_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "migrated");
+    let new_pid = migrated
+        .as_ref()
+        .and_then(|v| v["restored_pid"].as_i64())
+        .unwrap_or(0) as i32;
+    procs.pids.push(new_pid);
+    procs.children.push(dest);
+
+    assert!(
+        src.status.success(),
+        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
+        show(&src)
+    );
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert!(
+        new_pid > 0,
+        "no restored pid in destination stdout:\n{dst_stdout}"
+    );
+    assert!(
+        dst_stderr.contains("over the control connection"),
+        "{dst_stderr}"
+    );
+
+    // The old tree is gone, the new one counts on.
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "source pid {init} still alive"
+    );
+    assert!(alive(new_pid), "restored pid {new_pid} not running");
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "counter stopped at {c0} after migration"
+    );
+
+    // Source side: CRIU wrote the non-page images here, the pages went to
+    // the page server; the directory is marked as no checkpoint.
+    let names = |d: &Path| -> Vec<String> {
+        fs_err::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let here = names(&images);
+    assert!(
+        here.iter().any(|n| n.starts_with("core-")),
+        "no dump images on the source: {here:?}"
+    );
+    assert!(
+        !here
+            .iter()
+            .any(|n| n.starts_with("pages-") || n.starts_with("pagemap-")),
+        "pages written on the source: {here:?}"
+    );
+    assert!(here.iter().any(|n| n == "ckptctl.incomplete"), "{here:?}");
+    assert!(!here.iter().any(|n| n == "inventory.img"), "{here:?}");
+    let rec: serde_json::Value = serde_json::from_str(
+        &fs_err::read_to_string(images.join("ckptctl-run-source.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["outcome"], "ok", "{rec}");
+
+    // Destination side, seen through the restored process's mount
+    // namespace: pages from the page server plus the sent images.
+    let there = names(
+        &PathBuf::from(format!("/proc/{new_pid}/root")).join(images.strip_prefix("/").unwrap()),
+    );
+    for want in [
+        "inventory.img",
+        "ckptctl.complete",
+        "ckptctl-run-destination.json",
+    ] {
+        assert!(there.iter().any(|n| n == want), "{want} missing: {there:?}");
+    }
+    assert!(there.iter().any(|n| n.starts_with("pages-")), "{there:?}");
+    assert!(
+        !there.iter().any(|n| n.starts_with(".ckptctl-recv")),
+        "{there:?}"
+    );
 }

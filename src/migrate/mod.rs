@@ -4,6 +4,9 @@
 //!
 //! Strategy: stop-and-copy, pages pushed to the destination's page server
 //! (or, without `[page_server]`, written into the shared `images.dir`).
+//! With `images = "send"` each host has its own `images.dir`: in the
+//! post-dump callback, before `dumped`, the source sends the non-page images
+//! as `image` messages (see [`send`]).
 //!
 //! ```text
 //! destination                                  source
@@ -28,6 +31,7 @@
 //! tree) on an `error`, a timeout or a closed connection.
 
 pub mod proto;
+pub mod send;
 pub mod sha256;
 
 use std::net::TcpListener;
@@ -197,18 +201,6 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
         .key("page_server.tls")
         .hint("remove `[page_server.tls]` and run the migration over a trusted network (or a VPN), or migrate with `checkpoint` + `restore`"));
     }
-    if let Some(m) = &p.migration {
-        if m.value.images() == ImagesMode::Send {
-            return Err(Failure::new(
-                "migrate::send-unsupported",
-                "prepare",
-                "`migration.images = \"send\"` is not supported yet: the images cannot travel over the control connection",
-                Exit::Usage,
-            )
-            .key("migration.images")
-            .hint("use `images = \"shared\"` with an `images.dir` both hosts see (e.g. NFS), together with `[page_server]`"));
-        }
-    }
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         engine::feature_gate(
             run,
@@ -254,7 +246,24 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
         .key("checkpoint.pre_dump")
         .hint("remove `[checkpoint.pre_dump]` to migrate stop-and-copy"));
     }
+    if sends_images(p) && p.page_server.is_none() {
+        return Err(Failure::new(
+            "migrate::send-needs-page-server",
+            "prepare",
+            "`migration.images = \"send\"` needs `[page_server]`: the pages go to the destination's page server, only the other images travel over the control connection",
+            Exit::Usage,
+        )
+        .key("migration.images")
+        .hint("add a `[page_server]` table (its address is the destination's), or use `images = \"shared\"` with an `images.dir` both hosts see"));
+    }
     Ok(())
+}
+
+/// `migration.images = "send"`.
+fn sends_images(p: &Profile) -> bool {
+    p.migration
+        .as_ref()
+        .is_some_and(|m| m.value.images() == ImagesMode::Send)
 }
 
 /// Run one half of a migration.
@@ -694,15 +703,52 @@ fn destination_session(
 
     let started = run.record.elapsed();
     run.progress("waiting for the source's dump");
-    let m = c
-        .recv(to, "dumped")
-        .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
-    match m {
-        Msg::Dumped { .. } => run
-            .record
-            .step("source dumped", started, true, None, Vec::new()),
-        Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
-        other => return Err(protocol("dumped", &other)),
+    let send = sends_images(p);
+    let dir = run.images_dir().to_path_buf();
+    let mut received = send::Received::default();
+    loop {
+        // `image` lines carry a whole file: allow their size, only then.
+        let max = if send {
+            proto::MAX_IMAGE_LINE
+        } else {
+            proto::MAX_LINE
+        };
+        let m = c
+            .recv_max(to, "dumped", max)
+            .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
+        match m {
+            Msg::Image {
+                name,
+                size,
+                sha256,
+                data,
+            } if send => {
+                received
+                    .accept(&dir, &name, size, &sha256, &data)
+                    .map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+            }
+            Msg::Dumped { images, .. } => {
+                if send {
+                    received.finish(&dir, images).map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+                    run.progress(&format!(
+                        "received {} images ({} bytes) over the control connection",
+                        received.names.len(),
+                        received.total
+                    ));
+                }
+                run.record
+                    .step("source dumped", started, true, None, Vec::new());
+                break;
+            }
+            Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
+            other => return Err(protocol("dumped", &other)),
+        }
     }
 
     if let Some(s) = ps.as_mut() {
@@ -869,6 +915,12 @@ fn source(
         mig.control_port,
         to.as_secs()
     ));
+    // Sent images: this host's images.dir is ours alone; lock it first.
+    let own_lock = if sends_images(p) {
+        Some(prepare_own_images(run, opts.force)?)
+    } else {
+        None
+    };
     let started = run.record.elapsed();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
         conn_failure("connect", e, Exit::NotReady, &untouched)
@@ -881,7 +933,44 @@ fn source(
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
     }
+    if own_lock.is_some() {
+        // Without its pages this directory is never a checkpoint.
+        let _ = guard::quarantine(run.images_dir());
+    }
     result
+}
+
+/// `images = "send"`, source: create and lock its own images.dir, refuse
+/// an existing checkpoint without `--force`, mark it incomplete.
+fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, Failure> {
+    let images_dir = run.images_dir().to_path_buf();
+    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, "images.work_dir"))?;
+    let lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    if matches!(
+        guard::images_state(&images_dir),
+        ImagesState::Complete | ImagesState::Foreign
+    ) && !force
+    {
+        return Err(Failure::new(
+            "apply::images-exist",
+            "prepare",
+            format!("{} already holds a checkpoint", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+        .hint("pass `--force` to replace it, or choose another `images.dir`"));
+    }
+    guard::mark_incomplete(&images_dir).map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "prepare",
+            format!("cannot write to {}: {e}", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+    })?;
+    Ok(lock)
 }
 
 fn source_session(
@@ -921,7 +1010,8 @@ fn source_session(
         other => return Err(protocol("ready", &other)),
     };
 
-    // Shared images: the destination created and locked images.dir.
+    // Shared images: the destination created and locked images.dir; sent
+    // images: we did (prepare_own_images).
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
@@ -951,6 +1041,8 @@ fn source_session(
             .unwrap_or_default()
     ));
 
+    // Sent images: only what this dump writes, not an earlier run's files.
+    let send = sends_images(p).then(|| send::snapshot(&images_dir));
     let started = run.record.elapsed();
     let t_dump = Instant::now();
     let mut swrk = run.swrk()?;
@@ -962,7 +1054,12 @@ fn source_session(
         let mut cb = |n: &crate::criu::Notify| {
             notes.push((n.script.clone(), base + t_dump.elapsed().as_secs_f64()));
             if n.script == "post-dump" {
-                let r = hand_over(c, to, t_dump);
+                let r = hand_over(
+                    c,
+                    to,
+                    t_dump,
+                    send.as_ref().map(|b| (images_dir.as_path(), b)),
+                );
                 let reply = if r.is_ok() && !INTERRUPTED.load(Ordering::SeqCst) {
                     NotifyReply::ok()
                 } else {
@@ -1049,9 +1146,20 @@ fn source_session(
 
 /// In CRIU's post-dump callback (images complete, tree frozen): tell the
 /// destination and wait for `restored`.
-fn hand_over(c: &mut Conn, to: Duration, t_dump: Instant) -> Result<(Option<i32>, Json), Failure> {
+/// With sent images, first send them (`image` messages).
+fn hand_over(
+    c: &mut Conn,
+    to: Duration,
+    t_dump: Instant,
+    send: Option<(&Path, &send::Before)>,
+) -> Result<(Option<i32>, Json), Failure> {
+    let images = match send {
+        Some((dir, before)) => Some(send::send_images(c, dir, before)?),
+        None => None,
+    };
     let dumped = Msg::Dumped {
         stats: json!({"dump_s": t_dump.elapsed().as_secs_f64()}),
+        images,
     };
     c.send(&dumped)
         .map_err(|e| conn_failure("dumped", e.into(), Exit::CriuFailed, ""))?;

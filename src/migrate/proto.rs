@@ -1,7 +1,7 @@
 //! The migration control connection: newline-delimited JSON messages over
 //! TCP, every wait bounded by a deadline.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +9,17 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted message line (a safety bound, not a protocol limit).
-const MAX_LINE: usize = 16 << 20;
+pub const MAX_LINE: usize = 16 << 20;
+/// Largest image file `images = "send"` carries in one `image` message.
+pub const MAX_IMAGE_FILE: u64 = 256 << 20;
+/// Largest sum of the image files one migration sends.
+pub const MAX_IMAGES_TOTAL: u64 = 1 << 30;
+/// Longest accepted line while `image` messages may arrive: the base64 of
+/// the largest file plus room for the name, digest and JSON.
+pub const MAX_IMAGE_LINE: usize = (MAX_IMAGE_FILE as usize).div_ceil(3) * 4 + (64 << 10);
+/// Most bytes one read call takes, so deadlines are checked while a long
+/// line streams in.
+const READ_CHUNK: usize = 1 << 20;
 /// Slice of a blocking wait, so signals and deadlines are noticed.
 const SLICE: Duration = Duration::from_millis(200);
 
@@ -35,10 +45,25 @@ pub enum Msg {
         /// Port of the destination's page server (none without one).
         page_server_port: Option<i32>,
     },
+    /// Source → destination (`images = "send"`), before `dumped`: one
+    /// non-page image file.
+    Image {
+        /// File name inside `images.dir` (no directories).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// sha256 of the content, lower-case hex.
+        sha256: String,
+        /// The content, base64 (standard alphabet, padded).
+        data: String,
+    },
     /// Source → destination: images are complete; the tree is still frozen.
     Dumped {
         /// What the source knows so far.
         stats: serde_json::Value,
+        /// `images = "send"`: how many `image` messages came before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        images: Option<u32>,
     },
     /// Destination → source: the tree runs here now.
     Restored {
@@ -70,6 +95,7 @@ impl Msg {
         match self {
             Msg::Hello { .. } => "hello",
             Msg::Ready { .. } => "ready",
+            Msg::Image { .. } => "image",
             Msg::Dumped { .. } => "dumped",
             Msg::Restored { .. } => "restored",
             Msg::Summary { .. } => "summary",
@@ -136,6 +162,16 @@ impl Conn {
 
     /// Receive one message within `timeout`; `what` names it for errors.
     pub fn recv(&mut self, timeout: Duration, what: &str) -> Result<Msg, ConnError> {
+        self.recv_max(timeout, what, MAX_LINE)
+    }
+
+    /// [`Conn::recv`] accepting lines of up to `max_line` bytes.
+    pub fn recv_max(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        max_line: usize,
+    ) -> Result<Msg, ConnError> {
         let deadline = Instant::now() + timeout;
         let mut buf = Vec::new();
         loop {
@@ -149,7 +185,15 @@ impl Conn {
             self.reader
                 .get_ref()
                 .set_read_timeout(Some(left.min(SLICE)))?;
-            match self.reader.read_until(b'\n', &mut buf) {
+            // Bounded reads: a line that never ends cannot outgrow the
+            // limit or the deadline.
+            let room = (max_line + 1)
+                .saturating_sub(buf.len())
+                .clamp(1, READ_CHUNK);
+            match (&mut self.reader)
+                .take(room as u64)
+                .read_until(b'\n', &mut buf)
+            {
                 Ok(0) => return Err(ConnError::Closed(what.to_string())),
                 Ok(_) if buf.ends_with(b"\n") => break,
                 Ok(_) => {}
@@ -162,14 +206,16 @@ impl Conn {
                     ) => {}
                 Err(e) => return Err(ConnError::Io(e)),
             }
-            if buf.len() > MAX_LINE {
+            if buf.len() > max_line {
                 return Err(ConnError::Bad(format!(
-                    "message longer than {MAX_LINE} bytes"
+                    "message longer than {max_line} bytes"
                 )));
             }
         }
-        serde_json::from_slice(&buf)
-            .map_err(|e| ConnError::Bad(format!("{e}: {}", String::from_utf8_lossy(&buf).trim())))
+        serde_json::from_slice(&buf).map_err(|e| {
+            let text = String::from_utf8_lossy(&buf[..buf.len().min(200)]);
+            ConnError::Bad(format!("{e}: {}", text.trim()))
+        })
     }
 
     /// Close both directions.
@@ -325,6 +371,25 @@ mod tests {
             Err(ConnError::Timeout(..))
         ));
         assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn long_lines_are_refused_at_the_limit() {
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let mut c = accept(&l, Duration::from_secs(5)).unwrap();
+            // 3 MiB and no newline: the reader stops after the limit.
+            let _ = c.writer.write_all(&vec![b'x'; 3 << 20]);
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        let e = c
+            .recv_max(Duration::from_secs(5), "dumped", 1 << 20)
+            .unwrap_err();
+        assert!(matches!(e, ConnError::Bad(_)), "{e}");
+        assert!(e.to_string().len() < 400, "{e}");
+        t.join().unwrap();
     }
 
     #[test]

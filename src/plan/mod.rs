@@ -197,6 +197,11 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                         "after the destination's `ready`: {}; pages go to its page server",
                         s.what
                     );
+                    if sends_images(p) {
+                        s.what.push_str(&format!(
+                            "; in the post-dump callback, send the non-page images over the control connection (one `image` message per {dir}/*.img file this dump wrote, with its sha256), then `dumped`"
+                        ));
+                    }
                     s.waits_for = Some(format!(
                         "CRIU's post-dump callback is answered only after the destination reports `restored` (then CRIU ends the tree here); an error, a closed connection or step_timeout ({timeout}) answers it with failure and CRIU resumes the tree"
                     ));
@@ -215,6 +220,13 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                 ));
             }
             CriuStep::PageServer { .. } => {
+                if migrate && sends_images(p) {
+                    s.what.push_str(&format!(
+                        "; the source sends the non-page images over the control connection (names checked, sha256 verified, written 0600 into {dir})"
+                    ));
+                    s.writes
+                        .push(format!("{dir}/ (non-page images from the source)"));
+                }
                 s.waits_for = Some(format!(
                     "the PAGE_SERVER answer (listening); then --status-fd gets \\0, stdout a {{\"event\":\"ready\"}} line and the source `ready`; then the source's `dumped` and the page server's exit (WAIT_PID), each within {timeout}"
                 ));
@@ -282,7 +294,6 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
 /// What `apply --role` refuses to run (it stops before any step), with the
 /// code it reports. The plan still shows the steps the profile asks for.
 fn migrate_refusal(p: &Profile) -> Option<String> {
-    use crate::profile::model::ImagesMode;
     if p.page_server
         .as_ref()
         .is_some_and(|ps| ps.value.tls.is_some())
@@ -290,14 +301,6 @@ fn migrate_refusal(p: &Profile) -> Option<String> {
         return Some(
             "`page_server.tls` is not supported for migration yet (migrate::tls-unsupported)"
                 .into(),
-        );
-    }
-    if p.migration
-        .as_ref()
-        .is_some_and(|m| m.value.images() == ImagesMode::Send)
-    {
-        return Some(
-            "`migration.images = \"send\"` is not supported yet (migrate::send-unsupported)".into(),
         );
     }
     if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
@@ -308,7 +311,20 @@ fn migrate_refusal(p: &Profile) -> Option<String> {
     if p.checkpoint().pre_dump.is_some() {
         return Some("pre-copy migration (`[checkpoint.pre_dump]`) is not supported yet (migrate::pre-copy-unsupported)".into());
     }
+    if sends_images(p) && p.page_server.is_none() {
+        return Some(
+            "`migration.images = \"send\"` needs `[page_server]` for the pages (migrate::send-needs-page-server)".into(),
+        );
+    }
     None
+}
+
+/// `migration.images = "send"`.
+fn sends_images(p: &Profile) -> bool {
+    use crate::profile::model::ImagesMode;
+    p.migration
+        .as_ref()
+        .is_some_and(|m| m.value.images() == ImagesMode::Send)
 }
 
 fn describe(cs: &CriuStep, target: &str) -> String {
