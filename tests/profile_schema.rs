@@ -334,9 +334,13 @@ fn check_jsonschema_accepts_examples_and_rejects_wrong_profiles() {
 fn taplo_validates_toml_examples_through_their_schema_comment() {
     // CI installs taplo (.ci/run); elsewhere a missing one is a skip.
     // (The npm build of taplo exits 1 for --version and --help.)
-    let probe = std::env::temp_dir().join(format!("ckptctl-taplo-probe-{}.toml", std::process::id()));
+    let probe =
+        std::env::temp_dir().join(format!("ckptctl-taplo-probe-{}.toml", std::process::id()));
     std::fs::write(&probe, "a = 1\n").unwrap();
-    let have = have_tool("taplo", &["check", "--no-auto-config", probe.to_str().unwrap()]);
+    let have = have_tool(
+        "taplo",
+        &["check", "--no-auto-config", probe.to_str().unwrap()],
+    );
     let _ = std::fs::remove_file(&probe);
     if !have {
         return;
