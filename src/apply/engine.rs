@@ -684,12 +684,7 @@ pub fn apply(
             Ok(out)
         }
         Err(f) => {
-            run.record.outcome = if f.code == "apply::interrupted" {
-                "interrupted".into()
-            } else {
-                "failed".into()
-            };
-            run.record.failure = serde_json::to_value(&f).ok();
+            run.record.fail(&f);
             if let Some(d) = write_to {
                 let _ = run.record.write(&d);
             }

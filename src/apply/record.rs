@@ -138,6 +138,16 @@ impl RunRecord {
         }
     }
 
+    /// Mark the run failed (or interrupted) with its failure.
+    pub fn fail(&mut self, f: &crate::apply::report::Failure) {
+        self.outcome = if f.code == "apply::interrupted" {
+            "interrupted".into()
+        } else {
+            "failed".into()
+        };
+        self.failure = serde_json::to_value(f).ok();
+    }
+
     /// Seconds since start.
     pub fn elapsed(&self) -> f64 {
         self.t0.map_or(0.0, |t| t.elapsed().as_secs_f64())
