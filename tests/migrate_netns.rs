@@ -328,6 +328,14 @@ fn migrates_a_counter_between_two_netns_hosts() {
         "{m}"
     );
     assert!(dst_stderr.contains("downtime"), "{dst_stderr}");
+    // The destination checked the source's CPU with CRIU before anything
+    // was frozen.
+    assert!(dst_stderr.contains("CPU check passed"), "{dst_stderr}");
+    assert!(
+        tmp.path()
+            .join("images/.cpuinfo-check/cpuinfo.img")
+            .exists()
+    );
 
     // The old tree is gone, the new one counts on.
     assert!(

@@ -30,6 +30,7 @@
 //! `restored` message, and answers it with failure (CRIU then resumes the
 //! tree) on an `error`, a timeout or a closed connection.
 
+pub mod cpu;
 pub mod proto;
 pub mod send;
 pub mod sha256;
@@ -367,6 +368,7 @@ fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
         criu_version_number: v.number(),
         role: role_name(role).to_string(),
         ckptctl: env!("CARGO_PKG_VERSION").to_string(),
+        cpuinfo: None,
     }
 }
 
@@ -689,6 +691,22 @@ fn destination_session(
     }
     let ours = hello(p, version, Role::Destination);
     check_hello(&ours, &theirs, Role::Destination)?;
+    // CPU compatibility, with CRIU's own check, before the source freezes.
+    if let Msg::Hello {
+        cpuinfo: Some(img), ..
+    } = &theirs
+    {
+        let bytes = send::base64_decode(img).map_err(|e| {
+            Failure::new(
+                "migrate::cpu-check",
+                "cpuinfo check",
+                format!("the source's cpuinfo image is not base64: {e}"),
+                Exit::CriuFailed,
+            )
+        })?;
+        cpu::check(run, &bytes)?;
+        run.progress("CPU check passed (CRIU cpuinfo)");
+    }
     c.send(&ours)
         .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
     c.send(&Msg::Ready {
@@ -986,7 +1004,10 @@ fn source_session(
             Exit::NotReady,
         ));
     };
-    let ours = hello(p, version, Role::Source);
+    let mut ours = hello(p, version, Role::Source);
+    if let Msg::Hello { cpuinfo, .. } = &mut ours {
+        *cpuinfo = Some(send::base64_encode(&cpu::dump(run)?));
+    }
     c.send(&ours)
         .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, untouched))?;
     let theirs = c

@@ -39,6 +39,10 @@ pub enum Msg {
         role: String,
         /// ckptctl version.
         ckptctl: String,
+        /// Source only: CRIU's `cpuinfo.img` of its CPU (base64), for the
+        /// destination's CPUINFO_CHECK.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpuinfo: Option<String>,
     },
     /// Destination → source: the page server (if any) is listening.
     Ready {

@@ -152,7 +152,7 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
             )
         };
         s.waits_for = Some(format!(
-            "hello from the other side within {timeout}: same profile digest (sha256), destination CRIU >= source CRIU, roles differ"
+            "hello from the other side within {timeout}: same profile digest (sha256), destination CRIU >= source CRIU, roles differ, and the source's CPU passes the destination's CRIU cpuinfo check (CPUINFO_DUMP there, CPUINFO_CHECK here)"
         ));
         steps.push(s);
     }
