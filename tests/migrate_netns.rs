@@ -648,3 +648,162 @@ fn migrates_with_images_sent_over_the_control_connection() {
         "{there:?}"
     );
 }
+
+/// The handover is all-or-nothing: the source is interrupted while the
+/// destination restores. Whichever way the race goes, exactly one copy
+/// runs afterwards (the destination restores stopped and only lets its
+/// copy run once the source has ended its own).
+#[test]
+fn an_interrupted_handover_leaves_exactly_one_copy() {
+    if !require_root_and_criu() {
+        return;
+    }
+    use std::io::BufRead;
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    // 768 MiB: the restore takes longer than the source needs to notice
+    // a signal (200 ms), so the abort path runs.
+    let counter = tmp.path().join("counter");
+    let code = format!(
+        "import os,time\nb=bytearray(768<<20)\nfor i in range(0,len(b),4096): b[i]=1\ni=0\nwhile True:\n    i+=1\n    open({c:?}+'.tmp','w').write(str(i))\n    os.rename({c:?}+'.tmp',{c:?})\n    time.sleep(0.05)\n",
+        c = counter.display().to_string()
+    );
+    let child = Net::enter(&net.src)
+        .args([
+            "unshare", "--pid", "--fork", "setsid", "python3", "-c", &code,
+        ])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start workload");
+    let unshare = child.id() as i32;
+    procs.children.push(child);
+    let mut init = 0;
+    assert!(wait_until(Duration::from_secs(30), || {
+        init = first_child(unshare).unwrap_or(0);
+        init > 0 && read_counter(&counter) >= 2
+    }));
+    procs.pids.push(init);
+    let profile = write_profile(tmp.path(), &net, "30s", "");
+
+    let mut dest = Net::enter(&net.dst)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--output", "json", "--role", "destination"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start destination");
+    let dest_out = dest.stdout.take().unwrap();
+    let out_t = std::thread::spawn(move || read_all(dest_out));
+    let mut dest_err = std::io::BufReader::new(dest.stderr.take().unwrap());
+    let mut line = String::new();
+    // Ready once it listens.
+    while dest_err.read_line(&mut line).unwrap_or(0) > 0
+        && !line.contains("listening")
+        && !line.contains("page server")
+    {
+        line.clear();
+    }
+    let mut src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run source");
+    // Interrupt the source as soon as the destination starts restoring.
+    let mut rest = String::new();
+    loop {
+        line.clear();
+        if dest_err.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        rest.push_str(&line);
+        if line.contains("restore from") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(src.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            break;
+        }
+    }
+    let mut tail = String::new();
+    let _ = dest_err.read_to_string(&mut tail);
+    rest.push_str(&tail);
+    let src_status = wait_child(&mut src, Duration::from_secs(60));
+    let dst_status = wait_child(&mut dest, Duration::from_secs(60));
+    let dst_stdout = out_t.join().unwrap();
+    procs.children.push(src);
+    procs.children.push(dest);
+    let restored: Option<i32> = dst_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["restored_pid"].as_i64())
+        .map(|p| p as i32);
+    if let Some(p) = restored {
+        procs.pids.push(p);
+    }
+    let src_ok = src_status.and_then(|s| s.code()) == Some(0);
+    let dst_ok = dst_status.and_then(|s| s.code()) == Some(0);
+    assert_eq!(
+        src_ok, dst_ok,
+        "both sides must agree: source {src_status:?}, destination {dst_status:?}\n{rest}\n{dst_stdout}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!(
+        "handover {}",
+        if src_ok {
+            "completed before the signal"
+        } else {
+            "aborted by the signal"
+        }
+    );
+    if src_ok {
+        // Handed over: only the destination's copy runs.
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(init)),
+            "source copy still alive"
+        );
+        assert!(
+            restored.is_some_and(alive),
+            "destination copy not running\n{dst_stdout}"
+        );
+    } else {
+        // Aborted: only the source's copy runs; the stopped copy restored
+        // at the destination (if any) was killed.
+        assert!(alive(init), "the source copy must run on\n{rest}");
+        let all_pids: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let copies = all_pids
+            .iter()
+            .filter(|p| {
+                // The workload itself, not its `unshare` launcher.
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                    c.split('\0').next().is_some_and(|a| a.ends_with("python3"))
+                        && c.contains("bytearray(768<<20)")
+                }) && std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "))
+            })
+            .count();
+        assert_eq!(
+            copies, 1,
+            "exactly one copy must be left\n{rest}\n{dst_stdout}"
+        );
+    }
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "no copy counts on\n{rest}"
+    );
+}

@@ -88,6 +88,15 @@ pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
     if resp.success && resp.r#type == CriuReqType::CpuinfoCheck as i32 {
         return Ok(());
     }
+    // CRIU answers a mismatch with ENOTSUP; anything else is a failed check.
+    if resp.cr_errno != Some(libc::ENOTSUP) {
+        let e = expect_success("cpuinfo check", CriuReqType::CpuinfoCheck, resp)
+            .err()
+            .unwrap_or(crate::criu::CriuError::Protocol {
+                detail: "unexpected CPUINFO_CHECK answer".into(),
+            });
+        return Err(run.criu_failure("cpuinfo check", e, Some(dir.join("cpuinfo-check.log"))));
+    }
     let mut f = Failure::new(
         "migrate::cpu-mismatch",
         "cpuinfo check",

@@ -222,11 +222,20 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
                 "lazy restore is not supported for `action = \"migrate\"` yet",
             )
         };
-        return Err(
-            Failure::new("migrate::lazy-unsupported", "prepare", msg, Exit::NotReady)
-                .key(key)
-                .hint("remove `[lazy_pages]` to migrate stop-and-copy through `[page_server]`"),
-        );
+        return Err(Failure::new(
+            "migrate::lazy-unsupported",
+            "prepare",
+            msg,
+            // The kernel's fault (remote) is the environment; local
+            // lazy migration is ckptctl's own limit.
+            if key == "lazy_pages.address" {
+                Exit::NotReady
+            } else {
+                Exit::Usage
+            },
+        )
+        .key(key)
+        .hint("remove `[lazy_pages]` to migrate stop-and-copy through `[page_server]`"));
     }
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
@@ -406,11 +415,24 @@ fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Failure> {
             Exit::Usage,
         ));
     }
+    let hex64 = |d: &str| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex64(d2) {
+        return Err(Failure::new(
+            "migrate::protocol",
+            "hello",
+            "the other side sent a profile digest that is not a sha256".to_string(),
+            Exit::CriuFailed,
+        ));
+    }
     if d1 != d2 {
         return Err(Failure::new(
             "migrate::profile-mismatch",
             "hello",
-            format!("the two sides run different profiles (sha256 {} here, {} there)", &d1[..12.min(d1.len())], &d2[..12.min(d2.len())]),
+            format!(
+                "the two sides run different profiles (sha256 {} here, {} there)",
+                d1.chars().take(12).collect::<String>(),
+                d2.chars().take(12).collect::<String>()
+            ),
             Exit::Usage,
         )
         .hint("run both halves with the same profile file (same content after `extends` and defaults)"));
@@ -692,6 +714,15 @@ fn destination_session(
     let ours = hello(p, version, Role::Destination);
     check_hello(&ours, &theirs, Role::Destination)?;
     // CPU compatibility, with CRIU's own check, before the source freezes.
+    if let Msg::Hello { cpuinfo: None, .. } = &theirs {
+        return Err(Failure::new(
+            "migrate::cpu-check",
+            "cpuinfo check",
+            "the source sent no CPU information (an older ckptctl?)",
+            Exit::Usage,
+        )
+        .hint("run the same ckptctl version on both hosts"));
+    }
     if let Msg::Hello {
         cpuinfo: Some(img), ..
     } = &theirs
@@ -768,19 +799,9 @@ fn destination_session(
         wait_page_server(run, s, to)?;
     }
     let images_dir = run.images_dir().to_path_buf();
-    guard::mark_complete(
-        &images_dir,
-        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
-    )
-    .map_err(|e| {
-        Failure::new(
-            "apply::dir",
-            "finish",
-            format!("cannot mark the images complete: {e}"),
-            Exit::CriuFailed,
-        )
-    })?;
 
+    // Restored stopped (render sets leave_stopped for migrate restores): the
+    // tree only runs here once the source has ended its copy.
     let o = run.opts(&CriuStep::Restore, None, images, work);
     let log = run.work_dir().join(CriuStep::Restore.log_file());
     run.progress(&format!("restore from {}", images_dir.display()));
@@ -793,6 +814,7 @@ fn destination_session(
     )?;
     let restore_s = t_restore.elapsed().as_secs_f64();
     let pid = resp.restore.map(|r| r.pid);
+    let stopped = Stopped(pid.filter(|p| *p > 0));
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
         if let Err(e) = engine::write_pidfile(&pf.value.resolved, pid) {
@@ -803,42 +825,79 @@ fn destination_session(
         }
     }
     let restore_stats = engine::stats_json(&run.work_dir().join("stats-restore"), &[]);
-    c.send(&Msg::Restored {
+    if let Err(e) = c.send(&Msg::Restored {
         pid,
         stats: restore_stats.clone(),
-    })
-    .map_err(|e| {
-        conn_failure(
+    }) {
+        // The source never heard of this copy: it resumes its own.
+        stopped.kill();
+        return Err(conn_failure(
             "restored",
             e.into(),
             Exit::CriuFailed,
-            "; the tree was restored here, but the source may resume its copy",
-        )
-    })?;
+            "; the stopped copy restored here was killed, the source keeps its tree",
+        ));
+    }
 
     let mut downtime = Downtime {
         restore_s: Some(restore_s),
         ..Downtime::default()
     };
     let mut stats = json!({"restore": restore_stats.get("restore").cloned().unwrap_or(Json::Null)});
+    // The source's summary is its commit: CRIU has ended the tree there.
+    // Only then does the copy here run; an `error` means the source kept
+    // its tree (the copy here is killed); silence is left to the operator.
     match c.recv(to, "summary") {
         Ok(Msg::Summary {
             stats: dump_stats,
             downtime_s,
         }) => {
+            stopped.resume();
             dump_summary(&dump_stats, &mut downtime);
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
         }
-        Ok(other) => run.ui().error(format!(
-            "restored pid {pid:?}; the source then sent `{}` instead of its summary",
-            other.name()
-        )),
-        Err(e) => run.ui().error(format!(
-            "restored pid {pid:?}; no summary from the source: {e}"
-        )),
+        Ok(Msg::Error { message, exit }) => {
+            stopped.kill();
+            let _ = guard::quarantine(&images_dir);
+            return Err(peer_error(
+                "handover",
+                &message,
+                exit,
+                "; the source kept its tree, and the stopped copy restored here was killed",
+            ));
+        }
+        other => {
+            let why = match other {
+                Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
+                Err(e) => e.to_string(),
+            };
+            let _ = guard::quarantine(&images_dir);
+            let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
+            return Err(Failure::new(
+                "migrate::handover-unknown",
+                "handover",
+                format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
+                Exit::CriuFailed,
+            )
+            .hint(format!(
+                "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children; if it still runs there, kill this one"
+            )));
+        }
     }
     c.shutdown();
+    guard::mark_complete(
+        &images_dir,
+        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+    )
+    .map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "finish",
+            format!("the tree runs here, but the images cannot be marked complete: {e}"),
+            Exit::CriuFailed,
+        )
+    })?;
     Ok(MigrateOutcome {
         event: "migrated",
         role: "destination",
@@ -850,6 +909,51 @@ fn destination_session(
         record: None,
         total_s: 0.0,
     })
+}
+
+/// A restored tree left stopped (CRIU `leave_stopped`) until the handover
+/// is decided.
+struct Stopped(Option<i32>);
+
+impl Stopped {
+    /// Let it run: SIGCONT to every task of the tree.
+    fn resume(&self) {
+        if let Some(p) = self.0 {
+            signal_tree(p, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
+    /// End it: SIGKILL to every task of the tree.
+    fn kill(&self) {
+        if let Some(p) = self.0 {
+            signal_tree(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Send `sig` to `root` and all its descendants (children first listed
+/// through /proc, then signalled top-down).
+fn signal_tree(root: i32, sig: nix::sys::signal::Signal) {
+    let mut todo = vec![root];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        if all.contains(&p) || all.len() > 100_000 {
+            continue;
+        }
+        all.push(p);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                todo.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    for p in all {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
 }
 
 /// WAIT_PID for the page server: it exits once the dump disconnected.
@@ -1076,7 +1180,9 @@ fn source_session(
                     t_dump,
                     send.as_ref().map(|b| (images_dir.as_path(), b)),
                 );
-                let reply = if r.is_ok() && !INTERRUPTED.load(Ordering::SeqCst) {
+                // `restored` is the commit point: from here a signal no longer
+                // vetoes, or both copies would be lost or both would run.
+                let reply = if r.is_ok() {
                     NotifyReply::ok()
                 } else {
                     NotifyReply::fail()
@@ -1232,13 +1338,15 @@ pub fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
 mod tests {
     use super::*;
 
+    /// A hello whose digest is the sha256-shaped repetition of `digest`.
     fn h(digest: &str, n: u32, role: &str) -> Msg {
         Msg::Hello {
-            profile_digest: digest.into(),
+            profile_digest: digest.repeat(64 / digest.len().max(1)),
             criu_version: format!("{n}"),
             criu_version_number: n,
             role: role.into(),
             ckptctl: "0".into(),
+            cpuinfo: None,
         }
     }
 
@@ -1281,6 +1389,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(f.code, "migrate::role-mismatch");
+        // A digest that is not a sha256 (here with multi-byte characters)
+        // is refused, never sliced.
+        let bad = Msg::Hello {
+            profile_digest: "a€€€€€€€€€€€€€€€€€€€€€€€".into(),
+            criu_version: "4.1.1".into(),
+            criu_version_number: 40101,
+            role: "destination".into(),
+            ckptctl: "0".into(),
+            cpuinfo: None,
+        };
+        let f = check_hello(&h("a", 40101, "source"), &bad, Role::Source).unwrap_err();
+        assert_eq!(f.code, "migrate::protocol");
     }
 
     #[test]

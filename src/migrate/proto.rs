@@ -338,6 +338,7 @@ mod tests {
             criu_version_number: 40101,
             role: "source".into(),
             ckptctl: "0".into(),
+            cpuinfo: None,
         };
         c.send(&hello).unwrap();
         assert_eq!(

@@ -267,6 +267,9 @@ fn read_image(path: &Path) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Most `image` messages one migration may send.
+pub const MAX_IMAGE_COUNT: usize = 10_000;
+
 /// Destination: what arrived so far.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -291,6 +294,11 @@ impl Received {
         check_image_name(name).map_err(reject)?;
         if self.names.contains(name) {
             return Err(reject(format!("image {name} was sent twice")));
+        }
+        if self.names.len() >= MAX_IMAGE_COUNT {
+            return Err(reject(format!(
+                "more than {MAX_IMAGE_COUNT} images: a dump writes far fewer non-page images"
+            )));
         }
         if size > MAX_IMAGE_FILE {
             return Err(reject(format!(

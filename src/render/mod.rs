@@ -32,6 +32,8 @@
 //! * `[process]` on pre-dump, dump and restore;
 //! * `[checkpoint]` on dump (pre-dump gets `timeout`, `freeze_cgroup`,
 //!   `auto_dedup` and `pre_dump.mode`); `leave_running` only on the final dump;
+//! * a `migrate` restore is `leave_stopped`: apply resumes the tree once the
+//!   source has ended its copy;
 //! * `[restore]` only on restore (`mntns_compat_mode` is refused by CRIU
 //!   elsewhere); `checkpoint.empty_ns` on dump and restore;
 //! * `[cgroups]`: mode, roots and yard on dump and restore; props and dump
@@ -430,6 +432,9 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
         o.lsm_profile = rs.lsm_profile.as_ref().map(|l| l.value.0.clone());
         o.mntns_compat_mode = t(rs.mntns_compat_mode());
         o.lazy_pages = t(lazy_enabled(profile));
+        // A migration's destination restores the tree stopped; apply lets it
+        // run only once the source has ended its copy (never two copies).
+        o.leave_stopped = t(profile.action_or_default() == Action::Migrate);
     }
     match step {
         CriuStep::PageServer { .. } => {
@@ -823,6 +828,7 @@ pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
         "mntns_compat_mode",
         "mntns-compat-mode",
     );
+    bool_opt(&mut v, o.leave_stopped, "leave_stopped", "leave-stopped");
     v
 }
 
