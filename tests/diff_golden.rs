@@ -174,3 +174,63 @@ fn unknown_revision_is_a_usage_error() {
     );
     assert_eq!(code, 2);
 }
+
+#[test]
+fn relative_paths_in_a_profile_resolve_alike_on_both_sides() {
+    let r = repo();
+    let d = r.path();
+    // A relative images.dir: the git side and the file side must agree.
+    std::fs::write(
+        d.join("profiles/rel.toml"),
+        "version = 1\nname = \"rel\"\naction = \"checkpoint\"\n[images]\ndir = \"imgs\"\n",
+    )
+    .unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "rel"]);
+    let (code, out) = ckptctl(
+        d,
+        &[
+            "diff",
+            "--exit-code",
+            "HEAD:profiles/rel.toml",
+            "profiles/rel.toml",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let abs = d.join("profiles/rel.toml");
+    let (code, out) = ckptctl(
+        d,
+        &[
+            "diff",
+            "--exit-code",
+            "profiles/rel.toml",
+            abs.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_revision_is_never_passed_to_git_as_an_option() {
+    let r = repo();
+    let d = r.path();
+    // Before the fix this made `git show --output=...` write a file.
+    let spec = format!("--output={}/injected:web.toml", d.display());
+    let (code, _) = ckptctl(d, &["diff", "--", &spec, "profiles/web.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        !d.join("injected:web.toml").exists(),
+        "git wrote a file named by the revision"
+    );
+    let (code, _) = ckptctl(
+        d,
+        &[
+            "--output",
+            "sarif",
+            "diff",
+            "HEAD:profiles/web.toml",
+            "profiles/web.toml",
+        ],
+    );
+    assert_eq!(code, 2, "diff has no SARIF form");
+}

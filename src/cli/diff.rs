@@ -8,6 +8,11 @@ use crate::policy::{Policy, load_policy, review::review};
 
 /// Run `diff`.
 pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
+    if ui.output == OutputFormat::Sarif {
+        // SARIF carries findings, not changes: use `review --output sarif`.
+        ui.error("`diff` has no SARIF form; use `--output json` or `markdown`, or `ckptctl review --output sarif` for the findings");
+        return Exit::Usage;
+    }
     let old = read_side(&args.old);
     let mut new = read_side(&args.new);
     let mut bad = false;
@@ -47,7 +52,7 @@ pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
     let d = diff(op, np, &findings);
     match ui.output {
         OutputFormat::Json | OutputFormat::Sarif => {
-            ui.data_json(&to_json(&d, &old.label, &new.label, &new.sources))
+            ui.data_json(&to_json(&d, &old.label, &new.label, &new.sources));
         }
         OutputFormat::Markdown => ui.data(markdown(&d, &old.label, &new.label)),
         OutputFormat::Human => ui.data(human(&d, &old.label, &new.label)),

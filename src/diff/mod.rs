@@ -127,7 +127,10 @@ pub fn read_side(spec: &str) -> Side {
             .filter(|(r, p)| !r.is_empty() && !p.is_empty())
     };
     let Some((rev, rel)) = rev_path else {
-        let loaded = load(path, spec, &mut sources, LoadOptions::default());
+        // Absolute, as a git side is: relative paths inside the profile then
+        // resolve the same way on both sides.
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let loaded = load(&abs, spec, &mut sources, LoadOptions::default());
         return Side {
             label: spec.to_string(),
             sources,
@@ -144,6 +147,13 @@ pub fn read_side(spec: &str) -> Side {
             diags: vec![d],
         },
     };
+    if rev.starts_with('-') {
+        // Never let a revision be read as an option of git.
+        return fail(
+            sources,
+            side_error(spec, format!("`{rev}` is not a git revision")),
+        );
+    }
     let cwd = std::env::current_dir().unwrap_or_default();
     let top = match git(&["rev-parse", "--show-toplevel"], &cwd) {
         Ok(o) => PathBuf::from(String::from_utf8_lossy(&o).trim()),
