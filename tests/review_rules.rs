@@ -263,3 +263,35 @@ fn every_code_is_documented() {
         );
     }
 }
+
+#[test]
+fn relative_images_dirs_are_judged_where_they_really_are() {
+    // A relative `images.dir` resolves against the profile's folder: from a
+    // profile under /tmp, "imgs" is under /tmp, whatever the current dir.
+    let d = tempfile::Builder::new()
+        .prefix("ckptctl-rel-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(
+        d.path().join("w.toml"),
+        "version = 1\nname = \"w\"\naction = \"checkpoint\"\n[target]\npid = 1\n[images]\ndir = \"imgs\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .args(["--output", "json", "review", "w.toml"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"policy::world-writable-images"),
+        "{codes:?}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -118,6 +118,10 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
         bases: Vec::new(),
         diags: Vec::new(),
     };
+    // Kept absolute (the display name stays as given), so relative paths in
+    // the profile resolve to absolute ones whatever reads them later.
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = abs.as_path();
     let id = match read_source(path, display, sources) {
         Ok(id) => id,
         Err(d) => {
