@@ -105,6 +105,12 @@ pub fn review(
         };
         if !is_set(&resolved, rq) {
             let span = table_span(tree.as_ref(), &rq.key, top);
+            // Same place in TOML and YAML: the table's header line.
+            let span = if span == top {
+                span
+            } else {
+                crate::validate::header_of(sources, span)
+            };
             out.push(
                 Diagnostic::new(
                     REQUIRED_KEY,

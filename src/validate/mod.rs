@@ -78,8 +78,10 @@ impl Rules<'_> {
     }
 }
 
-/// See [`Rules::header`].
-fn header_of(sources: &SourceMap, key_span: Span) -> Span {
+/// The header of the table whose key is at `key_span`: in TOML, the whole
+/// `[a.b]` line from its `[`; otherwise the key itself. Used wherever a
+/// finding points at a table (missing keys, policy `require`).
+pub fn header_of(sources: &SourceMap, key_span: Span) -> Span {
     {
         let f = sources.get(key_span.file);
         let start = key_span.start as usize;
