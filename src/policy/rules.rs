@@ -194,16 +194,20 @@ fn plaintext_page_server(p: &Profile) -> Vec<Hit> {
     }
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         if let Some(a) = &l.value.address {
-            if !a.value.0.is_loopback() {
-                out.push(hit(
-                    a,
-                    "lazy_pages.address",
-                    format!(
-                        "lazy pages served from {} without TLS: process memory travels in clear",
-                        a.value.0
-                    ),
-                ));
-            }
+            // No loopback exemption: CRIU's lazy page server ignores the
+            // address and listens on every IPv4 interface.
+            let where_ = if a.value.0.is_loopback() {
+                format!("{} (CRIU listens on every interface for them)", a.value.0)
+            } else {
+                a.value.0.to_string()
+            };
+            out.push(hit(
+                a,
+                "lazy_pages.address",
+                format!(
+                    "lazy pages served from {where_} without TLS: process memory travels in clear"
+                ),
+            ));
         }
     }
     out
