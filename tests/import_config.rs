@@ -119,3 +119,23 @@ fn syntax_errors_and_bad_values() {
     assert_eq!(at("import::syntax"), vec![(1, 15), (3, 8)]);
     assert_eq!(at("import::invalid-value"), vec![(2, 16)]);
 }
+
+#[test]
+fn optional_argument_options_follow_crius_own_parsing() {
+    // `manage-cgroups full` is the bare option for CRIU (mode soft), and a
+    // bare `tls` would silently become a plaintext page server.
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("runc.conf");
+    std::fs::write(&conf, "manage-cgroups full\nverbosity=4\ntls\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .args(["--color", "never", "import"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let profile = String::from_utf8_lossy(&out.stdout);
+    let diags = String::from_utf8_lossy(&out.stderr);
+    assert!(diags.contains("manage-cgroups=full"), "{diags}");
+    assert!(diags.contains("option `tls` was not imported"), "{diags}");
+    assert!(profile.contains("mode = \"soft\""), "{profile}");
+    assert!(profile.contains("log_level = 4"), "{profile}");
+}

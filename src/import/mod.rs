@@ -19,6 +19,8 @@ pub struct Statement {
     pub name_span: Span,
     /// Span of the value.
     pub value_span: Option<Span>,
+    /// The value was written `name=value` (not `name value`).
+    pub eq: bool,
 }
 
 /// Parse config text as CRIU does (`parse_statement`).
@@ -48,6 +50,7 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
         let rest = rest.trim_start();
         let mut value = None;
         let mut value_span = None;
+        let eq = name.contains('=');
         if let Some((n, v)) = name.clone().split_once('=') {
             name = n.to_string();
             name_span = at(0, n.len());
@@ -121,6 +124,7 @@ pub fn parse(file: FileId, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<State
             value,
             name_span,
             value_span,
+            eq,
         });
     }
     out
@@ -191,6 +195,39 @@ const STRINGS: &[(&str, &str)] = &[
 pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
     let mut out = Imported::default();
     for s in stmts {
+        // CRIU's options with an optional argument take it only as
+        // `name=value`; `name value` is the bare option, with the value left
+        // over (criu.md 3.3). Import what CRIU would do, and say so.
+        let optional_arg = matches!(
+            s.name.as_str(),
+            "verbosity" | "manage-cgroups" | "ext-unix-sk" | "cpu-cap"
+        );
+        let bare;
+        let s = if optional_arg && s.value.is_some() && !s.eq {
+            diags.push(
+                Diagnostic::warning(
+                    "import::invalid-value",
+                    format!(
+                        "`{} {}`: CRIU takes this option's value only as `{}={}`; it reads the bare `{}`",
+                        s.name,
+                        s.value.as_deref().unwrap_or(""),
+                        s.name,
+                        s.value.as_deref().unwrap_or(""),
+                        s.name
+                    ),
+                )
+                .at(s.value_span.unwrap_or(s.name_span))
+                .help("imported as the bare option, as CRIU reads it; write `name=value` in the profile's intent by hand"),
+            );
+            bare = Statement {
+                value: None,
+                value_span: None,
+                ..s.clone()
+            };
+            &bare
+        } else {
+            s
+        };
         let at = s.value_span.unwrap_or(s.name_span);
         let invalid = |diags: &mut Vec<Diagnostic>, why: String| {
             diags.push(
@@ -325,8 +362,20 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
                     }
                 }
             }
-            "page-server" | "tls" => {
-                // Implied by page_server.address/port and page_server.tls.
+            "page-server" => {
+                // Implied by page_server.address/port.
+            }
+            "tls" => {
+                // TLS needs files a profile names explicitly: never import a
+                // plaintext page server from a TLS configuration silently.
+                diags.push(
+                    Diagnostic::warning(
+                        "import::unsupported-option",
+                        "option `tls` was not imported: the profile's page server is plaintext until [page_server.tls] names the certificate files",
+                    )
+                    .at(s.name_span)
+                    .help("add [page_server.tls] with ca_cert, cert and key (from `tls-cacert`, `tls-cert`, `tls-key`)"),
+                );
             }
             "no-default-config" => out.set("criu.host_config", json!("ignore")),
             _ => {
