@@ -295,3 +295,53 @@ fn relative_images_dirs_are_judged_where_they_really_are() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn constraints_reach_into_arrays_of_tables_and_compare_sizes_by_value() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("r.toml"),
+        "version = 1\nname = \"r\"\naction = \"restore\"\n[images]\ndir = \"/var/lib/ckptctl/r\"\n[restore]\nveth_pairs = [{ inside = \"eth0\", outside = \"veth-r0\" }]\n[checkpoint]\ntimeout = 60\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "version = 1\n[[constraint]]\nkey = \"restore.veth_pairs.inside\"\ndeny = [\"eth0\"]\n[[constraint]]\nkey = \"checkpoint.timeout\"\nallow = [\"1m\"]\n[[constraint]]\nkey = \"checkpoint.ghost_limit\"\ndeny = [\"1024K\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .args(["--output", "json", "review", "--policy", "p.toml", "r.toml"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(String, String)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] == "policy::constraint")
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_string(),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // eth0 is denied inside the array; 60 s is the allowed "1m"; the
+    // default ghost limit 1MiB is the denied "1024K".
+    assert!(
+        found
+            .iter()
+            .any(|(k, m)| k == "restore.veth_pairs.inside" && m.contains("eth0")),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|(k, _)| k == "checkpoint.timeout"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(k, _)| k == "checkpoint.ghost_limit"),
+        "{found:?}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

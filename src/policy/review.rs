@@ -65,9 +65,30 @@ pub fn review(
         let Some(sev) = c.level.severity() else {
             continue;
         };
+        // A key inside an array of tables (`restore.veth_pairs.inside`) is
+        // checked on that field of every item.
+        let projected: Vec<Resolved> = resolved
+            .iter()
+            .filter_map(|r| {
+                let field = c.key.strip_prefix(&format!("{}.", r.key))?;
+                let Json::Array(items) = &r.value else {
+                    return None;
+                };
+                let values = items
+                    .iter()
+                    .filter_map(|i| i.get(field).cloned())
+                    .collect::<Vec<_>>();
+                Some(Resolved {
+                    key: c.key.clone(),
+                    value: Json::Array(values),
+                    ..r.clone()
+                })
+            })
+            .collect();
         for r in resolved
             .iter()
             .filter(|r| r.key == c.key || r.key.starts_with(&format!("{}.", c.key)))
+            .chain(projected.iter())
         {
             for problem in violations(c, r, sources) {
                 let span = r
@@ -205,6 +226,14 @@ fn same(a: &Json, b: &Json) -> bool {
                 None
             };
             crate::policy::text_number(x).is_some() && crate::policy::text_number(x) == n
+        }
+        // Sizes and durations compare by value: "60s" is "1m", "1024K" is
+        // "1MiB".
+        (Json::String(x), Json::String(y)) => {
+            match (crate::policy::text_number(x), crate::policy::text_number(y)) {
+                (Some(m), Some(n)) => m == n,
+                _ => x == y,
+            }
         }
         _ => a == b,
     }
