@@ -196,9 +196,13 @@ pub fn steps(profile: &Profile, role: Option<Role>) -> Vec<CriuStep> {
             Role::Source => dump_side(),
             Role::Destination => {
                 let mut v = Vec::new();
-                if profile.page_server.is_some() && !lazy_remote(profile) {
+                if profile.page_server.is_some() {
+                    // Pre-dump rounds always go to the page server; the final
+                    // dump does too, unless its pages are served lazily.
                     v.extend((1..=rounds).map(|n| CriuStep::PageServer { round: Some(n) }));
-                    v.push(CriuStep::PageServer { round: None });
+                    if !lazy_remote(profile) {
+                        v.push(CriuStep::PageServer { round: None });
+                    }
                 }
                 if lazy {
                     v.push(CriuStep::LazyPagesDaemon);
@@ -437,7 +441,19 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
         o.leave_stopped = t(profile.action_or_default() == Action::Migrate);
     }
     match step {
-        CriuStep::PageServer { .. } => {
+        CriuStep::PageServer { round } => {
+            // The receiving side keeps the same parent chain as the dumping
+            // side, so CRIU can tell pages already sent in an earlier round
+            // (round n into pre-n with parent ../pre-(n-1); the final dump
+            // into the images dir with parent pre-N).
+            o.parent_img = match round {
+                Some(n) if *n > 1 => Some(format!("../pre-{}", n - 1)),
+                Some(_) => None,
+                None => {
+                    let n = pre_dump_rounds(profile);
+                    (n > 0).then(|| format!("pre-{n}"))
+                }
+            };
             if let Some(ps) = &profile.page_server {
                 o.ps = Some(CriuPageServerInfo {
                     // A listening socket needs a literal address.
