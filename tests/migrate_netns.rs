@@ -276,6 +276,21 @@ fn migrates_a_counter_between_two_netns_hosts() {
         );
     }
 
+    // A stray connection first (a port scan, a health check) that says
+    // nothing and closes: the destination must keep waiting for the source.
+    let stray = Net::enter(&net.src)
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/27401; sleep 0.2; exec 3>&-",
+                net.dst_ip()
+            ),
+        ])
+        .status()
+        .expect("stray connection");
+    assert!(stray.success(), "the stray connection could not connect");
+
     // Source.
     let src = Net::enter(&net.src)
         .arg(BIN)
@@ -331,6 +346,7 @@ fn migrates_a_counter_between_two_netns_hosts() {
     // The destination checked the source's CPU with CRIU before anything
     // was frozen.
     assert!(dst_stderr.contains("CPU check passed"), "{dst_stderr}");
+    assert!(dst_stderr.contains("ignored a connection"), "{dst_stderr}");
     assert!(
         tmp.path()
             .join("images/.cpuinfo-check/cpuinfo.img")

@@ -701,13 +701,39 @@ fn destination_session(
     let p = run.profile();
     let to = mig.step_timeout;
     let note = "; nothing was restored here";
-    let c = proto::accept(listener, to)
-        .map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
+    // Accept until a peer says hello: a port scan or a health check that
+    // connects and says nothing (or something else) must not end the
+    // migration. All of it within one step_timeout.
+    let deadline = Instant::now() + to;
+    let (c, theirs) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut c = proto::accept(listener, left)
+            .map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
+        // A real source says hello at once; a silent peer gets 10 s.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        match c.recv(left, "hello") {
+            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => break (c, m),
+            Ok(other) => run.progress(&format!(
+                "ignored a connection from {} that sent `{}` instead of hello",
+                c.peer,
+                other.name()
+            )),
+            Err(e) => run.progress(&format!("ignored a connection from {}: {e}", c.peer)),
+        }
+        c.shutdown();
+        if Instant::now() >= deadline {
+            return Err(conn_failure(
+                "wait for the source",
+                proto::ConnError::Timeout(to.as_secs_f64(), "the source's hello".into()),
+                Exit::NotReady,
+                note,
+            ));
+        }
+    };
     run.progress(&format!("source connected from {}", c.peer));
     let c = conn.insert(c);
-    let theirs = c
-        .recv(to, "hello")
-        .map_err(|e| conn_failure("hello", e, Exit::NotReady, note))?;
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, note));
     }
