@@ -2,8 +2,6 @@
 //! are parsed into [`Node`]s first, so every later check sees the same shape
 //! and reports the same line and column for the same mistake.
 
-use std::borrow::Cow;
-
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diag::Diagnostic;
@@ -449,8 +447,7 @@ impl YamlBuilder<'_> {
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<Entry> = Vec::new();
                 let mut end = span.end;
-                loop {
-                    let Some((kev, ksp)) = it.next() else { break };
+                while let Some((kev, ksp)) = it.next() {
                     if matches!(kev, Event::MappingEnd) {
                         end = ksp.end.max(end);
                         break;
@@ -564,13 +561,7 @@ impl YamlBuilder<'_> {
         }
     }
 
-    fn scalar(
-        &mut self,
-        v: &Cow<'_, str>,
-        style: ScalarStyle,
-        tag: Option<&str>,
-        span: Span,
-    ) -> Kind {
+    fn scalar(&mut self, v: &str, style: ScalarStyle, tag: Option<&str>, span: Span) -> Kind {
         let _ = self.file;
         let _ = self.src;
         match tag {
