@@ -709,6 +709,7 @@ fn destination_session(
         let left = deadline.saturating_duration_since(Instant::now());
         let mut c = proto::accept(listener, left)
             .map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
+        c.write_limit = to;
         // A real source says hello at once; a silent peer gets 10 s.
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -1072,6 +1073,9 @@ fn source(
     run.record
         .step("connect", started, conn.is_ok(), None, Vec::new());
     let mut conn = Some(conn?);
+    if let Some(c) = conn.as_mut() {
+        c.write_limit = to;
+    }
     let result = source_session(run, mig, version, pid, &mut conn, &untouched);
     if let Err(f) = &result {
         tell_peer(&mut conn, f);

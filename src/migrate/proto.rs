@@ -135,6 +135,9 @@ pub struct Conn {
     writer: TcpStream,
     /// Peer address.
     pub peer: SocketAddr,
+    /// Longest time one `send` may take (a peer that reads slowly or not
+    /// at all cannot hold us longer); migrate sets it to `step_timeout`.
+    pub write_limit: Duration,
 }
 
 fn interrupted() -> bool {
@@ -146,21 +149,52 @@ impl Conn {
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nonblocking(false)?;
         let _ = stream.set_nodelay(true);
-        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         let peer = stream.peer_addr()?;
         let writer = stream.try_clone()?;
         Ok(Conn {
             reader: BufReader::new(stream),
             writer,
             peer,
+            write_limit: Duration::from_secs(30),
         })
     }
 
-    /// Send one message.
+    /// Send one message, within `write_limit` in all.
     pub fn send(&mut self, m: &Msg) -> io::Result<()> {
         let mut line = serde_json::to_vec(m).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
+        let deadline = Instant::now() + self.write_limit;
+        let mut off = 0;
+        while off < line.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer did not take a message within {} s",
+                        self.write_limit.as_secs()
+                    ),
+                ));
+            }
+            self.writer.set_write_timeout(Some(left.min(SLICE)))?;
+            match self.writer.write(&line[off..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "connection closed",
+                    ));
+                }
+                Ok(n) => off += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.writer.flush()
     }
 
@@ -317,6 +351,22 @@ pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, ConnErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_does_not_read_cannot_hold_a_send_past_its_limit() {
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        let (_peer, _) = l.accept().unwrap(); // accepted, never read
+        c.write_limit = Duration::from_millis(600);
+        let big = Msg::Error {
+            message: "x".repeat(64 << 20),
+            exit: 3,
+        };
+        // Without the limit this send would block for good.
+        let e = c.send(&big).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    }
 
     #[test]
     fn messages_round_trip_over_tcp() {
