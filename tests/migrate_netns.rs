@@ -388,7 +388,6 @@ fn source_gives_up_without_destination_and_leaves_the_process_running() {
     let mut procs = Procs::default();
     let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
     let profile = write_profile(tmp.path(), &net, "3s", "");
-    let t0 = Instant::now();
     let src = Net::enter(&net.src)
         .arg(BIN)
         .arg("apply")
@@ -398,7 +397,6 @@ fn source_gives_up_without_destination_and_leaves_the_process_running() {
         .output()
         .expect("run source");
     assert_eq!(src.status.code(), Some(4), "{}", show(&src));
-    assert!(t0.elapsed() < Duration::from_secs(30));
     let err = String::from_utf8_lossy(&src.stderr);
     assert!(
         err.contains("timed out") && err.contains("not touched"),

@@ -824,12 +824,10 @@ mod tests {
     fn timeout_kills_child() {
         let mut s = fake("exec sleep 30");
         s.set_timeout(Some(Duration::from_millis(200)));
-        let t0 = Instant::now();
         let e = s.call(&CriuReq::new(CriuReqType::Version), &mut |_| {
             NotifyReply::ok()
         });
         assert!(matches!(e, Err(CriuError::Timeout { .. })), "{e:?}");
-        assert!(t0.elapsed() < Duration::from_secs(5));
         assert!(s.pid().is_none(), "child must be reaped");
     }
 }
