@@ -222,7 +222,19 @@ fn a_revision_is_never_passed_to_git_as_an_option() {
         !d.join("injected:web.toml").exists(),
         "git wrote a file named by the revision"
     );
-    let (code, _) = ckptctl(
+}
+
+#[test]
+fn sarif_of_a_diff_carries_the_findings_the_change_brings() {
+    let r = repo();
+    let d = r.path();
+    // tcp_established turned on in the working tree.
+    std::fs::write(
+        d.join("profiles/web.toml"),
+        "extends = \"base.toml\"\nname = \"web\"\n[target]\npid = 5\n[process]\ntcp_established = true\n",
+    )
+    .unwrap();
+    let (code, out) = ckptctl(
         d,
         &[
             "--output",
@@ -232,5 +244,14 @@ fn a_revision_is_never_passed_to_git_as_an_option() {
             "profiles/web.toml",
         ],
     );
-    assert_eq!(code, 2, "diff has no SARIF form");
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let rules: Vec<&str> = v["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ruleId"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["policy::tcp-established"], "{out}");
 }

@@ -8,11 +8,6 @@ use crate::policy::{Policy, load_policy, review::review};
 
 /// Run `diff`.
 pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
-    if ui.output == OutputFormat::Sarif {
-        // SARIF carries findings, not changes: use `review --output sarif`.
-        ui.error("`diff` has no SARIF form; use `--output json` or `markdown`, or `ckptctl review --output sarif` for the findings");
-        return Exit::Usage;
-    }
     let old = read_side(&args.old);
     let mut new = read_side(&args.new);
     let mut bad = false;
@@ -51,8 +46,19 @@ pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
     );
     let d = diff(op, np, &findings);
     match ui.output {
-        OutputFormat::Json | OutputFormat::Sarif => {
+        OutputFormat::Json => {
             ui.data_json(&to_json(&d, &old.label, &new.label, &new.sources));
+        }
+        OutputFormat::Sarif => {
+            // SARIF carries findings: those the changed keys trigger on the
+            // new side, so code scanning annotates what the change brings.
+            let mut triggered: Vec<crate::diag::Diagnostic> = Vec::new();
+            for f in d.changes.iter().flat_map(|c| c.findings.iter()) {
+                if !triggered.contains(f) {
+                    triggered.push(f.clone());
+                }
+            }
+            ui.data_json(&crate::policy::report::sarif(&triggered, &new.sources));
         }
         OutputFormat::Markdown => ui.data(markdown(&d, &old.label, &new.label)),
         OutputFormat::Human => ui.data(human(&d, &old.label, &new.label)),
