@@ -255,3 +255,27 @@ fn sarif_of_a_diff_carries_the_findings_the_change_brings() {
         .collect();
     assert_eq!(rules, ["policy::tcp-established"], "{out}");
 }
+
+#[test]
+fn a_base_missing_at_the_revision_is_not_read_from_the_working_tree() {
+    let r = repo();
+    let d = r.path();
+    std::fs::write(
+        d.join("profiles/child.toml"),
+        "extends = \"newbase.toml\"\nname = \"child\"\n[target]\npid = 5\n",
+    )
+    .unwrap();
+    git(d, &["add", "profiles/child.toml"]);
+    git(d, &["commit", "-qm", "child without its base"]);
+    // The base exists only on disk.
+    std::fs::copy(
+        d.join("profiles/base.toml"),
+        d.join("profiles/newbase.toml"),
+    )
+    .unwrap();
+    let (code, _) = ckptctl(
+        d,
+        &["diff", "HEAD:profiles/child.toml", "profiles/child.toml"],
+    );
+    assert_eq!(code, 2, "the revision's base does not exist there");
+}

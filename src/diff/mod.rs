@@ -181,14 +181,17 @@ pub fn read_side(spec: &str) -> Side {
         let text = match git(&["show", &object], &top) {
             Ok(b) => b,
             Err(e) => {
-                if depth == 1 {
-                    return fail(
-                        sources,
-                        side_error(spec, format!("cannot read `{object}` from git: {e}")),
-                    );
-                }
-                // The loader reports the missing base at `extends`.
-                break;
+                // A base missing at REV is an error at REV: never fall back
+                // to the working tree's copy.
+                let what = if depth == 1 {
+                    ""
+                } else {
+                    " (a base named by `extends`)"
+                };
+                return fail(
+                    sources,
+                    side_error(spec, format!("cannot read `{object}`{what} from git: {e}")),
+                );
             }
         };
         let Ok(text) = String::from_utf8(text) else {
