@@ -220,6 +220,130 @@ fn show(o: &Output) -> String {
     )
 }
 
+/// A running destination role and the threads reading its output.
+struct Dest {
+    child: Child,
+    out_t: std::thread::JoinHandle<String>,
+    err_t: std::thread::JoinHandle<String>,
+}
+
+/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
+/// on a pipe, and wait for its ready byte.
+fn start_destination(mut cmd: Command) -> Dest {
+    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
+    // destination may hold the write end.
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let wraw = w.as_raw_fd();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[allow(unsafe_code)]
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wraw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start destination");
+    drop(w);
+    let dest_out = child.stdout.take().unwrap();
+    let dest_err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || read_all(dest_out));
+    let err_t = std::thread::spawn(move || read_all(dest_err));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if status != b"\0" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "destination not ready (status fd gave {status:?}): {}",
+            err_t.join().unwrap()
+        );
+    }
+    Dest {
+        child,
+        out_t,
+        err_t,
+    }
+}
+
+/// What a finished migration left.
+struct Migrated {
+    dst_stdout: String,
+    dst_stderr: String,
+    report: serde_json::Value,
+    new_pid: i32,
+}
+
+/// Run the source role for `init`, wait for the destination, and check
+/// that both sides succeeded and the destination reported the new pid.
+fn run_source_and_finish(
+    net: &Net,
+    profile: &Path,
+    init: i32,
+    dest: Dest,
+    procs: &mut Procs,
+) -> Migrated {
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = dest;
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut child, Duration::from_secs(60));
+    if dst_status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let dst_stdout = out_t.join().unwrap();
+    let dst_stderr = err_t.join().unwrap();
+    let migrated: Option<serde_json::Value> = dst_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "migrated");
+    let new_pid = migrated
+        .as_ref()
+        .and_then(|v| v["restored_pid"].as_i64())
+        .unwrap_or(0) as i32;
+    procs.pids.push(new_pid);
+    procs.children.push(child);
+    assert!(
+        src.status.success(),
+        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
+        show(&src)
+    );
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert!(
+        new_pid > 0,
+        "no restored pid in destination stdout:\n{dst_stdout}"
+    );
+    Migrated {
+        report: migrated.unwrap_or_default(),
+        dst_stdout,
+        dst_stderr,
+        new_pid,
+    }
+}
+
 #[test]
 fn migrates_a_counter_between_two_netns_hosts() {
     if !require_root_and_criu() {
@@ -232,49 +356,12 @@ fn migrates_a_counter_between_two_netns_hosts() {
     let profile = write_profile(tmp.path(), &net, "30s", "");
 
     // Destination, with --status-fd 3 on a pipe.
-    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
-    // destination may hold the write end.
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let wraw = w.as_raw_fd();
     let mut cmd = Net::enter(&net.dst);
     cmd.arg(BIN)
         .arg("apply")
         .arg(&profile)
         .args(["--role", "destination", "--status-fd", "3"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[allow(unsafe_code)]
-    // SAFETY: dup2/fcntl only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wraw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut dest = cmd.spawn().expect("start destination");
-    drop(w);
-    let dest_out = dest.stdout.take().unwrap();
-    let dest_err = dest.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || read_all(dest_out));
-    let err_t = std::thread::spawn(move || read_all(dest_err));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = std::fs::File::from(r).read_to_end(&mut b);
-        let _ = tx.send(b);
-    });
-    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    if status != b"\0" {
-        let _ = dest.kill();
-        let _ = dest.wait();
-        panic!(
-            "destination not ready (status fd gave {status:?}): {}",
-            err_t.join().unwrap()
-        );
-    }
+    let dest = start_destination(cmd);
 
     // A stray connection first (a port scan, a health check) that says
     // nothing and closes: the destination must keep waiting for the source.
@@ -292,51 +379,16 @@ fn migrates_a_counter_between_two_netns_hosts() {
     assert!(stray.success(), "the stray connection could not connect");
 
     // Source.
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run source");
-    let dst_status = wait_child(&mut dest, Duration::from_secs(60));
-    if dst_status.is_none() {
-        let _ = dest.kill();
-    }
-    let _ = dest.wait();
-    let dst_stdout = out_t.join().unwrap();
-    let dst_stderr = err_t.join().unwrap();
-    let migrated: Option<serde_json::Value> = dst_stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "migrated");
-    let new_pid = migrated
-        .as_ref()
-        .and_then(|v| v["restored_pid"].as_i64())
-        .unwrap_or(0) as i32;
-    procs.pids.push(new_pid);
-    procs.children.push(dest);
-
-    assert!(
-        src.status.success(),
-        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
-        show(&src)
-    );
-    assert_eq!(
-        dst_status.and_then(|s| s.code()),
-        Some(0),
-        "destination:\n{dst_stdout}\n{dst_stderr}"
-    );
-    assert!(
-        new_pid > 0,
-        "no restored pid in destination stdout:\n{dst_stdout}"
-    );
+    let Migrated {
+        dst_stdout,
+        dst_stderr,
+        report: m,
+        new_pid,
+    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
     assert!(
         dst_stdout.lines().any(|l| l.contains(r#""event":"ready""#)),
         "{dst_stdout}"
     );
-    let m = migrated.unwrap();
     assert!(m["downtime"]["downtime_s"].as_f64().is_some(), "{m}");
     assert!(
         m["downtime"]["pages_moved"].as_u64().unwrap_or(0) > 0,
@@ -513,91 +565,21 @@ fn migrates_with_images_sent_over_the_control_connection() {
         prof = q(&profile),
     );
 
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let wraw = w.as_raw_fd();
     let mut cmd = Net::enter(&net.dst);
     cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(&script);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[allow(unsafe_code)]
-    // SAFETY: dup2 only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wraw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut dest = cmd.spawn().expect("start destination");
-    drop(w);
-    let dest_out = dest.stdout.take().unwrap();
-    let dest_err = dest.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || read_all(dest_out));
-    let err_t = std::thread::spawn(move || read_all(dest_err));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = std::fs::File::from(r).read_to_end(&mut b);
-        let _ = tx.send(b);
-    });
-    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    if status != b"\0" {
-        let _ = dest.kill();
-        let _ = dest.wait();
-        panic!(
-            "destination not ready (status fd gave {status:?}): {}",
-            err_t.join().unwrap()
-        );
-    }
+    let dest = start_destination(cmd);
     // The destination's images.dir is not ours: nothing of it shows here.
     assert!(
         !images.join(".ckptctl.lock").exists(),
         "the tmpfs is not private"
     );
 
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run source");
-    let dst_status = wait_child(&mut dest, Duration::from_secs(60));
-    if dst_status.is_none() {
-        let _ = dest.kill();
-    }
-    let _ = dest.wait();
-    let dst_stdout = out_t.join().unwrap();
-    let dst_stderr = err_t.join().unwrap();
-    let migrated: Option<serde_json::Value> = dst_stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "migrated");
-    let new_pid = migrated
-        .as_ref()
-        .and_then(|v| v["restored_pid"].as_i64())
-        .unwrap_or(0) as i32;
-    procs.pids.push(new_pid);
-    procs.children.push(dest);
-
-    assert!(
-        src.status.success(),
-        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
-        show(&src)
-    );
-    assert_eq!(
-        dst_status.and_then(|s| s.code()),
-        Some(0),
-        "destination:\n{dst_stdout}\n{dst_stderr}"
-    );
-    assert!(
-        new_pid > 0,
-        "no restored pid in destination stdout:\n{dst_stdout}"
-    );
+    let Migrated {
+        dst_stderr,
+        new_pid,
+        ..
+    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
     assert!(
         dst_stderr.contains("over the control connection"),
         "{dst_stderr}"
