@@ -626,15 +626,7 @@ pub fn apply(
 ) -> Result<Outcome, (Failure, Option<RunRecord>)> {
     install_signal_handlers();
     let action = p.action_or_default();
-    let mut record = RunRecord::start(
-        p.name
-            .as_ref()
-            .map(|n| n.value.0.clone())
-            .unwrap_or_default(),
-        profile_file.to_string(),
-        crate::profile::section::section_json(p),
-        action.to_string(),
-    );
+    let mut record = RunRecord::for_profile(p, profile_file);
     hermetic_env(p);
     let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
         Ok(x) => x,

@@ -106,6 +106,19 @@ impl Host {
 }
 
 impl RunRecord {
+    /// Start the record of an apply of `p`, read from `profile_file`.
+    pub fn for_profile(p: &crate::profile::Profile, profile_file: &str) -> Self {
+        Self::start(
+            p.name
+                .as_ref()
+                .map(|n| n.value.0.clone())
+                .unwrap_or_default(),
+            profile_file.to_string(),
+            crate::profile::section::section_json(p),
+            p.action_or_default().to_string(),
+        )
+    }
+
     /// Start a record now.
     pub fn start(
         profile: String,

@@ -284,15 +284,7 @@ pub fn run(
     mut opts: MigrateOptions,
 ) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
     engine::install_signal_handlers();
-    let mut record = RunRecord::start(
-        p.name
-            .as_ref()
-            .map(|n| n.value.0.clone())
-            .unwrap_or_default(),
-        profile_file.to_string(),
-        crate::profile::section::section_json(p),
-        "migrate".to_string(),
-    );
+    let mut record = RunRecord::for_profile(p, profile_file);
     record.role = Some(role_name(opts.role).to_string());
     let mut status = opts.status_fd.take();
     let prepared = (|| {
