@@ -428,6 +428,46 @@ pub fn text_number(s: &str) -> Option<f64> {
         .or_else(|| crate::profile::value::Size::parse(s).map(|n| n as f64))
 }
 
+/// A `[[constraint]]` / `[[require]]` item: a table of known keys with a
+/// required `key` naming a profile key. Reports what is wrong and returns
+/// the entries and that key, or `None`.
+fn keyed_item<'n>(
+    p: &mut P<'_>,
+    item: &'n Node,
+    key: &str,
+    known: &[&str],
+) -> Option<(
+    &'n [crate::profile::node::Entry],
+    String,
+    crate::source::Span,
+)> {
+    let Some(entries) = item.entries() else {
+        p.err(
+            "policy::type-mismatch",
+            format!("`{key}` must be a table"),
+            item.span,
+            key,
+            None,
+        );
+        return None;
+    };
+    p.unknown_keys(entries, known, key);
+    let Some(key_entry) = item.get("key") else {
+        p.diags.push(
+            Diagnostic::error(
+                "policy::missing-key",
+                format!("missing required key `key` in {key}"),
+            )
+            .at(entries.first().map_or(item.span, |e| e.key_span))
+            .key(format!("{key}.key"))
+            .help("name the dotted profile key, such as `key = \"cgroups.mode\"`"),
+        );
+        return None;
+    };
+    let pkey = check_profile_key(p, &key_entry.value, &format!("{key}.key"))?;
+    Some((entries, pkey, key_entry.key_span))
+}
+
 fn check_profile_key(p: &mut P<'_>, node: &Node, key: &str) -> Option<String> {
     let s = p.string(node, key)?;
     if crate::profile::model::find_key(&s).is_some() && !s.contains('[') {
@@ -530,30 +570,8 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
     }
     for (i, item) in items(&mut p, "constraint") {
         let key = format!("constraint[{i}]");
-        let Some(entries) = item.entries() else {
-            p.err(
-                "policy::type-mismatch",
-                format!("`{key}` must be a table"),
-                item.span,
-                &key,
-                None,
-            );
-            continue;
-        };
-        p.unknown_keys(entries, CONSTRAINT_KEYS, &key);
-        let Some(key_entry) = item.get("key") else {
-            p.diags.push(
-                Diagnostic::error(
-                    "policy::missing-key",
-                    format!("missing required key `key` in {key}"),
-                )
-                .at(entries.first().map_or(item.span, |e| e.key_span))
-                .key(format!("{key}.key"))
-                .help("name the dotted profile key, such as `key = \"cgroups.mode\"`"),
-            );
-            continue;
-        };
-        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else {
+        let Some((entries, pkey, key_span)) = keyed_item(&mut p, &item, &key, CONSTRAINT_KEYS)
+        else {
             continue;
         };
         let mut c = Constraint {
@@ -567,7 +585,7 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
             level: Level::Deny,
             reason: None,
             scope: p.scope(entries, &key),
-            span: key_entry.key_span,
+            span: key_span,
         };
         for e in entries {
             let k = format!("{key}.{}", e.key);
@@ -635,7 +653,7 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
                     "policy::empty-constraint",
                     format!("{key} constrains nothing"),
                 )
-                .at(key_entry.key_span)
+                .at(key_span)
                 .key(key.clone())
                 .help("add `allow`, `deny`, `min`, `max`, `networks` or `prefix`"),
             );
@@ -644,29 +662,7 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
     }
     for (i, item) in items(&mut p, "require") {
         let key = format!("require[{i}]");
-        let Some(entries) = item.entries() else {
-            p.err(
-                "policy::type-mismatch",
-                format!("`{key}` must be a table"),
-                item.span,
-                &key,
-                None,
-            );
-            continue;
-        };
-        p.unknown_keys(entries, REQUIRE_KEYS, &key);
-        let Some(key_entry) = item.get("key") else {
-            p.diags.push(
-                Diagnostic::error(
-                    "policy::missing-key",
-                    format!("missing required key `key` in {key}"),
-                )
-                .at(entries.first().map_or(item.span, |e| e.key_span))
-                .key(format!("{key}.key")),
-            );
-            continue;
-        };
-        let Some(pkey) = check_profile_key(&mut p, &key_entry.value, &format!("{key}.key")) else {
+        let Some((_, pkey, key_span)) = keyed_item(&mut p, &item, &key, REQUIRE_KEYS) else {
             continue;
         };
         let level = item
@@ -681,7 +677,7 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
             level,
             reason,
             scope: p.scope(entries, &key),
-            span: key_entry.key_span,
+            span: key_span,
         });
     }
     policy
