@@ -2,6 +2,7 @@
 //! real processes, and each failure users hit, reproduced for real. Skipped
 //! with a reason without root/CRIU; CKPTCTL_TEST_REQUIRE_CRIU makes a skip a
 //! failure (CI).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 mod common;
 

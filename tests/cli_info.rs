@@ -1,5 +1,6 @@
 //! `schema`, `explain`, `init`, `completions` and `man`: output on stdout,
 //! exit codes, and `init` output that validates for every action and format.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::process::{Command, Output};
 

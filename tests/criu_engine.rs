@@ -1,5 +1,6 @@
 //! Integration tests of `ckptctl::criu` against the real CRIU (root only).
 //! Run serially: `cargo test --test criu_engine -- --test-threads=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `ckptctl diff`: REV:PATH in a temporary git repository (with `extends`
 //! resolved at the revision), golden outputs, formatting-only changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! `ckptctl import`: mapped options, reported options (line, column), and
 //! the output validates.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::process::Command;
 

@@ -2,6 +2,7 @@
 //! `fuzz/corpus/` plus a few thousand deterministic mutations of them, in
 //! both formats. No input may panic; every span stays inside its file.
 //! (Long runs: `cd fuzz && cargo +nightly fuzz run fuzz_toml corpus/fuzz_toml`.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 #[path = "../fuzz/fuzz_targets/body.rs"]
 mod body;

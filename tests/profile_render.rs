@@ -5,6 +5,7 @@
 //!
 //! Update with `INSTA_UPDATE=always cargo test --test profile_render` (or
 //! `cargo insta review`), then read the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::path::PathBuf;
 

@@ -2,6 +2,7 @@
 //! generated from the model and must not drift; every example validates with
 //! ckptctl and with an independent validator (check-jsonschema), which must
 //! also reject structurally wrong profiles.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! Golden tests for `ckptctl render`: every profile under tests/golden/render
 //! in every format (and both roles for migrate profiles). Set
 //! `CKPTCTL_UPDATE_GOLDEN=1` to rewrite the expected files after a reviewed change.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::path::{Path, PathBuf};
 
