@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Formatting and clippy, as CI runs them:
+#
+#   bash scripts/lint.sh
+#
+# Clippy denies warnings; Cargo.toml's [lints] deny unwrap/expect/panic/todo/
+# unimplemented outside tests (clippy.toml and each tests/*.rs allow them in
+# tests). Exits non-zero on the first failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> cargo fmt --all --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy --locked --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
