@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -302,11 +303,11 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
 /// A directory problem as a failure at `key`.
 pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
     let exit = match e {
-        guard::DirError::Busy { .. } => Exit::NotReady,
+        guard::DirError::Busy { .. } | guard::DirError::OrphanCriu { .. } => Exit::NotReady,
         _ => Exit::Usage,
     };
     let code = match e {
-        guard::DirError::Busy { .. } => "apply::busy",
+        guard::DirError::Busy { .. } | guard::DirError::OrphanCriu { .. } => "apply::busy",
         guard::DirError::WorldWritable { .. } => "apply::world-writable",
         guard::DirError::NotOwned { .. } => "apply::not-owned",
         _ => "apply::dir",
@@ -314,6 +315,9 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
     let hint = match e {
         guard::DirError::Busy { .. } => {
             "wait for the other apply to finish; two applies on one images directory would mix their images"
+        }
+        guard::DirError::OrphanCriu { .. } => {
+            "wait until that criu exits (it resumes the target itself, or ends it after a finished dump), then run apply again"
         }
         guard::DirError::WorldWritable { .. } => {
             "images hold process memory: use a directory only its owner can write (ckptctl creates them 0700)"
@@ -361,6 +365,9 @@ pub struct Run<'a> {
     lock: Option<DirLock>,
     /// The pid came from `--pid` (failures then name no profile key).
     pid_flag: bool,
+    /// Set for a dump: the completion summary written in CRIU's
+    /// `post-dump` callback, before CRIU may end the tree (see [`Run::call`]).
+    commit_at_post_dump: Option<serde_json::Value>,
 }
 
 impl<'a> Run<'a> {
@@ -385,6 +392,7 @@ impl<'a> Run<'a> {
             spare: None,
             lock: None,
             pid_flag: false,
+            commit_at_post_dump: None,
         }
     }
 
@@ -416,11 +424,15 @@ impl<'a> Run<'a> {
     /// A `criu swrk` for the next request: the spare one left open by the
     /// VERSION request, else a new one.
     pub fn swrk(&mut self) -> Result<Swrk, Failure> {
-        if let Some(s) = self.spare.take() {
-            return Ok(s);
+        let s = match self.spare.take() {
+            Some(s) => s,
+            None => Swrk::spawn(&self.criu.path, &criu_global_args(self.profile))
+                .map_err(|e| self.criu_failure("start criu", e, None))?,
+        };
+        if let (Some(lock), Some(pid)) = (&self.lock, s.pid()) {
+            lock.note_criu(pid);
         }
-        Swrk::spawn(&self.criu.path, &criu_global_args(self.profile))
-            .map_err(|e| self.criu_failure("start criu", e, None))
+        Ok(s)
     }
 
     /// Map a CRIU error of a step to a failure with log lines and a hint.
@@ -464,6 +476,25 @@ impl<'a> Run<'a> {
                     key.map(str::to_string),
                 )
             }
+            None if matches!(&e, CriuError::Died { status, .. } if status.signal().is_some()) => {
+                let sig = match &e {
+                    CriuError::Died { status, .. } => status.signal().unwrap_or(0),
+                    _ => 0,
+                };
+                let name = nix::sys::signal::Signal::try_from(sig)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {sig}"));
+                (
+                    "criu::killed",
+                    format!(
+                        "{step} failed: the criu process was killed by {name} before it answered"
+                    ),
+                    Some(format!(
+                        "something outside ckptctl killed CRIU (another tool, an operator, or the OOM killer: see `dmesg`); CRIU undid nothing itself, so check the target and run apply again (the log shows how far the {step} got)"
+                    )),
+                    None,
+                )
+            }
             None => {
                 // CRIU's cr_errmsg is its first error line, which on some
                 // hosts is noise: prefer the first real error of the log.
@@ -499,6 +530,7 @@ impl<'a> Run<'a> {
             log_lines: lines,
             hint,
             key,
+            target: None,
             exit,
         }
     }
@@ -539,6 +571,9 @@ impl<'a> Run<'a> {
         let base = started;
         let verbose = self.ui.verbose > 0 && !self.ui.json();
         let status = &mut self.status;
+        let images_dir = &self.images_dir;
+        let commit = self.commit_at_post_dump.take();
+        let mut commit_error: Option<std::io::Error> = None;
         let res = {
             let mut cb = |n: &crate::criu::Notify| {
                 notes.push((n.script.clone(), base + t0.elapsed().as_secs_f64()));
@@ -551,10 +586,23 @@ impl<'a> Run<'a> {
                     }
                 }
                 if INTERRUPTED.load(Ordering::SeqCst) {
-                    NotifyReply::fail()
-                } else {
-                    NotifyReply::ok()
+                    return NotifyReply::fail();
                 }
+                // Every image is written and flushed, the tree is still
+                // frozen: mark the checkpoint complete *before* CRIU may end
+                // the tree. If ckptctl dies before this answer, CRIU's
+                // callback fails and it resumes the tree; if it dies after,
+                // the checkpoint on disk is marked complete. Either way
+                // nothing is lost.
+                if n.script == "post-dump" {
+                    if let Some(summary) = &commit {
+                        if let Err(e) = guard::mark_complete(images_dir, summary) {
+                            commit_error = Some(e);
+                            return NotifyReply::fail();
+                        }
+                    }
+                }
+                NotifyReply::ok()
             };
             swrk.call(&req, &mut cb)
         };
@@ -570,6 +618,18 @@ impl<'a> Run<'a> {
                 self.record
                     .step(step, started, false, Some(log.clone()), notes);
                 let mut f = self.criu_failure(step, e, Some(log));
+                if let Some(e) = commit_error {
+                    f.code = "apply::dir";
+                    f.message = format!(
+                        "{step} failed: cannot mark {} complete ({e}), so CRIU was told to resume the tree",
+                        self.images_dir.display()
+                    );
+                    f.hint = Some(
+                        "make `images.dir` writable (and give it room), then run apply again"
+                            .into(),
+                    );
+                    f.key = Some("images.dir".into());
+                }
                 if f.log_lines.is_empty() {
                     // No log (CRIU refused the options before logging):
                     // its reason went to stderr.
@@ -644,6 +704,7 @@ pub fn apply(
         spare: Some(spare),
         lock: None,
         pid_flag: opts.pid.is_some(),
+        commit_at_post_dump: None,
     };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
@@ -755,11 +816,60 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
     })?;
     match dump_steps(run, pid, pre_dump) {
         Ok(out) => Ok(out),
-        Err(f) => {
+        Err(mut f) => {
             // Never leave a directory that looks like a checkpoint.
             let _ = guard::quarantine(&run.images_dir);
+            explain_target(run, &mut f, pid);
             Err(f)
         }
+    }
+}
+
+/// After a failed dump: say whether the target still runs (CRIU resumes it
+/// on every error it survives), name a target that exited during the dump,
+/// and give the free space when the images filesystem filled up.
+fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
+    let state = crate::apply::report::TargetState::of(pid);
+    f.target = Some(state);
+    if !state.running && f.code == "criu::failed" {
+        f.code = "apply::target-exited";
+        f.message = format!(
+            "{} failed: the target (pid {pid}) exited while it was being dumped",
+            f.step
+        );
+        f.hint = Some("nothing was dumped that could be restored: find out why the process ended (its own logs, `dmesg` for the OOM killer), start it again and rerun apply".into());
+        f.key = if run.pid_flag {
+            None
+        } else if run
+            .profile
+            .target
+            .as_ref()
+            .is_some_and(|t| t.value.pidfile.is_some())
+        {
+            Some("target.pidfile".into())
+        } else {
+            Some("target.pid".into())
+        };
+    }
+    if f.code == crate::criu::KnownCause::NoSpace.code() {
+        if let Ok(st) = nix::sys::statvfs::statvfs(&run.images_dir) {
+            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let total = st.blocks() as u64 * st.fragment_size() as u64;
+            f.message.push_str(&format!(
+                " ({} free of {} after the failed dump's files were written)",
+                human_bytes(free),
+                human_bytes(total)
+            ));
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", b as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
     }
 }
 
@@ -822,6 +932,9 @@ fn dump_steps(
     };
     let o = run.opts(&step, Some(pid), &images, &work);
     let log = run.work_dir.join(step.log_file());
+    run.commit_at_post_dump = Some(
+        serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": null}),
+    );
     run.progress(&format!(
         "dump of pid {pid} into {}",
         run.images_dir.display()
@@ -902,6 +1015,35 @@ pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Valu
     v
 }
 
+/// Check a complete checkpoint against the manifest ckptctl recorded when
+/// it completed it: CRIU itself does not notice a truncated page image (its
+/// restorer then spins forever), so a damaged checkpoint never reaches it.
+fn verify_images(dir: &Path) -> Result<(), Failure> {
+    let Some(manifest) = crate::apply::manifest::recorded(dir) else {
+        return Ok(());
+    };
+    let problems = crate::apply::manifest::verify(dir, &manifest);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let more = match problems.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Err(Failure::new(
+        "apply::images-damaged",
+        "restore",
+        format!(
+            "cannot restore: {} changed after the checkpoint completed: {}{more}",
+            dir.display(),
+            problems[0]
+        ),
+        Exit::Usage,
+    )
+    .key("images.dir")
+    .hint("restore from an intact copy of the checkpoint, or checkpoint again; `--force` skips this check"))
+}
+
 fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile;
     if run.images_dir.is_dir() {
@@ -911,6 +1053,7 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     }
     // Looked at under the lock: no dump can be writing it now.
     match guard::images_state(&run.images_dir) {
+        ImagesState::Complete if !opts.force => verify_images(&run.images_dir)?,
         ImagesState::Complete | ImagesState::Foreign => {}
         ImagesState::Incomplete if opts.force => {
             run.progress("restoring an incomplete checkpoint (--force)")

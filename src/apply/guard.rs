@@ -3,8 +3,8 @@
 //! and the markers that tell a complete checkpoint from an incomplete one.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -65,6 +65,34 @@ pub enum DirError {
         /// What the lock file says about its holder.
         holder: Option<String>,
     },
+    /// A criu started by an earlier apply that was killed still runs.
+    #[error(
+        "a criu process (pid {pid}) started by an earlier `ckptctl apply` that was killed is still working in `{path}`"
+    )]
+    OrphanCriu {
+        /// The directory.
+        path: PathBuf,
+        /// The criu process.
+        pid: u32,
+    },
+}
+
+/// A criu process named in the lock file by an earlier apply that is still
+/// running: the apply was killed, its CRIU finishes on its own.
+fn orphan_criu(lock_text: &str) -> Option<u32> {
+    let pid: u32 = lock_text
+        .lines()
+        .find_map(|l| l.strip_prefix("criu "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // `/proc/PID/stat` is `PID (COMM) STATE ...`; a zombie (whose parent
+    // does not reap it) no longer works anywhere.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let state = rest.split_whitespace().next()?;
+    (comm == "criu" && state != "Z" && state != "X").then_some(pid)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
@@ -154,7 +182,16 @@ impl DirLock {
             .map_err(io(dir))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
+                let mut before = String::new();
+                let _ = (&*lock).take(4096).read_to_string(&mut before);
+                if let Some(pid) = orphan_criu(&before) {
+                    return Err(DirError::OrphanCriu {
+                        path: dir.to_path_buf(),
+                        pid,
+                    });
+                }
                 let _ = lock.set_len(0);
+                let _ = lock.rewind();
                 let _ = writeln!(&mut *lock, "pid {}", std::process::id());
                 Ok(DirLock { _lock: lock, path })
             }
@@ -173,6 +210,15 @@ impl DirLock {
                 source: errno.into(),
             }),
         }
+    }
+
+    /// Note the criu process that works for this apply, so that if the
+    /// apply is killed, the next one waits for that CRIU to finish.
+    pub fn note_criu(&self, criu_pid: u32) {
+        let text = format!("pid {}\ncriu {criu_pid}\n", std::process::id());
+        let f: &File = &self._lock;
+        let _ = f.set_len(0);
+        let _ = f.write_all_at(text.as_bytes(), 0);
     }
 
     /// The lock file.
@@ -232,8 +278,19 @@ pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// After CRIU reported success: the directory is a checkpoint.
+/// Once CRIU has written every image: the directory is a checkpoint. The
+/// marker holds `summary` plus the [`manifest`](crate::apply::manifest) of
+/// the images, which restore checks.
 pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result<()> {
+    let mut summary = summary.clone();
+    if let Some(obj) = summary.as_object_mut() {
+        let manifest = crate::apply::manifest::build(dir)?;
+        obj.insert(
+            "manifest".into(),
+            serde_json::to_value(manifest).unwrap_or_default(),
+        );
+    }
+    let summary = &summary;
     let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
     {
         remove_if_exists(&tmp)?;

@@ -1,7 +1,8 @@
 //! Apply: everything that runs CRIU for a profile. [`engine`] drives the
 //! checkpoint and restore steps over `criu swrk`; [`guard`] keeps images
 //! private, locked and honestly marked; [`status_fd`] is `--status-fd`;
-//! [`lazy`] runs the local lazy-pages daemon; [`converge`] is the pre-copy
+//! [`manifest`] records a completed checkpoint's files and checks them
+//! before restore; [`lazy`] runs the local lazy-pages daemon; [`converge`] is the pre-copy
 //! rule; [`record`] writes `ckptctl-run.json`; [`report`] turns failures
 //! into diagnostics at profile keys; [`check`] is the preflight.
 
@@ -10,6 +11,7 @@ pub mod converge;
 pub mod engine;
 pub mod guard;
 pub mod lazy;
+pub mod manifest;
 pub mod record;
 pub mod report;
 pub mod status_fd;

@@ -33,6 +33,9 @@ pub struct Failure {
     pub hint: Option<String>,
     /// The profile key to change.
     pub key: Option<String>,
+    /// What became of the target of a failed checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetState>,
     /// Exit code.
     #[serde(skip)]
     pub exit: Exit,
@@ -51,6 +54,7 @@ impl Failure {
             log_lines: Vec::new(),
             hint: None,
             key: None,
+            target: None,
             exit,
         }
     }
@@ -105,6 +109,9 @@ impl Failure {
         if let Some(l) = &self.log {
             s.push_str(&format!("  log:       {}\n", l.display()));
         }
+        if let Some(t) = &self.target {
+            s.push_str(&format!("  target:    {}\n", t.describe()));
+        }
         if !self.log_lines.is_empty() {
             s.push_str("  from the log:\n");
             for l in &self.log_lines {
@@ -112,6 +119,38 @@ impl Failure {
             }
         }
         s
+    }
+}
+
+/// Whether the target of a failed checkpoint still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TargetState {
+    /// The target's pid.
+    pub pid: i32,
+    /// True when it still exists and is not a zombie.
+    pub running: bool,
+}
+
+impl TargetState {
+    /// Look at `pid` now.
+    pub fn of(pid: i32) -> Self {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            })
+            .is_some_and(|state| state != "Z" && state != "X");
+        TargetState { pid, running }
+    }
+
+    /// One line for the details block.
+    pub fn describe(&self) -> String {
+        if self.running {
+            format!("pid {} is still running (nothing was lost)", self.pid)
+        } else {
+            format!("pid {} is no longer running", self.pid)
+        }
     }
 }
 
@@ -216,6 +255,14 @@ pub fn cause_advice(
         KnownCause::SessionLeaderOutside => (
             "the tree's session leader is outside it: start the workload with `setsid`, or set `process.shell_job = true`".into(),
             Some("process.shell_job"),
+        ),
+        KnownCause::PageServerLost => (
+            "the page server closed the connection half-way (it was stopped, crashed, or could not write: see its log on the other side); nothing there is usable: start the page server (or `ckptctl apply --role destination`) again and rerun".into(),
+            Some("page_server.address"),
+        ),
+        KnownCause::NoSpace => (
+            format!("the filesystem CRIU writes the {step} to is full: free space there (a dump needs about the tree's resident memory), or point `images.dir` (and `images.work_dir`) at a filesystem with room"),
+            Some("images.dir"),
         ),
         KnownCause::CriuWithinTree => (
             "CRIU would dump itself: the target must not be an ancestor of ckptctl".into(),

@@ -164,11 +164,15 @@ pub enum KnownCause {
     SessionLeaderOutside,
     /// The criu process is itself part of the tree being dumped.
     CriuWithinTree,
+    /// A filesystem CRIU writes to (images, work dir) is full.
+    NoSpace,
+    /// The page server closed the connection in the middle of the transfer.
+    PageServerLost,
 }
 
 impl KnownCause {
     /// Every variant, for documentation and tests.
-    pub const ALL: [KnownCause; 11] = [
+    pub const ALL: [KnownCause; 13] = [
         Self::PidNotFound,
         Self::PidTaken,
         Self::NetworkLockToolsMissing,
@@ -180,6 +184,8 @@ impl KnownCause {
         Self::PermissionDenied,
         Self::SessionLeaderOutside,
         Self::CriuWithinTree,
+        Self::NoSpace,
+        Self::PageServerLost,
     ];
 
     /// Stable code, e.g. `criu::pid-not-found`.
@@ -196,6 +202,8 @@ impl KnownCause {
             Self::PermissionDenied => "criu::permission-denied",
             Self::SessionLeaderOutside => "criu::session-leader-outside",
             Self::CriuWithinTree => "criu::criu-within-tree",
+            Self::NoSpace => "criu::no-space",
+            Self::PageServerLost => "criu::page-server-lost",
         }
     }
 
@@ -219,6 +227,8 @@ impl KnownCause {
                 "the session leader is outside the dumped pid namespace (start the workload with setsid)"
             }
             Self::CriuWithinTree => "criu itself is inside the tree being dumped",
+            Self::NoSpace => "no space left on the filesystem of the images",
+            Self::PageServerLost => "the page server went away in the middle of the transfer",
         }
     }
 }
@@ -254,6 +264,11 @@ const MATCHERS: &[(KnownCause, Matcher)] = &[
             || l.contains("connect to lazy-pages.socket failed")
             || l.contains("The page server doesn't answer")
     }),
+    (KnownCause::PageServerLost, |l| {
+        l.contains("Error (")
+            && l.contains("page-xfer")
+            && (l.contains("Broken pipe") || l.contains("Connection reset by peer"))
+    }),
     (KnownCause::PidTaken, |l| {
         l.contains("Can't fork for") && l.contains("File exists")
     }),
@@ -268,6 +283,9 @@ const MATCHERS: &[(KnownCause, Matcher)] = &[
         l.contains("No inventory.img image")
             || l.contains("Unexpected EOF on (empty-image)")
             || l.contains("Couldn't open image dir")
+    }),
+    (KnownCause::NoSpace, |l| {
+        l.contains("Error (") && l.contains("No space left on device")
     }),
     (KnownCause::PermissionDenied, |l| {
         l.contains("CRIU needs to have the CAP_SYS_ADMIN")
@@ -454,6 +472,28 @@ mod tests {
             KnownCause::CriuWithinTree,
             None,
             &["Error (compel/src/lib/infect.c:261): The criu itself is within dumped tree."],
+        ),
+        // DUMP to a `criu page-server` killed half-way.
+        (
+            KnownCause::PageServerLost,
+            None,
+            &[
+                "page-xfer: \tSpliced: 278316 bytes sent",
+                "Error (criu/page-xfer.c:191): page-xfer: Can't write pages to socket: Broken pipe",
+                "Error (criu/mem.c:672): Can't dump page with parasite",
+                "Error (criu/page-xfer.c:150): page-xfer: Can't send PSI 4131 to server: Broken pipe",
+            ],
+        ),
+        // DUMP of 64 MiB into a 16 MiB tmpfs.
+        (
+            KnownCause::NoSpace,
+            None,
+            &[
+                "page-xfer: \tp 0x7fe9da602000 [256]",
+                "Error (criu/page-xfer.c:263): page-xfer: Unable to spice data: No space left on device",
+                "Error (criu/bfd.c:131): bfd: Error flushing image: No space left on device",
+                "Error (criu/mem.c:672): Can't dump page with parasite",
+            ],
         ),
     ];
 
