@@ -1,0 +1,629 @@
+//! Faults during `apply`, each produced for real against the real CRIU, as
+//! root: CRIU or ckptctl killed mid-dump, the images filesystem filling up,
+//! the page server going away mid-transfer, the target exiting while it is
+//! dumped, damaged images on restore, a CRIU that cannot be run. For each:
+//! the target is where it was (or nothing half-restored is left), the exit
+//! code and message say what happened, the images directory is never taken
+//! for a complete checkpoint, and a retry works. See docs/reliability.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{kill9, read_counter, require_root_and_criu, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+
+/// A Python process in its own pid namespace holding `mib` MiB of touched
+/// memory (so a dump takes long enough to be interrupted half-way) and
+/// bumping a counter file every 50 ms.
+struct Mem {
+    launcher: Child,
+    pid: i32,
+    counter: PathBuf,
+    extra: Vec<i32>,
+}
+
+impl Mem {
+    fn start(dir: &Path, mib: u32) -> Mem {
+        let counter = dir.join("counter");
+        let ready = dir.join("ready");
+        let code = format!(
+            "import os,time\nb=bytearray({mib}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
+             open({r:?},'w').close()\ni=0\nwhile True:\n i+=1\n open({c:?}+'.t','w').write(str(i))\n \
+             os.rename({c:?}+'.t',{c:?})\n time.sleep(0.05)\n",
+            r = ready.display().to_string(),
+            c = counter.display().to_string(),
+        );
+        let launcher = Command::new("unshare")
+            .args(["--pid", "--fork", "setsid", "python3", "-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lpid = launcher.id() as i32;
+        let mut pid = 0;
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                ready.exists() && common::first_child(lpid).map(|c| pid = c).is_some()
+            }),
+            "workload did not start"
+        );
+        let m = Mem {
+            launcher,
+            pid,
+            counter,
+            extra: Vec::new(),
+        };
+        assert!(wait_until(Duration::from_secs(10), || m.count() >= 2));
+        m
+    }
+
+    fn count(&self) -> u64 {
+        read_counter(&self.counter)
+    }
+
+    /// Alive and still counting (not frozen, not stopped).
+    fn counts_on(&self) -> bool {
+        let at = self.count();
+        alive(self.pid) && wait_until(Duration::from_secs(10), || self.count() > at + 2)
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        kill9(self.pid);
+        for &p in &self.extra {
+            kill9(p);
+        }
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
+        .unwrap_or(false)
+}
+
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn tmp() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("ckptctl-faults-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn checkpoint_profile(dir: &Path, pid: i32, extra: &str) -> PathBuf {
+    write(
+        dir,
+        "ck.toml",
+        &format!(
+            "version = 1\nname = \"ck\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"
+        ),
+    )
+}
+
+fn restore_profile(dir: &Path, images: &str) -> PathBuf {
+    write(
+        dir,
+        "rs.toml",
+        &format!(
+            "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"{images}\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n"
+        ),
+    )
+}
+
+fn apply(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["--output", "json", "apply"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    apply(args).output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// Size of the largest `pages-*.img` in `dir`.
+fn pages_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// The images directory is not a checkpoint: the incomplete marker is
+/// there, the completion marker and a usable inventory are not, and
+/// restore refuses it.
+fn assert_not_a_checkpoint(d: &Path) {
+    let imgs = d.join("imgs");
+    assert!(imgs.join("ckptctl.incomplete").exists());
+    assert!(!imgs.join("ckptctl.complete").exists());
+    assert!(!imgs.join("inventory.img").exists());
+    let rs = restore_profile(d, "imgs");
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        json(&out)["failure"]["code"],
+        "apply::incomplete-checkpoint"
+    );
+    assert!(!d.join("restored.pid").exists());
+}
+
+/// Start a checkpoint of `m` in the background and wait until CRIU has
+/// written `at_least` bytes of pages into `pages_dir` (the target is
+/// frozen and CRIU is half-way through its memory).
+fn dump_until(ck: &Path, pages_dir: &Path, at_least: u64) -> Child {
+    let mut child = apply(&[ck.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = wait_until(Duration::from_secs(60), || {
+        pages_bytes(pages_dir) >= at_least || child.try_wait().ok().flatten().is_some()
+    });
+    assert!(reached, "the dump did not start writing pages");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the dump finished before the fault could be injected"
+    );
+    child
+}
+
+/// One retry of the same checkpoint profile succeeds and completes the
+/// directory.
+fn assert_retry_completes(d: &Path, ck: &Path) {
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("imgs/ckptctl.complete").exists());
+    assert!(!d.join("imgs/ckptctl.incomplete").exists());
+}
+
+const BIG: u32 = 1024;
+const PART: u64 = 64 << 20;
+
+#[test]
+fn criu_killed_mid_dump_leaves_the_target_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let m = Mem::start(d.path(), BIG);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let child = dump_until(&ck, &d.path().join("imgs"), PART);
+    for c in children(child.id()) {
+        kill9(c);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "criu::killed", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("SIGKILL"), "{f}");
+    assert_eq!(f["step"], "dump");
+    assert!(f["log"].as_str().unwrap().ends_with("dump.log"));
+    assert_eq!(f["target"]["pid"], m.pid);
+    assert_eq!(f["target"]["running"], true, "{f}");
+    assert!(m.counts_on(), "the target does not run on after CRIU died");
+    assert_not_a_checkpoint(d.path());
+    assert_retry_completes(d.path(), &ck);
+}
+
+#[test]
+fn ckptctl_killed_mid_dump_then_run_again() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let m = Mem::start(d.path(), BIG);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let mut child = dump_until(&ck, &d.path().join("imgs"), PART);
+    let criu: Vec<i32> = children(child.id());
+    assert!(!criu.is_empty(), "no criu under ckptctl");
+    kill9(child.id() as i32);
+    let _ = child.wait();
+    // CRIU, orphaned, finishes writing; its post-dump callback then finds
+    // no one to answer it, so it resumes the tree instead of ending it.
+    // A second apply while that CRIU still works must wait for it.
+    let out = run(&[ck.to_str().unwrap()]);
+    let orphan_still_there = criu.iter().any(|&p| alive(p));
+    if orphan_still_there {
+        assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+        let f = &json(&out)["failure"];
+        assert_eq!(f["code"], "apply::busy", "{f}");
+        assert!(
+            f["message"].as_str().unwrap().contains("criu process"),
+            "{f}"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || criu.iter().all(|&p| !alive(p))),
+        "the orphaned criu does not finish"
+    );
+    if !orphan_still_there {
+        // The orphan was faster than the second apply; that apply then ran
+        // a whole dump of its own.
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    assert!(m.counts_on(), "the target does not run on");
+    assert!(!d.path().join("imgs/ckptctl.complete").exists());
+    assert!(d.path().join("imgs/ckptctl.incomplete").exists());
+    assert_retry_completes(d.path(), &ck);
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(m.pid)),
+        "the finished dump did not end the tree"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_images_filesystem_is_named_and_the_target_runs_on() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let fs = Tmpfs::mount(&d.path().join("imgs"), "16m");
+    let m = Mem::start(d.path(), 64);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "criu::no-space", "{f}");
+    assert_eq!(f["key"], "images.dir");
+    assert!(f["message"].as_str().unwrap().contains("free of"), "{f}");
+    assert!(
+        f["log_lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("No space left on device")),
+        "{f}"
+    );
+    assert_eq!(f["target"]["running"], true);
+    assert!(m.counts_on());
+    assert_not_a_checkpoint(d.path());
+    // Room again: the same profile now completes.
+    fs.resize("256m");
+    assert_retry_completes(d.path(), &ck);
+}
+
+/// `criu page-server` on 127.0.0.1:`port` writing into `dir`, started
+/// with its status fd so that no probe connection is needed.
+fn page_server(dir: &Path, port: u16) -> Child {
+    let criu = common::criu_path().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(criu);
+    cmd.args(["page-server", "-D"])
+        .arg(dir)
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--status-fd", "3", "-o", "ps.log"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = cmd.spawn().unwrap();
+    drop(w);
+    let mut b = [0u8; 1];
+    std::fs::File::from(r).read_exact(&mut b).unwrap();
+    server
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn page_server_gone_mid_transfer_leaves_the_target_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let dst = d.path().join("dst");
+    let port = free_port();
+    let mut server = page_server(&dst, port);
+    let m = Mem::start(d.path(), BIG);
+    let ck = checkpoint_profile(
+        d.path(),
+        m.pid,
+        &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    );
+    let child = dump_until(&ck, &dst, PART);
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "criu::page-server-lost", "{f}");
+    assert_eq!(f["key"], "page_server.address", "{f}");
+    assert_eq!(f["target"]["running"], true);
+    assert!(m.counts_on());
+    assert_not_a_checkpoint(d.path());
+    // A new page server: the same profile completes.
+    let mut server = page_server(&dst, port);
+    assert_retry_completes(d.path(), &ck);
+    let _ = server.wait();
+}
+
+#[test]
+fn a_target_that_exits_while_it_is_dumped_is_named() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let m = Mem::start(d.path(), BIG);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let child = dump_until(&ck, &d.path().join("imgs"), PART);
+    kill9(m.pid);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "apply::target-exited", "{f}");
+    assert_eq!(f["key"], "target.pid");
+    assert_eq!(f["target"]["running"], false);
+    assert_not_a_checkpoint(d.path());
+    // The process is started again: a checkpoint of it completes in the
+    // same directory.
+    drop(m);
+    let d2 = tempfile::Builder::new().tempdir_in(d.path()).unwrap();
+    let m2 = Mem::start(d2.path(), 64);
+    let ck = checkpoint_profile(d.path(), m2.pid, "");
+    assert_retry_completes(d.path(), &ck);
+}
+
+/// Processes whose command line mentions `needle` (the restored workload
+/// names its counter file, which lives in the test's own directory).
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn image(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap()
+}
+
+#[test]
+fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let mut m = Mem::start(d.path(), 32);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    let imgs = d.path().join("imgs");
+    copy_dir(&imgs, &d.path().join("good"));
+    let needle = m.counter.display().to_string();
+
+    // A truncated page image: CRIU 4.1.1's restorer would spin on it
+    // forever; ckptctl refuses it before CRIU runs.
+    let pages = image(&imgs, "pages-");
+    let len = std::fs::metadata(&pages).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pages)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let rs = restore_profile(d.path(), "imgs");
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "apply::images-damaged", "{f}");
+    assert_eq!(f["key"], "images.dir");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.contains("pages-") && msg.contains("truncated"), "{msg}");
+    assert!(!d.path().join("restored.pid").exists());
+    assert!(processes_mentioning(&needle).is_empty());
+
+    // A corrupt core image, forced past the check: CRIU fails, and kills
+    // whatever it had started of the tree.
+    std::fs::copy(
+        d.path().join("good").join(pages.file_name().unwrap()),
+        &pages,
+    )
+    .unwrap();
+    let core = image(&imgs, "core-");
+    let mut bytes = std::fs::read(&core).unwrap();
+    for b in bytes.iter_mut().skip(8).step_by(7) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&core, bytes).unwrap();
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "the core edit is caught by the manifest");
+    let out = run(&["--force", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["step"], "restore");
+    assert!(
+        f["log_lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("core-")),
+        "{f}"
+    );
+    assert!(!d.path().join("restored.pid").exists());
+    assert!(processes_mentioning(&needle).is_empty());
+
+    // The intact copy restores and counts on.
+    let frozen_at = m.count();
+    let rs = restore_profile(d.path(), "good");
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    m.extra.push(pid);
+    assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at + 2));
+}
+
+#[test]
+fn a_criu_that_cannot_run_is_environment_not_ready() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let m = Mem::start(d.path(), 8);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let not_exec = write(d.path(), "criu-not-exec", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let a_dir = d.path().join("criu-dir");
+    std::fs::create_dir(&a_dir).unwrap();
+    let garbage = write(d.path(), "criu-garbage", "\x7fELF not really");
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for bad in [&not_exec, &a_dir, &garbage] {
+        let out = run(&["--criu", bad.to_str().unwrap(), ck.to_str().unwrap()]);
+        assert_eq!(
+            code(&out),
+            4,
+            "{}: {}",
+            bad.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f = &json(&out)["failure"];
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains(bad.to_str().unwrap()),
+            "{f}"
+        );
+        assert!(f["hint"].as_str().is_some(), "{f}");
+        assert!(!d.path().join("imgs").exists(), "nothing may be created");
+    }
+    assert!(m.counts_on());
+    // The real one works.
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
