@@ -2,7 +2,8 @@
 # cargo-deny over Cargo.lock, offline: licences, bans (duplicates, wildcards),
 # sources (crates.io only) and advisories (deny.toml).
 #
-#   bash scripts/deny.sh
+#   bash scripts/deny.sh                 # install if needed, then check
+#   bash scripts/deny.sh --install-only  # only install (CI starts this early)
 #
 # Installs the pinned cargo-deny from crates.io when it is missing (a build
 # from source: several minutes). The advisory database is the committed
@@ -37,6 +38,9 @@ if [[ "$(cargo deny --version 2>/dev/null || true)" != "cargo-deny ${CARGO_DENY_
     echo "cargo-deny installed in $((SECONDS - start)) s"
 fi
 cargo deny --version
+if [[ "${1:-}" == "--install-only" ]]; then
+    exit 0
+fi
 
 # --- the snapshot must cover every crate in Cargo.lock ---------------------
 if [[ ! -f "$SNAPSHOT/CRATES" ]]; then
