@@ -853,8 +853,8 @@ fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
     }
     if f.code == crate::criu::KnownCause::NoSpace.code() {
         if let Ok(st) = nix::sys::statvfs::statvfs(&run.images_dir) {
-            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-            let total = st.blocks() as u64 * st.fragment_size() as u64;
+            let free = st.blocks_available() * st.fragment_size();
+            let total = st.blocks() * st.fragment_size();
             f.message.push_str(&format!(
                 " ({} free of {} after the failed dump's files were written)",
                 human_bytes(free),
