@@ -769,50 +769,12 @@ fn destination_session(
     let send = sends_images(p);
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
-    loop {
-        // `image` lines carry a whole file: allow their size, only then.
-        let max = if send {
-            proto::MAX_IMAGE_LINE
-        } else {
-            proto::MAX_LINE
-        };
-        let m = c
-            .recv_max(to, "dumped", max)
-            .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
-        match m {
-            Msg::Image {
-                name,
-                size,
-                sha256,
-                data,
-            } if send => {
-                received
-                    .accept(&dir, &name, size, &sha256, &data)
-                    .map_err(|mut f| {
-                        f.message.push_str(note);
-                        f
-                    })?;
-            }
-            Msg::Dumped { images, .. } => {
-                if send {
-                    received.finish(&dir, images).map_err(|mut f| {
-                        f.message.push_str(note);
-                        f
-                    })?;
-                    run.progress(&format!(
-                        "received {} images ({} bytes) over the control connection",
-                        received.names.len(),
-                        received.total
-                    ));
-                }
-                run.record
-                    .step("source dumped", started, true, None, Vec::new());
-                break;
-            }
-            Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
-            other => return Err(protocol("dumped", &other)),
-        }
+    let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
+    if transfer.is_err() {
+        // Nothing of a failed transfer stays behind to mix with the next.
+        received.discard(&dir);
     }
+    transfer?;
 
     if let Some(s) = ps.as_mut() {
         wait_page_server(run, s, to)?;
@@ -946,6 +908,65 @@ impl Stopped {
     fn kill(&self) {
         if let Some(p) = self.0 {
             signal_tree(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Destination: wait for the source's dump, taking its `image` messages
+/// (when `send`) up to `dumped`.
+#[allow(clippy::too_many_arguments)]
+fn receive_dump(
+    run: &mut Run<'_>,
+    c: &mut Conn,
+    to: Duration,
+    send: bool,
+    dir: &Path,
+    received: &mut send::Received,
+    note: &str,
+    started: f64,
+) -> Result<(), Failure> {
+    loop {
+        // `image` lines carry a whole file: allow their size, only then.
+        let max = if send {
+            proto::MAX_IMAGE_LINE
+        } else {
+            proto::MAX_LINE
+        };
+        let m = c
+            .recv_max(to, "dumped", max)
+            .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
+        match m {
+            Msg::Image {
+                name,
+                size,
+                sha256,
+                data,
+            } if send => {
+                received
+                    .accept(dir, &name, size, &sha256, &data)
+                    .map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+            }
+            Msg::Dumped { images, .. } => {
+                if send {
+                    received.finish(dir, images).map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+                    run.progress(&format!(
+                        "received {} images ({} bytes) over the control connection",
+                        received.names.len(),
+                        received.total
+                    ));
+                }
+                run.record
+                    .step("source dumped", started, true, None, Vec::new());
+                return Ok(());
+            }
+            Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
+            other => return Err(protocol("dumped", &other)),
         }
     }
 }

@@ -338,6 +338,17 @@ impl Received {
         Ok(())
     }
 
+    /// After a failed transfer: remove every file this transfer wrote, so a
+    /// rejected or broken transfer leaves nothing behind to be mixed with
+    /// the next one (the directory is marked incomplete as well).
+    pub fn discard(&mut self, dir: &Path) {
+        for name in std::mem::take(&mut self.names) {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_file(dir.join(".ckptctl-recv.tmp"));
+        self.total = 0;
+    }
+
     /// After `dumped`: the count matches and the inventory arrived; the
     /// directory entries are made durable.
     pub fn finish(&self, dir: &Path, announced: Option<u32>) -> Result<(), Failure> {
@@ -597,5 +608,14 @@ mod tests {
         // Count mismatch and missing inventory.
         assert!(rx.finish(dst.path(), Some(2)).is_err());
         assert!(rx.finish(dst.path(), Some(1)).is_err());
+        // A failed transfer removes what it wrote, and only that.
+        fs_err::write(dst.path().join("dump.log"), b"log").unwrap();
+        rx.discard(dst.path());
+        let left: Vec<_> = fs_err::read_dir(dst.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["dump.log"]);
+        assert!(rx.names.is_empty() && rx.total == 0);
     }
 }
