@@ -8,6 +8,8 @@
 //! `cargo test --test fuzz_replay -- --ignored write_seeds` rewrites the
 //! encoded RPC and stats seeds from the crate's own prost structs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
+
 #[path = "../fuzz/fuzz_targets/body_criu_log.rs"]
 mod criu_log;
 #[path = "../fuzz/fuzz_targets/body_extends.rs"]
