@@ -268,6 +268,34 @@ const YAML_NODE_LIMIT: usize = 100_000;
 /// recursive, so a bound keeps hostile input from overflowing the stack).
 const YAML_DEPTH_LIMIT: usize = 64;
 
+/// Byte offsets of YAML positions (0-based line, character column), as
+/// [`SourceFile::offset_of`] computes them but walking on from the previous
+/// position on the same line: events come in order, so a megabyte-long line
+/// of flow items costs linear time, not quadratic.
+struct Offsets<'a> {
+    src: &'a SourceFile,
+    line: usize,
+    col: usize,
+    byte: usize,
+}
+
+impl Offsets<'_> {
+    fn get(&mut self, line0: usize, col0: usize) -> usize {
+        if line0 != self.line || col0 < self.col {
+            self.line = line0;
+            self.col = 0;
+            self.byte = self.src.offset_of(line0, 0);
+        }
+        let text = &self.src.text;
+        self.byte = text
+            .get(self.byte..)
+            .and_then(|rest| rest.char_indices().nth(col0 - self.col))
+            .map_or(text.len(), |(i, _)| self.byte + i);
+        self.col = col0;
+        self.byte
+    }
+}
+
 /// Parse YAML text (one document) into a tree, or return the syntax error.
 pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
     let mut b = YamlBuilder {
@@ -280,11 +308,29 @@ pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
         depth: 0,
     };
     let mut events = Vec::new();
+    let mut at = Offsets {
+        src,
+        line: 0,
+        col: 0,
+        byte: 0,
+    };
     for ev in Parser::new_from_str(&src.text) {
         match ev {
             Ok((e, span)) => {
-                let start = src.offset_of(span.start.line().saturating_sub(1), span.start.col());
-                let end = src.offset_of(span.end.line().saturating_sub(1), span.end.col());
+                let start = at.get(span.start.line().saturating_sub(1), span.start.col());
+                let end = at.get(span.end.line().saturating_sub(1), span.end.col());
+                // A value is one or two events: past this many, the document
+                // has more values than any profile, whatever its aliases do.
+                if events.len() > 2 * YAML_NODE_LIMIT + 4 {
+                    return Err(vec![
+                        Diagnostic::error(
+                            "profile::syntax",
+                            format!("YAML document too large: more than {YAML_NODE_LIMIT} values"),
+                        )
+                        .at(Span::new(file, start, end.max(start)))
+                        .help("a profile has at most 100000 values"),
+                    ]);
+                }
                 events.push((e, Span::new(file, start, end.max(start))));
             }
             Err(e) => {
