@@ -292,7 +292,10 @@ impl MietteView {
             labels: Vec::new(),
             others: Vec::new(),
         };
-        if let Some(span) = diag.span {
+        if let Some(span) = diag
+            .span
+            .filter(|s| excerpt_fits(&sources.get(s.file).text, *s))
+        {
             let file = sources.get(span.file);
             view.source = Some(NamedSource::new(file.name.clone(), file.text.to_string()));
             let text = diag
@@ -325,11 +328,38 @@ impl MietteView {
                     });
                 }
             }
+        } else if let Some(span) = diag.span {
+            // Too long to quote: the place, without the excerpt.
+            let (name, line, col) = sources.locate(span);
+            view.message = format!("{name}:{line}:{col}: {}", view.message);
         } else if let Some(file) = &diag.file {
             view.message = format!("{}: {}", file, view.message);
         }
         view
     }
+}
+
+/// Longest source line quoted under a finding, in bytes.
+const MAX_EXCERPT_LINE: usize = 1024;
+
+/// Longest span quoted under a finding, in bytes.
+const MAX_EXCERPT_SPAN: usize = 16 * 1024;
+
+/// True when the line a span starts on and the span itself are short enough
+/// to quote. A hostile one-line file of megabytes would otherwise be copied
+/// and printed once per finding.
+fn excerpt_fits(text: &str, span: Span) -> bool {
+    let bytes = text.as_bytes();
+    let start = (span.start as usize).min(bytes.len());
+    let line_start = bytes[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line_end = bytes[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| start + i);
+    line_end - line_start <= MAX_EXCERPT_LINE && span.len() <= MAX_EXCERPT_SPAN
 }
 
 fn short_label(message: &str) -> String {

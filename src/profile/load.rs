@@ -11,11 +11,21 @@ use crate::profile::section::decode_section;
 use crate::profile::value::{Cx, normalize};
 use crate::source::{FileId, Format, SourceMap, Span};
 
-/// Largest profile file read (a profile is a few KiB).
-pub const MAX_FILE_SIZE: u64 = 4 << 20;
+/// Largest profile file read (a profile is a few KiB). Checked on the open
+/// file before reading, and enforced while reading.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Most bytes a profile and all its `extends` bases may hold together, so
+/// that a long chain of large files cannot multiply the memory used.
+pub const MAX_CHAIN_SIZE: usize = 4 << 20;
 
 /// Longest `extends` chain.
 pub const MAX_EXTENDS_DEPTH: usize = 32;
+
+/// Most findings reported for one profile (with its bases); the rest are
+/// summed up by one `profile::too-many-problems`. A real profile has a few
+/// dozen keys, so only a generated or hostile file reaches this.
+pub const MAX_DIAGNOSTICS: usize = 200;
 
 /// A profile that was read, with every diagnostic found on the way.
 #[derive(Debug)]
@@ -60,18 +70,16 @@ pub fn read_source(
             .in_file(display)
             .help("check the path and its permissions")
     };
-    let meta = fs_err::metadata(path)
-        .map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
-    if meta.is_dir() {
-        return Err(unreadable(format!("`{display}` is a directory")));
-    }
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(unreadable(format!(
-            "`{display}` is larger than 4 MiB; a profile is a small text file"
-        )));
-    }
-    let bytes = fs_err::read(path)
-        .map_err(|e| unreadable(format!("cannot read `{display}`: {}", io_reason(&e))))?;
+    let bytes = read_limited(path, MAX_FILE_SIZE).map_err(|e| match e {
+        Limited::Io(e) => unreadable(format!("cannot read `{display}`: {}", io_reason(&e))),
+        Limited::Directory => unreadable(format!("`{display}` is a directory")),
+        Limited::NotRegular(what) => unreadable(format!(
+            "`{display}` is {what}, not a regular file; a profile is a small text file"
+        )),
+        Limited::TooLarge => unreadable(format!(
+            "`{display}` is larger than 1 MiB; a profile is a small text file"
+        )),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Diagnostic::error(
             "profile::syntax",
@@ -83,6 +91,59 @@ pub fn read_source(
         .in_file(display)
     })?;
     Ok(sources.add(path.to_path_buf(), display.to_string(), text))
+}
+
+/// Why [`read_limited`] refused a file.
+#[derive(Debug)]
+pub enum Limited {
+    /// Opening or reading failed.
+    Io(std::io::Error),
+    /// The path is a directory.
+    Directory,
+    /// A FIFO, socket or device (named: "a FIFO", "a device"…).
+    NotRegular(&'static str),
+    /// More than the limit.
+    TooLarge,
+}
+
+/// Read a regular file of at most `limit` bytes. The file is opened
+/// non-blocking (a FIFO without a writer cannot hang the open), checked to be
+/// a regular file on the open descriptor, and read through `take(limit + 1)`,
+/// so a file that grows, or a `/proc` file that reports size 0, is never read
+/// past the limit.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Limited> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(Limited::Io)?;
+    let meta = file.metadata().map_err(Limited::Io)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(Limited::Directory);
+    }
+    if !ft.is_file() {
+        return Err(Limited::NotRegular(if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        }));
+    }
+    if meta.len() > limit {
+        return Err(Limited::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Limited::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Limited::TooLarge);
+    }
+    Ok(bytes)
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -159,6 +220,7 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
     out.profile = profile;
     dedup(&mut out.diags);
     sort(&mut out.diags);
+    cap(&mut out.diags, id, sources);
     out
 }
 
@@ -206,6 +268,7 @@ pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
     out.profile = profile;
     dedup(&mut out.diags);
     sort(&mut out.diags);
+    cap(&mut out.diags, id, &sources);
     (sources, out)
 }
 
@@ -307,7 +370,8 @@ fn load_tree(
                 format!("`extends` chain is longer than {MAX_EXTENDS_DEPTH} files"),
             )
             .at(span)
-            .key("extends"),
+            .key("extends")
+            .help("merge some bases into one; a chain this long is usually a mistake"),
         );
         return Some(tree);
     }
@@ -327,6 +391,27 @@ fn load_tree(
             return Some(tree);
         }
     };
+    let chain_size: usize = std::iter::once(out.file)
+        .chain(out.bases.iter().map(|b| sources.find(b)))
+        .flatten()
+        .chain([base_id])
+        .map(|f| sources.get(f).text.len())
+        .sum();
+    if chain_size > MAX_CHAIN_SIZE {
+        out.diags.push(
+            Diagnostic::error(
+                "profile::extends-not-found",
+                format!(
+                    "base profile `{rel}` is not read: with it, the profile and its bases would hold more than {} MiB",
+                    MAX_CHAIN_SIZE >> 20
+                ),
+            )
+            .at(span)
+            .key("extends")
+            .help("a profile and its bases are small text files; shorten the chain"),
+        );
+        return Some(tree);
+    }
     out.bases.push(base_path);
     stack.push(canon);
     let base = load_tree(base_id, sources, stack, out);
@@ -342,16 +427,31 @@ fn show(p: &Path) -> String {
     p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
 }
 
-/// Drop repeated diagnostics (same code at the same place).
+/// Drop repeated diagnostics (same code at the same place), in linear time.
 pub fn dedup(diags: &mut Vec<Diagnostic>) {
-    let mut seen: Vec<(&'static str, Option<Span>, String)> = Vec::new();
-    diags.retain(|d| {
-        let k = (d.code, d.span, d.message.clone());
-        if seen.contains(&k) {
-            false
-        } else {
-            seen.push(k);
-            true
-        }
-    });
+    let mut seen: std::collections::HashSet<(&'static str, Option<Span>, String)> =
+        std::collections::HashSet::with_capacity(diags.len());
+    diags.retain(|d| seen.insert((d.code, d.span, d.message.clone())));
+}
+
+/// Keep the first [`MAX_DIAGNOSTICS`] findings (in file order) and say that
+/// more were found. Decoding already stops collecting at the limit, so the
+/// exact number left out is not known.
+fn cap(diags: &mut Vec<Diagnostic>, file: FileId, sources: &SourceMap) {
+    if diags.len() <= MAX_DIAGNOSTICS {
+        return;
+    }
+    diags.truncate(MAX_DIAGNOSTICS);
+    let f = sources.get(file);
+    diags.push(
+        Diagnostic::error(
+            "profile::too-many-problems",
+            format!(
+                "more than {MAX_DIAGNOSTICS} problems in `{}`; only the first {MAX_DIAGNOSTICS} are shown",
+                f.name
+            ),
+        )
+        .at(Span::new(file, 0, 0))
+        .help("fix these and validate again; a profile this broken is usually generated or not a profile at all"),
+    );
 }

@@ -102,7 +102,7 @@ pub fn decode_section<S: Section>(node: &Node, key: &str, cx: &mut Cx<'_>) -> Op
                     .collect();
                 d = d.help(format!("known keys here: {}", list.join(", ")));
             }
-            cx.diags.push(d);
+            cx.push(d);
         }
     }
     Some(s)

@@ -21,9 +21,19 @@ pub struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Record a finding, unless this file already has
+    /// [`MAX_DIAGNOSTICS`](crate::profile::load::MAX_DIAGNOSTICS) of them: a
+    /// hostile file (a million wrong array items) then costs neither memory
+    /// nor time; `load` says that findings were left out.
+    pub fn push(&mut self, d: Diagnostic) {
+        if self.diags.len() <= crate::profile::load::MAX_DIAGNOSTICS {
+            self.diags.push(d);
+        }
+    }
+
     /// Report a type mismatch at a value.
     pub fn type_error(&mut self, key: &str, node: &Node, expected: &str) {
-        self.diags.push(
+        self.push(
             Diagnostic::error(
                 "profile::type-mismatch",
                 format!("`{}` must be {}, found {}", key, expected, describe(node)),
@@ -47,7 +57,7 @@ impl Cx<'_> {
         if let Some(h) = help {
             d = d.help(h);
         }
-        self.diags.push(d);
+        self.push(d);
     }
 }
 
