@@ -36,7 +36,15 @@ impl Cx<'_> {
         self.push(
             Diagnostic::error(
                 "profile::type-mismatch",
-                format!("`{}` must be {}, found {}", key, expected, describe(node)),
+                format!(
+                    "`{}` must be {}, found {}",
+                    key,
+                    expected,
+                    huge_int(node, self.sources).map_or_else(
+                        || describe(node),
+                        |l| format!("integer {l}, beyond 64 bits")
+                    )
+                ),
             )
             .at(node.span)
             .key(key)
@@ -59,6 +67,32 @@ impl Cx<'_> {
         }
         self.push(d);
     }
+}
+
+/// The literal of an integer too large for 64 bits, which the TOML and YAML
+/// readers keep as an infinite float (shortened when long).
+fn huge_int<'s>(node: &Node, sources: &'s SourceMap) -> Option<&'s str> {
+    let Kind::Float(f) = node.kind else {
+        return None;
+    };
+    let text = sources.slice(node.span).trim();
+    let digits = text.trim_start_matches(['+', '-']);
+    let int = f.is_infinite()
+        && !digits.is_empty()
+        && match ["0x", "0o", "0b"]
+            .iter()
+            .find_map(|p| digits.strip_prefix(p))
+        {
+            Some(rest) => rest.chars().all(|c| c.is_ascii_hexdigit() || c == '_'),
+            None => digits.chars().all(|c| c.is_ascii_digit() || c == '_'),
+        };
+    int.then(|| {
+        if text.len() > 40 {
+            "(over 40 digits)"
+        } else {
+            text
+        }
+    })
 }
 
 fn describe(node: &Node) -> String {
@@ -211,12 +245,17 @@ impl<const MIN: i64, const MAX: i64> Value for Int<MIN, MAX> {
         let n = match node.kind {
             Kind::Int(n) => n,
             Kind::Float(f) if f.is_infinite() => {
+                let what = huge_int(node, cx.sources)
+                    .map_or_else(String::new, |l| format!("{l} is beyond 64-bit integers; "));
                 cx.invalid(
                     "profile::out-of-range",
                     key,
                     node.span,
-                    format!("`{key}` is out of range: must be {}", range_text(MIN, MAX)),
-                    None,
+                    format!(
+                        "`{key}` is out of range: {what}must be {}",
+                        range_text(MIN, MAX)
+                    ),
+                    Some(format!("use a value {}", range_text(MIN, MAX))),
                 );
                 return None;
             }
