@@ -10,7 +10,20 @@ use crate::source::SourceMap;
 pub fn run(args: &ImportArgs, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
     let display = args.config.display().to_string();
-    let text = match fs_err::read_to_string(&args.config) {
+    // A CRIU configuration is a few lines: the profile's limits apply (a
+    // regular file of at most 1 MiB; a FIFO or device is refused unread).
+    let read =
+        crate::profile::load::read_limited(&args.config, crate::profile::load::MAX_FILE_SIZE)
+            .map_err(|e| match e {
+                crate::profile::load::Limited::Io(e) => e.to_string(),
+                crate::profile::load::Limited::Directory => "it is a directory".into(),
+                crate::profile::load::Limited::NotRegular(what) => {
+                    format!("it is {what}, not a regular file")
+                }
+                crate::profile::load::Limited::TooLarge => "it is larger than 1 MiB".into(),
+            })
+            .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8 text".to_string()));
+    let text = match read {
         Ok(t) => t,
         Err(e) => {
             let d = Diagnostic::error(
