@@ -29,11 +29,19 @@ pub enum StatusFdError {
     /// 0, 1 or 2.
     #[error("--status-fd {0}: refusing stdin/stdout/stderr; use a descriptor of 3 or more")]
     Stdio(RawFd),
+    /// A listening or unconnected socket: a write to it can only fail.
+    #[error(
+        "--status-fd {0}: a socket that is not connected (listening or unconnected); nothing could read the ready byte from it — pass a pipe, FIFO, file or connected socket"
+    )]
+    NotConnected(RawFd),
 }
 
 impl StatusFd {
     /// Take ownership of fd `n` after checking that it is open and writable.
     pub fn take(n: RawFd) -> Result<StatusFd, StatusFdError> {
+        if n < 0 {
+            return Err(StatusFdError::NotOpen(n));
+        }
         if n <= 2 {
             return Err(StatusFdError::Stdio(n));
         }
@@ -43,6 +51,13 @@ impl StatusFd {
         let acc = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
         if acc != OFlag::O_WRONLY && acc != OFlag::O_RDWR {
             return Err(StatusFdError::NotWritable(n));
+        }
+        let is_socket = nix::sys::stat::fstat(unsafe_borrow(n))
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+        if is_socket
+            && nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(n).is_err()
+        {
+            return Err(StatusFdError::NotConnected(n));
         }
         let _ = fcntl(unsafe_borrow(n), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         #[allow(unsafe_code)]
@@ -125,6 +140,41 @@ mod tests {
         nix::unistd::close(n).unwrap();
         assert!(matches!(StatusFd::take(n), Err(StatusFdError::NotOpen(_))));
         assert!(matches!(StatusFd::take(1), Err(StatusFdError::Stdio(1))));
+    }
+
+    #[test]
+    fn negative_and_unconnected_socket_fds_are_refused() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket, socketpair};
+        assert!(matches!(
+            StatusFd::take(-1),
+            Err(StatusFdError::NotOpen(-1))
+        ));
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let n = s.into_raw_fd();
+        assert!(matches!(
+            StatusFd::take(n),
+            Err(StatusFdError::NotConnected(_))
+        ));
+        nix::unistd::close(n).unwrap();
+        // A connected pair works: the peer reads the byte, then EOF.
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let mut st = StatusFd::take(b.into_raw_fd()).unwrap();
+        st.ready();
+        let mut buf = Vec::new();
+        File::from(a).read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, vec![0]);
     }
 
     #[test]
