@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Short fuzz smoke for CI: build the cargo-fuzz crate in fuzz/, run every
-# target for FUZZ_SMOKE_SECS (default 15) seconds over its committed corpus
+# target for FUZZ_SMOKE_SECS (default 10) seconds over its committed corpus
 # (read-only: new inputs go to a scratch folder), and fail on any crash,
 # timeout or out-of-memory. Long runs: see fuzz/README.md.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
-secs="${FUZZ_SMOKE_SECS:-15}"
+secs="${FUZZ_SMOKE_SECS:-10}"
 
 toolchain=()
 if command -v rustup >/dev/null 2>&1; then
