@@ -361,7 +361,14 @@ impl Plan {
                 out.push_str(&format!("   criu:   {c}\n"));
             }
             if !s.argv.is_empty() {
-                out.push_str(&format!("   as CLI: {}\n", s.argv.join(" ")));
+                // Quoted as `render --format criu-args` quotes it: a line
+                // pasted into a shell runs CRIU, never the profile's text.
+                let argv: Vec<String> = s
+                    .argv
+                    .iter()
+                    .map(|a| crate::cli::render::shell_quote(a))
+                    .collect();
+                out.push_str(&format!("   as CLI: {}\n", argv.join(" ")));
             }
             if let Some(w) = &s.waits_for {
                 out.push_str(&format!("   waits:  {w}\n"));
