@@ -57,10 +57,13 @@ impl LazyDaemon {
             .stderr(Stdio::null());
         let w_raw = w.as_raw_fd();
         #[allow(unsafe_code)]
-        // SAFETY: runs between fork and exec; dup2/fcntl are async-signal-safe.
+        // SAFETY: runs between fork and exec; umask/dup2/fcntl are
+        // async-signal-safe.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(move || {
+                // Its log (and any page it saves) is private, as for swrk.
+                libc::umask(0o077);
                 if w_raw == STATUS_FD {
                     if libc::fcntl(STATUS_FD, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());

@@ -172,10 +172,14 @@ impl Swrk {
         let server_raw = server.as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the forked child before exec and only
-        // calls async-signal-safe functions (dup2, fcntl) on plain integers;
-        // it allocates nothing and touches no locks.
+        // calls async-signal-safe functions (umask, dup2, fcntl) on plain
+        // integers; it allocates nothing and touches no locks.
         unsafe {
             cmd.pre_exec(move || {
+                // Images, logs and stats CRIU writes (it asks for 0644) are
+                // private to their owner: process memory is in them. The
+                // restored tasks get their own umask back from the images.
+                libc::umask(0o077);
                 if server_raw == SERVER_FD {
                     // dup2 onto itself keeps CLOEXEC: clear it by hand.
                     if libc::fcntl(SERVER_FD, libc::F_SETFD, 0) < 0 {
