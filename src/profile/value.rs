@@ -61,12 +61,34 @@ impl Cx<'_> {
         msg: String,
         help: Option<String>,
     ) {
-        let mut d = Diagnostic::error(code, msg).at(span).key(key);
+        let mut d = Diagnostic::error(code, shorten_quoted(msg))
+            .at(span)
+            .key(key);
         if let Some(h) = help {
             d = d.help(h);
         }
         self.push(d);
     }
+}
+
+/// Messages quote the value they refuse (`"..." is not a valid name`); a
+/// hostile value of a megabyte would make a megabyte message. Quoted text
+/// longer than 80 bytes keeps its first 40 characters and its length.
+fn shorten_quoted(msg: String) -> String {
+    let (Some(open), Some(close)) = (msg.find('"'), msg.rfind('"')) else {
+        return msg;
+    };
+    let inner = &msg[open + 1..close.max(open + 1)];
+    if inner.len() <= 80 {
+        return msg;
+    }
+    let head: String = inner.chars().take(40).collect();
+    format!(
+        "{}\"{head}…\" ({} bytes){}",
+        &msg[..open],
+        inner.len(),
+        &msg[close + 1..]
+    )
 }
 
 /// The literal of an integer too large for 64 bits, which the TOML and YAML
