@@ -108,12 +108,10 @@ fn huge_int<'s>(node: &Node, sources: &'s SourceMap) -> Option<&'s str> {
             Some(rest) => rest.chars().all(|c| c.is_ascii_hexdigit() || c == '_'),
             None => digits.chars().all(|c| c.is_ascii_digit() || c == '_'),
         };
-    int.then(|| {
-        if text.len() > 40 {
-            "(over 40 digits)"
-        } else {
-            text
-        }
+    int.then_some(if text.len() > 40 {
+        "(over 40 digits)"
+    } else {
+        text
     })
 }
 
