@@ -627,3 +627,54 @@ fn a_criu_that_cannot_run_is_environment_not_ready() {
     let out = run(&[ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let m = Mem::start(d.path(), 8);
+    // A symlink in a sticky, world-writable directory (like /tmp) pointing
+    // at a private directory of root's: someone else could have planted it.
+    let victim = d.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let open = d.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink(&victim, open.join("imgs")).unwrap();
+    let ck = write(
+        d.path(),
+        "planted.toml",
+        &format!(
+            "version = 1\nname = \"planted\"\naction = \"checkpoint\"\n[target]\npid = {}\n[images]\ndir = \"open/imgs\"\n",
+            m.pid
+        ),
+    );
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "apply::unsafe-symlink", "{f}");
+    assert_eq!(f["key"], "images.dir");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    // A pidfile that is a FIFO nobody writes: refused at once, no hang.
+    let fifo = d.path().join("app.pid");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let ck = write(
+        d.path(),
+        "fifo.toml",
+        "version = 1\nname = \"fifo\"\naction = \"checkpoint\"\n[target]\npidfile = \"app.pid\"\n[images]\ndir = \"imgs\"\n",
+    );
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "apply::pidfile", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("a FIFO"), "{f}");
+    assert!(m.counts_on());
+}

@@ -124,16 +124,27 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     }
     if let Some(pf) = target.and_then(|t| t.pidfile.as_ref()) {
         let path = &pf.value.resolved;
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::new(
-                "apply::pidfile",
-                "resolve target",
-                format!("cannot read `target.pidfile` {}: {e}", path.display()),
-                Exit::Usage,
-            )
-            .key("target.pidfile")
-            .hint("start the workload so it writes its pidfile, or pass `--pid N`")
-        })?;
+        // A pidfile is a few bytes in a regular file: a FIFO or a device
+        // must not hang or stream into apply.
+        use crate::profile::load::{Limited, read_limited};
+        let text = read_limited(path, 4096)
+            .map_err(|e| {
+                let why = match e {
+                    Limited::Io(e) => e.to_string(),
+                    Limited::Directory => "it is a directory".into(),
+                    Limited::NotRegular(what) => format!("it is {what}, not a regular file"),
+                    Limited::TooLarge => "it is larger than 4 KiB".into(),
+                };
+                Failure::new(
+                    "apply::pidfile",
+                    "resolve target",
+                    format!("cannot read `target.pidfile` {}: {why}", path.display()),
+                    Exit::Usage,
+                )
+                .key("target.pidfile")
+                .hint("start the workload so it writes its pidfile, or pass `--pid N`")
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())?;
         return text
             .trim()
             .parse::<i32>()
@@ -310,6 +321,7 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
         guard::DirError::Busy { .. } | guard::DirError::OrphanCriu { .. } => "apply::busy",
         guard::DirError::WorldWritable { .. } => "apply::world-writable",
         guard::DirError::NotOwned { .. } => "apply::not-owned",
+        guard::DirError::UnsafeSymlink { .. } => "apply::unsafe-symlink",
         _ => "apply::dir",
     };
     let hint = match e {
@@ -324,6 +336,9 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
         }
         guard::DirError::NotOwned { .. } => {
             "another user could replace the images or plant symlinks: use a directory owned by the user running ckptctl"
+        }
+        guard::DirError::UnsafeSymlink { .. } => {
+            "write the real directory in the profile, or keep the symlink in a directory only you can write"
         }
         _ => "check the path and its permissions",
     };
@@ -738,7 +753,14 @@ pub fn apply(
         }
         Err(f) => {
             run.record.fail(&f);
-            if let Some(d) = write_to {
+            // Never into a directory that was refused (not ours, open to
+            // others, a planted symlink) or that another apply holds.
+            let ours = run.lock.is_some()
+                || (f.code != "apply::busy"
+                    && write_to
+                        .as_deref()
+                        .is_some_and(|d| guard::check_dir(d).is_ok()));
+            if let (Some(d), true) = (write_to, ours) {
                 let _ = run.record.write(&d);
             }
             Err((f, Some(run.record)))

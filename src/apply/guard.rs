@@ -51,6 +51,14 @@ pub enum DirError {
         /// Our effective uid.
         me: u32,
     },
+    /// It is a symlink someone else could have planted or could change.
+    #[error("`{path}` is a symlink {why}: it could point the images anywhere")]
+    UnsafeSymlink {
+        /// The symlink.
+        path: PathBuf,
+        /// Why it is not trusted.
+        why: String,
+    },
     /// It exists and is not a directory.
     #[error("`{path}` exists and is not a directory")]
     NotADir {
@@ -137,6 +145,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<bool, DirError> {
 /// writable by group or others. A sticky world-writable directory (/tmp)
 /// is refused too: others can create files (or symlinks) in it.
 pub fn check_dir(path: &Path) -> Result<(), DirError> {
+    check_symlink(path)?;
     let m = std::fs::metadata(path).map_err(io(path))?;
     if !m.is_dir() {
         return Err(DirError::NotADir {
@@ -156,6 +165,40 @@ pub fn check_dir(path: &Path) -> Result<(), DirError> {
             path: path.to_path_buf(),
             mode: m.mode() & 0o7777,
         });
+    }
+    Ok(())
+}
+
+/// A symlink as the images or work directory is followed only when it is
+/// ours and sits in a directory others cannot write: a symlink planted in
+/// `/tmp` (or one another user may replace) could send root's images into
+/// any directory.
+fn check_symlink(path: &Path) -> Result<(), DirError> {
+    let Ok(l) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !l.file_type().is_symlink() {
+        return Ok(());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let unsafe_link = |why: String| DirError::UnsafeSymlink {
+        path: path.to_path_buf(),
+        why,
+    };
+    if l.uid() != me {
+        return Err(unsafe_link(format!("owned by uid {}", l.uid())));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let pm = std::fs::metadata(parent).map_err(io(parent))?;
+    if pm.mode() & 0o022 != 0 {
+        return Err(unsafe_link(format!(
+            "in `{}`, which others can write (mode {:o})",
+            parent.display(),
+            pm.mode() & 0o7777
+        )));
     }
     Ok(())
 }
@@ -354,6 +397,29 @@ mod tests {
             ensure_private_dir(&ww),
             Err(DirError::WorldWritable { .. })
         ));
+    }
+
+    #[test]
+    fn symlinks_are_followed_only_from_private_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("real");
+        ensure_private_dir(&target).unwrap();
+        // In a 0700 directory of ours: followed.
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let ok = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &ok).unwrap();
+        check_dir(&ok).unwrap();
+        assert!(!ensure_private_dir(&ok).unwrap());
+        // In a directory others can write (like /tmp): refused.
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let planted = open.join("link");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        match ensure_private_dir(&planted) {
+            Err(DirError::UnsafeSymlink { why, .. }) => assert!(why.contains("others can write")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
