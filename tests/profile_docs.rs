@@ -154,3 +154,52 @@ fn profile_examples_are_corpus_cases_that_emit_the_code() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+/// Every test `docs/reliability.md` names (`file::function` in backticks)
+/// exists as `#[test] fn function` in `tests/file.rs`, and every test of
+/// `tests/faults_criu.rs`, `tests/hostile_input.rs` and
+/// `tests/exposure_criu.rs` has a row: the table and the tests cannot drift.
+#[test]
+fn reliability_table_names_real_tests() {
+    let doc = std::fs::read_to_string(root().join("docs/reliability.md")).unwrap();
+    let mut named = BTreeSet::new();
+    for cell in doc.split('`').skip(1).step_by(2) {
+        if let Some((file, func)) = cell.split_once("::") {
+            if file.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && func
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && root().join("tests").join(format!("{file}.rs")).exists()
+            {
+                named.insert((file.to_string(), func.to_string()));
+            }
+        }
+    }
+    assert!(named.len() > 30, "{named:?}");
+    for (file, func) in &named {
+        let src = std::fs::read_to_string(root().join("tests").join(format!("{file}.rs"))).unwrap();
+        let at = src.find(&format!("fn {func}(")).unwrap_or_else(|| {
+            panic!("docs/reliability.md names {file}::{func}, which does not exist")
+        });
+        let before = &src[..at];
+        let attr = before.rfind("#[test]").unwrap_or(0);
+        assert!(
+            before[attr..].lines().count() <= 3 && before.contains("#[test]"),
+            "{file}::{func} is not a #[test]"
+        );
+    }
+    for file in ["faults_criu", "hostile_input", "exposure_criu"] {
+        let src = std::fs::read_to_string(root().join("tests").join(format!("{file}.rs"))).unwrap();
+        for part in src.split("#[test]").skip(1) {
+            let func = part
+                .split("fn ")
+                .nth(1)
+                .and_then(|s| s.split('(').next())
+                .unwrap();
+            assert!(
+                named.contains(&(file.to_string(), func.to_string())),
+                "{file}::{func} has no row in docs/reliability.md"
+            );
+        }
+    }
+}
