@@ -542,6 +542,18 @@ fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     let msg = f["message"].as_str().unwrap();
     assert!(msg.contains("pages-") && msg.contains("truncated"), "{msg}");
     assert!(!d.path().join("restored.pid").exists());
+    // `check` says the same before anyone tries.
+    let out = Command::new(BIN)
+        .args(["--output", "json", "check", rs.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("check::images-not-ready") && text.contains("truncated"),
+        "{text}"
+    );
     assert!(processes_mentioning(&needle).is_empty());
 
     // A corrupt core image, forced past the check: CRIU fails, and kills

@@ -273,7 +273,30 @@ pub fn preflight(
         let state = images_state(&dir);
         match (p.action_or_default(), &state) {
             (Action::Restore, ImagesState::Complete | ImagesState::Foreign) => {
-                pf.ok("images", format!("{} holds a checkpoint", dir.display()));
+                let damaged = crate::apply::manifest::recorded(&dir)
+                    .map(|m| crate::apply::manifest::verify(&dir, &m))
+                    .unwrap_or_default();
+                match damaged.first() {
+                    None => pf.ok("images", format!("{} holds a checkpoint", dir.display())),
+                    Some(first) => pf.problem(
+                        Severity::Error,
+                        "images",
+                        Diagnostic::error(
+                            "check::images-not-ready",
+                            format!(
+                                "`images.dir` {} changed after the checkpoint completed: {first}{}",
+                                dir.display(),
+                                match damaged.len() {
+                                    1 => String::new(),
+                                    n => format!(" (and {} more)", n - 1),
+                                }
+                            ),
+                        )
+                        .at(at("images.dir"))
+                        .key("images.dir")
+                        .help("restore from an intact copy of the checkpoint, or checkpoint again"),
+                    ),
+                }
             }
             (Action::Restore, s) => pf.problem(
                 Severity::Error,
