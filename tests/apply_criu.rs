@@ -681,41 +681,11 @@ fn page_server_dump_then_restore_from_the_server_side() {
     if !require_root_and_criu() {
         return;
     }
-    let criu = common::criu_path().unwrap();
     let d = tmp();
     let dst = d.path().join("dst");
     std::fs::create_dir(&dst).unwrap();
     let port = free_port();
-    let (r, w) = nix::unistd::pipe().unwrap();
-    let wfd = w.as_raw_fd();
-    let mut cmd = Command::new(&criu);
-    cmd.args(["page-server", "-D"]).arg(&dst).args([
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--status-fd",
-        "3",
-        "-v4",
-        "-o",
-        "ps.log",
-    ]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut server = cmd.spawn().unwrap();
-    drop(w);
-    let mut b = [0u8; 1];
-    std::fs::File::from(r).read_exact(&mut b).unwrap();
+    let mut server = common::criu_page_server(&dst, "127.0.0.1", port, &["-v4", "-o", "ps.log"]);
     let mut p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(
         d.path(),

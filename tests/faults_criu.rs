@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -376,35 +373,8 @@ fn a_full_images_filesystem_is_named_and_the_target_runs_on() {
     assert_retry_completes(d.path(), &ck);
 }
 
-/// `criu page-server` on 127.0.0.1:`port` writing into `dir`, started
-/// with its status fd so that no probe connection is needed.
 fn page_server(dir: &Path, port: u16) -> Child {
-    let criu = common::criu_path().unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let (r, w) = nix::unistd::pipe().unwrap();
-    let wfd = w.as_raw_fd();
-    let mut cmd = Command::new(criu);
-    cmd.args(["page-server", "-D"])
-        .arg(dir)
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--status-fd", "3", "-o", "ps.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let server = cmd.spawn().unwrap();
-    drop(w);
-    let mut b = [0u8; 1];
-    std::fs::File::from(r).read_exact(&mut b).unwrap();
-    server
+    common::criu_page_server(dir, "127.0.0.1", port, &["-o", "ps.log"])
 }
 
 fn free_port() -> u16 {

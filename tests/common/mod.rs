@@ -218,3 +218,48 @@ pub fn images_dir() -> tempfile::TempDir {
     let _ = fs_err::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700));
     d
 }
+
+/// Spawn `cmd` with fd 3 on the write end of a pipe (`--status-fd 3`, for
+/// ckptctl or CRIU) and wait for its ready byte. Returns the child and
+/// whether a `\0` arrived (false: fd 3 was closed without one). The pipe is
+/// close-on-exec, so children other tests spawn concurrently never hold it.
+pub fn spawn_with_status_fd(cmd: &mut Command) -> (Child, bool) {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let wraw = w.as_raw_fd();
+    #[allow(unsafe_code)]
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wraw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(w);
+    let mut b = [0u8; 1];
+    let ready = std::fs::File::from(r).read_exact(&mut b).is_ok() && b[0] == 0;
+    (child, ready)
+}
+
+/// `criu page-server` writing into `dir` on `address:port`, started with its
+/// status fd so that no probe connection is needed; `extra` CLI options.
+pub fn criu_page_server(dir: &Path, address: &str, port: u16, extra: &[&str]) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(criu_path().unwrap());
+    cmd.args(["page-server", "-D"])
+        .arg(dir)
+        .args(["--address", address, "--port", &port.to_string()])
+        .args(["--status-fd", "3"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (child, ready) = spawn_with_status_fd(&mut cmd);
+    assert!(ready, "criu page-server did not get ready");
+    child
+}
