@@ -476,8 +476,21 @@ fn unsupported_strategies_are_refused_up_front() {
             4,
             "lazy_pages.address",
         ),
+        // TLS without this host's certificate: refused before anything.
         (
             "[page_server.tls]\nca_cert = \"ca.pem\"\n",
+            2,
+            "page_server.tls",
+        ),
+        // A CA file that is not PEM: the diagnostic names that key.
+        (
+            "[page_server.tls]\nca_cert = \"ca.pem\"\ncert = \"ca.pem\"\nkey = \"ca.pem\"\n",
+            2,
+            "page_server.tls.ca_cert",
+        ),
+        // A missing certificate file.
+        (
+            "[page_server.tls]\nca_cert = \"/etc/hostname\"\ncert = \"missing.pem\"\nkey = \"ca.pem\"\n",
             2,
             "page_server.tls",
         ),
@@ -802,5 +815,189 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
     assert!(
         wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
         "no copy counts on\n{rest}"
+    );
+}
+
+/// Test certificates, made with the `openssl` command: a CA and one
+/// certificate (with key) per host, with the given subject alternative
+/// names (`IP:10.0.0.1,IP:10.0.0.2`).
+fn make_pki(dir: &Path, hosts: &[(&str, &str)]) {
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (Debian package `openssl`)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ckptctl test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, san) in hosts {
+        fs_err::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+        .unwrap();
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let subj = format!("/CN={name}");
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &subj],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+/// `page_server.tls` set: CRIU's page server and dump speak TLS (the
+/// files given as relative paths in the profile, handed to CRIU as
+/// absolute ones), and so does the control connection (mutual TLS); a
+/// stray plaintext connection to the control port is ignored.
+#[test]
+fn migrates_over_tls() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let pki = tmp.path().join("tls");
+    fs_err::create_dir(&pki).unwrap();
+    // CRIU's page server checks the source's certificate against its own
+    // address too (CRIU 4.1.1), so the source's names the destination.
+    make_pki(
+        &pki,
+        &[
+            ("dst", &format!("IP:{}", net.dst_ip())),
+            ("src", &format!("IP:{},IP:{}", net.src_ip(), net.dst_ip())),
+        ],
+    );
+    // One profile file per host, the same text (so the same digest) in
+    // two folders: its relative `tls/host.pem` is each host's own
+    // certificate.
+    let text = fs_err::read_to_string(write_profile(
+        tmp.path(),
+        &net,
+        "30s",
+        "[page_server.tls]\nca_cert = \"tls/ca.pem\"\ncert = \"tls/host.pem\"\nkey = \"tls/host.key\"\n",
+    ))
+    .unwrap();
+    let (src_dir, dst_dir) = (tmp.path().join("src-host"), tmp.path().join("dst-host"));
+    for (dir, host) in [(&src_dir, "src"), (&dst_dir, "dst")] {
+        fs_err::create_dir_all(dir.join("tls")).unwrap();
+        fs_err::copy(pki.join("ca.pem"), dir.join("tls/ca.pem")).unwrap();
+        fs_err::copy(pki.join(format!("{host}.pem")), dir.join("tls/host.pem")).unwrap();
+        fs_err::copy(pki.join(format!("{host}.key")), dir.join("tls/host.key")).unwrap();
+        fs_err::write(
+            dir.join("migrate.toml"),
+            text.replace(
+                "dir = \"images\"",
+                &format!("dir = \"{}\"", tmp.path().join("images").display()),
+            ),
+        )
+        .unwrap();
+    }
+    // The destination gets its profile as a relative path; CRIU, which
+    // changes its directory, must still get absolute TLS paths.
+    let mut cmd = Net::enter(&net.dst);
+    cmd.current_dir(&dst_dir)
+        .arg(BIN)
+        .arg("apply")
+        .arg("migrate.toml")
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let dest = start_destination(cmd);
+    // A stray plaintext client: its failed handshake is ignored.
+    let stray = Net::enter(&net.src)
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/27401; echo '{{}}' >&3; sleep 0.3; exec 3>&-",
+                net.dst_ip()
+            ),
+        ])
+        .status()
+        .expect("stray connection");
+    assert!(stray.success(), "the stray connection could not connect");
+
+    let Migrated {
+        dst_stderr,
+        new_pid,
+        ..
+    } = run_source_and_finish(&net, &src_dir.join("migrate.toml"), init, dest, &mut procs);
+    assert!(dst_stderr.contains("TLS handshake failed"), "{dst_stderr}");
+    assert!(
+        dst_stderr.contains("TLS, certificate verified"),
+        "{dst_stderr}"
+    );
+    let images = tmp.path().join("images");
+    for log in ["page-server.log", "dump.log"] {
+        let text = fs_err::read_to_string(images.join(log)).unwrap();
+        assert!(text.contains("TLS handshake completed"), "{log}:\n{text}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "source pid {init} still alive"
+    );
+    assert!(alive(new_pid), "restored pid {new_pid} not running");
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "counter stopped at {c0} after migration"
     );
 }

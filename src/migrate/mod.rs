@@ -25,6 +25,17 @@
 //!                          <- summary --------  (any failure: nack, CRIU resumes it)
 //! ```
 //!
+//! With `page_server.tls` set, both CRIU halves (the destination's page
+//! server, the source's dump) get CRIU's `tls*` options with absolute
+//! paths, and the control connection is mutual TLS over the same files
+//! ([`tls`]): the destination requires a client certificate chained to
+//! `ca_cert` (not revoked by `ca_crl`); the source checks the destination's
+//! certificate against `ca_cert` and the name in `migration.destination`
+//! (chain only with `no_cn_verify`). Every file is read and checked before
+//! anything starts, each problem at its `page_server.tls.*` key; a failed
+//! handshake on the destination's port is logged and ignored like any
+//! stray connection, until `step_timeout`.
+//!
 //! The source tree is only killed once the destination reported it
 //! restored: the source answers CRIU's `post-dump` callback only after the
 //! `restored` message, and answers it with failure (CRIU then resumes the
@@ -34,10 +45,12 @@ pub mod cpu;
 pub mod proto;
 pub mod send;
 pub mod sha256;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -136,9 +149,11 @@ struct Mig {
     destination: String,
     control_port: u16,
     step_timeout: Duration,
+    /// `page_server.tls`: the control connection is mutual TLS.
+    tls: Option<Arc<tls::TlsMaterial>>,
 }
 
-fn migration(p: &Profile) -> Result<Mig, Failure> {
+fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
     let m = p
         .migration
         .as_ref()
@@ -178,30 +193,122 @@ fn migration(p: &Profile) -> Result<Mig, Failure> {
             )
             .key("migration.control_port")
         })?;
+    let tls = match tls_files(p)? {
+        Some(f) => {
+            let m = tls::TlsMaterial::load(&f).map_err(tls_config_failure)?;
+            // Each role builds its side's configuration; check both now,
+            // and the name the source expects, before anything starts.
+            m.client().map_err(tls_config_failure)?;
+            let dest_name = tls::server_name(&destination).map_err(tls_config_failure)?;
+            if !f.no_cn_verify {
+                // CRIU checks both hosts' certificates against the page
+                // server's address; the source checks the destination's
+                // against `migration.destination`.
+                let ps_addr = p
+                    .page_server
+                    .as_ref()
+                    .and_then(|ps| ps.value.address.as_ref())
+                    .map_or_else(|| destination.clone(), |a| a.value.0.to_string());
+                let mut names = vec![(
+                    ps_addr,
+                    "`page_server.address` (CRIU's page server and dump check both hosts' certificates against it)",
+                )];
+                if role == Role::Destination {
+                    names.push((destination.clone(), "`migration.destination` (the source checks the control connection against it)"));
+                }
+                for (host, why) in names {
+                    let name = if host == destination {
+                        dest_name.clone()
+                    } else {
+                        tls::server_name(&host).map_err(tls_config_failure)?
+                    };
+                    if !m.names(&name) {
+                        return Err(Failure::new(
+                            "migrate::tls-config",
+                            "prepare",
+                            format!(
+                                "this host's certificate {} does not name `{host}`, the address of {why}",
+                                f.cert.display()
+                            ),
+                            Exit::Usage,
+                        )
+                        .key("page_server.tls.cert")
+                        .hint(format!("issue the certificate with `{host}` as subject alternative name (IP address or DNS name), or set `page_server.tls.no_cn_verify = true` to check the chain only")));
+                    }
+                }
+            }
+            Some(Arc::new(m))
+        }
+        None => None,
+    };
     Ok(Mig {
         destination,
         control_port,
         step_timeout: Duration::from_secs(m.step_timeout().0.max(1)),
+        tls,
     })
+}
+
+/// `page_server.tls` as absolute paths (CRIU changes its directory, and
+/// the control connection reads the same files). The control connection
+/// verifies both sides, so `ca_cert`, `cert` and `key` are required.
+fn tls_files(p: &Profile) -> Result<Option<tls::TlsFiles>, Failure> {
+    let Some(t) = p.page_server.as_ref().and_then(|ps| ps.value.tls.as_ref()) else {
+        return Ok(None);
+    };
+    let t = &t.value;
+    let need = |v: &Option<crate::profile::value::Spanned<crate::profile::value::PathValue>>,
+                key: &'static str|
+     -> Result<PathBuf, Failure> {
+        let v = v.as_ref().ok_or_else(|| {
+            Failure::new(
+                "migrate::tls-config",
+                "prepare",
+                format!("`{key}` is not set: the migration control connection is mutual TLS and needs `ca_cert`, `cert` and `key`"),
+                Exit::Usage,
+            )
+            .key(key.rsplit_once('.').map_or(key, |(table, _)| table))
+            .hint("set `ca_cert`, `cert` and `key` in `[page_server.tls]`: the CA both hosts' certificates chain to, and this host's certificate and key")
+        })?;
+        Ok(absolute(&v.value.resolved))
+    };
+    Ok(Some(tls::TlsFiles {
+        ca_cert: need(&t.ca_cert, "page_server.tls.ca_cert")?,
+        ca_crl: t.ca_crl.as_ref().map(|c| absolute(&c.value.resolved)),
+        cert: need(&t.cert, "page_server.tls.cert")?,
+        key: need(&t.key, "page_server.tls.key")?,
+        no_cn_verify: t.no_cn_verify(),
+    }))
+}
+
+/// A path made absolute against the current directory.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn tls_config_failure(e: tls::TlsConfigError) -> Failure {
+    Failure::new("migrate::tls-config", "prepare", e.message, Exit::Usage)
+        .key(e.key)
+        .hint("fix the file or the path in `[page_server.tls]`; both hosts need their own readable PEM files")
+}
+
+/// A TLS handshake or record failure on the control connection.
+fn tls_failure(step: &str, e: &rustls::Error, tree_note: &str) -> Failure {
+    let (key, exit, text) = tls::explain(e);
+    Failure::new(
+        "migrate::tls",
+        step,
+        format!("control connection: {text}{tree_note}"),
+        exit,
+    )
+    .key(key)
+    .hint("both hosts' certificates must chain to `page_server.tls.ca_cert`, and the destination's must name `migration.destination` unless `no_cn_verify = true`")
 }
 
 /// Refuse what this version cannot run, before anything starts. Both roles
 /// run the same checks on the same profile, so both stop the same way.
 fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     let p = run.profile();
-    if p.page_server
-        .as_ref()
-        .is_some_and(|ps| ps.value.tls.is_some())
-    {
-        return Err(Failure::new(
-            "migrate::tls-unsupported",
-            "prepare",
-            "`page_server.tls` is set, but TLS control connections are not supported yet: the control connection would carry process state in plain text",
-            Exit::Usage,
-        )
-        .key("page_server.tls")
-        .hint("remove `[page_server.tls]` and run the migration over a trusted network (or a VPN), or migrate with `checkpoint` + `restore`"));
-    }
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         engine::feature_gate(
             run,
@@ -288,7 +395,7 @@ pub fn run(
     record.role = Some(role_name(opts.role).to_string());
     let mut status = opts.status_fd.take();
     let prepared = (|| {
-        let mig = migration(p)?;
+        let mig = migration(p, opts.role)?;
         let (criu, version) = prepare_criu(p, opts.criu.as_deref(), &mut record)?;
         let (images_dir, work_dir) = engine::dirs(p)?;
         Ok((mig, criu, version, images_dir, work_dir))
@@ -460,6 +567,9 @@ fn protocol(waiting_for: &str, got: &Msg) -> Failure {
 
 /// A receive failure as a step failure.
 fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str) -> Failure {
+    if let ConnError::Tls(t) = &e {
+        return tls_failure(step, t, tree_note);
+    }
     let code = match e {
         ConnError::Timeout(..) => "migrate::timeout",
         ConnError::Interrupted => "apply::interrupted",
@@ -697,12 +807,61 @@ fn destination_session(
     // connects and says nothing (or something else) must not end the
     // migration. All of it within one step_timeout.
     let deadline = Instant::now() + to;
+    let server_tls = match &mig.tls {
+        Some(m) => Some(m.server().map_err(tls_config_failure)?),
+        None => None,
+    };
+    // The last TLS refusal: what the timeout reports if no source gets in.
+    let mut refused: Option<(std::net::SocketAddr, rustls::Error)> = None;
     let (c, theirs) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut c = proto::accept(listener, left)
-            .map_err(|e| conn_failure("wait for the source", e, Exit::NotReady, note))?;
+        let mut c = match proto::accept(listener, left) {
+            Ok(c) => c,
+            Err(e) => {
+                if let (ConnError::Timeout(..), Some((peer, t))) = (&e, &refused) {
+                    let mut f = tls_failure("wait for the source", t, note);
+                    f.message = format!(
+                        "no source completed the TLS handshake within {} s; the last attempt, from {peer}, failed: {}",
+                        to.as_secs(),
+                        f.message
+                    );
+                    return Err(f);
+                }
+                return Err(conn_failure("wait for the source", e, Exit::NotReady, note));
+            }
+        };
         c.write_limit = to;
-        // A real source says hello at once; a silent peer gets 10 s.
+        // A real source says hello at once; a silent peer gets 10 s (for
+        // the TLS handshake, then again for its hello).
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        if let Some(cfg) = &server_tls {
+            let peer = c.peer;
+            c = match c.tls_server(cfg.clone(), left) {
+                Ok(c) => c,
+                Err(e) => {
+                    run.progress(&format!(
+                        "ignored a connection from {peer}: TLS handshake failed: {e}"
+                    ));
+                    if let ConnError::Tls(t) = e {
+                        refused = Some((peer, t));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(conn_failure(
+                            "wait for the source",
+                            proto::ConnError::Timeout(
+                                to.as_secs_f64(),
+                                "the source's hello".into(),
+                            ),
+                            Exit::NotReady,
+                            note,
+                        ));
+                    }
+                    continue;
+                }
+            };
+        }
         let left = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(100), Duration::from_secs(10));
@@ -725,7 +884,15 @@ fn destination_session(
             ));
         }
     };
-    run.progress(&format!("source connected from {}", c.peer));
+    run.progress(&format!(
+        "source connected from {}{}",
+        c.peer,
+        if c.is_tls() {
+            " (TLS, certificate verified)"
+        } else {
+            ""
+        }
+    ));
     let c = conn.insert(c);
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, note));
@@ -1079,10 +1246,29 @@ fn source(
         None
     };
     let started = run.record.elapsed();
+    let t0 = Instant::now();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
         conn_failure("connect", e, Exit::NotReady, &untouched)
             .hint("start `ckptctl apply PROFILE --role destination` on the destination first (it prints a ready event), and check `migration.destination` / `control_port`")
     });
+    let conn = match (conn, &mig.tls) {
+        (Ok(c), Some(m)) => {
+            let left = to
+                .saturating_sub(t0.elapsed())
+                .max(Duration::from_millis(500));
+            m.client()
+                .map_err(tls_config_failure)
+                .and_then(|cfg| {
+                    let name = tls::server_name(&mig.destination).map_err(tls_config_failure)?;
+                    c.tls_client(cfg, name, left)
+                        .map_err(|e| conn_failure("TLS handshake", e, Exit::NotReady, &untouched))
+                })
+                .inspect(|_| {
+                    run.progress("control connection: TLS, the destination's certificate verified")
+                })
+        }
+        (c, _) => c,
+    };
     run.record
         .step("connect", started, conn.is_ok(), None, Vec::new());
     let mut conn = Some(conn?);

@@ -1,8 +1,9 @@
 //! The migration control connection: newline-delimited JSON messages over
-//! TCP, every wait bounded by a deadline.
+//! TCP, plain or TLS (see [`super::tls`]), every wait bounded by a deadline.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -123,16 +124,186 @@ pub enum ConnError {
     /// A signal asked us to stop.
     #[error("interrupted by a signal")]
     Interrupted,
+    /// TLS refused the peer (or the peer refused us), or a bad record.
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
     /// Socket error.
     #[error("control connection: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
 }
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        // TLS errors travel through io::Error from the transport.
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(t) => ConnError::Tls(t.clone()),
+            None => ConnError::Io(e),
+        }
+    }
+}
+
+/// A rustls connection and its socket.
+#[derive(Debug)]
+pub struct TlsStream {
+    sock: TcpStream,
+    tls: rustls::Connection,
+}
+
+/// What carries the bytes: plain TCP, or TLS as client or server. Read
+/// and write timeouts are set on the TcpStream underneath.
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    TlsClient(Box<TlsStream>),
+    TlsServer(Box<TlsStream>),
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+impl TlsStream {
+    /// Feed received records to rustls; a TLS error becomes an io::Error
+    /// carrying it (after the alert went out, best effort).
+    fn read_records(&mut self) -> io::Result<usize> {
+        let n = self.tls.read_tls(&mut self.sock)?;
+        if let Err(e) = self.tls.process_new_packets() {
+            let _ = self.tls.write_tls(&mut self.sock);
+            return Err(io::Error::other(e));
+        }
+        Ok(n)
+    }
+
+    /// Write out what rustls has queued; stops at the first would-block.
+    /// When the peer is gone, an alert it sent first (it refused our
+    /// certificate) is the error, not the broken pipe.
+    fn write_records(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(0) => {
+                    return Err(self.why_closed(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "connection closed",
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Err(e),
+                Err(e) => return Err(self.why_closed(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A write failed for good: look for an alert among what arrived.
+    fn why_closed(&mut self, e: io::Error) -> io::Error {
+        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(100)));
+        for _ in 0..64 {
+            match self.read_records() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(t) if t.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => return t,
+                Err(_) => break,
+            }
+        }
+        e
+    }
+
+    /// After a failed handshake: stop writing and read what the peer
+    /// still sends (briefly), so the close is a FIN and the alert reaches
+    /// it, not a reset that may discard it.
+    fn linger(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut scratch = [0u8; 4096];
+        while Instant::now() < until {
+            match self.sock.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: a close all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            // Answer what the peer asked for (key updates) first.
+            if self.tls.wants_write() {
+                self.write_records()?;
+            }
+            if self.read_records()? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_records()?;
+        let n = self.tls.writer().write(data)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "TLS buffer full"));
+        }
+        match self.write_records() {
+            Err(e) if would_block(&e) => {}
+            other => other?,
+        }
+        Ok(n)
+    }
+}
+
+impl Transport {
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::TlsClient(t) | Transport::TlsServer(t) => &t.sock,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::TlsClient(t) | Transport::TlsServer(t) => t.read(buf),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(data),
+            Transport::TlsClient(t) | Transport::TlsServer(t) => t.write(data),
+        }
+    }
+
+    /// Push out queued bytes (TLS records); may return would-block.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::TlsClient(t) | Transport::TlsServer(t) => t.write_records(),
+        }
+    }
+}
+
+/// Size of one receive read.
+const READ_BUF: usize = 64 << 10;
 
 /// A connected control channel.
 #[derive(Debug)]
 pub struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    transport: Transport,
+    /// Received bytes not yet returned as a message.
+    buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     /// Peer address.
     pub peer: SocketAddr,
     /// Longest time one `send` may take (a peer that reads slowly or not
@@ -145,18 +316,89 @@ fn interrupted() -> bool {
 }
 
 impl Conn {
-    /// Wrap a connected stream.
+    /// Wrap a connected stream (plain TCP).
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nonblocking(false)?;
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr()?;
-        let writer = stream.try_clone()?;
         Ok(Conn {
-            reader: BufReader::new(stream),
-            writer,
+            transport: Transport::Plain(stream),
+            buf: Vec::new(),
+            scanned: 0,
             peer,
             write_limit: Duration::from_secs(30),
         })
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.transport, Transport::Plain(_))
+    }
+
+    /// TLS as the client (the source), handshake within `timeout`.
+    pub fn tls_client(
+        self,
+        cfg: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> Result<Conn, ConnError> {
+        let tls = rustls::ClientConnection::new(cfg, name).map_err(ConnError::Tls)?;
+        self.handshake(tls.into(), timeout, true)
+    }
+
+    /// TLS as the server (the destination), handshake within `timeout`.
+    pub fn tls_server(
+        self,
+        cfg: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> Result<Conn, ConnError> {
+        let tls = rustls::ServerConnection::new(cfg).map_err(ConnError::Tls)?;
+        self.handshake(tls.into(), timeout, false)
+    }
+
+    fn handshake(
+        self,
+        tls: rustls::Connection,
+        timeout: Duration,
+        client: bool,
+    ) -> Result<Conn, ConnError> {
+        let Transport::Plain(sock) = self.transport else {
+            return Err(ConnError::Bad("TLS started twice".into()));
+        };
+        let mut t = TlsStream { sock, tls };
+        let deadline = Instant::now() + timeout;
+        let what = "the TLS handshake";
+        while t.tls.is_handshaking() || t.tls.wants_write() {
+            if interrupted() {
+                return Err(ConnError::Interrupted);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ConnError::Timeout(timeout.as_secs_f64(), what.into()));
+            }
+            t.sock.set_read_timeout(Some(left.min(SLICE)))?;
+            t.sock.set_write_timeout(Some(left.min(SLICE)))?;
+            let r = if t.tls.wants_write() {
+                t.write_records().map(|()| 1)
+            } else {
+                t.read_records()
+            };
+            match r {
+                Ok(0) => return Err(ConnError::Closed(what.into())),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {}
+                Err(e) => {
+                    t.linger();
+                    return Err(e.into());
+                }
+            }
+        }
+        let transport = if client {
+            Transport::TlsClient(Box::new(t))
+        } else {
+            Transport::TlsServer(Box::new(t))
+        };
+        Ok(Conn { transport, ..self })
     }
 
     /// Send one message, within `write_limit` in all.
@@ -164,38 +406,48 @@ impl Conn {
         let mut line = serde_json::to_vec(m).map_err(io::Error::other)?;
         line.push(b'\n');
         let deadline = Instant::now() + self.write_limit;
+        let limit = self.write_limit;
+        let timed_out = move || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer did not take a message within {} s",
+                    limit.as_secs()
+                ),
+            )
+        };
         let mut off = 0;
-        while off < line.len() {
+        // Then flush: TLS may still hold records.
+        let mut flushed = false;
+        while !flushed {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the peer did not take a message within {} s",
-                        self.write_limit.as_secs()
-                    ),
-                ));
+                return Err(timed_out());
             }
-            self.writer.set_write_timeout(Some(left.min(SLICE)))?;
-            match self.writer.write(&line[off..]) {
+            self.transport
+                .sock()
+                .set_write_timeout(Some(left.min(SLICE)))?;
+            let r = if off < line.len() {
+                self.transport.write(&line[off..]).inspect(|&n| off += n)
+            } else {
+                self.transport.flush().map(|()| {
+                    flushed = true;
+                    1
+                })
+            };
+            match r {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "connection closed",
                     ));
                 }
-                Ok(n) => off += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-        self.writer.flush()
+        Ok(())
     }
 
     /// Receive one message within `timeout`; `what` names it for errors.
@@ -211,8 +463,20 @@ impl Conn {
         max_line: usize,
     ) -> Result<Msg, ConnError> {
         let deadline = Instant::now() + timeout;
-        let mut buf = Vec::new();
-        loop {
+        let mut chunk = vec![0u8; READ_BUF];
+        let line = loop {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + i + 1;
+                let rest = self.buf.split_off(end);
+                self.scanned = 0;
+                break std::mem::replace(&mut self.buf, rest);
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > max_line {
+                return Err(ConnError::Bad(format!(
+                    "message longer than {max_line} bytes"
+                )));
+            }
             if interrupted() {
                 return Err(ConnError::Interrupted);
             }
@@ -220,45 +484,40 @@ impl Conn {
             if left.is_zero() {
                 return Err(ConnError::Timeout(timeout.as_secs_f64(), what.to_string()));
             }
-            self.reader
-                .get_ref()
+            self.transport
+                .sock()
                 .set_read_timeout(Some(left.min(SLICE)))?;
             // Bounded reads: a line that never ends cannot outgrow the
             // limit or the deadline.
             let room = (max_line + 1)
-                .saturating_sub(buf.len())
-                .clamp(1, READ_CHUNK);
-            match (&mut self.reader)
-                .take(room as u64)
-                .read_until(b'\n', &mut buf)
-            {
+                .saturating_sub(self.buf.len())
+                .clamp(1, READ_CHUNK.min(READ_BUF));
+            match self.transport.read(&mut chunk[..room]) {
                 Ok(0) => return Err(ConnError::Closed(what.to_string())),
-                Ok(_) if buf.ends_with(b"\n") => break,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(ConnError::Io(e)),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e.into()),
             }
-            if buf.len() > max_line {
-                return Err(ConnError::Bad(format!(
-                    "message longer than {max_line} bytes"
-                )));
-            }
+        };
+        if line.len() > max_line + 1 {
+            return Err(ConnError::Bad(format!(
+                "message longer than {max_line} bytes"
+            )));
         }
-        serde_json::from_slice(&buf).map_err(|e| {
-            let text = String::from_utf8_lossy(&buf[..buf.len().min(200)]);
+        serde_json::from_slice(&line).map_err(|e| {
+            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
             ConnError::Bad(format!("{e}: {}", text.trim()))
         })
     }
 
-    /// Close both directions.
-    pub fn shutdown(&self) {
-        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+    /// Close both directions (TLS: close_notify first, best effort).
+    pub fn shutdown(&mut self) {
+        if let Transport::TlsClient(t) | Transport::TlsServer(t) = &mut self.transport {
+            t.tls.send_close_notify();
+            let _ = t.sock.set_write_timeout(Some(SLICE));
+            let _ = t.write_records();
+        }
+        let _ = self.transport.sock().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -431,9 +690,9 @@ mod tests {
         let l = listen("127.0.0.1", 0).unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
-            let mut c = accept(&l, Duration::from_secs(5)).unwrap();
+            let (mut s, _) = l.accept().unwrap();
             // 3 MiB and no newline: the reader stops after the limit.
-            let _ = c.writer.write_all(&vec![b'x'; 3 << 20]);
+            let _ = s.write_all(&vec![b'x'; 3 << 20]);
             std::thread::sleep(Duration::from_millis(500));
         });
         let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
@@ -451,5 +710,159 @@ mod tests {
         let port = listen("127.0.0.1", 0).unwrap().local_addr().unwrap().port();
         let e = connect("127.0.0.1", port, Duration::from_millis(500)).unwrap_err();
         assert!(matches!(e, ConnError::Timeout(..)), "{e}");
+    }
+
+    // --- TLS -------------------------------------------------------------
+
+    use crate::migrate::tls::{TlsMaterial, server_name, testpki};
+
+    fn hello() -> Msg {
+        Msg::Hello {
+            profile_digest: "ab".into(),
+            criu_version: "4.1.1".into(),
+            criu_version_number: 40101,
+            role: "source".into(),
+            ckptctl: "0".into(),
+            cpuinfo: Some("c".repeat(3 << 20)),
+        }
+    }
+
+    /// Destination on a thread with `server` files; returns its listener
+    /// port and the thread's result (handshake, then hello -> ready).
+    fn tls_destination(
+        server: crate::migrate::tls::TlsFiles,
+    ) -> (u16, std::thread::JoinHandle<Result<Msg, ConnError>>) {
+        let cfg = TlsMaterial::load(&server).unwrap().server().unwrap();
+        let l = listen("127.0.0.1", 0).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let c = accept(&l, Duration::from_secs(5))?;
+            let mut c = c.tls_server(cfg, Duration::from_secs(5))?;
+            assert!(c.is_tls());
+            let m = c.recv(Duration::from_secs(5), "hello")?;
+            c.send(&Msg::Ready {
+                page_server_port: Some(7),
+            })?;
+            c.shutdown();
+            Ok(m)
+        });
+        (port, t)
+    }
+
+    fn tls_source(port: u16, client: crate::migrate::tls::TlsFiles) -> Result<Msg, ConnError> {
+        let cfg = TlsMaterial::load(&client).unwrap().client().unwrap();
+        let c = connect("127.0.0.1", port, Duration::from_secs(5))?;
+        let mut c = c.tls_client(
+            cfg,
+            server_name("127.0.0.1").unwrap(),
+            Duration::from_secs(5),
+        )?;
+        c.send(&hello())?;
+        c.recv(Duration::from_secs(5), "ready")
+    }
+
+    fn tls_error(r: Result<Msg, ConnError>) -> rustls::Error {
+        match r {
+            Err(ConnError::Tls(e)) => e,
+            other => panic!("expected a TLS error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_over_mutual_tls() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = testpki::ca(d.path(), "ca");
+        let s = testpki::leaf(d.path(), "ca", "s", "IP:127.0.0.1");
+        let c = testpki::leaf(d.path(), "ca", "c", "IP:127.0.0.2");
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let got = tls_source(port, testpki::files(&ca, &c, false)).unwrap();
+        assert_eq!(
+            got,
+            Msg::Ready {
+                page_server_port: Some(7)
+            }
+        );
+        assert_eq!(t.join().unwrap().unwrap(), hello());
+    }
+
+    #[test]
+    fn a_wrong_ca_is_refused_on_both_sides() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = testpki::ca(d.path(), "ca");
+        let other = testpki::ca(d.path(), "other");
+        let s = testpki::leaf(d.path(), "ca", "s", "IP:127.0.0.1");
+        let stranger = testpki::leaf(d.path(), "other", "x", "IP:127.0.0.2");
+
+        // The source does not trust the destination's CA.
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let e = tls_error(tls_source(port, testpki::files(&other, &stranger, false)));
+        assert_eq!(
+            crate::migrate::tls::explain(&e).0,
+            "page_server.tls.ca_cert",
+            "{e}"
+        );
+        let e = tls_error(t.join().unwrap());
+        assert_eq!(
+            crate::migrate::tls::explain(&e).0,
+            "page_server.tls.cert",
+            "{e}"
+        );
+
+        // The destination does not trust the source's certificate.
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let e = tls_error(tls_source(port, testpki::files(&ca, &stranger, false)));
+        assert_eq!(
+            crate::migrate::tls::explain(&e).0,
+            "page_server.tls.cert",
+            "{e}"
+        );
+        let e = tls_error(t.join().unwrap());
+        assert_eq!(
+            crate::migrate::tls::explain(&e).0,
+            "page_server.tls.ca_cert",
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_name_mismatch_is_refused_unless_no_cn_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = testpki::ca(d.path(), "ca");
+        let s = testpki::leaf(d.path(), "ca", "s", "IP:10.9.9.9,DNS:elsewhere.example");
+        let c = testpki::leaf(d.path(), "ca", "c", "IP:127.0.0.2");
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let e = tls_error(tls_source(port, testpki::files(&ca, &c, false)));
+        let (key, exit, text) = crate::migrate::tls::explain(&e);
+        assert_eq!(
+            (key, exit),
+            ("page_server.tls.cert", crate::cli::output::Exit::Usage)
+        );
+        assert!(text.contains("no_cn_verify"), "{text}");
+        assert!(t.join().unwrap().is_err());
+
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let got = tls_source(port, testpki::files(&ca, &c, true)).unwrap();
+        assert_eq!(
+            got,
+            Msg::Ready {
+                page_server_port: Some(7)
+            }
+        );
+        assert_eq!(t.join().unwrap().unwrap(), hello());
+    }
+
+    #[test]
+    fn a_plaintext_client_is_refused_by_a_tls_destination_without_hanging() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = testpki::ca(d.path(), "ca");
+        let s = testpki::leaf(d.path(), "ca", "s", "IP:127.0.0.1");
+        let (port, t) = tls_destination(testpki::files(&ca, &s, false));
+        let started = Instant::now();
+        let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        c.send(&hello()).unwrap_or(());
+        let r = c.recv(Duration::from_secs(20), "ready");
+        assert!(!matches!(r, Ok(_) | Err(ConnError::Timeout(..))), "{r:?}");
+        assert!(matches!(t.join().unwrap(), Err(ConnError::Tls(_))));
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -136,18 +136,35 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         None => (String::new(), 0, String::new()),
     };
     if migrate {
+        let tls = p
+            .page_server
+            .as_ref()
+            .and_then(|ps| ps.value.tls.as_ref())
+            .map(|t| t.value.no_cn_verify());
         let mut s = if destination {
             step(
                 "listen",
                 format!(
-                    "listen for the source on control port {port} (TCP, newline-delimited JSON)"
+                    "listen for the source on control port {port} (TCP, newline-delimited JSON){}",
+                    if tls.is_some() {
+                        "; mutual TLS with the `page_server.tls` files: a client certificate chained to ca_cert (and not revoked by ca_crl) is required, a failed handshake is ignored like any stray connection"
+                    } else {
+                        ""
+                    }
                 ),
             )
         } else {
             step(
                 "connect",
                 format!(
-                    "connect to the destination {dest}:{port}, retrying until step_timeout ({timeout})"
+                    "connect to the destination {dest}:{port}, retrying until step_timeout ({timeout}){}",
+                    match tls {
+                        Some(false) => format!(
+                            "; mutual TLS with the `page_server.tls` files: the destination's certificate must chain to ca_cert and name {dest}"
+                        ),
+                        Some(true) => "; mutual TLS with the `page_server.tls` files: the destination's certificate must chain to ca_cert (its name is not checked: no_cn_verify)".to_string(),
+                        None => String::new(),
+                    }
                 ),
             )
         };
@@ -294,15 +311,6 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
 /// What `apply --role` refuses to run (it stops before any step), with the
 /// code it reports. The plan still shows the steps the profile asks for.
 fn migrate_refusal(p: &Profile) -> Option<String> {
-    if p.page_server
-        .as_ref()
-        .is_some_and(|ps| ps.value.tls.is_some())
-    {
-        return Some(
-            "`page_server.tls` is not supported for migration yet (migrate::tls-unsupported)"
-                .into(),
-        );
-    }
     if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
         return Some(
             "post-copy (lazy pages) migration is not supported (migrate::lazy-unsupported)".into(),

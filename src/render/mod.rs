@@ -508,7 +508,15 @@ pub fn criu_opts_with_pid(profile: &Profile, step: &CriuStep, pid: Option<i32>) 
             let tls = &tls.value;
             let path =
                 |p: &Option<crate::profile::value::Spanned<crate::profile::value::PathValue>>| {
-                    p.as_ref().map(|p| p.value.resolved.display().to_string())
+                    // Absolute: CRIU changes its directory before it
+                    // reads them (a relative path fails, and CRIU 4.1.1
+                    // then crashes).
+                    p.as_ref().map(|p| {
+                        std::path::absolute(&p.value.resolved)
+                            .unwrap_or_else(|_| p.value.resolved.clone())
+                            .display()
+                            .to_string()
+                    })
                 };
             o.tls = Some(true);
             o.tls_cacert = path(&tls.ca_cert);
