@@ -1001,3 +1001,115 @@ fn migrates_over_tls() {
         "counter stopped at {c0} after migration"
     );
 }
+
+/// Certificate problems stop both sides with `migrate::tls`, each naming
+/// the key to fix, and leave the process running: a source whose CA does
+/// not know the destination's certificate (and whose certificate the
+/// destination does not know either), and, before any connection, a
+/// certificate that does not name the page server's address.
+#[test]
+fn tls_certificate_problems_are_named_on_both_sides() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let both = format!("IP:{},IP:{}", net.src_ip(), net.dst_ip());
+    let (good, other) = (tmp.path().join("pki-good"), tmp.path().join("pki-other"));
+    fs_err::create_dir(&good).unwrap();
+    fs_err::create_dir(&other).unwrap();
+    make_pki(&good, &[("dst", &format!("IP:{}", net.dst_ip()))]);
+    make_pki(
+        &other,
+        &[("src", &both), ("noname", &format!("IP:{}", net.src_ip()))],
+    );
+    let text = fs_err::read_to_string(write_profile(
+        tmp.path(),
+        &net,
+        "4s",
+        "[page_server.tls]\nca_cert = \"tls/ca.pem\"\ncert = \"tls/host.pem\"\nkey = \"tls/host.key\"\n",
+    ))
+    .unwrap();
+    let host = |name: &str, pki: &Path, leaf: &str| {
+        let dir = tmp.path().join(name);
+        fs_err::create_dir_all(dir.join("tls")).unwrap();
+        fs_err::copy(pki.join("ca.pem"), dir.join("tls/ca.pem")).unwrap();
+        fs_err::copy(pki.join(format!("{leaf}.pem")), dir.join("tls/host.pem")).unwrap();
+        fs_err::copy(pki.join(format!("{leaf}.key")), dir.join("tls/host.key")).unwrap();
+        let images = tmp.path().join("images");
+        fs_err::write(
+            dir.join("migrate.toml"),
+            text.replace(
+                "dir = \"images\"",
+                &format!("dir = \"{}\"", images.display()),
+            ),
+        )
+        .unwrap();
+        dir.join("migrate.toml")
+    };
+    let (dst, src, noname) = (
+        host("dst-host", &good, "dst"),
+        host("src-host", &other, "src"),
+        host("noname-host", &other, "noname"),
+    );
+    let source = |profile: &Path| {
+        Net::enter(&net.src)
+            .arg(BIN)
+            .args(["--output", "json", "apply"])
+            .arg(profile)
+            .args(["--role", "source", "--pid", &init.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run source")
+    };
+
+    // Up front, no destination needed: this certificate lacks the page
+    // server's address, which CRIU checks.
+    let o = source(&noname);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("migrate::tls-config") && out.contains("page_server.tls.cert"),
+        "{}",
+        show(&o)
+    );
+
+    let mut cmd = Net::enter(&net.dst);
+    cmd.arg(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(&dst)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = start_destination(cmd);
+    let o = source(&src);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("migrate::tls") && out.contains("page_server.tls.ca_cert"),
+        "{}",
+        show(&o)
+    );
+    // The destination waits out its step_timeout for a source that gets
+    // through, then names the refusal.
+    let st = wait_child(&mut child, Duration::from_secs(30));
+    let (dst_out, dst_err) = (out_t.join().unwrap(), err_t.join().unwrap());
+    procs.children.push(child);
+    assert_eq!(st.and_then(|s| s.code()), Some(2), "{dst_out}\n{dst_err}");
+    assert!(dst_err.contains("TLS handshake failed"), "{dst_err}");
+    assert!(
+        dst_out.contains("migrate::tls") && dst_out.contains("page_server.tls.cert"),
+        "{dst_out}\n{dst_err}"
+    );
+    // Nothing was frozen: the process counts on where it was.
+    assert!(alive(init));
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2),
+        "counter stopped"
+    );
+}

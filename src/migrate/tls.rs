@@ -361,6 +361,9 @@ pub fn explain(e: &rustls::Error) -> (&'static str, Exit, String) {
                     | AlertDescription::CertificateRequired
                     | AlertDescription::UnknownCA
                     | AlertDescription::AccessDenied
+                    // rustls' answer to a certificate whose signature does
+                    // not verify (a CA of the same name, but another key).
+                    | AlertDescription::DecryptError
             );
             if ours {
                 (
