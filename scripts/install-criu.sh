@@ -33,7 +33,8 @@ LIBDIR_REL="usr/lib/${MULTIARCH}"
 #   iproute2  - ip netns / veth, also exec'd by criu to dump/restore net ns
 #   util-linux- unshare/setsid for pid-namespace workloads
 #   patchelf  - rewrites the trixie criu binary's interpreter and rpath
-RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf)
+#   openssl   - the TLS migration tests make their certificates with it
+RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf openssl)
 
 # Trixie packages unpacked into the private prefix. criu + libcompel1 are
 # pinned to CRIU_DEB_VERSION; the libraries take trixie's current version.
