@@ -684,6 +684,19 @@ fn destination(
     let work = open_dir(&work_dir)?;
 
     let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            return Failure::new(
+                "migrate::listen",
+                "listen",
+                format!(
+                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
+                    mig.destination
+                ),
+                Exit::NotReady,
+            )
+            .key("migration.destination")
+            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
+        }
         Failure::new(
             "migrate::listen",
             "listen",

@@ -2,7 +2,7 @@
 //! TCP, plain or TLS (see [`super::tls`]), every wait bounded by a deadline.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -521,28 +521,27 @@ impl Conn {
     }
 }
 
-/// Listen on `port`: on `host` when it is a literal address of this host,
-/// else on every address of its family (IPv4 for host names).
+/// Listen on `host:port` and nowhere else: `host` is the profile's
+/// `migration.destination`, a literal address or a name resolved here. A
+/// host that is none of this machine's addresses is an error
+/// (`AddrNotAvailable`), never a silent fallback to every interface.
 pub fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
-    let lit: Option<IpAddr> = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok();
-    if let Some(ip) = lit {
-        match TcpListener::bind((ip, port)) {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (bare, port).to_socket_addrs()?.collect(),
+    };
+    let mut last = io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        format!("{host} resolves to no address"),
+    );
+    for a in addrs {
+        match TcpListener::bind(a) {
             Ok(l) => return Ok(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
-            Err(e) => return Err(e),
+            Err(e) => last = e,
         }
-        let any: IpAddr = if ip.is_ipv6() {
-            Ipv6Addr::UNSPECIFIED.into()
-        } else {
-            Ipv4Addr::UNSPECIFIED.into()
-        };
-        return TcpListener::bind((any, port));
     }
-    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+    Err(last)
 }
 
 /// Accept one connection within `timeout`.
@@ -864,5 +863,16 @@ mod tests {
         assert!(!matches!(r, Ok(_) | Err(ConnError::Timeout(..))), "{r:?}");
         assert!(matches!(t.join().unwrap(), Err(ConnError::Tls(_))));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn listens_only_where_the_profile_says() {
+        let l = listen("127.0.0.1", 0).unwrap();
+        assert_eq!(l.local_addr().unwrap().ip().to_string(), "127.0.0.1");
+        let l = listen("localhost", 0).unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        // 192.0.2.1 (TEST-NET-1) is nobody's address: no fallback to 0.0.0.0.
+        let e = listen("192.0.2.1", 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable);
     }
 }
