@@ -6,7 +6,7 @@
 //! (or, without `[page_server]`, written into the shared `images.dir`).
 //! With `images = "send"` each host has its own `images.dir`: in the
 //! post-dump callback, before `dumped`, the source sends the non-page images
-//! as `image` messages (see [`send`]).
+//! as `image` messages of at most 1 MiB each (see [`send`]).
 //!
 //! ```text
 //! destination                                  source
@@ -1120,10 +1120,11 @@ fn receive_dump(
                 name,
                 size,
                 sha256,
+                offset,
                 data,
             } if send => {
                 received
-                    .accept(dir, &name, size, &sha256, &data)
+                    .accept(dir, &name, size, &sha256, offset, &data)
                     .map_err(|mut f| {
                         f.message.push_str(note);
                         f

@@ -11,13 +11,16 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted message line (a safety bound, not a protocol limit).
 pub const MAX_LINE: usize = 16 << 20;
-/// Largest image file `images = "send"` carries in one `image` message.
+/// Largest image file `images = "send"` carries.
 pub const MAX_IMAGE_FILE: u64 = 256 << 20;
 /// Largest sum of the image files one migration sends.
 pub const MAX_IMAGES_TOTAL: u64 = 1 << 30;
+/// Most file bytes one `image` message carries: a file travels in chunks,
+/// so neither side ever holds more than one chunk of it in memory.
+pub const IMAGE_CHUNK: usize = 1 << 20;
 /// Longest accepted line while `image` messages may arrive: the base64 of
-/// the largest file plus room for the name, digest and JSON.
-pub const MAX_IMAGE_LINE: usize = (MAX_IMAGE_FILE as usize).div_ceil(3) * 4 + (64 << 10);
+/// one chunk plus room for the name, digest and JSON.
+pub const MAX_IMAGE_LINE: usize = IMAGE_CHUNK.div_ceil(3) * 4 + (64 << 10);
 /// Most bytes one read call takes, so deadlines are checked while a long
 /// line streams in.
 const READ_CHUNK: usize = 1 << 20;
@@ -51,22 +54,27 @@ pub enum Msg {
         page_server_port: Option<i32>,
     },
     /// Source → destination (`images = "send"`), before `dumped`: one
-    /// non-page image file.
+    /// chunk of a non-page image file. A file's chunks come in order, one
+    /// file after another; an empty file is one chunk with no data.
     Image {
         /// File name inside `images.dir` (no directories).
         name: String,
-        /// Size in bytes.
+        /// Size of the whole file in bytes.
         size: u64,
-        /// sha256 of the content, lower-case hex.
+        /// sha256 of the whole file, lower-case hex.
         sha256: String,
-        /// The content, base64 (standard alphabet, padded).
+        /// Where this chunk starts in the file.
+        #[serde(default)]
+        offset: u64,
+        /// The chunk (at most [`IMAGE_CHUNK`] bytes), base64 (standard
+        /// alphabet, padded).
         data: String,
     },
     /// Source → destination: images are complete; the tree is still frozen.
     Dumped {
         /// What the source knows so far.
         stats: serde_json::Value,
-        /// `images = "send"`: how many `image` messages came before.
+        /// `images = "send"`: how many image files came before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         images: Option<u32>,
     },

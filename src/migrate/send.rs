@@ -1,9 +1,10 @@
 //! `migration.images = "send"`: the source sends the non-page images CRIU
-//! wrote into its own `images.dir` over the control connection (one `image`
-//! message per file, in CRIU's post-dump callback, before `dumped`); the
-//! destination checks each name, size and sha256 and writes the file 0600
-//! into its `images.dir`. The pages never travel this way: the destination's
-//! page server already has them.
+//! wrote into its own `images.dir` over the control connection (`image`
+//! messages of at most 1 MiB each, file after file, in CRIU's post-dump
+//! callback, before `dumped`); the destination checks each name, size, chunk
+//! order and sha256 and writes the file 0600 into its `images.dir`. Neither
+//! side holds more than one chunk in memory. The pages never travel this
+//! way: the destination's page server already has them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -15,8 +16,8 @@ use std::path::Path;
 use crate::apply::report::Failure;
 use crate::cli::output::Exit;
 
-use super::proto::{Conn, MAX_IMAGE_FILE, MAX_IMAGES_TOTAL, Msg};
-use super::sha256::sha256_hex;
+use super::proto::{Conn, IMAGE_CHUNK, MAX_IMAGE_FILE, MAX_IMAGES_TOTAL, Msg};
+use super::sha256::Sha256;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -193,7 +194,7 @@ pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>,
                 "migrate::image-rejected",
                 "send images",
                 format!(
-                    "{name} has {} bytes, more than the {} MiB one `image` message may carry",
+                    "{name} has {} bytes, more than the {} MiB `images = \"send\"` carries per file",
                     m.size(),
                     MAX_IMAGE_FILE >> 20
                 ),
@@ -218,57 +219,98 @@ pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>,
     Ok(out)
 }
 
-/// Source: send every image [`images_to_send`] lists; returns the count.
+/// Source: send every image [`images_to_send`] lists, each in chunks of at
+/// most [`IMAGE_CHUNK`] bytes; returns the number of files.
 pub fn send_images(c: &mut Conn, dir: &Path, before: &Before) -> Result<u32, Failure> {
     let list = images_to_send(dir, before)?;
     let mut n = 0u32;
-    for (name, _) in &list {
+    let mut buf = vec![0u8; IMAGE_CHUNK];
+    for (name, size) in &list {
         let path = dir.join(name);
-        let data = read_image(&path).map_err(|e| {
+        let io_err = |e: io::Error| {
             image_failure(
                 "migrate::image-io",
                 "send images",
                 format!("cannot read {}: {e}", path.display()),
             )
-        })?;
-        let m = Msg::Image {
-            name: name.clone(),
-            size: data.len() as u64,
-            sha256: sha256_hex(&data),
-            data: base64_encode(&data),
         };
-        drop(data);
-        c.send(&m).map_err(|e| {
-            image_failure(
-                "migrate::connection",
-                "send images",
-                format!("control connection: cannot send {name}: {e}"),
-            )
-        })?;
+        // First the digest (the destination checks the whole file against
+        // it), then the chunks; a file that changes in between fails there.
+        let mut f = open_image(&path).map_err(io_err)?;
+        let mut hash = Sha256::default();
+        let mut seen = 0u64;
+        loop {
+            let got = read_chunk(&mut f, &mut buf).map_err(io_err)?;
+            if got == 0 {
+                break;
+            }
+            hash.update(&buf[..got]);
+            seen += got as u64;
+            if seen > *size {
+                break;
+            }
+        }
+        if seen != *size {
+            return Err(io_err(io::Error::other(format!(
+                "it changed while being sent ({seen} bytes, {size} listed)"
+            ))));
+        }
+        let sha256 = hash.finish_hex();
+        let mut f = open_image(&path).map_err(io_err)?;
+        let mut offset = 0u64;
+        loop {
+            let got = read_chunk(&mut f, &mut buf).map_err(io_err)?;
+            let m = Msg::Image {
+                name: name.clone(),
+                size: *size,
+                sha256: sha256.clone(),
+                offset,
+                data: base64_encode(&buf[..got]),
+            };
+            c.send(&m).map_err(|e| {
+                image_failure(
+                    "migrate::connection",
+                    "send images",
+                    format!("control connection: cannot send {name}: {e}"),
+                )
+            })?;
+            offset += got as u64;
+            if offset >= *size || got == 0 {
+                break;
+            }
+        }
         n += 1;
     }
     Ok(n)
 }
 
-fn read_image(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
+fn open_image(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    let mut data = Vec::new();
-    // One byte more than the cap: a file that grew is caught, not cut.
-    (&mut f).take(MAX_IMAGE_FILE + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_IMAGE_FILE {
-        return Err(io::Error::other(format!(
-            "larger than {} MiB",
-            MAX_IMAGE_FILE >> 20
-        )));
-    }
-    Ok(data)
+        .open(path)
 }
 
-/// Most `image` messages one migration may send.
+/// Fill `buf` as far as the file goes; 0 at its end.
+fn read_chunk(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Most image files one migration may send.
 pub const MAX_IMAGE_COUNT: usize = 10_000;
+
+/// The temporary name a file is written under until its last chunk arrived
+/// (hidden, so no `image` message can name it).
+const RECV_TMP: &str = ".ckptctl-recv.tmp";
 
 /// Destination: what arrived so far.
 #[derive(Debug, Default)]
@@ -277,62 +319,130 @@ pub struct Received {
     pub names: BTreeSet<String>,
     /// Bytes written.
     pub total: u64,
+    /// The file whose chunks are arriving.
+    partial: Option<Partial>,
+}
+
+/// A file some of whose chunks arrived.
+#[derive(Debug)]
+struct Partial {
+    name: String,
+    size: u64,
+    sha256: String,
+    written: u64,
+    hash: Sha256,
+    file: File,
 }
 
 impl Received {
-    /// Check one `image` message and write its file into `dir` (0600, via a
-    /// temporary name, fsynced, then renamed).
+    /// Check one `image` message (a chunk) and write it: a file goes to a
+    /// temporary name in `dir` (0600) and, once its last chunk arrived and
+    /// its sha256 matches, is fsynced and renamed to its own name.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         &mut self,
         dir: &Path,
         name: &str,
         size: u64,
         sha256: &str,
+        offset: u64,
         data: &str,
     ) -> Result<(), Failure> {
         let reject = |why: String| image_failure("migrate::image-rejected", "receive images", why);
-        check_image_name(name).map_err(reject)?;
-        if self.names.contains(name) {
-            return Err(reject(format!("image {name} was sent twice")));
-        }
-        if self.names.len() >= MAX_IMAGE_COUNT {
-            return Err(reject(format!(
-                "more than {MAX_IMAGE_COUNT} images: a dump writes far fewer non-page images"
-            )));
-        }
-        if size > MAX_IMAGE_FILE {
-            return Err(reject(format!(
-                "image {name} has {size} bytes, more than {} MiB",
-                MAX_IMAGE_FILE >> 20
-            )));
-        }
-        if self.total + size > MAX_IMAGES_TOTAL {
-            return Err(reject(format!(
-                "the images sent exceed {} MiB",
-                MAX_IMAGES_TOTAL >> 20
-            )));
-        }
-        let bytes = base64_decode(data).map_err(|e| reject(format!("image {name}: {e}")))?;
-        if bytes.len() as u64 != size {
-            return Err(reject(format!(
-                "image {name}: {} bytes arrived, {size} announced",
-                bytes.len()
-            )));
-        }
-        let got = sha256_hex(&bytes);
-        if !got.eq_ignore_ascii_case(sha256) {
-            return Err(reject(format!(
-                "image {name}: sha256 {got} does not match the announced {sha256}"
-            )));
-        }
-        write_file(dir, name, &bytes).map_err(|e| {
+        let io_fail = |e: io::Error| {
             image_failure(
                 "migrate::image-io",
                 "receive images",
                 format!("cannot write {}: {e}", dir.join(name).display()),
             )
             .key("images.dir")
-        })?;
+        };
+        if data.len() > IMAGE_CHUNK.div_ceil(3) * 4 {
+            return Err(reject(format!(
+                "image {name}: a chunk larger than {} KiB",
+                IMAGE_CHUNK >> 10
+            )));
+        }
+        match &self.partial {
+            Some(p) => {
+                if p.name != name || p.size != size || p.sha256 != sha256 || p.written != offset {
+                    return Err(reject(format!(
+                        "image {name} at offset {offset}: expected {} at offset {}",
+                        p.name, p.written
+                    )));
+                }
+            }
+            None => {
+                check_image_name(name).map_err(reject)?;
+                if offset != 0 {
+                    return Err(reject(format!(
+                        "image {name} starts at offset {offset}, not 0"
+                    )));
+                }
+                if self.names.contains(name) {
+                    return Err(reject(format!("image {name} was sent twice")));
+                }
+                if self.names.len() >= MAX_IMAGE_COUNT {
+                    return Err(reject(format!(
+                        "more than {MAX_IMAGE_COUNT} images: a dump writes far fewer non-page images"
+                    )));
+                }
+                if size > MAX_IMAGE_FILE {
+                    return Err(reject(format!(
+                        "image {name} has {size} bytes, more than {} MiB",
+                        MAX_IMAGE_FILE >> 20
+                    )));
+                }
+                if self.total + size > MAX_IMAGES_TOTAL {
+                    return Err(reject(format!(
+                        "the images sent exceed {} MiB",
+                        MAX_IMAGES_TOTAL >> 20
+                    )));
+                }
+                self.partial = Some(Partial {
+                    name: name.to_string(),
+                    size,
+                    sha256: sha256.to_ascii_lowercase(),
+                    written: 0,
+                    hash: Sha256::default(),
+                    file: create_tmp(dir).map_err(io_fail)?,
+                });
+            }
+        }
+        let bytes = base64_decode(data).map_err(|e| reject(format!("image {name}: {e}")))?;
+        let Some(p) = self.partial.as_mut() else {
+            return Err(reject(format!("image {name}: no file in progress")));
+        };
+        if p.written + bytes.len() as u64 > p.size {
+            return Err(reject(format!(
+                "image {name}: more than the {size} bytes announced arrived"
+            )));
+        }
+        p.file.write_all(&bytes).map_err(io_fail)?;
+        p.hash.update(&bytes);
+        p.written += bytes.len() as u64;
+        if p.written < p.size {
+            if bytes.is_empty() {
+                return Err(reject(format!(
+                    "image {name}: an empty chunk before its end"
+                )));
+            }
+            return Ok(());
+        }
+        let Some(p) = self.partial.take() else {
+            return Ok(());
+        };
+        let got = p.hash.clone().finish_hex();
+        if got != p.sha256 {
+            drop(p.file);
+            let _ = std::fs::remove_file(dir.join(RECV_TMP));
+            return Err(reject(format!(
+                "image {name}: sha256 {got} does not match the announced {sha256}"
+            )));
+        }
+        p.file.sync_all().map_err(io_fail)?;
+        drop(p.file);
+        std::fs::rename(dir.join(RECV_TMP), dir.join(name)).map_err(io_fail)?;
         self.names.insert(name.to_string());
         self.total += size;
         Ok(())
@@ -345,7 +455,8 @@ impl Received {
         for name in std::mem::take(&mut self.names) {
             let _ = std::fs::remove_file(dir.join(name));
         }
-        let _ = std::fs::remove_file(dir.join(".ckptctl-recv.tmp"));
+        self.partial = None;
+        let _ = std::fs::remove_file(dir.join(RECV_TMP));
         self.total = 0;
     }
 
@@ -353,6 +464,12 @@ impl Received {
     /// directory entries are made durable.
     pub fn finish(&self, dir: &Path, announced: Option<u32>) -> Result<(), Failure> {
         let reject = |why: String| image_failure("migrate::image-rejected", "receive images", why);
+        if let Some(p) = &self.partial {
+            return Err(reject(format!(
+                "image {} is incomplete: {} of {} bytes arrived",
+                p.name, p.written, p.size
+            )));
+        }
         let n = self.names.len();
         if announced.map(|a| a as usize) != Some(n) {
             return Err(reject(format!(
@@ -379,31 +496,23 @@ impl Received {
     }
 }
 
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    // One file at a time: a fixed temporary name (hidden, so no `image`
-    // message can name it).
-    let tmp = dir.join(".ckptctl-recv.tmp");
+fn create_tmp(dir: &Path) -> io::Result<File> {
+    let tmp = dir.join(RECV_TMP);
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut f = OpenOptions::new()
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
+        .open(&tmp)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::sha256::sha256_hex;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
@@ -468,6 +577,7 @@ mod tests {
             name: name.into(),
             size: data.len() as u64,
             sha256: sha256_hex(data),
+            offset: 0,
             data: base64_encode(data),
         }
     }
@@ -478,7 +588,7 @@ mod tests {
         assert_eq!(
             s,
             format!(
-                r#"{{"type":"image","name":"core-1.img","size":2,"sha256":"{}","data":"YWI="}}"#,
+                r#"{{"type":"image","name":"core-1.img","size":2,"sha256":"{}","offset":0,"data":"YWI="}}"#,
                 sha256_hex(b"ab")
             )
         );
@@ -506,7 +616,10 @@ mod tests {
         // Left from an earlier run: not sent.
         fs_err::write(src.path().join("core-9.img"), b"old").unwrap();
         let before = snapshot(src.path());
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Larger than two chunks: it travels in three messages.
+        let big: Vec<u8> = (0..(2 * IMAGE_CHUNK as u32 + 300_000))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         fs_err::write(src.path().join("inventory.img"), b"inv").unwrap();
         fs_err::write(src.path().join("mm-1.img"), &big).unwrap();
         fs_err::write(src.path().join("empty.img"), b"").unwrap();
@@ -535,8 +648,13 @@ mod tests {
                         name,
                         size,
                         sha256,
+                        offset,
                         data,
-                    } => rx.accept(&dir, &name, size, &sha256, &data).unwrap(),
+                    } => {
+                        assert!(data.len() <= super::super::proto::MAX_IMAGE_LINE);
+                        rx.accept(&dir, &name, size, &sha256, offset, &data)
+                            .unwrap()
+                    }
                     Msg::Dumped { images, .. } => {
                         rx.finish(&dir, images).unwrap();
                         return rx;
@@ -573,41 +691,48 @@ mod tests {
     }
 
     #[test]
-    fn bad_images_are_refused_before_writing() {
+    fn bad_images_are_refused() {
         let dst = tempfile::tempdir().unwrap();
+        let empty = |d: &Path| fs_err::read_dir(d).unwrap().count() == 0;
+        let sa = sha256_hex(b"a");
         let mut rx = Received::default();
         let e = rx
-            .accept(dst.path(), "../x.img", 1, &sha256_hex(b"a"), "YQ==")
+            .accept(dst.path(), "../x.img", 1, &sa, 0, "YQ==")
             .unwrap_err();
         assert_eq!(e.code, "migrate::image-rejected");
         let e = rx
-            .accept(dst.path(), "core-1.img", 1, &sha256_hex(b"b"), "YQ==")
+            .accept(dst.path(), "core-1.img", 1, &sha256_hex(b"b"), 0, "YQ==")
             .unwrap_err();
         assert!(e.message.contains("sha256"), "{}", e.message);
+        assert!(empty(dst.path()), "a rejected file is not left behind");
         let e = rx
-            .accept(dst.path(), "core-1.img", 2, &sha256_hex(b"a"), "YQ==")
-            .unwrap_err();
-        assert!(e.message.contains("announced"), "{}", e.message);
-        let e = rx
-            .accept(
-                dst.path(),
-                "core-1.img",
-                MAX_IMAGE_FILE + 1,
-                &sha256_hex(b"a"),
-                "YQ==",
-            )
+            .accept(dst.path(), "core-1.img", MAX_IMAGE_FILE + 1, &sa, 0, "YQ==")
             .unwrap_err();
         assert_eq!(e.code, "migrate::image-rejected");
-        assert_eq!(fs_err::read_dir(dst.path()).unwrap().count(), 0);
-        rx.accept(dst.path(), "core-1.img", 1, &sha256_hex(b"a"), "YQ==")
+        let e = rx
+            .accept(dst.path(), "core-1.img", 1, &sa, 5, "YQ==")
+            .unwrap_err();
+        assert!(e.message.contains("offset 5"), "{}", e.message);
+        let too_big = "A".repeat(IMAGE_CHUNK.div_ceil(3) * 4 + 4);
+        let e = rx
+            .accept(dst.path(), "core-1.img", 1, &sa, 0, &too_big)
+            .unwrap_err();
+        assert!(e.message.contains("chunk larger"), "{}", e.message);
+        assert!(empty(dst.path()));
+        rx.accept(dst.path(), "core-1.img", 1, &sa, 0, "YQ==")
             .unwrap();
-        assert!(
-            rx.accept(dst.path(), "core-1.img", 1, &sha256_hex(b"a"), "YQ==")
-                .is_err()
-        );
+        let e = rx
+            .accept(dst.path(), "core-1.img", 1, &sa, 0, "YQ==")
+            .unwrap_err();
+        assert!(e.message.contains("twice"), "{}", e.message);
         // Count mismatch and missing inventory.
         assert!(rx.finish(dst.path(), Some(2)).is_err());
         assert!(rx.finish(dst.path(), Some(1)).is_err());
+        // More bytes than announced.
+        let e = rx
+            .accept(dst.path(), "mm-1.img", 1, &sha256_hex(b"ab"), 0, "YWI=")
+            .unwrap_err();
+        assert!(e.message.contains("more than"), "{}", e.message);
         // A failed transfer removes what it wrote, and only that.
         fs_err::write(dst.path().join("dump.log"), b"log").unwrap();
         rx.discard(dst.path());
@@ -617,5 +742,40 @@ mod tests {
             .collect();
         assert_eq!(left, ["dump.log"]);
         assert!(rx.names.is_empty() && rx.total == 0);
+    }
+
+    #[test]
+    fn chunks_must_come_in_order_and_complete_their_file() {
+        let dst = tempfile::tempdir().unwrap();
+        let sum = sha256_hex(b"abcdef");
+        let mut rx = Received::default();
+        rx.accept(dst.path(), "core-1.img", 6, &sum, 0, &base64_encode(b"abc"))
+            .unwrap();
+        // Not yet under its own name.
+        assert!(!dst.path().join("core-1.img").exists());
+        let e = rx
+            .accept(dst.path(), "core-1.img", 6, &sum, 4, &base64_encode(b"ef"))
+            .unwrap_err();
+        assert!(
+            e.message.contains("expected core-1.img at offset 3"),
+            "{}",
+            e.message
+        );
+        let e = rx
+            .accept(dst.path(), "mm-1.img", 1, &sum, 0, "YQ==")
+            .unwrap_err();
+        assert!(e.message.contains("expected core-1.img"), "{}", e.message);
+        let e = rx.finish(dst.path(), Some(0)).unwrap_err();
+        assert!(e.message.contains("3 of 6 bytes"), "{}", e.message);
+        rx.accept(dst.path(), "core-1.img", 6, &sum, 3, &base64_encode(b"def"))
+            .unwrap();
+        assert_eq!(
+            fs_err::read(dst.path().join("core-1.img")).unwrap(),
+            b"abcdef"
+        );
+        // An empty file is one chunk with no data.
+        rx.accept(dst.path(), "empty.img", 0, &sha256_hex(b""), 0, "")
+            .unwrap();
+        assert_eq!(rx.names.len(), 2);
     }
 }

@@ -216,7 +216,7 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                     );
                     if sends_images(p) {
                         s.what.push_str(&format!(
-                            "; in the post-dump callback, send the non-page images over the control connection (one `image` message per {dir}/*.img file this dump wrote, with its sha256), then `dumped`"
+                            "; in the post-dump callback, send the non-page images over the control connection (each {dir}/*.img file this dump wrote, in `image` messages of at most 1 MiB, with its sha256), then `dumped`"
                         ));
                     }
                     s.waits_for = Some(format!(
