@@ -1113,3 +1113,79 @@ fn tls_certificate_problems_are_named_on_both_sides() {
         "counter stopped"
     );
 }
+
+/// Post-copy from the destination's own images: `[lazy_pages]` without an
+/// address. The destination restores the tree lazily (a local `criu
+/// lazy-pages` daemon serves its memory from the images), so the tree runs
+/// before its pages are all in memory; the daemon goes on after the resume.
+#[test]
+fn migrates_post_copy_from_the_destination_images() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    let profile = write_profile(tmp.path(), &net, "30s", "\n[lazy_pages]\nenabled = true\n");
+    let mut cmd = Net::enter(&net.dst);
+    cmd.arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let dest = start_destination(cmd);
+    let Migrated {
+        dst_stderr,
+        report: m,
+        new_pid,
+        ..
+    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    assert!(
+        m["downtime"]["lazy_after_resume_s"].as_f64().is_some(),
+        "{m}"
+    );
+    assert!(dst_stderr.contains("post-copy"), "{dst_stderr}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "source pid {init} still alive"
+    );
+    assert!(alive(new_pid), "restored pid {new_pid} not running");
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "counter stopped at {c0} after migration"
+    );
+    // The restore was lazy, and the daemon served the pages.
+    let images = tmp.path().join("images");
+    let restore_log = fs_err::read_to_string(images.join("restore.log")).unwrap();
+    assert!(
+        restore_log.contains("lazy"),
+        "restore.log does not mention lazy pages"
+    );
+    assert!(images.join("lazy-pages.log").exists());
+    let rec: serde_json::Value = serde_json::from_str(
+        &fs_err::read_to_string(images.join("ckptctl-run-destination.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["outcome"], "ok", "{rec}");
+    // Lazily restored: CRIU put fewer pages in place than the dump wrote.
+    let restored = rec["stats"]["criu"]["restore"]["pages_restored"]
+        .as_u64()
+        .unwrap();
+    let written = rec["stats"]["criu"]["dump"]["pages_written"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        restored < written,
+        "restored {restored} of {written} pages eagerly"
+    );
+    let steps = rec["steps"].as_array().unwrap();
+    for name in ["lazy-pages ready", "lazy-pages transfer"] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s["step"] == name && s["outcome"] == "ok"),
+            "no {name} step: {rec}"
+        );
+    }
+}

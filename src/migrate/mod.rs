@@ -2,8 +2,13 @@
 //! `--role destination`, coordinated only through CRIU's readiness and a
 //! control connection (newline-delimited JSON over TCP, see [`proto`]).
 //!
-//! Strategy: stop-and-copy, pages pushed to the destination's page server
-//! (or, without `[page_server]`, written into the shared `images.dir`).
+//! Strategies: stop-and-copy, pages pushed to the destination's page server
+//! (or, without `[page_server]`, written into the shared `images.dir`); and
+//! post-copy from the destination's images (`[lazy_pages]` without an
+//! address): the same transfer, then a lazy RESTORE served by a local
+//! `criu lazy-pages` daemon that goes on filling the tree's memory after it
+//! resumed. Pre-copy and post-copy from the source's memory are refused
+//! (this kernel cannot run them).
 //! With `images = "send"` each host has its own `images.dir`: in the
 //! post-dump callback, before `dumped`, the source sends the non-page images
 //! as `image` messages of at most 1 MiB each (see [`send`]).
@@ -100,6 +105,10 @@ pub struct Downtime {
     pub pages_moved: Option<u64>,
     /// The same in bytes (4 KiB pages).
     pub bytes_moved: Option<u64>,
+    /// Post-copy: how long the lazy-pages daemon went on delivering pages
+    /// after the tree resumed here, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy_after_resume_s: Option<f64>,
 }
 
 /// What a successful migration half did.
@@ -318,31 +327,19 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
             },
             "lazy_pages.enabled",
         )?;
-        let (key, msg) = if l.value.address.is_some() {
-            (
-                "lazy_pages.address",
-                "post-copy migration (remote lazy pages) cannot run here: the source's lazy page server fails with `page-pipe: tee: Operation not permitted` once the destination connects on this kernel, so `ckptctl` does not start it",
+        // Without `address`, the destination restores lazily from its own
+        // images (post-copy from the destination's disk): that runs. Pages
+        // served from the source's memory do not, on this kernel.
+        if l.value.address.is_some() {
+            return Err(Failure::new(
+                "migrate::lazy-unsupported",
+                "prepare",
+                "post-copy migration from the source's memory (remote lazy pages) cannot run here: the source's lazy page server fails with `page-pipe: tee: Operation not permitted` once the destination connects on this kernel, so `ckptctl` does not start it",
+                Exit::NotReady,
             )
-        } else {
-            (
-                "lazy_pages.enabled",
-                "lazy restore is not supported for `action = \"migrate\"` yet",
-            )
-        };
-        return Err(Failure::new(
-            "migrate::lazy-unsupported",
-            "prepare",
-            msg,
-            // The kernel's fault (remote) is the environment; local
-            // lazy migration is ckptctl's own limit.
-            if key == "lazy_pages.address" {
-                Exit::NotReady
-            } else {
-                Exit::Usage
-            },
-        )
-        .key(key)
-        .hint("remove `[lazy_pages]` to migrate stop-and-copy through `[page_server]`"));
+            .key("lazy_pages.address")
+            .hint("remove `lazy_pages.address` to restore lazily from the destination's own images, or remove `[lazy_pages]` to migrate stop-and-copy"));
+        }
     }
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
@@ -374,6 +371,14 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
         .hint("add a `[page_server]` table (its address is the destination's), or use `images = \"shared\"` with an `images.dir` both hosts see"));
     }
     Ok(())
+}
+
+/// `[lazy_pages]` without `address`: the destination restores lazily from
+/// its own images.
+fn lazy_local(p: &Profile) -> bool {
+    p.lazy_pages
+        .as_ref()
+        .is_some_and(|l| l.value.enabled() && l.value.address.is_none())
 }
 
 /// `migration.images = "send"`.
@@ -961,18 +966,48 @@ fn destination_session(
     }
     let images_dir = run.images_dir().to_path_buf();
 
+    // Post-copy from the images here: the daemon serves the pages to the
+    // restored tree, which can run before they are all in memory.
+    let mut daemon = if lazy_local(p) {
+        run.progress("starting the lazy-pages daemon");
+        let started = run.record.elapsed();
+        let d = crate::apply::lazy::LazyDaemon::start(
+            run.criu_path(),
+            p,
+            &images_dir,
+            run.work_dir(),
+            to,
+        )?;
+        run.record.step(
+            "lazy-pages ready",
+            started,
+            true,
+            Some(d.log.clone()),
+            Vec::new(),
+        );
+        Some(d)
+    } else {
+        None
+    };
+
     // Restored stopped (render sets leave_stopped for migrate restores): the
     // tree only runs here once the source has ended its copy.
     let o = run.opts(&CriuStep::Restore, None, images, work);
     let log = run.work_dir().join(CriuStep::Restore.log_file());
     run.progress(&format!("restore from {}", images_dir.display()));
     let t_restore = Instant::now();
-    let resp = run.call(
-        "restore",
-        CriuReq::with_opts(CriuReqType::Restore, o),
-        CriuReqType::Restore,
-        log,
-    )?;
+    let resp = run
+        .call(
+            "restore",
+            CriuReq::with_opts(CriuReqType::Restore, o),
+            CriuReqType::Restore,
+            log,
+        )
+        .inspect_err(|_| {
+            if let Some(d) = daemon.as_mut() {
+                d.kill();
+            }
+        })?;
     let restore_s = t_restore.elapsed().as_secs_f64();
     let pid = resp.restore.map(|r| r.pid);
     let stopped = Stopped(pid.filter(|p| *p > 0));
@@ -1017,6 +1052,47 @@ fn destination_session(
             dump_summary(&dump_stats, &mut downtime);
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
+            if let Some(d) = daemon.as_mut() {
+                let started = run.record.elapsed();
+                run.progress("running; waiting for the lazy pages to arrive");
+                let t = Instant::now();
+                let ok = d.wait(Duration::from_secs(engine::LAZY_TRANSFER_LIMIT_S));
+                run.record.step(
+                    "lazy-pages transfer",
+                    started,
+                    ok,
+                    Some(d.log.clone()),
+                    Vec::new(),
+                );
+                downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
+                if !ok {
+                    // Pages that never arrived would read as zeros: the copy
+                    // cannot be trusted. The images here are complete, so
+                    // the tree can be restored from them again.
+                    stopped.kill();
+                    let _ = guard::mark_complete(
+                        &images_dir,
+                        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+                    );
+                    let mut f = Failure::new(
+                        "apply::lazy-pages",
+                        "lazy-pages transfer",
+                        format!(
+                            "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                        ),
+                        Exit::CriuFailed,
+                    )
+                    .key("lazy_pages.enabled")
+                    .hint(format!(
+                        "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
+                        images_dir.display()
+                    ));
+                    f.log_lines = crate::apply::report::log_excerpt(&d.log);
+                    f.log = Some(d.log.clone());
+                    return Err(f);
+                }
+            }
         }
         Ok(Msg::Error { message, exit }) => {
             stopped.kill();
@@ -1033,6 +1109,11 @@ fn destination_session(
                 Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
                 Err(e) => e.to_string(),
             };
+            // The copy stays stopped for the operator: let the daemon finish
+            // delivering its pages first, so resuming it is safe.
+            if let Some(d) = daemon.as_mut() {
+                let _ = d.wait(Duration::from_secs(engine::LAZY_TRANSFER_LIMIT_S));
+            }
             let _ = guard::quarantine(&images_dir);
             let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
             return Err(Failure::new(
@@ -1567,6 +1648,12 @@ pub fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
             d.pages_moved.map_or_else(|| "-".into(), |p| format!("{p} ({:.1} MiB)", (p * 4096) as f64 / f64::from(1u32 << 20))),
             out.total_s
         ));
+        if let Some(l) = d.lazy_after_resume_s {
+            text.push_str(&format!(
+                "\n  post-copy:     pages loaded lazily for {} after the tree resumed",
+                ms(Some(l * 1000.0))
+            ));
+        }
         if let Some(r) = &out.record {
             text.push_str(&format!("\n  run record:    {}", r.display()));
         }

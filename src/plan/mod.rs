@@ -260,7 +260,11 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                 if let Some(pf) = p.restore().pidfile {
                     s.writes.push(pf.value.resolved.display().to_string());
                 }
-                if lazy {
+                if lazy && destination {
+                    s.waits_for = Some(
+                        "the source's summary (its commit): the tree resumes here while the lazy-pages daemon goes on delivering pages, until it exits after the last one".into(),
+                    );
+                } else if lazy {
                     s.waits_for =
                         Some("the lazy-pages daemon to exit after the last page arrived".into());
                 }
@@ -311,9 +315,12 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
 /// What `apply --role` refuses to run (it stops before any step), with the
 /// code it reports. The plan still shows the steps the profile asks for.
 fn migrate_refusal(p: &Profile) -> Option<String> {
-    if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
+    if p.lazy_pages
+        .as_ref()
+        .is_some_and(|l| l.value.enabled() && l.value.address.is_some())
+    {
         return Some(
-            "post-copy (lazy pages) migration is not supported (migrate::lazy-unsupported)".into(),
+            "post-copy from the source's memory (remote lazy pages) cannot run on this kernel (migrate::lazy-unsupported); without `lazy_pages.address` the destination restores lazily from its own images".into(),
         );
     }
     if p.checkpoint().pre_dump.is_some() {
