@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark (as root): migration downtime of one workload (SIZE of touched
 # memory, default 1G; SIZE=256M for a quick run) in its own pid namespace,
-# stop-and-copy through a page server on 127.0.0.1:
-#   ckptctl: `apply --role destination` (page server via swrk) then
-#            `apply --role source --pid N`; downtime = its report
-#            (dump start -> destination restored);
+# through a page server on 127.0.0.1, each strategy this machine runs:
+#   ckptctl:      stop-and-copy: `apply --role destination` (page server via
+#                 swrk) then `apply --role source --pid N`; downtime = its
+#                 report (dump start -> destination restored);
+#   ckptctl-post: the same plus `[lazy_pages]` without an address: post-copy
+#                 from the destination's images (lazy restore, a local
+#                 lazy-pages daemon fills the memory after the resume);
 #   criu:    `criu page-server` & `sleep 1`, `criu dump --page-server`,
 #            `criu restore -d`; downtime = dump start -> restore end.
 # Alternating runs, RUNS each; prints per-run figures, medians and ratios.
@@ -58,14 +61,15 @@ def kill(*pids):
             try: os.kill(p, signal.SIGKILL)
             except (ProcessLookupError, PermissionError): pass
 
-def run_ckptctl(d, pid):
+def run_ckptctl(d, pid, lazy=False):
     global port
     port += 2
     prof = os.path.join(d, "mig.toml")
     open(prof, "w").write(
         'version = 1\nname = "bench"\naction = "migrate"\n[images]\ndir = "imgs-ckptctl"\n'
         f'[page_server]\naddress = "127.0.0.1"\nport = {port + 1}\n'
-        f'[migration]\ndestination = "127.0.0.1"\ncontrol_port = {port}\nstep_timeout = "120s"\n')
+        f'[migration]\ndestination = "127.0.0.1"\ncontrol_port = {port}\nstep_timeout = "120s"\n'
+        + ('[lazy_pages]\nenabled = true\n' if lazy else ''))
     r, w = os.pipe()
     dst = subprocess.Popen([ckptctl, "--criu", criu, "apply", prof, "--role", "destination", "--status-fd", str(w)],
                            pass_fds=(w,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,7 +89,8 @@ def run_ckptctl(d, pid):
         return None, f"ckptctl failed: src {src.returncode} {src.stderr[-800:]} dst {dst.returncode} {err[-800:]}"
     kill(mig.get("restored_pid"))
     dt = mig["downtime"]
-    return {"downtime_s": dt.get("downtime_s"), "frozen_ms": dt.get("frozen_ms"), "wall_s": wall}, None
+    return {"downtime_s": dt.get("downtime_s"), "frozen_ms": dt.get("frozen_ms"), "wall_s": wall,
+            "lazy_after_s": dt.get("lazy_after_resume_s")}, None
 
 def run_criu(d, pid):
     global port
@@ -116,9 +121,10 @@ def run_criu(d, pid):
     m = re.search(r"Frozen time:\s*(\d+)", dump.stdout + dump.stderr)
     return {"downtime_s": downtime, "frozen_ms": int(m.group(1)) / 1000 if m else None, "wall_s": downtime}, None
 
-rows = {"ckptctl": [], "criu": []}
+rows = {"ckptctl": [], "ckptctl-post": [], "criu": []}
 for i in range(runs):
-    order = [("ckptctl", run_ckptctl), ("criu", run_criu)]
+    order = [("ckptctl", run_ckptctl), ("ckptctl-post", lambda d, p: run_ckptctl(d, p, lazy=True)),
+             ("criu", run_criu)]
     if i % 2: order.reverse()
     for name, fn in order:
         with tempfile.TemporaryDirectory(prefix="ckptctl-bench-mig-") as d:
@@ -132,12 +138,15 @@ for i in range(runs):
                 res, err = None, repr(e)
             kill(pid, launcher.pid); launcher.wait()
             if res is None:
-                print(f"run {i+1} {name:8s}: FAILED ({err.strip()[:400]})")
+                print(f"run {i+1} {name:12s}: FAILED ({err.strip()[:400]})")
                 continue
             rows[name].append(res)
             fm = res["frozen_ms"]
-            print(f"run {i+1} {name:8s}: downtime {res['downtime_s']*1000:8.1f} ms"
-                  f"   frozen {fm if fm is None else round(fm,1)} ms", flush=True)
+            la = res.get("lazy_after_s")
+            print(f"run {i+1} {name:12s}: downtime {res['downtime_s']*1000:8.1f} ms"
+                  f"   frozen {fm if fm is None else round(fm,1)} ms"
+                  + (f"   pages still loading {la*1000:.1f} ms after resume" if la is not None else ""),
+                  flush=True)
 
 def med(name, key):
     v = [r[key] for r in rows[name] if r.get(key) is not None]
@@ -145,9 +154,11 @@ def med(name, key):
 
 print(f"\nworkload {size} MiB, {runs} alternating runs each, page server on 127.0.0.1")
 for key, unit, k in (("downtime_s", "ms", 1000), ("frozen_ms", "ms", 1)):
-    a, b = med("ckptctl", key), med("criu", key)
-    if a is None or b is None:
-        print(f"median {key}: not enough successful runs"); continue
-    print(f"median {key:10s}: ckptctl {a*k:8.1f} {unit}   criu CLI {b*k:8.1f} {unit}   ratio ckptctl/criu {a/b:5.2f}")
+    b = med("criu", key)
+    for name in ("ckptctl", "ckptctl-post"):
+        a = med(name, key)
+        if a is None or b is None:
+            print(f"median {key} {name}: not enough successful runs"); continue
+        print(f"median {key:10s}: {name:12s} {a*k:8.1f} {unit}   criu CLI {b*k:8.1f} {unit}   ratio {a/b:5.2f}")
 sys.exit(0)
 PY
