@@ -660,3 +660,48 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
     assert!(f["message"].as_str().unwrap().contains("a FIFO"), "{f}");
     assert!(m.counts_on());
 }
+
+#[test]
+fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let mut m = Mem::start(d.path(), 16);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    // CKPTCTL_FAULT kills CRIU right after ckptctl marked the checkpoint
+    // complete in the post-dump callback (too short a window to hit from
+    // outside): the images are whole and must stay a checkpoint.
+    let out = apply(&[ck.to_str().unwrap()])
+        .env("CKPTCTL_FAULT", "criu-dies-after-commit")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert!(
+        f["message"].as_str().unwrap().contains("was complete"),
+        "{f}"
+    );
+    assert_ne!(f["code"], "apply::target-exited", "{f}");
+    let imgs = d.path().join("imgs");
+    assert!(imgs.join("ckptctl.complete").exists());
+    assert!(!imgs.join("ckptctl.incomplete").exists());
+    assert!(imgs.join("inventory.img").exists(), "not quarantined");
+    // CRIU died before it could end the tree: it runs on; the checkpoint
+    // restores (into its own pid namespace) once the original is gone.
+    assert_eq!(f["target"]["running"], true, "{f}");
+    assert!(m.counts_on());
+    kill9(m.pid);
+    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    let frozen_at = m.count();
+    let rs = restore_profile(d.path(), "imgs");
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    m.extra.push(pid);
+    assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at));
+}

@@ -383,6 +383,10 @@ pub struct Run<'a> {
     /// Set for a dump: the completion summary written in CRIU's
     /// `post-dump` callback, before CRIU may end the tree (see [`Run::call`]).
     commit_at_post_dump: Option<serde_json::Value>,
+    /// CRIU's `post-dump` was answered after the checkpoint was marked
+    /// complete: from then on CRIU may end the tree, and the images are the
+    /// checkpoint whatever CRIU does next.
+    post_dump_committed: bool,
 }
 
 impl<'a> Run<'a> {
@@ -408,6 +412,7 @@ impl<'a> Run<'a> {
             lock: None,
             pid_flag: false,
             commit_at_post_dump: None,
+            post_dump_committed: false,
         }
     }
 
@@ -546,6 +551,7 @@ impl<'a> Run<'a> {
             hint,
             key,
             target: None,
+            keep_images: false,
             exit,
         }
     }
@@ -589,6 +595,14 @@ impl<'a> Run<'a> {
         let images_dir = &self.images_dir;
         let commit = self.commit_at_post_dump.take();
         let mut commit_error: Option<std::io::Error> = None;
+        let mut committed = false;
+        // Fault injection for the tests (as CRIU has `CRIU_FAULT`): CRIU
+        // dies right after the checkpoint was committed, a window too short
+        // to hit from outside.
+        let die_after_commit = std::env::var_os("CKPTCTL_FAULT")
+            .is_some_and(|v| v == "criu-dies-after-commit")
+            .then(|| swrk.pid())
+            .flatten();
         let res = {
             let mut cb = |n: &crate::criu::Notify| {
                 notes.push((n.script.clone(), base + t0.elapsed().as_secs_f64()));
@@ -615,12 +629,20 @@ impl<'a> Run<'a> {
                             commit_error = Some(e);
                             return NotifyReply::fail();
                         }
+                        committed = true;
+                        if let Some(pid) = die_after_commit.and_then(|p| i32::try_from(p).ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
                     }
                 }
                 NotifyReply::ok()
             };
             swrk.call(&req, &mut cb)
         };
+        self.post_dump_committed |= committed;
         let res = res.and_then(|r| expect_success(step, want, r));
         let stderr = swrk.stderr_tail();
         let _ = swrk.finish();
@@ -720,6 +742,7 @@ pub fn apply(
         lock: None,
         pid_flag: opts.pid.is_some(),
         commit_at_post_dump: None,
+        post_dump_committed: false,
     };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
@@ -838,6 +861,22 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
     })?;
     match dump_steps(run, pid, pre_dump) {
         Ok(out) => Ok(out),
+        Err(mut f) if run.post_dump_committed => {
+            // CRIU failed after the checkpoint was complete and it had been
+            // told to go on (it may have ended the tree already): the
+            // images are the checkpoint, keep them.
+            f.message = format!(
+                "{}; the checkpoint itself was complete (marked in CRIU's post-dump callback) and is kept",
+                f.message
+            );
+            f.hint = Some(format!(
+                "restore from {} (its images are whole); the run record and stats may be missing",
+                run.images_dir.display()
+            ));
+            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.keep_images = true;
+            Err(f)
+        }
         Err(mut f) => {
             // Never leave a directory that looks like a checkpoint.
             let _ = guard::quarantine(&run.images_dir);
@@ -853,7 +892,7 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
 fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
     let state = crate::apply::report::TargetState::of(pid);
     f.target = Some(state);
-    if !state.running && f.code == "criu::failed" {
+    if !state.running && !state.stopped && f.code == "criu::failed" {
         f.code = "apply::target-exited";
         f.message = format!(
             "{} failed: the target (pid {pid}) exited while it was being dumped",

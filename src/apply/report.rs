@@ -36,6 +36,11 @@ pub struct Failure {
     /// What became of the target of a failed checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetState>,
+    /// The images directory was left as this failure describes (complete,
+    /// or incomplete but restorable with `--force`): the caller must not
+    /// quarantine it.
+    #[serde(skip)]
+    pub keep_images: bool,
     /// Exit code.
     #[serde(skip)]
     pub exit: Exit,
@@ -55,6 +60,7 @@ impl Failure {
             hint: None,
             key: None,
             target: None,
+            keep_images: false,
             exit,
         }
     }
@@ -127,27 +133,43 @@ impl Failure {
 pub struct TargetState {
     /// The target's pid.
     pub pid: i32,
-    /// True when it still exists and is not a zombie.
+    /// True when it exists and runs (not a zombie, not stopped or traced).
     pub running: bool,
+    /// It exists but is stopped (state `T` or `t`): left stopped or still
+    /// traced; it runs again with SIGCONT.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl TargetState {
     /// Look at `pid` now.
     pub fn of(pid: i32) -> Self {
-        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|s| {
                 s.rsplit_once(')')
                     .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            })
-            .is_some_and(|state| state != "Z" && state != "X");
-        TargetState { pid, running }
+            });
+        let stopped = matches!(state.as_deref(), Some("T" | "t"));
+        let running = state
+            .as_deref()
+            .is_some_and(|st| !matches!(st, "Z" | "X" | "T" | "t"));
+        TargetState {
+            pid,
+            running,
+            stopped,
+        }
     }
 
     /// One line for the details block.
     pub fn describe(&self) -> String {
         if self.running {
             format!("pid {} is still running (nothing was lost)", self.pid)
+        } else if self.stopped {
+            format!(
+                "pid {} exists but is stopped: `kill -CONT {}` resumes it (and its children)",
+                self.pid, self.pid
+            )
         } else {
             format!("pid {} is no longer running", self.pid)
         }
