@@ -742,7 +742,9 @@ fn destination(
     );
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
-        let _ = guard::quarantine(&images_dir);
+        if !f.keep_images {
+            let _ = guard::quarantine(&images_dir);
+        }
     }
     drop(ps);
     result
@@ -1090,6 +1092,9 @@ fn destination_session(
                     ));
                     f.log_lines = crate::apply::report::log_excerpt(&d.log);
                     f.log = Some(d.log.clone());
+                    // The source has ended its tree: these images are now
+                    // the only copy. Never quarantine them.
+                    f.keep_images = true;
                     return Err(f);
                 }
             }
@@ -1109,22 +1114,41 @@ fn destination_session(
                 Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
                 Err(e) => e.to_string(),
             };
-            // The copy stays stopped for the operator: let the daemon finish
-            // delivering its pages first, so resuming it is safe.
-            if let Some(d) = daemon.as_mut() {
-                let _ = d.wait(Duration::from_secs(engine::LAZY_TRANSFER_LIMIT_S));
-            }
-            let _ = guard::quarantine(&images_dir);
+            // Whether the source ended its tree is unknown, so the images
+            // may be the only copy: marked incomplete (restore wants
+            // `--force`), never quarantined.
+            let _ = guard::mark_incomplete(&images_dir);
             let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
-            return Err(Failure::new(
-                "migrate::handover-unknown",
-                "handover",
-                format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
-                Exit::CriuFailed,
-            )
-            .hint(format!(
-                "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children; if it still runs there, kill this one"
-            )));
+            // A lazily restored copy may only be left for resuming once the
+            // daemon has delivered every page; otherwise it is killed and
+            // the images are what is left.
+            let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
+            let mut f = if complete {
+                Failure::new(
+                    "migrate::handover-unknown",
+                    "handover",
+                    format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
+                    Exit::CriuFailed,
+                )
+                .hint(format!(
+                    "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children (or restore {} with `--force`); if it still runs there, kill this one",
+                    images_dir.display()
+                ))
+            } else {
+                stopped.kill();
+                Failure::new(
+                    "migrate::handover-unknown",
+                    "handover",
+                    format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
+                    Exit::CriuFailed,
+                )
+                .hint(format!(
+                    "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
+                    images_dir.display()
+                ))
+            };
+            f.keep_images = true;
+            return Err(f);
         }
     }
     c.shutdown();
@@ -1541,11 +1565,30 @@ fn source_session(
             return Err(f);
         }
         (Err(e), Some(Ok((rp, _)))) => {
+            // CRIU failed after it was told to go on (the destination had
+            // restored): if it ended the tree here, the stopped copy there
+            // is the only one, so it gets the commit; if the tree still
+            // runs here, the error makes the destination kill its copy.
             let mut f = run.criu_failure("dump", e, Some(log));
-            f.message = format!(
-                "{}; the destination had already restored pid {rp:?}: check which copy runs before retrying",
-                f.message
-            );
+            let here = crate::apply::report::TargetState::of(pid);
+            f.target = Some(here);
+            let rp = rp.map_or_else(|| "?".to_string(), |p| p.to_string());
+            if here.running {
+                f.message = format!(
+                    "{}; process {pid} still runs here, so the copy restored at the destination (pid {rp}) is killed",
+                    f.message
+                );
+            } else {
+                let _ = c.send(&Msg::Summary {
+                    stats: json!({}),
+                    downtime_s,
+                });
+                c.shutdown();
+                f.message = format!(
+                    "{}; CRIU had already ended process {pid} here, so the copy at the destination (pid {rp}) was told to run",
+                    f.message
+                );
+            }
             return Err(f);
         }
         (Ok(_), Some(Err(f))) => return Err(f),
