@@ -85,22 +85,32 @@ pub enum DirError {
     },
 }
 
-/// A criu process named in the lock file by an earlier apply that is still
-/// running: the apply was killed, its CRIU finishes on its own.
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot) of a
+/// live, non-zombie process: with the pid it names one process for good,
+/// whatever its binary is called and however pids are reused.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (the state).
+    let state = *fields.first()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.get(22 - 3)?.parse().ok()
+}
+
+/// A criu process named in the lock file by an earlier apply (pid and start
+/// time) that is still running: the apply was killed, its CRIU finishes on
+/// its own.
 fn orphan_criu(lock_text: &str) -> Option<u32> {
-    let pid: u32 = lock_text
+    let mut it = lock_text
         .lines()
         .find_map(|l| l.strip_prefix("criu "))?
-        .trim()
-        .parse()
-        .ok()?;
-    // `/proc/PID/stat` is `PID (COMM) STATE ...`; a zombie (whose parent
-    // does not reap it) no longer works anywhere.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1;
-    let state = rest.split_whitespace().next()?;
-    (comm == "criu" && state != "Z" && state != "X").then_some(pid)
+        .split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let started: u64 = it.next()?.parse().ok()?;
+    (start_time(pid)? == started).then_some(pid)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
@@ -258,7 +268,11 @@ impl DirLock {
     /// Note the criu process that works for this apply, so that if the
     /// apply is killed, the next one waits for that CRIU to finish.
     pub fn note_criu(&self, criu_pid: u32) {
-        let text = format!("pid {}\ncriu {criu_pid}\n", std::process::id());
+        let text = format!(
+            "pid {}\ncriu {criu_pid} {}\n",
+            std::process::id(),
+            start_time(criu_pid).unwrap_or(0)
+        );
         let f: &File = &self._lock;
         let _ = f.set_len(0);
         let _ = f.write_all_at(text.as_bytes(), 0);
@@ -420,6 +434,17 @@ mod tests {
             Err(DirError::UnsafeSymlink { why, .. }) => assert!(why.contains("others can write")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_orphan_is_named_by_pid_and_start_time() {
+        let me = std::process::id();
+        let t = start_time(me).unwrap();
+        assert_eq!(orphan_criu(&format!("pid 1\ncriu {me} {t}\n")), Some(me));
+        // Same pid, another process (pid reuse): not an orphan.
+        assert_eq!(orphan_criu(&format!("pid 1\ncriu {me} {}\n", t + 1)), None);
+        assert_eq!(orphan_criu("pid 1\ncriu 999999999 5\n"), None);
+        assert_eq!(orphan_criu("pid 1\n"), None);
     }
 
     #[test]
