@@ -357,6 +357,12 @@ impl Received {
             )
             .key("images.dir")
         };
+        let sha256 = &sha256.to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(reject(format!(
+                "image {name}: {sha256:?} is not a sha256 in hex"
+            )));
+        }
         if data.len() > IMAGE_CHUNK.div_ceil(3) * 4 {
             return Err(reject(format!(
                 "image {name}: a chunk larger than {} KiB",
@@ -365,7 +371,7 @@ impl Received {
         }
         match &self.partial {
             Some(p) => {
-                if p.name != name || p.size != size || p.sha256 != sha256 || p.written != offset {
+                if p.name != name || p.size != size || p.sha256 != *sha256 || p.written != offset {
                     return Err(reject(format!(
                         "image {name} at offset {offset}: expected {} at offset {}",
                         p.name, p.written
@@ -402,7 +408,7 @@ impl Received {
                 self.partial = Some(Partial {
                     name: name.to_string(),
                     size,
-                    sha256: sha256.to_ascii_lowercase(),
+                    sha256: sha256.clone(),
                     written: 0,
                     hash: Sha256::default(),
                     file: create_tmp(dir).map_err(io_fail)?,
@@ -773,9 +779,28 @@ mod tests {
             fs_err::read(dst.path().join("core-1.img")).unwrap(),
             b"abcdef"
         );
+        // The digest's case does not matter, from chunk to chunk.
+        let upper = sha256_hex(b"xyz").to_ascii_uppercase();
+        rx.accept(dst.path(), "fs-1.img", 3, &upper, 0, &base64_encode(b"xy"))
+            .unwrap();
+        rx.accept(
+            dst.path(),
+            "fs-1.img",
+            3,
+            &sha256_hex(b"xyz"),
+            2,
+            &base64_encode(b"z"),
+        )
+        .unwrap();
+        assert!(
+            rx.accept(dst.path(), "x-1.img", 1, "nothex", 0, "YQ==")
+                .unwrap_err()
+                .message
+                .contains("not a sha256")
+        );
         // An empty file is one chunk with no data.
         rx.accept(dst.path(), "empty.img", 0, &sha256_hex(b""), 0, "")
             .unwrap();
-        assert_eq!(rx.names.len(), 2);
+        assert_eq!(rx.names.len(), 3);
     }
 }

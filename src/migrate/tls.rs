@@ -54,9 +54,22 @@ fn cfg_err(key: &'static str, message: String) -> TlsConfigError {
     TlsConfigError { key, message }
 }
 
+/// A PEM file: a regular file of at most 1 MiB (a FIFO or a device named
+/// here must not hang or stream into ckptctl).
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
-    std::fs::read(path)
-        .map_err(|e| cfg_err(key, format!("`{key}`: cannot read {}: {e}", path.display())))
+    use crate::profile::load::{Limited, read_limited};
+    read_limited(path, 1 << 20).map_err(|e| {
+        let why = match e {
+            Limited::Io(e) => e.to_string(),
+            Limited::Directory => "it is a directory".into(),
+            Limited::NotRegular(what) => format!("it is {what}, not a regular file"),
+            Limited::TooLarge => "it is larger than 1 MiB".into(),
+        };
+        cfg_err(
+            key,
+            format!("`{key}`: cannot read {}: {why}", path.display()),
+        )
+    })
 }
 
 fn provider() -> Arc<CryptoProvider> {
