@@ -25,9 +25,10 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
-if ! cargo fuzz --help >/dev/null 2>&1; then
-    echo "==> installing cargo-fuzz"
-    cargo install --locked cargo-fuzz
+CARGO_FUZZ_VERSION="0.13.2"
+if [[ "$(cargo fuzz --version 2>/dev/null || true)" != "cargo-fuzz ${CARGO_FUZZ_VERSION}" ]]; then
+    echo "==> installing cargo-fuzz ${CARGO_FUZZ_VERSION}"
+    cargo install --locked cargo-fuzz --version "${CARGO_FUZZ_VERSION}"
 fi
 
 # No sanitizer (the library forbids unsafe code; libFuzzer still catches
@@ -41,7 +42,14 @@ cargo "${toolchain[@]}" fuzz build "${build[@]}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 status=0
-for target in $(cargo "${toolchain[@]}" fuzz list); do
+# The list first: a failure inside `$(...)` in a `for` would not stop us,
+# and an empty list would pass without fuzzing anything.
+targets="$(cargo "${toolchain[@]}" fuzz list)"
+if [[ -z "$targets" ]]; then
+    echo "fuzz smoke: \`cargo fuzz list\` found no targets" >&2
+    exit 1
+fi
+for target in $targets; do
     if [ ! -d "corpus/$target" ]; then
         echo "fuzz smoke: no seed corpus for $target (fuzz/corpus/$target)" >&2
         status=1
