@@ -130,11 +130,35 @@ fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
     let script = format!(
         "i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
     );
+    start_in_src(net, dir, procs, &["sh", "-c", &script], counter)
+}
+
+/// A counter like [`start_workload`]'s that also holds `mib` MiB of touched
+/// memory (python3), so that a lazy restore still has pages to deliver
+/// after the resume.
+fn start_memory_workload(net: &Net, dir: &Path, procs: &mut Procs, mib: u32) -> (i32, PathBuf) {
+    let counter = dir.join("counter");
+    let c = counter.display().to_string();
+    let code = format!(
+        "import os,time\nb=bytearray({mib}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
+         i=0\nwhile True:\n i+=1\n open({c:?}+'.t','w').write(str(i))\n os.rename({c:?}+'.t',{c:?})\n time.sleep(0.05)\n"
+    );
+    start_in_src(net, dir, procs, &["python3", "-c", &code], counter)
+}
+
+fn start_in_src(
+    net: &Net,
+    dir: &Path,
+    procs: &mut Procs,
+    argv: &[&str],
+    counter: PathBuf,
+) -> (i32, PathBuf) {
     // Its own cwd: the parasite of a dump mounts proc at `./proc.crtools`
     // (the tree's /proc belongs to another pid namespace), so two trees
     // dumped at once from one cwd make one dump fail.
     let child = Net::enter(&net.src)
-        .args(["unshare", "--pid", "--fork", "setsid", "sh", "-c", &script])
+        .args(["unshare", "--pid", "--fork", "setsid"])
+        .args(argv)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -150,7 +174,7 @@ fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
     }));
     procs.pids.push(init);
     assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) >= 2),
+        wait_until(Duration::from_secs(60), || read_counter(&counter) >= 2),
         "counter does not advance"
     );
     (init, counter)
@@ -1188,4 +1212,91 @@ fn migrates_post_copy_from_the_destination_images() {
             "no {name} step: {rec}"
         );
     }
+}
+
+/// Post-copy where the lazy-pages daemon dies right after the resume
+/// (injected with `CKPTCTL_FAULT`: it finishes in milliseconds here). The
+/// source has ended its tree, so the images at the destination are the only
+/// copy: the incomplete copy is killed, the images stay a complete
+/// checkpoint, and a plain restore from them brings the process back.
+#[test]
+fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    // 1 GiB: the daemon is still delivering pages when the tree resumes.
+    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 1024);
+    let profile = write_profile(tmp.path(), &net, "60s", "\n[lazy_pages]\nenabled = true\n");
+    let mut cmd = Net::enter(&net.dst);
+    cmd.env("CKPTCTL_FAULT", "lazy-daemon-dies-after-resume")
+        .arg(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(&profile)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = start_destination(cmd);
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    procs.children.push(child);
+    let dst_out = out_t.join().unwrap();
+    let dst_err = err_t.join().unwrap();
+    assert!(src.status.success(), "{}", show(&src));
+    assert!(
+        dst_err.contains("fault injected"),
+        "the daemon had finished before the resume: {dst_err}"
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(3),
+        "{dst_out}\n{dst_err}"
+    );
+    assert!(dst_out.contains("apply::lazy-pages"), "{dst_out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "the source tree still runs"
+    );
+    // The images are the only copy, and a whole checkpoint.
+    let images = tmp.path().join("images");
+    assert!(images.join("ckptctl.complete").exists(), "{dst_out}");
+    assert!(!images.join("ckptctl.incomplete").exists());
+    assert!(images.join("inventory.img").exists(), "quarantined");
+    let frozen_at = read_counter(&counter);
+    let rs = tmp.path().join("rs.toml");
+    fs_err::write(
+        &rs,
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"images\"\nwork_dir = \"work-rs\"\n[restore]\npidfile = \"restored.pid\"\n",
+    )
+    .unwrap();
+    let o = Net::enter(&net.dst)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&rs)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let pid: i32 = fs_err::read_to_string(tmp.path().join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    procs.pids.push(pid);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter)
+            > frozen_at + 2),
+        "the restored copy does not count on"
+    );
 }

@@ -129,6 +129,11 @@ impl LazyDaemon {
         true
     }
 
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stop it now.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

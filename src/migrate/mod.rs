@@ -1055,6 +1055,21 @@ fn destination_session(
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
             if let Some(d) = daemon.as_mut() {
+                // Fault injection for the tests (as CRIU has `CRIU_FAULT`):
+                // the daemon dies right after the resume.
+                if std::env::var_os("CKPTCTL_FAULT")
+                    .is_some_and(|v| v == "lazy-daemon-dies-after-resume")
+                {
+                    if let Some(dp) = d.pid().and_then(|p| i32::try_from(p).ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(dp),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        run.progress(&format!(
+                            "fault injected: killed the lazy-pages daemon (pid {dp})"
+                        ));
+                    }
+                }
                 let started = run.record.elapsed();
                 run.progress("running; waiting for the lazy pages to arrive");
                 let t = Instant::now();
