@@ -556,6 +556,46 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Start the local lazy-pages daemon for this run's images (ready on its
+    /// status pipe within `timeout`) and record it.
+    pub fn start_lazy_daemon(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<crate::apply::lazy::LazyDaemon, Failure> {
+        self.progress("starting the lazy-pages daemon");
+        let started = self.record.elapsed();
+        let d = crate::apply::lazy::LazyDaemon::start(
+            &self.criu.path,
+            self.profile,
+            &self.images_dir,
+            &self.work_dir,
+            timeout,
+        )?;
+        self.record.step(
+            "lazy-pages ready",
+            started,
+            true,
+            Some(d.log.clone()),
+            Vec::new(),
+        );
+        Ok(d)
+    }
+
+    /// Wait until the lazy-pages daemon delivered every page (it exits),
+    /// and record the transfer; false when it failed or took too long.
+    pub fn wait_lazy_daemon(&mut self, d: &mut crate::apply::lazy::LazyDaemon) -> bool {
+        let started = self.record.elapsed();
+        let ok = d.wait(Duration::from_secs(LAZY_TRANSFER_LIMIT_S));
+        self.record.step(
+            "lazy-pages transfer",
+            started,
+            ok,
+            Some(d.log.clone()),
+            Vec::new(),
+        );
+        ok
+    }
+
     /// Print a progress line (human output only).
     pub fn progress(&self, msg: &str) {
         // stderr only, so it never mixes with JSON on stdout; -q hides it.
@@ -1159,22 +1199,7 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
             },
             "lazy_pages.enabled",
         )?;
-        run.progress("starting the lazy-pages daemon");
-        let started = run.record.elapsed();
-        let d = crate::apply::lazy::LazyDaemon::start(
-            &run.criu.path,
-            p,
-            &run.images_dir,
-            &run.work_dir,
-            Duration::from_secs(60),
-        )?;
-        run.record.step(
-            "lazy-pages ready",
-            started,
-            true,
-            Some(d.log.clone()),
-            Vec::new(),
-        );
+        let d = run.start_lazy_daemon(Duration::from_secs(60))?;
         if let Some(s) = run.status.as_mut() {
             s.ready();
         }
@@ -1200,16 +1225,8 @@ fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     };
     let pid = resp.restore.map(|r| r.pid);
     if let Some(mut d) = daemon {
-        let started = run.record.elapsed();
         run.progress("waiting for the lazy pages to arrive");
-        let ok = d.wait(Duration::from_secs(LAZY_TRANSFER_LIMIT_S));
-        run.record.step(
-            "lazy-pages transfer",
-            started,
-            ok,
-            Some(d.log.clone()),
-            Vec::new(),
-        );
+        let ok = run.wait_lazy_daemon(&mut d);
         if !ok {
             // Pages that never arrived would read as zeros once the daemon
             // is gone: the restored tree cannot be trusted, so end it.

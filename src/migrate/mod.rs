@@ -971,23 +971,7 @@ fn destination_session(
     // Post-copy from the images here: the daemon serves the pages to the
     // restored tree, which can run before they are all in memory.
     let mut daemon = if lazy_local(p) {
-        run.progress("starting the lazy-pages daemon");
-        let started = run.record.elapsed();
-        let d = crate::apply::lazy::LazyDaemon::start(
-            run.criu_path(),
-            p,
-            &images_dir,
-            run.work_dir(),
-            to,
-        )?;
-        run.record.step(
-            "lazy-pages ready",
-            started,
-            true,
-            Some(d.log.clone()),
-            Vec::new(),
-        );
-        Some(d)
+        Some(run.start_lazy_daemon(to)?)
     } else {
         None
     };
@@ -1070,17 +1054,9 @@ fn destination_session(
                         ));
                     }
                 }
-                let started = run.record.elapsed();
                 run.progress("running; waiting for the lazy pages to arrive");
                 let t = Instant::now();
-                let ok = d.wait(Duration::from_secs(engine::LAZY_TRANSFER_LIMIT_S));
-                run.record.step(
-                    "lazy-pages transfer",
-                    started,
-                    ok,
-                    Some(d.log.clone()),
-                    Vec::new(),
-                );
+                let ok = run.wait_lazy_daemon(d);
                 downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
                 if !ok {
                     // Pages that never arrived would read as zeros: the copy
