@@ -1253,6 +1253,16 @@ fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
     procs.children.push(child);
     let dst_out = out_t.join().unwrap();
     let dst_err = err_t.join().unwrap();
+    // Should the fault not have been injected, the migrated copy runs:
+    // make sure it is killed at the end.
+    for v in dst_out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if let Some(p) = v["restored_pid"].as_i64() {
+            procs.pids.push(p as i32);
+        }
+    }
     assert!(src.status.success(), "{}", show(&src));
     assert!(
         dst_err.contains("fault injected"),
