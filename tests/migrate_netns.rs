@@ -180,6 +180,29 @@ fn start_in_src(
     (init, counter)
 }
 
+/// From the source host, a connection to the destination's control port
+/// that sends `line` (nothing when empty), waits a moment and closes: a port
+/// scan or health check the destination must ignore.
+fn stray_connection(net: &Net, line: &str) {
+    let send = if line.is_empty() {
+        String::new()
+    } else {
+        format!("echo '{line}' >&3; ")
+    };
+    let st = Net::enter(&net.src)
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/27401; {send}sleep 0.3; exec 3>&-",
+                net.dst_ip()
+            ),
+        ])
+        .status()
+        .expect("stray connection");
+    assert!(st.success(), "the stray connection could not connect");
+}
+
 fn write_profile(dir: &Path, net: &Net, step_timeout: &str, extra: &str) -> PathBuf {
     let p = dir.join("migrate.toml");
     let text = format!(
@@ -390,18 +413,7 @@ fn migrates_a_counter_between_two_netns_hosts() {
 
     // A stray connection first (a port scan, a health check) that says
     // nothing and closes: the destination must keep waiting for the source.
-    let stray = Net::enter(&net.src)
-        .args([
-            "bash",
-            "-c",
-            &format!(
-                "exec 3<>/dev/tcp/{}/27401; sleep 0.2; exec 3>&-",
-                net.dst_ip()
-            ),
-        ])
-        .status()
-        .expect("stray connection");
-    assert!(stray.success(), "the stray connection could not connect");
+    stray_connection(&net, "");
 
     // Source.
     let Migrated {
@@ -986,18 +998,7 @@ fn migrates_over_tls() {
         .args(["--role", "destination", "--status-fd", "3"]);
     let dest = start_destination(cmd);
     // A stray plaintext client: its failed handshake is ignored.
-    let stray = Net::enter(&net.src)
-        .args([
-            "bash",
-            "-c",
-            &format!(
-                "exec 3<>/dev/tcp/{}/27401; echo '{{}}' >&3; sleep 0.3; exec 3>&-",
-                net.dst_ip()
-            ),
-        ])
-        .status()
-        .expect("stray connection");
-    assert!(stray.success(), "the stray connection could not connect");
+    stray_connection(&net, "{}");
 
     let Migrated {
         dst_stderr,

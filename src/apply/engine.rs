@@ -1051,7 +1051,11 @@ fn dump_steps(
         &run.images_dir,
         &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
     )
-    .map_err(|e| Failure::new("apply::dir", "finish", format!("cannot mark the checkpoint complete: {e}"), Exit::CriuFailed))?;
+    .map_err(|e| {
+        Failure::new("apply::dir", "finish", format!("cannot mark the checkpoint complete: {e}"), Exit::CriuFailed)
+            .key("images.dir")
+            .hint("check the permissions and free space of `images.dir`")
+    })?;
     Ok(Outcome {
         action: "checkpoint".into(),
         pid: Some(pid),

@@ -568,6 +568,7 @@ fn protocol(waiting_for: &str, got: &Msg) -> Failure {
         ),
         Exit::CriuFailed,
     )
+    .hint("run the same ckptctl version with the same profile on both hosts; the other side's output says what it did")
 }
 
 /// A receive failure as a step failure.
@@ -602,6 +603,7 @@ fn peer_error(step: &str, message: &str, exit: u8, tree_note: &str) -> Failure {
         format!("the other side stopped: {message}{tree_note}"),
         exit,
     )
+    .hint("fix what the other host's diagnostic names (its own output has the key and the CRIU log), then start both roles again")
 }
 
 fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
@@ -1154,6 +1156,8 @@ fn destination_session(
             format!("the tree runs here, but the images cannot be marked complete: {e}"),
             Exit::CriuFailed,
         )
+        .key("images.dir")
+        .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
     })?;
     Ok(MigrateOutcome {
         event: "migrated",
@@ -1322,7 +1326,9 @@ fn wait_page_server(run: &mut Run<'_>, ps: &mut PageServer, to: Duration) -> Res
                 "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"
             ),
             Exit::CriuFailed,
-        );
+        )
+        .key("page_server.port")
+        .hint("read the page-server log lines below (a port taken, a full disk, a broken connection); the source keeps its tree, start both roles again");
         f.log = Some(log);
         f.log_lines = lines;
         return Err(f);
