@@ -15,6 +15,7 @@ use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::apply::record::RunRecord;
 use crate::apply::report::{Failure, cause_advice};
 use crate::apply::status_fd::StatusFd;
+use crate::apply::watch::TargetWatch;
 use crate::cli::output::{Exit, Ui};
 use crate::criu::KnownCause;
 use crate::criu::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType};
@@ -387,6 +388,9 @@ pub struct Run<'a> {
     /// complete: from then on CRIU may end the tree, and the images are the
     /// checkpoint whatever CRIU does next.
     post_dump_committed: bool,
+    /// The pid a dump step works on: watched while the step runs (see
+    /// [`crate::apply::watch`]).
+    watch_target: Option<i32>,
 }
 
 impl<'a> Run<'a> {
@@ -413,6 +417,7 @@ impl<'a> Run<'a> {
             pid_flag: false,
             commit_at_post_dump: None,
             post_dump_committed: false,
+            watch_target: None,
         }
     }
 
@@ -636,6 +641,10 @@ impl<'a> Run<'a> {
         let commit = self.commit_at_post_dump.take();
         let mut commit_error: Option<std::io::Error> = None;
         let mut committed = false;
+        let watch = self
+            .watch_target
+            .map(|t| TargetWatch::start(t, swrk.pid(), crate::apply::watch::GRACE));
+        let disarm = watch.as_ref().map(TargetWatch::disarm_handle);
         // Fault injection for the tests (as CRIU has `CRIU_FAULT`): CRIU
         // dies right after the checkpoint was committed, a window too short
         // to hit from outside.
@@ -670,6 +679,9 @@ impl<'a> Run<'a> {
                             return NotifyReply::fail();
                         }
                         committed = true;
+                        if let Some(d) = &disarm {
+                            d.store(false, Ordering::SeqCst);
+                        }
                         if let Some(pid) = die_after_commit.and_then(|p| i32::try_from(p).ok()) {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid),
@@ -683,6 +695,7 @@ impl<'a> Run<'a> {
             swrk.call(&req, &mut cb)
         };
         self.post_dump_committed |= committed;
+        let watchdog_fired = watch.is_some_and(TargetWatch::finish);
         let res = res.and_then(|r| expect_success(step, want, r));
         let stderr = swrk.stderr_tail();
         let _ = swrk.finish();
@@ -695,6 +708,14 @@ impl<'a> Run<'a> {
                 self.record
                     .step(step, started, false, Some(log.clone()), notes);
                 let mut f = self.criu_failure(step, e, Some(log));
+                if watchdog_fired {
+                    f.code = "apply::target-exited";
+                    f.message = format!(
+                        "{step} failed: the target (pid {}) exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
+                        self.watch_target.unwrap_or(0),
+                        crate::apply::watch::GRACE.as_secs()
+                    );
+                }
                 if let Some(e) = commit_error {
                     f.code = "apply::dir";
                     f.message = format!(
@@ -783,6 +804,7 @@ pub fn apply(
         pid_flag: opts.pid.is_some(),
         commit_at_post_dump: None,
         post_dump_committed: false,
+        watch_target: None,
     };
     let result = match action {
         Action::Checkpoint => checkpoint(&mut run, &opts),
@@ -932,12 +954,15 @@ fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure
 fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
     let state = crate::apply::report::TargetState::of(pid);
     f.target = Some(state);
-    if !state.running && !state.stopped && f.code == "criu::failed" {
-        f.code = "apply::target-exited";
-        f.message = format!(
-            "{} failed: the target (pid {pid}) exited while it was being dumped",
-            f.step
-        );
+    if !state.running && !state.stopped && matches!(f.code, "criu::failed" | "apply::target-exited")
+    {
+        if f.code == "criu::failed" {
+            f.code = "apply::target-exited";
+            f.message = format!(
+                "{} failed: the target (pid {pid}) exited while it was being dumped",
+                f.step
+            );
+        }
         f.hint = Some("nothing was dumped that could be restored: find out why the process ended (its own logs, `dmesg` for the OOM killer), start it again and rerun apply".into());
         f.key = if run.pid_flag {
             None
@@ -983,6 +1008,7 @@ fn dump_steps(
     let p = run.profile;
     let images = open_dir(&run.images_dir)?;
     let work = open_dir(&run.work_dir)?;
+    run.watch_target = Some(pid);
     let mut done_rounds: u32 = 0;
     let mut rounds = Vec::new();
     if let Some(pd) = pre_dump {

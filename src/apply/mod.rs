@@ -4,7 +4,8 @@
 //! [`manifest`] records a completed checkpoint's files and checks them
 //! before restore; [`lazy`] runs the local lazy-pages daemon; [`converge`] is the pre-copy
 //! rule; [`record`] writes `ckptctl-run.json`; [`report`] turns failures
-//! into diagnostics at profile keys; [`check`] is the preflight.
+//! into diagnostics at profile keys; [`check`] is the preflight; [`watch`]
+//! stops a CRIU that hangs after its target died.
 
 pub mod check;
 pub mod converge;
@@ -15,3 +16,4 @@ pub mod manifest;
 pub mod record;
 pub mod report;
 pub mod status_fd;
+pub mod watch;

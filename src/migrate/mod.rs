@@ -1511,6 +1511,10 @@ fn source_session(
     let started = run.record.elapsed();
     let t_dump = Instant::now();
     let mut swrk = run.swrk()?;
+    // CRIU can hang when the tree dies under it: the watchdog ends it.
+    let watch =
+        crate::apply::watch::TargetWatch::start(pid, swrk.pid(), crate::apply::watch::GRACE);
+    let disarm = watch.disarm_handle();
     // None: post-dump not reached; Some(Ok(pid)): restored there; Some(Err): vetoed.
     let mut handoff: Option<Result<(Option<i32>, Json), Failure>> = None;
     let mut notes: Vec<(String, f64)> = Vec::new();
@@ -1519,6 +1523,8 @@ fn source_session(
         let mut cb = |n: &crate::criu::Notify| {
             notes.push((n.script.clone(), base + t_dump.elapsed().as_secs_f64()));
             if n.script == "post-dump" {
+                // From here CRIU may end the tree itself.
+                disarm.store(false, Ordering::SeqCst);
                 let r = hand_over(
                     c,
                     to,
@@ -1543,6 +1549,7 @@ fn source_session(
         };
         swrk.call(&CriuReq::with_opts(CriuReqType::Dump, o), &mut cb)
     };
+    let watchdog_fired = watch.finish();
     let res = res.and_then(|r| expect_success("dump", CriuReqType::Dump, r));
     let _ = swrk.finish();
     let downtime_s = t_dump.elapsed().as_secs_f64();
@@ -1558,7 +1565,17 @@ fn source_session(
         }
         (Err(e), None) => {
             let mut f = run.criu_failure("dump", e, Some(log));
-            f.message.push_str(&resumed);
+            if watchdog_fired {
+                f.code = "apply::target-exited";
+                f.message = format!(
+                    "dump failed: process {pid} exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
+                    crate::apply::watch::GRACE.as_secs()
+                );
+                f.hint = Some("nothing was migrated: find out why the process ended, start it again and rerun both roles".into());
+            } else {
+                f.message.push_str(&resumed);
+            }
+            f.target = Some(crate::apply::report::TargetState::of(pid));
             return Err(f);
         }
         (Err(e), Some(Ok((rp, _)))) => {
