@@ -222,11 +222,7 @@ fn toml_value(file: FileId, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
     let span = Span::new(file, s.start, s.end);
     let kind = match v.get_ref() {
         DeValue::String(s) => Kind::Str(s.to_string()),
-        DeValue::Integer(i) => match parse_toml_int(i.as_str(), i.radix()) {
-            Some(n) => Kind::Int(n),
-            // Too large for i64: keep it as a float so range checks report it.
-            None => Kind::Float(f64::INFINITY),
-        },
+        DeValue::Integer(i) => toml_int(i.as_str(), i.radix()),
         DeValue::Float(f) => Kind::Float(parse_toml_float(f.as_str())),
         DeValue::Boolean(b) => Kind::Bool(*b),
         DeValue::Datetime(_) => Kind::DateTime,
@@ -236,19 +232,16 @@ fn toml_value(file: FileId, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
     Node { kind, span }
 }
 
-fn parse_toml_int(raw: &str, radix: u32) -> Option<i64> {
-    let clean: String = raw.chars().filter(|c| *c != '_').collect();
-    let (neg, digits) = match clean.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, clean.strip_prefix('+').unwrap_or(&clean)),
-    };
-    let digits = if radix == 10 {
-        digits
-    } else {
-        digits.get(2..).unwrap_or("")
-    };
-    let n = i64::from_str_radix(digits, radix).ok()?;
-    Some(if neg { -n } else { n })
+/// A TOML integer: the parser hands over its digits in `from_str_radix` form
+/// (sign kept, `0x`/`0o`/`0b` prefix and `_` separators already removed).
+fn toml_int(digits: &str, radix: u32) -> Kind {
+    match i64::from_str_radix(digits, radix) {
+        Ok(n) => Kind::Int(n),
+        // Beyond 64 bits: an infinity of the right sign, so range checks
+        // report it as too large (or too small) rather than as a type error.
+        Err(_) if digits.starts_with('-') => Kind::Float(f64::NEG_INFINITY),
+        Err(_) => Kind::Float(f64::INFINITY),
+    }
 }
 
 fn parse_toml_float(raw: &str) -> f64 {
