@@ -62,11 +62,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use crate::apply::engine::{self, INTERRUPTED, Run, dir_failure, open_dir};
+use crate::apply::bootstrap::{self, dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::apply::record::RunRecord;
 use crate::apply::report::Failure;
+use crate::apply::session::Run;
+use crate::apply::signals::INTERRUPTED;
 use crate::apply::status_fd::StatusFd;
+use crate::apply::{checkpoint, restore, signals, target};
 use crate::cli::output::{Exit, Ui};
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
@@ -319,7 +322,7 @@ fn tls_failure(step: &str, e: &rustls::Error, tree_note: &str) -> Failure {
 fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     let p = run.profile();
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
-        engine::feature_gate(
+        bootstrap::feature_gate(
             run,
             CriuFeatures {
                 lazy_pages: Some(true),
@@ -343,7 +346,7 @@ fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     }
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
-        engine::feature_gate(
+        bootstrap::feature_gate(
             run,
             CriuFeatures {
                 mem_track: Some(true),
@@ -395,14 +398,14 @@ pub fn run(
     ui: &Ui,
     mut opts: MigrateOptions,
 ) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
-    engine::install_signal_handlers();
+    signals::install_signal_handlers();
     let mut record = RunRecord::for_profile(p, profile_file);
     record.role = Some(role_name(opts.role).to_string());
     let mut status = opts.status_fd.take();
     let prepared = (|| {
         let mig = migration(p, opts.role)?;
         let (criu, version) = prepare_criu(p, opts.criu.as_deref(), &mut record)?;
-        let (images_dir, work_dir) = engine::dirs(p)?;
+        let (images_dir, work_dir) = bootstrap::dirs(p)?;
         Ok((mig, criu, version, images_dir, work_dir))
     })();
     let (mig, criu, version, images_dir, work_dir) = match prepared {
@@ -448,8 +451,8 @@ fn prepare_criu(
     flag: Option<&Path>,
     record: &mut RunRecord,
 ) -> Result<(FoundCriu, CriuVersion), Failure> {
-    engine::hermetic_env(p);
-    let (found, v, spare) = engine::prepare_criu(p, flag, record)?;
+    bootstrap::hermetic_env(p);
+    let (found, v, spare) = bootstrap::prepare_criu(p, flag, record)?;
     let _ = spare.finish();
     Ok((found, v))
 }
@@ -1001,14 +1004,14 @@ fn destination_session(
     let stopped = Stopped(pid.filter(|p| *p > 0));
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
-        if let Err(e) = engine::write_pidfile(&pf.value.resolved, pid) {
+        if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
             run.ui().error(format!(
                 "restored pid {pid}, but cannot write {}: {e}",
                 pf.value.resolved.display()
             ));
         }
     }
-    let restore_stats = engine::stats_json(&run.work_dir().join("stats-restore"), &[]);
+    let restore_stats = checkpoint::stats_json(&run.work_dir().join("stats-restore"), &[]);
     if let Err(e) = c.send(&Msg::Restored {
         pid,
         stats: restore_stats.clone(),
@@ -1346,7 +1349,7 @@ fn source(
     version: &CriuVersion,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
-    let pid = engine::resolve_pid(p, opts.pid)?;
+    let pid = target::resolve_pid(p, opts.pid)?;
     let to = mig.step_timeout;
     let untouched = format!("; process {pid} was not touched");
     run.progress(&format!(
@@ -1615,7 +1618,7 @@ fn source_session(
             ));
         }
     };
-    let stats = engine::stats_json(&work_dir.join("stats-dump"), &[]);
+    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &[]);
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
