@@ -16,5 +16,6 @@ pub mod plan;
 pub mod policy;
 pub mod profile;
 pub mod render;
+pub mod reporter;
 pub mod source;
 pub mod validate;

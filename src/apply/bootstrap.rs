@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::session::Run;
+use super::session::Session;
 use crate::apply::guard::{self};
 use crate::apply::record::RunRecord;
 use crate::apply::report::{Failure, cause_advice};
@@ -245,7 +245,7 @@ pub(crate) fn work_dir_key(p: &Profile) -> &'static str {
 
 /// Probe CRIU features; a missing one fails with the profile key that needs it.
 pub fn feature_gate(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     want: CriuFeatures,
     key: &'static str,
 ) -> Result<(), Failure> {
@@ -262,7 +262,7 @@ pub fn feature_gate(
         .map_err(|e| run.criu_failure("feature check", e, None))?
         .features
         .unwrap_or_default();
-    run.spare = Some(s);
+    run.keep_spare(s);
     let missing = (want.mem_track == Some(true) && got.mem_track != Some(true))
         || (want.lazy_pages == Some(true) && got.lazy_pages != Some(true));
     if missing {
@@ -271,7 +271,7 @@ pub fn feature_gate(
         } else {
             crate::criu::KnownCause::LazyPagesUnsupported
         };
-        let (hint, _) = cause_advice(cause, "feature check", run.profile);
+        let (hint, _) = cause_advice(cause, "feature check", run.profile());
         return Err(Failure::new(
             cause.code(),
             "feature check",

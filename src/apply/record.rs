@@ -186,13 +186,26 @@ impl RunRecord {
         });
     }
 
+    /// Mark the run successful, with its root pid and statistics.
+    pub fn succeed(&mut self, pid: Option<i32>, stats: serde_json::Value) {
+        self.outcome = "ok".into();
+        self.pid = pid;
+        self.stats = stats;
+        self.total_s = round(self.elapsed());
+    }
+
     /// Write `ckptctl-run.json` (0600) into `dir`.
     pub fn write(&mut self, dir: &Path) -> std::io::Result<PathBuf> {
+        self.write_as(dir, RUN_RECORD)
+    }
+
+    /// Write the record (0600, never through a symlink) as `dir/name`.
+    pub fn write_as(&mut self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         self.total_s = round(self.elapsed());
         self.ckptctl_peak_rss_kib = peak_rss_kib();
-        let path = dir.join(RUN_RECORD);
+        let path = dir.join(name);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)

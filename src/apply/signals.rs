@@ -4,10 +4,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set by SIGINT/SIGTERM: the next NOTIFY is answered with failure, which
 /// makes CRIU abort and resume the tree.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// True once SIGINT or SIGTERM arrived during this run.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Catch SIGINT/SIGTERM for the duration of an apply.

@@ -1,7 +1,7 @@
 //! The process a checkpoint works on: its pid, and what became of it
 //! after a failed dump.
 
-use super::session::Run;
+use super::session::Session;
 use crate::apply::report::Failure;
 use crate::cli::output::Exit;
 use crate::profile::Profile;
@@ -87,7 +87,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
 /// After a failed dump: say whether the target still runs (CRIU resumes it
 /// on every error it survives), name a target that exited during the dump,
 /// and give the free space when the images filesystem filled up.
-pub(crate) fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
+pub(crate) fn explain_target(run: &Session<'_>, f: &mut Failure, pid: i32) {
     let state = crate::apply::report::TargetState::of(pid);
     f.target = Some(state);
     if !state.running && !state.stopped && matches!(f.code, "criu::failed" | "apply::target-exited")
@@ -100,10 +100,10 @@ pub(crate) fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
             );
         }
         f.hint = Some("nothing was dumped that could be restored: find out why the process ended (its own logs, `dmesg` for the OOM killer), start it again and rerun apply".into());
-        f.key = if run.pid_flag {
+        f.key = if run.pid_flag() {
             None
         } else if run
-            .profile
+            .profile()
             .target
             .as_ref()
             .is_some_and(|t| t.value.pidfile.is_some())
@@ -114,7 +114,7 @@ pub(crate) fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
         };
     }
     if f.code == crate::criu::KnownCause::NoSpace.code() {
-        if let Ok(st) = nix::sys::statvfs::statvfs(&run.images_dir) {
+        if let Ok(st) = nix::sys::statvfs::statvfs(run.images_dir()) {
             let free = st.blocks_available() * st.fragment_size();
             let total = st.blocks() * st.fragment_size();
             f.message.push_str(&format!(

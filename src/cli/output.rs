@@ -146,3 +146,25 @@ impl Ui {
         }
     }
 }
+
+impl crate::reporter::Reporter for Ui {
+    fn note(&self, msg: &str) {
+        Ui::note(self, msg);
+    }
+
+    fn error(&self, msg: &str) {
+        Ui::error(self, msg);
+    }
+
+    fn data(&self, text: &str) {
+        Ui::data(self, text);
+    }
+
+    fn json(&self) -> bool {
+        Ui::json(self)
+    }
+
+    fn verbose(&self) -> u8 {
+        self.verbose
+    }
+}

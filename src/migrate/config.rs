@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::apply::bootstrap::{self};
 use crate::apply::report::Failure;
-use crate::apply::session::Run;
+use crate::apply::session::Session;
 use crate::cli::output::Exit;
 use crate::criu::rpc::CriuFeatures;
 use crate::profile::Profile;
@@ -167,7 +167,7 @@ pub(crate) fn tls_config_failure(e: tls::TlsConfigError) -> Failure {
 
 /// Refuse what this version cannot run, before anything starts. Both roles
 /// run the same checks on the same profile, so both stop the same way.
-pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
+pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     let p = run.profile();
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         bootstrap::feature_gate(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::apply::bootstrap::open_dir;
 use crate::apply::guard;
 use crate::apply::report::Failure;
-use crate::apply::session::Run;
+use crate::apply::session::Session;
 use crate::cli::output::Exit;
 use crate::criu::NotifyReply;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
@@ -17,7 +17,7 @@ use crate::criu::swrk::expect_success;
 /// Largest cpuinfo image accepted from the peer.
 pub const MAX_CPUINFO: usize = 1 << 20;
 
-fn scratch(run: &Run<'_>, name: &str) -> Result<PathBuf, Failure> {
+fn scratch(run: &Session<'_>, name: &str) -> Result<PathBuf, Failure> {
     let dir = run.work_dir().join(name);
     guard::ensure_private_dir(&dir)
         .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.work_dir"))?;
@@ -26,7 +26,7 @@ fn scratch(run: &Run<'_>, name: &str) -> Result<PathBuf, Failure> {
 }
 
 fn request(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     kind: CriuReqType,
     dir: &Path,
     log: &str,
@@ -51,7 +51,7 @@ fn request(
 }
 
 /// Source: this host's `cpuinfo.img`, for the hello.
-pub fn dump(run: &mut Run<'_>) -> Result<Vec<u8>, Failure> {
+pub fn dump(run: &mut Session<'_>) -> Result<Vec<u8>, Failure> {
     let dir = scratch(run, ".cpuinfo-source")?;
     let resp = request(run, CriuReqType::CpuinfoDump, &dir, "cpuinfo-dump.log")?;
     expect_success("cpuinfo dump", CriuReqType::CpuinfoDump, resp)
@@ -67,7 +67,7 @@ pub fn dump(run: &mut Run<'_>) -> Result<Vec<u8>, Failure> {
 }
 
 /// Destination: can this CPU run what the source's CPU dumped?
-pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
+pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
     if image.is_empty() || image.len() > MAX_CPUINFO {
         return Err(Failure::new(
             "migrate::cpu-check",

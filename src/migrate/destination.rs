@@ -11,11 +11,9 @@ use serde_json::{Value as Json, json};
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::status_fd::StatusFd;
+use crate::apply::session::Session;
 use crate::apply::{checkpoint, restore};
 use crate::cli::output::Exit;
-use crate::criu::CriuVersion;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::render::{CriuStep, Role};
 
@@ -30,11 +28,9 @@ use super::proto::{Conn, ConnError, Msg};
 use super::{cpu, proto, send};
 
 pub(crate) fn destination(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     opts: &MigrateOptions,
     mig: &Mig,
-    version: &CriuVersion,
-    status: &mut Option<StatusFd>,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
@@ -104,11 +100,9 @@ pub(crate) fn destination(
     };
     let ps_port = ps.as_ref().and_then(|s| s.port);
 
-    if let Some(s) = status.as_mut() {
-        s.ready();
-    }
+    run.status_ready();
     let ready_event = json!({"event": "ready", "role": "destination", "control_port": mig.control_port, "page_server_port": ps_port});
-    run.ui_data_line(&ready_event);
+    run.reporter().data_line(&ready_event);
     run.progress(&format!(
         "ready: control connection on port {}{}; waiting up to {} s for the source",
         mig.control_port,
@@ -119,9 +113,7 @@ pub(crate) fn destination(
     ));
 
     let mut conn = None;
-    let result = destination_session(
-        run, mig, version, &listener, &mut conn, &mut ps, &images, &work,
-    );
+    let result = destination_session(run, mig, &listener, &mut conn, &mut ps, &images, &work);
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
         if !f.keep_images {
@@ -132,20 +124,10 @@ pub(crate) fn destination(
     result
 }
 
-impl Run<'_> {
-    /// One JSON line on stdout (events and the final report).
-    fn ui_data_line(&self, v: &Json) {
-        let mut s = serde_json::to_string(v).unwrap_or_default();
-        s.push('\n');
-        self.ui().data(s);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn destination_session(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
-    version: &CriuVersion,
     listener: &TcpListener,
     conn: &mut Option<Conn>,
     ps: &mut Option<PageServer>,
@@ -249,7 +231,7 @@ pub(crate) fn destination_session(
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, note));
     }
-    let ours = hello(p, version, Role::Destination);
+    let ours = hello(p, run.criu_version(), Role::Destination);
     check_hello(&ours, &theirs, Role::Destination)?;
     // CPU compatibility, with CRIU's own check, before the source freezes.
     if let Msg::Hello { cpuinfo: None, .. } = &theirs {
@@ -332,7 +314,7 @@ pub(crate) fn destination_session(
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
         if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
-            run.ui().error(format!(
+            run.reporter().error(&format!(
                 "restored pid {pid}, but cannot write {}: {e}",
                 pf.value.resolved.display()
             ));
@@ -371,20 +353,10 @@ pub(crate) fn destination_session(
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
             if let Some(d) = daemon.as_mut() {
-                // Fault injection for the tests (as CRIU has `CRIU_FAULT`):
-                // the daemon dies right after the resume.
-                if std::env::var_os("CKPTCTL_FAULT")
-                    .is_some_and(|v| v == "lazy-daemon-dies-after-resume")
-                {
-                    if let Some(dp) = d.pid().and_then(|p| i32::try_from(p).ok()) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(dp),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                        run.progress(&format!(
-                            "fault injected: killed the lazy-pages daemon (pid {dp})"
-                        ));
-                    }
+                if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
+                    run.progress(&format!(
+                        "fault injected: killed the lazy-pages daemon (pid {dp})"
+                    ));
                 }
                 run.progress("running; waiting for the lazy pages to arrive");
                 let t = Instant::now();
@@ -526,7 +498,7 @@ impl Stopped {
 /// (when `send`) up to `dumped`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn receive_dump(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     c: &mut Conn,
     to: Duration,
     send: bool,

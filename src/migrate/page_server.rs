@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::apply::report::Failure;
-use crate::apply::session::Run;
+use crate::apply::session::Session;
 use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
@@ -34,7 +34,7 @@ impl Drop for PageServer {
 }
 
 pub(crate) fn start_page_server(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
     images: &OwnedFd,
     work: &OwnedFd,
@@ -85,7 +85,7 @@ pub(crate) fn start_page_server(
 
 /// WAIT_PID for the page server: it exits once the dump disconnected.
 pub(crate) fn wait_page_server(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     ps: &mut PageServer,
     to: Duration,
 ) -> Result<(), Failure> {

@@ -4,7 +4,6 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -320,7 +319,7 @@ pub struct Conn {
 }
 
 fn interrupted() -> bool {
-    crate::apply::signals::INTERRUPTED.load(Ordering::SeqCst)
+    crate::apply::signals::interrupted()
 }
 
 impl Conn {
