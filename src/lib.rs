@@ -10,6 +10,7 @@ pub mod cli;
 pub mod criu;
 pub mod diag;
 pub mod diff;
+pub mod failure;
 pub mod import;
 pub mod migrate;
 pub mod plan;

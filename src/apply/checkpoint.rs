@@ -8,10 +8,10 @@ use super::signals;
 use super::target::{explain_target, resolve_pid};
 use super::{ApplyOptions, Outcome};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
 use crate::criu::stats;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
@@ -28,7 +28,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     ) && !opts.force
     {
         return Err(Failure::new(
-            "apply::images-exist",
+            Code::ApplyImagesExist,
             "prepare",
             format!("{} already holds a checkpoint", run.images_dir().display()),
             Exit::Usage,
@@ -39,7 +39,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     if let Some(parent) = p.images().parent {
         if !run.images_dir().join(&parent.value).is_dir() {
             return Err(Failure::new(
-                "apply::parent-missing",
+                Code::ApplyParentMissing,
                 "prepare",
                 format!(
                     "`images.parent` {:?} is not a directory next to the images ({})",
@@ -67,7 +67,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     }
     guard::mark_incomplete(run.images_dir()).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot write to {}: {e}", run.images_dir().display()),
             Exit::Usage,
@@ -88,7 +88,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
                 "restore from {} (its images are whole); the run record and stats may be missing",
                 run.images_dir().display()
             ));
-            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.target = Some(crate::failure::TargetState::of(pid));
             f.keep_images = true;
             Err(f)
         }
@@ -118,7 +118,7 @@ fn dump_steps(
         for round in 1..=crate::render::pre_dump_rounds(p) {
             if signals::interrupted() {
                 return Err(Failure::new(
-                    "apply::interrupted",
+                    Code::ApplyInterrupted,
                     "pre-dump",
                     format!("interrupted by a signal after {done_rounds} pre-dump round(s); nothing was dumped"),
                     Exit::CriuFailed,
@@ -181,7 +181,7 @@ fn dump_steps(
         if let Some(e) = commit.error.take() {
             f.key = Some("images.dir".into());
             if !signals::interrupted() {
-                f.code = "apply::dir";
+                f.code = Code::ApplyDir;
                 f.message = format!(
                     "dump failed: cannot mark {} complete ({e}), so CRIU was told to resume the tree",
                     commit.images_dir.display()
@@ -199,7 +199,7 @@ fn dump_steps(
         &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
     )
     .map_err(|e| {
-        Failure::new("apply::dir", "finish", format!("cannot mark the checkpoint complete: {e}"), Exit::CriuFailed)
+        Failure::new(Code::ApplyDir, "finish", format!("cannot mark the checkpoint complete: {e}"), Exit::CriuFailed)
             .key("images.dir")
             .hint("check the permissions and free space of `images.dir`")
     })?;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 
 /// Fd number of the status pipe inside the daemon.
@@ -36,7 +36,7 @@ impl LazyDaemon {
     ) -> Result<LazyDaemon, Failure> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages",
                 format!("pipe: {e}"),
                 Exit::CriuFailed,
@@ -77,7 +77,7 @@ impl LazyDaemon {
         let log = work.join("lazy-pages.log");
         let child = cmd.spawn().map_err(|e| {
             Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages",
                 format!("cannot start {} lazy-pages: {e}", criu.display()),
                 Exit::NotReady,
@@ -92,9 +92,9 @@ impl LazyDaemon {
             Ok(()) => Ok(d),
             Err(why) => {
                 d.kill();
-                let lines = crate::apply::report::log_excerpt(&log);
+                let lines = crate::failure::log_excerpt(&log);
                 let mut f = Failure::new(
-                    "apply::lazy-pages",
+                    Code::ApplyLazyPages,
                     "lazy-pages",
                     format!("the lazy-pages daemon did not become ready: {why}"),
                     Exit::CriuFailed,

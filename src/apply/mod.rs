@@ -20,7 +20,6 @@ pub mod guard;
 pub mod lazy;
 pub mod manifest;
 pub mod record;
-pub mod report;
 pub mod restore;
 pub mod session;
 pub mod signals;
@@ -31,9 +30,9 @@ pub mod watch;
 use std::path::PathBuf;
 
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
-use crate::cli::output::Exit;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::profile::model::Action;
 use crate::reporter::Reporter;
@@ -109,7 +108,7 @@ pub fn apply(
         Action::Checkpoint => checkpoint::checkpoint(&mut run, &opts),
         Action::Restore => restore::restore(&mut run, &opts),
         Action::Migrate => Err(Failure::new(
-            "apply::role-required",
+            Code::ApplyRoleRequired,
             "apply",
             "a migrate profile runs as two halves: `--role source` and `--role destination`",
             Exit::Usage,

@@ -9,9 +9,9 @@ use super::checkpoint::stats_json;
 use super::session::Session;
 use super::{ApplyOptions, Outcome};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 /// Check a complete checkpoint against the manifest ckptctl recorded when
@@ -30,7 +30,7 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
         n => format!(" (and {} more)", n - 1),
     };
     Err(Failure::new(
-        "apply::images-damaged",
+        Code::ApplyImagesDamaged,
         "restore",
         format!(
             "cannot restore: {} changed after the checkpoint completed: {}{more}",
@@ -68,9 +68,9 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             };
             return Err(Failure::new(
                 if state == ImagesState::Incomplete {
-                    "apply::incomplete-checkpoint"
+                    Code::ApplyIncompleteCheckpoint
                 } else {
-                    "criu::not-a-checkpoint"
+                    Code::CriuNotACheckpoint
                 },
                 "restore",
                 format!("cannot restore: {} {what}", run.images_dir().display()),
@@ -134,7 +134,7 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
                 );
             }
             let mut f = Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages transfer",
                 format!(
                     "the lazy-pages daemon failed before every page arrived; the restored tree{} was killed because its memory is incomplete",
@@ -144,7 +144,7 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             )
             .key("lazy_pages.enabled")
             .hint("the images are unchanged: restore again (without lazy pages to avoid the daemon)");
-            f.log_lines = crate::apply::report::log_excerpt(&d.log);
+            f.log_lines = crate::failure::log_excerpt(&d.log);
             f.log = Some(d.log.clone());
             return Err(f);
         }
@@ -152,7 +152,7 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         write_pidfile(&pf.value.resolved, pid).map_err(|e| {
             Failure::new(
-                "apply::pidfile",
+                Code::ApplyPidfile,
                 "write pidfile",
                 format!(
                     "restored pid {pid}, but cannot write {}: {e}",
@@ -174,7 +174,6 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
         total_s: 0.0,
     })
 }
-
 
 /// Write a pidfile atomically: a fresh temporary file (never an existing
 /// one or a symlink), then a rename over the target.

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
 use crate::apply::{ApplyOptions, Outcome};
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
+use crate::failure::Failure;
 use crate::migrate::MigrateOutcome;
 use crate::profile::{LoadOptions, Profile, load};
 use crate::render::Role;
@@ -182,7 +182,7 @@ fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
     if !ui.json() {
         let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
         let mut text = match out.role {
-            "destination" => format!(
+            crate::render::Role::Destination => format!(
                 "migrated: restored pid {}",
                 out.restored_pid
                     .map_or_else(|| "?".into(), |p| p.to_string())

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::apply::bootstrap::open_dir;
 use crate::apply::guard;
-use crate::apply::report::Failure;
 use crate::apply::session::Session;
-use crate::cli::output::Exit;
 use crate::criu::NotifyReply;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 
 /// Largest cpuinfo image accepted from the peer.
 pub const MAX_CPUINFO: usize = 1 << 20;
@@ -58,7 +58,7 @@ pub fn dump(run: &mut Session<'_>) -> Result<Vec<u8>, Failure> {
         .map_err(|e| run.criu_failure("cpuinfo dump", e, Some(dir.join("cpuinfo-dump.log"))))?;
     std::fs::read(dir.join("cpuinfo.img")).map_err(|e| {
         Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo dump",
             format!("CRIU wrote no readable cpuinfo.img: {e}"),
             Exit::CriuFailed,
@@ -70,7 +70,7 @@ pub fn dump(run: &mut Session<'_>) -> Result<Vec<u8>, Failure> {
 pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
     if image.is_empty() || image.len() > MAX_CPUINFO {
         return Err(Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             format!("the source sent a cpuinfo image of {} bytes", image.len()),
             Exit::CriuFailed,
@@ -79,7 +79,7 @@ pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
     let dir = scratch(run, ".cpuinfo-check")?;
     std::fs::write(dir.join("cpuinfo.img"), image).map_err(|e| {
         Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             format!("cannot write the source's cpuinfo image: {e}"),
             Exit::CriuFailed,
@@ -99,7 +99,7 @@ pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
         return Err(run.criu_failure("cpuinfo check", e, Some(dir.join("cpuinfo-check.log"))));
     }
     let mut f = Failure::new(
-        "migrate::cpu-mismatch",
+        Code::MigrateCpuMismatch,
         "cpuinfo check",
         "this CPU lacks features the source's CPU has: a tree dumped there may crash here",
         Exit::NotReady,
@@ -110,6 +110,6 @@ pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
         .cr_errmsg
         .map(|m| crate::criu::errors::clean_errmsg(&m));
     f.log = Some(dir.join("cpuinfo-check.log"));
-    f.log_lines = crate::apply::report::log_excerpt(&dir.join("cpuinfo-check.log"));
+    f.log_lines = crate::failure::log_excerpt(&dir.join("cpuinfo-check.log"));
     Err(f)
 }

@@ -10,11 +10,11 @@ use serde_json::{Value as Json, json};
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
 use crate::apply::session::Session;
 use crate::apply::{checkpoint, restore};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
@@ -44,7 +44,7 @@ pub(crate) fn destination(
     ) && !opts.force
     {
         return Err(Failure::new(
-            "apply::images-exist",
+            Code::ApplyImagesExist,
             "prepare",
             format!("{} already holds a checkpoint", images_dir.display()),
             Exit::Usage,
@@ -56,7 +56,7 @@ pub(crate) fn destination(
     let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
     guard::mark_incomplete(&images_dir).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot write to {}: {e}", images_dir.display()),
             Exit::Usage,
@@ -69,7 +69,7 @@ pub(crate) fn destination(
     let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             return Failure::new(
-                "migrate::listen",
+                Code::MigrateListen,
                 "listen",
                 format!(
                     "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
@@ -81,7 +81,7 @@ pub(crate) fn destination(
             .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
         }
         Failure::new(
-            "migrate::listen",
+            Code::MigrateListen,
             "listen",
             format!(
                 "cannot listen on port {} for the control connection: {e}",
@@ -236,7 +236,7 @@ pub(crate) fn destination_session(
     // CPU compatibility, with CRIU's own check, before the source freezes.
     if let Msg::Hello { cpuinfo: None, .. } = &theirs {
         return Err(Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             "the source sent no CPU information (an older ckptctl?)",
             Exit::Usage,
@@ -249,7 +249,7 @@ pub(crate) fn destination_session(
     {
         let bytes = send::base64_decode(img).map_err(|e| {
             Failure::new(
-                "migrate::cpu-check",
+                Code::MigrateCpuCheck,
                 "cpuinfo check",
                 format!("the source's cpuinfo image is not base64: {e}"),
                 Exit::CriuFailed,
@@ -372,7 +372,7 @@ pub(crate) fn destination_session(
                         &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
                     );
                     let mut f = Failure::new(
-                        "apply::lazy-pages",
+                        Code::ApplyLazyPages,
                         "lazy-pages transfer",
                         format!(
                             "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
@@ -385,7 +385,7 @@ pub(crate) fn destination_session(
                         "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
                         images_dir.display()
                     ));
-                    f.log_lines = crate::apply::report::log_excerpt(&d.log);
+                    f.log_lines = crate::failure::log_excerpt(&d.log);
                     f.log = Some(d.log.clone());
                     // The source has ended its tree: these images are now
                     // the only copy. Never quarantine them.
@@ -420,7 +420,7 @@ pub(crate) fn destination_session(
             let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
             let mut f = if complete {
                 Failure::new(
-                    "migrate::handover-unknown",
+                    Code::MigrateHandoverUnknown,
                     "handover",
                     format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
                     Exit::CriuFailed,
@@ -432,7 +432,7 @@ pub(crate) fn destination_session(
             } else {
                 stopped.kill();
                 Failure::new(
-                    "migrate::handover-unknown",
+                    Code::MigrateHandoverUnknown,
                     "handover",
                     format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
                     Exit::CriuFailed,
@@ -453,7 +453,7 @@ pub(crate) fn destination_session(
     )
     .map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "finish",
             format!("the tree runs here, but the images cannot be marked complete: {e}"),
             Exit::CriuFailed,
@@ -463,7 +463,7 @@ pub(crate) fn destination_session(
     })?;
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "destination",
+        role: Role::Destination,
         pid,
         restored_pid: pid,
         downtime,

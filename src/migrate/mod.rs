@@ -61,16 +61,15 @@ pub mod tls;
 use std::path::PathBuf;
 
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
 use crate::apply::session::{Session, SessionOptions};
 use crate::apply::status_fd::StatusFd;
+use crate::failure::Failure;
 use crate::profile::Profile;
 use crate::render::Role;
 use crate::reporter::Reporter;
 
 use config::{migration, refuse_unsupported};
 use destination::destination;
-use outcome::role_name;
 use source::source;
 
 pub use handshake::profile_digest;
@@ -99,7 +98,7 @@ pub fn run(
     mut opts: MigrateOptions,
 ) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
     let mut record = RunRecord::for_profile(p, profile_file);
-    record.role = Some(role_name(opts.role).to_string());
+    record.role = Some(opts.role);
     let mig = match migration(p, opts.role) {
         Ok(m) => m,
         Err(f) => return Err((f, Some(record))),

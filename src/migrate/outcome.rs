@@ -34,7 +34,7 @@ pub struct MigrateOutcome {
     /// Always `migrated`.
     pub event: &'static str,
     /// `source` or `destination`.
-    pub role: &'static str,
+    pub role: Role,
     /// Source: the pid that left; destination: the restored root pid.
     pub pid: Option<i32>,
     /// Destination: the restored root pid (both sides know it).
@@ -51,16 +51,9 @@ pub struct MigrateOutcome {
     pub total_s: f64,
 }
 
-pub(crate) fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Source => "source",
-        Role::Destination => "destination",
-    }
-}
-
 /// File name of a role's run record: both halves may share one work dir.
 pub fn record_name(r: Role) -> String {
-    format!("ckptctl-run-{}.json", role_name(r))
+    format!("ckptctl-run-{}.json", r.as_str())
 }
 
 impl Finished for MigrateOutcome {

@@ -4,12 +4,12 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use crate::apply::report::Failure;
 use crate::apply::session::Session;
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
 use crate::criu::{NotifyReply, Swrk};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 use super::config::Mig;
@@ -128,9 +128,9 @@ pub(crate) fn wait_page_server(
         Vec::new(),
     );
     if !ok {
-        let lines = crate::apply::report::log_excerpt(&log);
+        let lines = crate::failure::log_excerpt(&log);
         let mut f = Failure::new(
-            "migrate::page-server",
+            Code::MigratePageServer,
             "page server",
             format!(
                 "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"

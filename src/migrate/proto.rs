@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::Exit;
+use crate::render::Role;
+
 /// Longest accepted message line (a safety bound, not a protocol limit).
 pub const MAX_LINE: usize = 16 << 20;
 /// Largest image file `images = "send"` carries.
@@ -39,7 +42,7 @@ pub enum Msg {
         /// CRIU version number (`major*10000 + minor*100 + sublevel`).
         criu_version_number: u32,
         /// `source` or `destination`.
-        role: String,
+        role: Role,
         /// ckptctl version.
         ckptctl: String,
         /// Source only: CRIU's `cpuinfo.img` of its CPU (base64), for the
@@ -96,8 +99,8 @@ pub enum Msg {
     Error {
         /// What went wrong.
         message: String,
-        /// The exit code the sender uses.
-        exit: u8,
+        /// The exit code the sender uses (a number on the wire).
+        exit: Exit,
     },
 }
 
@@ -626,7 +629,7 @@ mod tests {
         c.write_limit = Duration::from_millis(600);
         let big = Msg::Error {
             message: "x".repeat(64 << 20),
-            exit: 3,
+            exit: Exit::CriuFailed,
         };
         // Without the limit this send would block for good.
         let e = c.send(&big).unwrap_err();
@@ -651,7 +654,7 @@ mod tests {
             profile_digest: "ab".into(),
             criu_version: "4.1.1".into(),
             criu_version_number: 40101,
-            role: "source".into(),
+            role: Role::Source,
             ckptctl: "0".into(),
             cpuinfo: None,
         };
@@ -665,7 +668,7 @@ mod tests {
         assert_eq!(t.join().unwrap(), hello);
         let s = serde_json::to_string(&Msg::Error {
             message: "x".into(),
-            exit: 3,
+            exit: Exit::CriuFailed,
         })
         .unwrap();
         assert_eq!(s, r#"{"type":"error","message":"x","exit":3}"#);
@@ -727,7 +730,7 @@ mod tests {
             profile_digest: "ab".into(),
             criu_version: "4.1.1".into(),
             criu_version_number: 40101,
-            role: "source".into(),
+            role: Role::Source,
             ckptctl: "0".into(),
             cpuinfo: Some("c".repeat(3 << 20)),
         }
@@ -841,7 +844,7 @@ mod tests {
         let (key, exit, text) = crate::migrate::tls::explain(&e);
         assert_eq!(
             (key, exit),
-            ("page_server.tls.cert", crate::cli::output::Exit::Usage)
+            ("page_server.tls.cert", crate::failure::Exit::Usage)
         );
         assert!(text.contains("no_cn_verify"), "{text}");
         assert!(t.join().unwrap().is_err());

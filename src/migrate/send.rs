@@ -13,8 +13,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 
 use super::proto::{Conn, IMAGE_CHUNK, MAX_IMAGE_FILE, MAX_IMAGES_TOTAL, Msg};
 use super::sha256::Sha256;
@@ -158,7 +158,7 @@ pub fn snapshot(dir: &Path) -> Before {
     b
 }
 
-fn image_failure(code: &'static str, step: &str, message: String) -> Failure {
+fn image_failure(code: Code, step: &str, message: String) -> Failure {
     Failure::new(code, step, message, Exit::CriuFailed).key("migration.images")
 }
 
@@ -167,7 +167,7 @@ fn image_failure(code: &'static str, step: &str, message: String) -> Failure {
 pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>, Failure> {
     let io_err = |e: io::Error| {
         image_failure(
-            "migrate::image-io",
+            Code::MigrateImageIo,
             "send images",
             format!("cannot list {}: {e}", dir.display()),
         )
@@ -191,7 +191,7 @@ pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>,
         }
         if m.size() > MAX_IMAGE_FILE {
             return Err(image_failure(
-                "migrate::image-rejected",
+                Code::MigrateImageRejected,
                 "send images",
                 format!(
                     "{name} has {} bytes, more than the {} MiB `images = \"send\"` carries per file",
@@ -206,7 +206,7 @@ pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>,
     }
     if total > MAX_IMAGES_TOTAL {
         return Err(image_failure(
-            "migrate::image-rejected",
+            Code::MigrateImageRejected,
             "send images",
             format!(
                 "the non-page images have {total} bytes, more than the {} MiB `images = \"send\"` carries",
@@ -229,7 +229,7 @@ pub fn send_images(c: &mut Conn, dir: &Path, before: &Before) -> Result<u32, Fai
         let path = dir.join(name);
         let io_err = |e: io::Error| {
             image_failure(
-                "migrate::image-io",
+                Code::MigrateImageIo,
                 "send images",
                 format!("cannot read {}: {e}", path.display()),
             )
@@ -269,7 +269,7 @@ pub fn send_images(c: &mut Conn, dir: &Path, before: &Before) -> Result<u32, Fai
             };
             c.send(&m).map_err(|e| {
                 image_failure(
-                    "migrate::connection",
+                    Code::MigrateConnection,
                     "send images",
                     format!("control connection: cannot send {name}: {e}"),
                 )
@@ -348,10 +348,10 @@ impl Received {
         offset: u64,
         data: &str,
     ) -> Result<(), Failure> {
-        let reject = |why: String| image_failure("migrate::image-rejected", "receive images", why);
+        let reject = |why: String| image_failure(Code::MigrateImageRejected, "receive images", why);
         let io_fail = |e: io::Error| {
             image_failure(
-                "migrate::image-io",
+                Code::MigrateImageIo,
                 "receive images",
                 format!("cannot write {}: {e}", dir.join(name).display()),
             )
@@ -469,7 +469,7 @@ impl Received {
     /// After `dumped`: the count matches and the inventory arrived; the
     /// directory entries are made durable.
     pub fn finish(&self, dir: &Path, announced: Option<u32>) -> Result<(), Failure> {
-        let reject = |why: String| image_failure("migrate::image-rejected", "receive images", why);
+        let reject = |why: String| image_failure(Code::MigrateImageRejected, "receive images", why);
         if let Some(p) = &self.partial {
             return Err(reject(format!(
                 "image {} is incomplete: {} of {} bytes arrived",
@@ -492,7 +492,7 @@ impl Received {
         if let Ok(d) = File::open(dir) {
             d.sync_all().map_err(|e| {
                 image_failure(
-                    "migrate::image-io",
+                    Code::MigrateImageIo,
                     "receive images",
                     format!("cannot sync {}: {e}", dir.display()),
                 )
@@ -705,7 +705,7 @@ mod tests {
         let e = rx
             .accept(dst.path(), "../x.img", 1, &sa, 0, "YQ==")
             .unwrap_err();
-        assert_eq!(e.code, "migrate::image-rejected");
+        assert_eq!(e.code, Code::MigrateImageRejected);
         let e = rx
             .accept(dst.path(), "core-1.img", 1, &sha256_hex(b"b"), 0, "YQ==")
             .unwrap_err();
@@ -714,7 +714,7 @@ mod tests {
         let e = rx
             .accept(dst.path(), "core-1.img", MAX_IMAGE_FILE + 1, &sa, 0, "YQ==")
             .unwrap_err();
-        assert_eq!(e.code, "migrate::image-rejected");
+        assert_eq!(e.code, Code::MigrateImageRejected);
         let e = rx
             .accept(dst.path(), "core-1.img", 1, &sa, 5, "YQ==")
             .unwrap_err();

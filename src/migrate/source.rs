@@ -9,11 +9,11 @@ use serde_json::{Value as Json, json};
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
 use crate::apply::session::{PostDump, PostDumpPoint, Session};
 use crate::apply::{checkpoint, target};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
@@ -98,7 +98,7 @@ pub(crate) fn prepare_own_images(run: &Session<'_>, force: bool) -> Result<DirLo
     ) && !force
     {
         return Err(Failure::new(
-            "apply::images-exist",
+            Code::ApplyImagesExist,
             "prepare",
             format!("{} already holds a checkpoint", images_dir.display()),
             Exit::Usage,
@@ -108,7 +108,7 @@ pub(crate) fn prepare_own_images(run: &Session<'_>, force: bool) -> Result<DirLo
     }
     guard::mark_incomplete(&images_dir).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot write to {}: {e}", images_dir.display()),
             Exit::Usage,
@@ -129,7 +129,7 @@ pub(crate) fn source_session(
     let to = mig.step_timeout;
     let Some(c) = conn.as_mut() else {
         return Err(Failure::new(
-            "migrate::connection",
+            Code::MigrateConnection,
             "connect",
             "no control connection",
             Exit::NotReady,
@@ -223,7 +223,7 @@ pub(crate) fn source_session(
         (Err(e), None) => {
             let mut f = run.criu_failure("dump", e, Some(log));
             if watchdog_fired {
-                f.code = "apply::target-exited";
+                f.code = Code::ApplyTargetExited;
                 f.message = format!(
                     "dump failed: process {pid} exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
                     crate::apply::watch::GRACE.as_secs()
@@ -232,7 +232,7 @@ pub(crate) fn source_session(
             } else {
                 f.message.push_str(&resumed);
             }
-            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.target = Some(crate::failure::TargetState::of(pid));
             return Err(f);
         }
         (Err(e), Some(Ok((rp, _)))) => {
@@ -241,7 +241,7 @@ pub(crate) fn source_session(
             // is the only one, so it gets the commit; if the tree still
             // runs here, the error makes the destination kill its copy.
             let mut f = run.criu_failure("dump", e, Some(log));
-            let here = crate::apply::report::TargetState::of(pid);
+            let here = crate::failure::TargetState::of(pid);
             f.target = Some(here);
             let rp = rp.map_or_else(|| "?".to_string(), |p| p.to_string());
             if here.running {
@@ -265,7 +265,7 @@ pub(crate) fn source_session(
         (Ok(_), Some(Err(f))) => return Err(f),
         (Ok(_), None) => {
             return Err(Failure::new(
-                "migrate::no-post-dump",
+                Code::MigrateNoPostDump,
                 "dump",
                 "CRIU finished the dump without the post-dump callback, so the tree could not be handed over safely",
                 Exit::CriuFailed,
@@ -293,7 +293,7 @@ pub(crate) fn source_session(
     }
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "source",
+        role: Role::Source,
         pid: Some(pid),
         restored_pid,
         downtime,

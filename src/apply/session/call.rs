@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Session;
-use crate::apply::report::Failure;
 use crate::apply::signals;
 use crate::apply::watch::{self, TargetWatch};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType, CriuResp};
 use crate::criu::swrk::expect_success;
 use crate::criu::{CriuError, Notify, NotifyReply};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 
 /// What ckptctl does in CRIU's `post-dump` callback, when every image is
 /// written and the tree is still frozen. Answering `true` lets CRIU go on
@@ -150,7 +150,7 @@ impl Session<'_> {
         };
         let mut f = self.criu_failure(step, e, Some(ex.log));
         if ex.watchdog_fired {
-            f.code = "apply::target-exited";
+            f.code = Code::ApplyTargetExited;
             f.message = format!(
                 "{step} failed: the target (pid {}) exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
                 self.watch_target.unwrap_or(0),
@@ -169,7 +169,7 @@ impl Session<'_> {
                 .collect();
         }
         if signals::interrupted() {
-            f.code = "apply::interrupted";
+            f.code = Code::ApplyInterrupted;
             if want == CriuReqType::Restore {
                 f.message = format!("{step} interrupted by a signal; CRIU aborted the restore");
                 f.hint = Some("the images are unchanged; run apply again".into());

@@ -5,16 +5,16 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use super::Session;
-use crate::apply::report::{Failure, cause_advice};
-use crate::cli::output::Exit;
 use crate::criu::{CriuError, KnownCause};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure, cause_advice};
 
 impl Session<'_> {
     /// Map a CRIU error of a step to a failure with log lines and a hint.
     pub fn criu_failure(&self, step: &str, e: CriuError, log: Option<PathBuf>) -> Failure {
         let lines = log
             .as_deref()
-            .map(crate::apply::report::log_excerpt)
+            .map(crate::failure::log_excerpt)
             .unwrap_or_default();
         let cause = e.known_cause(&lines);
         let (cr_errno, cr_errmsg) = match &e {
@@ -37,7 +37,7 @@ impl Session<'_> {
         };
         let (code, message, hint, key) = match cause {
             Some(KnownCause::PidNotFound) if self.pid_flag => (
-                KnownCause::PidNotFound.code(),
+                KnownCause::PidNotFound.into(),
                 format!("{step} failed: {}", KnownCause::PidNotFound.summary()),
                 Some("the pid given with `--pid` does not exist (or is gone)".to_string()),
                 None,
@@ -45,7 +45,7 @@ impl Session<'_> {
             Some(c) => {
                 let (hint, key) = cause_advice(c, step, self.profile);
                 (
-                    c.code(),
+                    c.into(),
                     format!("{step} failed: {}", c.summary()),
                     Some(hint),
                     key.map(str::to_string),
@@ -60,7 +60,7 @@ impl Session<'_> {
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_else(|_| format!("signal {sig}"));
                 (
-                    "criu::killed",
+                    Code::CriuKilled,
                     format!(
                         "{step} failed: the criu process was killed by {name} before it answered"
                     ),
@@ -88,7 +88,7 @@ impl Session<'_> {
                     (None, _) => e.to_string(),
                 };
                 (
-                    "criu::failed",
+                    Code::CriuFailed,
                     format!("{step} failed: {why}"),
                     Some("read the log lines below; `-v` prints more".to_string()),
                     None,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::Session;
 use crate::apply::guard;
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
+use crate::failure::{Code, Failure};
 
 /// What a successful run hands to its record.
 pub trait Finished {
@@ -50,7 +50,7 @@ impl Session<'_> {
                 // Never into a directory that was refused (not ours, open to
                 // others, a planted symlink) or that another run holds.
                 let ours = self.lock.is_some()
-                    || (f.code != "apply::busy"
+                    || (f.code != Code::ApplyBusy
                         && write_to
                             .as_deref()
                             .is_some_and(|d| guard::check_dir(d).is_ok()));

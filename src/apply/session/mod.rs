@@ -20,11 +20,11 @@ use crate::apply::bootstrap::{criu_global_args, dirs, hermetic_env, prepare_criu
 use crate::apply::guard::DirLock;
 use crate::apply::lazy::LazyDaemon;
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
 use crate::apply::signals;
 use crate::apply::status_fd::StatusFd;
 use crate::criu::rpc::CriuOpts;
 use crate::criu::{CriuVersion, FoundCriu, Swrk};
+use crate::failure::Failure;
 use crate::profile::Profile;
 use crate::render::{CriuStep, criu_opts_with_pid};
 use crate::reporter::Reporter;
