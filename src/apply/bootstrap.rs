@@ -218,23 +218,6 @@ pub fn dirs(p: &Profile) -> Result<(PathBuf, PathBuf), Failure> {
     Ok((dir, work))
 }
 
-/// With `criu.host_config = "ignore"`, CRIU must not read
-/// `$CRIU_CONFIG_FILE` either: `--no-default-config` does not cover it, so
-/// it is removed from the environment CRIU inherits.
-pub fn hermetic_env(p: &Profile) {
-    if p.criu().host_config() == HostConfig::Ignore
-        && std::env::var_os("CRIU_CONFIG_FILE").is_some()
-    {
-        #[allow(unsafe_code)]
-        // SAFETY: called at the start of apply, before ckptctl starts any
-        // thread (CRIU's output readers start later), so no other thread
-        // reads the environment concurrently.
-        unsafe {
-            std::env::remove_var("CRIU_CONFIG_FILE");
-        }
-    }
-}
-
 pub(crate) fn work_dir_key(p: &Profile) -> &'static str {
     if p.images().work_dir.is_some() {
         "images.work_dir"

@@ -228,24 +228,12 @@ impl RunRecord {
 
     /// Write the record (0600, never through a symlink) as `dir/name`.
     pub fn write_as(&mut self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         self.total_s = round(self.elapsed());
         self.ckptctl_peak_rss_kib = peak_rss_kib();
         let path = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        f.write_all(
-            serde_json::to_string_pretty(self)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        f.write_all(b"\n")?;
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        crate::private_file::write(&path, text.as_bytes())?;
         Ok(path)
     }
 }

@@ -5,6 +5,7 @@
 //! `shared/reference/criu.md`; messages matched by [`errors::known_cause`]
 //! were captured from CRIU 4.1.1.
 
+pub mod child;
 pub mod errors;
 pub mod find;
 pub mod log;

@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -164,33 +163,8 @@ impl Swrk {
             .arg(SERVER_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a terminal's Ctrl-C reaches ckptctl,
-            // which makes CRIU abort cleanly (a failed NOTIFY ack), instead
-            // of killing CRIU in the middle of a dump.
-            .process_group(0);
-        let server_raw = server.as_raw_fd();
-        #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls async-signal-safe functions (umask, dup2, fcntl) on plain
-        // integers; it allocates nothing and touches no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Images, logs and stats CRIU writes (it asks for 0644) are
-                // private to their owner: process memory is in them. The
-                // restored tasks get their own umask back from the images.
-                libc::umask(0o077);
-                if server_raw == SERVER_FD {
-                    // dup2 onto itself keeps CLOEXEC: clear it by hand.
-                    if libc::fcntl(SERVER_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(server_raw, SERVER_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .stderr(Stdio::piped());
+        super::child::prepare(&mut cmd, server.as_raw_fd(), SERVER_FD);
         let mut child = cmd.spawn().map_err(|source| CriuError::Spawn {
             path: criu.to_path_buf(),
             source,

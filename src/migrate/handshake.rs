@@ -8,12 +8,12 @@ use crate::profile::Profile;
 use crate::render::Role;
 
 use super::proto::{Conn, ConnError, Msg};
-use super::{sha256, tls};
+use super::tls;
 
 /// sha256 of the resolved profile (after `extends` and defaults).
 pub fn profile_digest(p: &Profile) -> String {
     let v = crate::profile::section::section_json(p);
-    sha256::sha256_hex(serde_json::to_string(&v).unwrap_or_default().as_bytes())
+    crate::digest::sha256_hex(serde_json::to_string(&v).unwrap_or_default().as_bytes())
 }
 
 pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {

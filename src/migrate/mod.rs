@@ -54,7 +54,6 @@ pub mod outcome;
 pub mod page_server;
 pub mod proto;
 pub mod send;
-pub mod sha256;
 pub mod source;
 pub mod tls;
 

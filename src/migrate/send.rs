@@ -17,7 +17,7 @@ use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 
 use super::proto::{Conn, IMAGE_CHUNK, MAX_IMAGE_FILE, MAX_IMAGES_TOTAL, Msg};
-use super::sha256::Sha256;
+use crate::digest::Sha256;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -508,18 +508,13 @@ fn create_tmp(dir: &Path) -> io::Result<File> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
+    crate::private_file::create(&tmp, crate::private_file::Existing::Refuse)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::sha256::sha256_hex;
     use super::*;
+    use crate::digest::sha256_hex;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::apply::bootstrap::{criu_global_args, dirs, hermetic_env, prepare_criu};
+use crate::apply::bootstrap::{criu_global_args, dirs, prepare_criu};
 use crate::apply::guard::DirLock;
 use crate::apply::lazy::LazyDaemon;
 use crate::apply::record::RunRecord;
@@ -73,8 +73,10 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// Catch SIGINT/SIGTERM, make CRIU's environment hermetic, find CRIU
-    /// and check its version against the profile, resolve the directories.
+    /// Catch SIGINT/SIGTERM, find CRIU and check its version against the
+    /// profile (every CRIU child runs hermetic unless the profile inherits
+    /// the host's configuration, see [`crate::criu::child`]), resolve the
+    /// directories.
     /// `record` is the run's record so far (returned with a failure).
     pub fn open(
         profile: &'a Profile,
@@ -83,7 +85,6 @@ impl<'a> Session<'a> {
         opts: SessionOptions,
     ) -> Result<Self, (Failure, Option<RunRecord>)> {
         signals::install_signal_handlers();
-        hermetic_env(profile);
         let (criu, version, spare) = match prepare_criu(profile, opts.criu.as_deref(), &mut record)
         {
             Ok(x) => x,
