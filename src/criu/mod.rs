@@ -12,7 +12,9 @@ pub mod log;
 pub mod rpc;
 pub mod stats;
 pub mod swrk;
+pub mod version;
 
 pub use errors::{CriuError, KnownCause, known_cause};
 pub use find::{CriuSource, FeatureCheck, FindError, FoundCriu, check_feature, find_criu};
-pub use swrk::{CriuVersion, Notify, NotifyReply, Received, Swrk};
+pub use swrk::{Notify, NotifyReply, Received, Swrk};
+pub use version::CriuVersion;
