@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
+use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir};
 use super::session::{PostDump, PostDumpPoint, Session};
 use super::signals;
 use super::target::{explain_target, resolve_pid};
 use super::{ApplyOptions, Outcome};
-use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use crate::apply::guard::{self};
+use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::stats;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
@@ -19,23 +19,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     let pid = resolve_pid(p, opts.pid)?;
     // Everything that can be checked is checked before the directory is
     // touched, so a refused run never damages an existing checkpoint.
-    guard::ensure_private_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
-    run.hold_lock(DirLock::acquire(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?);
-    if matches!(
-        guard::images_state(run.images_dir()),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
+    run.claim_images_dir(opts.force)?;
     if let Some(parent) = p.images().parent {
         if !run.images_dir().join(&parent.value).is_dir() {
             return Err(Failure::new(
@@ -56,24 +40,9 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     }
     let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
     if pre_dump.is_some() {
-        feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
+        feature_gate(run, Feature::DirtyTracking)?;
     }
-    guard::mark_incomplete(run.images_dir()).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.mark_images_incomplete()?;
     match dump_steps(run, pid, pre_dump) {
         Ok(out) => Ok(out),
         Err(mut f) if run.post_dump_passed() => {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::bootstrap::open_dir;
+use crate::apply::guard::{self};
 use crate::apply::session::Session;
 use crate::apply::{checkpoint, restore};
 use crate::criu::rpc::{CriuReq, CriuReqType};
@@ -35,34 +35,8 @@ pub(crate) fn destination(
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let _lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    // A forced run replaces an old checkpoint: drop its markers first.
-    let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.claim_images_dir(opts.force)?;
+    run.mark_images_incomplete()?;
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::guard::{self};
 use crate::apply::session::{PostDump, PostDumpPoint, Session};
 use crate::apply::{checkpoint, target};
 use crate::criu::rpc::{CriuReq, CriuReqType};
@@ -39,11 +39,11 @@ pub(crate) fn source(
         to.as_secs()
     ));
     // Sent images: this host's images.dir is ours alone; lock it first.
-    let own_lock = if sends_images(p) {
-        Some(prepare_own_images(run, opts.force)?)
-    } else {
-        None
-    };
+    let own_images = sends_images(p);
+    if own_images {
+        run.claim_images_dir(opts.force)?;
+        run.mark_images_incomplete()?;
+    }
     let started = run.record.elapsed();
     let t0 = Instant::now();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
@@ -78,44 +78,11 @@ pub(crate) fn source(
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
     }
-    if own_lock.is_some() {
+    if own_images {
         // Without its pages this directory is never a checkpoint.
         let _ = guard::quarantine(run.images_dir());
     }
     result
-}
-
-/// `images = "send"`, source: create and lock its own images.dir, refuse
-/// an existing checkpoint without `--force`, mark it incomplete.
-pub(crate) fn prepare_own_images(run: &Session<'_>, force: bool) -> Result<DirLock, Failure> {
-    let images_dir = run.images_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
-    Ok(lock)
 }
 
 pub(crate) fn source_session(
@@ -158,7 +125,7 @@ pub(crate) fn source_session(
     };
 
     // Shared images: the destination created and locked images.dir; sent
-    // images: we did (prepare_own_images).
+    // images: we did (claim_images_dir).
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
