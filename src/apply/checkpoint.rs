@@ -1,15 +1,16 @@
 //! `action = "checkpoint"`: pre-dump rounds, the dump, the completion marker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir};
 use super::session::{PostDump, PostDumpPoint, Session};
 use super::signals;
 use super::target::{explain_target, resolve_pid};
-use super::{ApplyOptions, Outcome};
+use super::{ApplyOptions, Outcome, PreDumpRound, RunStats};
 use crate::apply::guard::{self};
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::stats;
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
@@ -115,7 +116,10 @@ fn dump_steps(
                 .ok()
                 .and_then(|s| s.dump)
                 .map(|d| d.pages_written);
-            rounds.push(serde_json::json!({"round": round, "pages_written": written}));
+            rounds.push(PreDumpRound {
+                round,
+                pages_written: written,
+            });
             if let Some(w) = written {
                 if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
                     run.progress(&format!("pre-copy converged after round {round}: {reason}"));
@@ -162,7 +166,10 @@ fn dump_steps(
         }
         f
     })?;
-    let stats = stats_json(&run.work_dir().join("stats-dump"), &rounds);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+        pre_dump_rounds: rounds,
+    };
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
@@ -181,18 +188,6 @@ fn dump_steps(
         record: None,
         total_s: 0.0,
     })
-}
-
-/// A stats file as report JSON (plus pre-dump rounds).
-pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
-    let mut v = match stats::read(path) {
-        Ok(s) => serde_json::to_value(stats::StatsSummary::from(&s)).unwrap_or_default(),
-        Err(_) => serde_json::json!({}),
-    };
-    if !rounds.is_empty() {
-        v["pre_dump_rounds"] = serde_json::Value::Array(rounds.to_vec());
-    }
-    v
 }
 
 /// The post-dump hook of a checkpoint: every image is written and flushed,

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir, work_dir_key};
-use super::checkpoint::stats_json;
 use super::session::Session;
-use super::{ApplyOptions, Outcome};
+use super::{ApplyOptions, Outcome, RunStats};
 use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
@@ -156,7 +156,10 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             .key("restore.pidfile")
         })?;
     }
-    let stats = stats_json(&run.work_dir().join("stats-restore"), &[]);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+        pre_dump_rounds: Vec::new(),
+    };
     Ok(Outcome {
         action: "restore".into(),
         pid,

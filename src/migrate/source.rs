@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self};
 use crate::apply::session::{PostDump, PostDumpPoint, Session};
-use crate::apply::{checkpoint, target};
+use crate::apply::target;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
@@ -218,7 +219,7 @@ pub(crate) fn source_session(
                 );
             } else {
                 let _ = c.send(&Msg::Summary {
-                    stats: json!({}),
+                    stats: StatsSummary::default(),
                     downtime_s,
                 });
                 c.shutdown();
@@ -239,7 +240,7 @@ pub(crate) fn source_session(
             ));
         }
     };
-    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &[]);
+    let stats = StatsSummary::of_file(&work_dir.join("stats-dump"));
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
@@ -251,12 +252,9 @@ pub(crate) fn source_session(
     };
     dump_summary(&stats, &mut downtime);
     let mut all = stats;
-    if let Some(r) = restore_stats.get("restore") {
-        all["restore"] = r.clone();
-        downtime.restore_s = r
-            .get("restore_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1e6);
+    if let Some(r) = restore_stats.restore {
+        downtime.restore_s = Some(f64::from(r.restore_time_us) / 1e6);
+        all.restore = Some(r);
     }
     Ok(MigrateOutcome {
         event: "migrated",
@@ -279,7 +277,7 @@ pub(crate) fn hand_over(
     to: Duration,
     t_dump: Instant,
     send: Option<(&Path, &send::Before)>,
-) -> Result<(Option<i32>, Json), Failure> {
+) -> Result<(Option<i32>, StatsSummary), Failure> {
     let images = match send {
         Some((dir, before)) => Some(send::send_images(c, dir, before)?),
         None => None,
@@ -309,7 +307,7 @@ struct Handover<'c> {
     send: Option<(&'c Path, &'c send::Before)>,
     /// The destination's answer: restored there (its pid and stats), or
     /// the failure that vetoed the handover.
-    result: Option<Result<(Option<i32>, Json), Failure>>,
+    result: Option<Result<(Option<i32>, StatsSummary), Failure>>,
 }
 
 impl PostDump for Handover<'_> {
