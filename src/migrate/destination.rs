@@ -3,7 +3,6 @@
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -74,7 +73,6 @@ pub(crate) fn destination(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn destination_session(
     run: &mut Session<'_>,
     mig: &Mig,
@@ -97,12 +95,9 @@ pub(crate) fn destination_session(
     })
     .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
 
-    let started = run.record.elapsed();
-    run.progress("waiting for the source's dump");
-    let send = sends_images(p);
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
-    let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
+    let transfer = receive_dump(run, c, to, &mut received, note);
     if transfer.is_err() {
         // Nothing of a failed transfer stays behind to mix with the next.
         received.discard(&dir);
@@ -500,18 +495,19 @@ impl Stopped {
 }
 
 /// Destination: wait for the source's dump, taking its `image` messages
-/// (when `send`) up to `dumped`.
-#[allow(clippy::too_many_arguments)]
+/// (with `images = "send"`) into `images.dir` up to `dumped`.
 pub(crate) fn receive_dump(
     run: &mut Session<'_>,
     c: &mut Conn,
     to: Duration,
-    send: bool,
-    dir: &Path,
     received: &mut send::Received,
     note: &str,
-    started: f64,
 ) -> Result<(), Failure> {
+    let started = run.record.elapsed();
+    run.progress("waiting for the source's dump");
+    let send = sends_images(run.profile());
+    let dir = run.images_dir().to_path_buf();
+    let dir = dir.as_path();
     loop {
         // `image` lines carry a whole file: allow their size, only then.
         let max = if send {
