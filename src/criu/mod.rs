@@ -8,6 +8,7 @@
 pub mod errors;
 pub mod find;
 pub mod log;
+pub mod restored;
 pub mod rpc;
 pub mod stats;
 pub mod swrk;
