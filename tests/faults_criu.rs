@@ -596,6 +596,11 @@ fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
         .unwrap();
     let left = processes_mentioning(&needle);
     m.extra.extend(&left);
+    assert!(
+        left.is_empty(),
+        "a restored process runs on: {left:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "criu::killed", "{f}");
@@ -604,7 +609,6 @@ fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
         msg.contains("ended") && msg.contains("restored"),
         "the failure says what was cleaned up: {msg}"
     );
-    assert!(left.is_empty(), "a restored process runs on: {left:?}\n{msg}");
     let at = m.count();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(m.count(), at, "something still counts");

@@ -901,11 +901,17 @@ fn a_destination_criu_dying_after_its_restore_leaves_only_the_source_copy() {
         .filter(|p: &i32| {
             std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
                 let c = String::from_utf8_lossy(&c);
-                c.starts_with("python3") && c.contains(&needle)
+                c.split('\0').next().is_some_and(|a| a.ends_with("python3")) && c.contains(&needle)
             }) && alive(*p)
         })
         .collect();
     procs.pids.extend(&copies);
+    assert_eq!(
+        copies,
+        vec![init],
+        "exactly the source's copy runs\n{dst_err}\n{}",
+        show(&src)
+    );
     assert_eq!(
         dst_status.and_then(|s| s.code()),
         Some(3),
@@ -916,7 +922,11 @@ fn a_destination_criu_dying_after_its_restore_leaves_only_the_source_copy() {
         "the destination says what it cleaned up:\n{dst_err}"
     );
     assert_ne!(src.status.code(), Some(0), "{}", show(&src));
-    assert_eq!(copies, vec![init], "exactly the source's copy runs\n{dst_err}");
+    assert_eq!(
+        copies,
+        vec![init],
+        "exactly the source's copy runs\n{dst_err}"
+    );
     let c0 = read_counter(&counter);
     assert!(
         wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),

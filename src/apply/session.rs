@@ -288,6 +288,22 @@ impl<'a> Run<'a> {
         log: PathBuf,
     ) -> Result<crate::criu::rpc::CriuResp, Failure> {
         let started = self.record.elapsed();
+        // A restore: ckptctl is the child subreaper of what CRIU restores,
+        // so a tree left behind by a CRIU that died is ours to end.
+        let adoption = if want == CriuReqType::Restore {
+            Some(
+                crate::criu::restored::Adoption::start()
+                    .map_err(|e| Failure::new(
+                        "apply::subreaper",
+                        step,
+                        format!("cannot become the child subreaper of the restore (prctl PR_SET_CHILD_SUBREAPER): {e}"),
+                        Exit::NotReady,
+                    )
+                    .hint("ckptctl needs Linux 3.4 or later, and a seccomp profile that allows prctl"))?,
+            )
+        } else {
+            None
+        };
         let mut swrk = self.swrk()?;
         let mut notes: Vec<(String, f64)> = Vec::new();
         let t0 = std::time::Instant::now();
@@ -309,11 +325,24 @@ impl<'a> Run<'a> {
             .is_some_and(|v| v == "criu-dies-after-commit")
             .then(|| swrk.pid())
             .flatten();
+        // The same at the end of a restore: CRIU dies in its `post-restore`
+        // callback, when every task is restored and no longer bound to it.
+        let die_after_restore = std::env::var_os("CKPTCTL_FAULT")
+            .is_some_and(|v| v == "criu-dies-after-restore")
+            .then(|| swrk.pid())
+            .flatten()
+            .and_then(|p| i32::try_from(p).ok());
         let res = {
             let mut cb = |n: &crate::criu::Notify| {
                 notes.push((n.script.clone(), base + t0.elapsed().as_secs_f64()));
                 if verbose {
                     eprintln!("ckptctl:   criu: {}", n.script);
+                }
+                if let (Some(pid), "post-restore") = (die_after_restore, n.script.as_str()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 if n.script == "status-ready" {
                     if let Some(s) = status.as_mut() {
@@ -365,6 +394,22 @@ impl<'a> Run<'a> {
                 self.record
                     .step(step, started, false, Some(log.clone()), notes);
                 let mut f = self.criu_failure(step, e, Some(log));
+                if let Some(a) = &adoption {
+                    let ended = a.end();
+                    if !ended.is_empty() {
+                        f.message = format!(
+                            "{}; CRIU had restored part or all of the tree when it died: ckptctl ended the {} restored process{} it left behind (pid {}), so nothing of this restore runs",
+                            f.message,
+                            ended.len(),
+                            if ended.len() == 1 { "" } else { "es" },
+                            ended
+                                .iter()
+                                .map(i32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
+                }
                 if watchdog_fired {
                     f.code = "apply::target-exited";
                     f.message = format!(
