@@ -130,8 +130,14 @@ impl Plan {
     }
 
     /// May this trial end with a stopped copy for a person to decide on?
+    /// Only where the destination had no way to learn the decision: the
+    /// link stayed down past `step_timeout`, or the coordinator (the
+    /// source's ckptctl) died undecided and, images being sent, nothing of
+    /// the source host is readable at the destination.
     fn operator_allowed(&self) -> bool {
         matches!(self.fault, Fault::CutLink { long: true, .. })
+            || (self.mode == Mode::Send
+                && matches!(self.fault, Fault::KillCkptctl(Side::Source)))
     }
 }
 

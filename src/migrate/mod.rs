@@ -49,6 +49,7 @@
 pub mod config;
 pub mod cpu;
 pub mod destination;
+pub mod handover;
 pub mod handshake;
 pub mod outcome;
 pub mod page_server;
