@@ -136,8 +136,7 @@ impl Plan {
     /// the source host is readable at the destination.
     fn operator_allowed(&self) -> bool {
         matches!(self.fault, Fault::CutLink { long: true, .. })
-            || (self.mode == Mode::Send
-                && matches!(self.fault, Fault::KillCkptctl(Side::Source)))
+            || (self.mode == Mode::Send && matches!(self.fault, Fault::KillCkptctl(Side::Source)))
     }
 }
 
@@ -650,6 +649,13 @@ fn judge(w: &World, plan: &Plan, all_ok: bool, claimed: bool, images: &Path, ns:
         broken.push(format!("two copies run: {running:?}"));
         "two copies"
     } else if !stopped.is_empty() {
+        eprintln!(
+            "  source dump.log ends: {}",
+            last_lines(
+                &std::fs::read_to_string(w.path("images/dump.log")).unwrap_or_default(),
+                3
+            )
+        );
         if !plan.operator_allowed() {
             broken.push(format!(
                 "a copy is left stopped ({stopped:?}) although the peers could talk again"

@@ -176,20 +176,22 @@ pub(crate) struct SharedRecords<'a> {
     pub dump_log: &'a Path,
 }
 
-/// What the source's CRIU did, from the last line of its dump log: it
-/// ended the tree (`Dumping finished successfully`: the source's ckptctl
-/// had told it to go on) or resumed it (`Dumping FAILED`). None while it
-/// has not finished.
+/// What the source's CRIU did, from its dump log's final marker (the last
+/// one, as errors about the vanished client may follow it): it ended the
+/// tree (`Dumping finished successfully`: the source's ckptctl had told it
+/// to go on) or resumed it (`Dumping FAILED`). None while it has not
+/// finished.
 pub(crate) fn criu_verdict(dump_log: &Path) -> Option<Decision> {
     let text = std::fs::read_to_string(dump_log).ok()?;
-    let tail = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    if tail.contains("Dumping finished successfully") {
-        Some(Decision::Commit)
-    } else if tail.contains("Dumping FAILED") {
-        Some(Decision::Abort)
-    } else {
-        None
-    }
+    text.lines().rev().find_map(|l| {
+        if l.contains("Dumping finished successfully") {
+            Some(Decision::Commit)
+        } else if l.contains("Dumping FAILED") {
+            Some(Decision::Abort)
+        } else {
+            None
+        }
+    })
 }
 
 /// Destination: wait up to `to` for the source's decision, on the
@@ -375,5 +377,26 @@ mod tests {
         assert!(!d.path().join(format!("{DECISION_FILE}.tmp")).exists());
         clear(d.path());
         assert!(read_decision(d.path(), "abc").is_none());
+    }
+
+    #[test]
+    fn the_criu_verdict_is_its_last_final_marker() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("dump.log");
+        assert_eq!(criu_verdict(&log), None);
+        std::fs::write(
+            &log,
+            "(00.1) Dumping path for 1\n(00.2) Running post-dump scripts\n",
+        )
+        .unwrap();
+        assert_eq!(criu_verdict(&log), None, "not finished");
+        std::fs::write(
+            &log,
+            "(00.3) Error (criu/action-scripts.c:1): post-dump failed\n(00.3) Dumping FAILED.\n(00.3) Error (criu/cr-service.c:1): Can't send response: Broken pipe\n",
+        )
+        .unwrap();
+        assert_eq!(criu_verdict(&log), Some(Decision::Abort));
+        std::fs::write(&log, "(00.4) Dumping finished successfully\n").unwrap();
+        assert_eq!(criu_verdict(&log), Some(Decision::Commit));
     }
 }
