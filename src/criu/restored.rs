@@ -170,7 +170,7 @@ impl Held {
             for t in threads(p) {
                 if let Err(e) = ptrace::seize(Pid::from_raw(t), ptrace::Options::PTRACE_O_EXITKILL)
                 {
-                    h.detach_all();
+                    h.detach_all(true);
                     return Err(io::Error::other(format!(
                         "cannot hold task {t} of the restored tree: {e}"
                     )));
@@ -186,9 +186,15 @@ impl Held {
         self.root
     }
 
-    /// Let go of every task (each is interrupted into a ptrace stop, then
-    /// detached; a task stopped before stays stopped).
-    fn detach_all(&mut self) {
+    /// Let go of every task: each is interrupted into a ptrace stop, then
+    /// detached. With `stay_stopped`, a SIGSTOP is queued first (a signal
+    /// given to PTRACE_DETACH itself is ignored in this kind of stop), so
+    /// each task goes straight back into a group stop before it runs a
+    /// single instruction; a plain detach may let it run.
+    fn detach_all(&mut self, stay_stopped: bool) {
+        if stay_stopped {
+            signal_tree(self.root, Signal::SIGSTOP);
+        }
         for t in self.tasks.drain(..) {
             let pid = Pid::from_raw(t);
             if ptrace::interrupt(pid).is_ok() {
@@ -208,13 +214,13 @@ impl Held {
 
     /// Let the tree run: let go of it, then SIGCONT every task.
     pub fn resume(mut self) {
-        self.detach_all();
+        self.detach_all(false);
         signal_tree(self.root, Signal::SIGCONT);
     }
 
     /// Let go of the tree, leaving it stopped (for a person to decide on).
     pub fn release_stopped(mut self) {
-        self.detach_all();
+        self.detach_all(true);
     }
 
     /// End the tree: SIGKILL every task, and collect the deaths of the
@@ -259,10 +265,15 @@ mod tests {
         !is_zombie(pid)
     }
 
+    /// `Adoption::end` ends every child this process gained since its
+    /// start: the tests here that start children take turns.
+    static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// A shell that starts a `sleep` in the background and exits: the
     /// sleep is orphaned, comes to us (the subreaper), and `end` kills it.
     #[test]
     fn an_orphan_comes_to_the_subreaper_and_is_ended() {
+        let _turn = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
         let adoption = Adoption::start().unwrap();
         let out = Command::new("sh")
             .args(["-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo $!"])
@@ -282,7 +293,9 @@ mod tests {
     /// and killed, it is gone.
     #[test]
     fn a_held_stopped_tree_resumes_or_dies() {
-        for resume in [true, false] {
+        let _turn = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        for how in ["resume", "kill", "release"] {
+            let resume = how == "resume";
             let mut child = Command::new("sleep").arg("30").spawn().unwrap();
             let pid = child.id() as i32;
             kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
@@ -300,7 +313,15 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let held = Held::seize(pid).unwrap();
-            if resume {
+            if how == "release" {
+                held.release_stopped();
+                for _ in 0..20 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    assert!(stopped(), "released, it must stay stopped");
+                }
+                child.kill().unwrap();
+                let _ = child.wait();
+            } else if resume {
                 held.resume();
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while stopped() && Instant::now() < deadline {
