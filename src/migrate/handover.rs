@@ -24,13 +24,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::apply::guard;
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
 use crate::criu::restored::{Held, signal_tree};
+use crate::criu::stats::StatsSummary;
+use crate::failure::{Code, Exit, Failure};
 
 use super::proto::{Conn, ConnError, Msg};
 
@@ -96,7 +96,7 @@ pub(crate) struct Stopped {
 impl Stopped {
     /// Hold the stopped tree at `pid` (a note in the progress if it
     /// cannot be held: it is then only signalled).
-    pub(crate) fn hold(run: &Run<'_>, pid: Option<i32>) -> Stopped {
+    pub(crate) fn hold(run: &Session<'_>, pid: Option<i32>) -> Stopped {
         let held = pid.and_then(|p| match Held::seize(p) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -156,9 +156,12 @@ impl Drop for Stopped {
 pub(crate) enum Learned {
     /// The source committed: its `summary` (or, read from the decision
     /// file, no statistics).
-    Commit { stats: Json, downtime_s: f64 },
+    Commit {
+        stats: Option<StatsSummary>,
+        downtime_s: f64,
+    },
     /// The source kept its tree.
-    Abort { message: String, exit: u8 },
+    Abort { message: String, exit: Exit },
     /// Nothing within `step_timeout`: why.
     Unknown(String),
 }
@@ -214,7 +217,10 @@ pub(crate) fn await_decision(
             };
             match c.recv(slice.max(Duration::from_millis(1)), "summary") {
                 Ok(Msg::Summary { stats, downtime_s }) => {
-                    return Learned::Commit { stats, downtime_s };
+                    return Learned::Commit {
+                        stats: Some(stats),
+                        downtime_s,
+                    };
                 }
                 Ok(Msg::Error { message, exit }) => return Learned::Abort { message, exit },
                 Ok(m) => {
@@ -247,7 +253,7 @@ pub(crate) fn await_decision(
             match decision {
                 Some(Decision::Commit) => {
                     return Learned::Commit {
-                        stats: json!({}),
+                        stats: None,
                         downtime_s: 0.0,
                     };
                 }
@@ -262,7 +268,7 @@ pub(crate) fn await_decision(
                             }
                             .display()
                         ),
-                        exit: 3,
+                        exit: Exit::CriuFailed,
                     };
                 }
                 None => {}
@@ -304,7 +310,7 @@ pub(crate) fn undecided(
     let mut f = if all_pages {
         stopped.leave_for_operator(dir);
         Failure::new(
-            "migrate::handover-unknown",
+            Code::MigrateHandoverUnknown,
             "handover",
             format!(
                 "{why}: the source's decision did not arrive within `step_timeout` ({where_}), so whether it ended its copy is unknown and {here} is left stopped here (named in {})",
@@ -320,7 +326,7 @@ pub(crate) fn undecided(
     } else {
         stopped.kill();
         Failure::new(
-            "migrate::handover-unknown",
+            Code::MigrateHandoverUnknown,
             "handover",
             format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
             Exit::CriuFailed,
