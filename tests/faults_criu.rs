@@ -535,6 +535,60 @@ fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at + 2));
 }
 
+/// CRIU dies at the very end of a restore (SIGKILLed in its `post-restore`
+/// callback, injected with `CKPTCTL_FAULT=criu-dies-after-restore`: the
+/// window is too short to hit from outside). Its restorer has already
+/// cleared the tree's parent-death signal, so the whole restored tree
+/// would run on, orphaned, behind a failed restore. ckptctl, the child
+/// subreaper of the restore, ends it and says so; the checkpoint is
+/// untouched and restores.
+#[test]
+fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let mut m = Mem::start(d.path(), 32);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    let needle = m.counter.display().to_string();
+    let rs = restore_profile(d.path(), "imgs");
+    let out = apply(&[rs.to_str().unwrap()])
+        .env("CKPTCTL_FAULT", "criu-dies-after-restore")
+        .output()
+        .unwrap();
+    let left = processes_mentioning(&needle);
+    m.extra.extend(&left);
+    assert!(
+        left.is_empty(),
+        "a restored process runs on: {left:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "criu::killed", "{f}");
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains("ended") && msg.contains("restored"),
+        "the failure says what was cleaned up: {msg}"
+    );
+    let at = m.count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.count(), at, "something still counts");
+    // The checkpoint is untouched: it restores and counts on.
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    m.extra.push(pid);
+    assert!(wait_until(Duration::from_secs(10), || m.count() > at + 2));
+}
+
 #[test]
 fn a_criu_that_cannot_run_is_environment_not_ready() {
     if !require_root_and_criu() {

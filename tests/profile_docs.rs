@@ -189,8 +189,8 @@ fn profile_examples_are_corpus_cases_that_emit_the_code() {
 
 /// Every test `docs/reliability.md` names (`file::function` in backticks)
 /// exists as `#[test] fn function` in `tests/file.rs`, and every test of
-/// `tests/faults_criu.rs`, `tests/hostile_input.rs` and
-/// `tests/exposure_criu.rs` has a row: the table and the tests cannot drift.
+/// `tests/faults_criu.rs`, `tests/hostile_input.rs`,
+/// `tests/exposure_criu.rs` and `tests/chaos.rs` has a row: the table and the tests cannot drift.
 #[test]
 fn reliability_table_names_real_tests() {
     let doc = std::fs::read_to_string(root().join("docs/reliability.md")).unwrap();
@@ -220,7 +220,7 @@ fn reliability_table_names_real_tests() {
             "{file}::{func} is not a #[test]"
         );
     }
-    for file in ["faults_criu", "hostile_input", "exposure_criu"] {
+    for file in ["faults_criu", "hostile_input", "exposure_criu", "chaos"] {
         let src = std::fs::read_to_string(root().join("tests").join(format!("{file}.rs"))).unwrap();
         for part in src.split("#[test]").skip(1) {
             let func = part

@@ -30,6 +30,18 @@ pub fn criu_dies_after_commit(criu_pid: Option<u32>) {
     let _ = criu_pid;
 }
 
+/// `criu-dies-after-restore`: CRIU (`criu_pid`) is killed in its
+/// `post-restore` callback, when every task is restored and no longer bound
+/// to it.
+pub fn criu_dies_after_restore(criu_pid: Option<u32>) {
+    #[cfg(feature = "fault-injection")]
+    if active("criu-dies-after-restore") {
+        kill(criu_pid);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = criu_pid;
+}
+
 /// `lazy-daemon-dies-after-resume`: the lazy-pages daemon (`daemon_pid`)
 /// is killed right after the migrated tree resumed; returns the pid killed.
 pub fn lazy_daemon_dies_after_resume(daemon_pid: Option<u32>) -> Option<i32> {

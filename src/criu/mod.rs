@@ -10,6 +10,7 @@ pub mod child;
 pub mod errors;
 pub mod find;
 pub mod log;
+pub mod restored;
 pub mod rpc;
 pub mod stats;
 pub mod swrk;

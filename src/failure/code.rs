@@ -38,6 +38,8 @@ pub enum Code {
     ApplyPidfile,
     /// `apply::role-required`: A `migrate` profile runs as two halves: pass `--role source` or `--role destination`.
     ApplyRoleRequired,
+    /// `apply::subreaper`: ckptctl could not become the child subreaper of a restore (prctl refused).
+    ApplySubreaper,
     /// `apply::target-exited`: The target exited (was killed) while it was being dumped; nothing restorable was written and the images …
     ApplyTargetExited,
     /// `apply::unsafe-symlink`: `images.dir` or `images.work_dir` is a symlink that another user owns, or that sits in a directory …
@@ -88,6 +90,8 @@ pub enum Code {
     MigrateCpuMismatch,
     /// `migrate::criu-version`: The destination's CRIU is older than the source's and may not read its images.
     MigrateCriuVersion,
+    /// `migrate::unconfirmed`: The source committed, but the destination did not confirm that its copy runs.
+    MigrateUnconfirmed,
     /// `migrate::handover-unknown`: After the destination restored the tree (stopped, with CRIU's `leave_stopped`) and told the source, the …
     MigrateHandoverUnknown,
     /// `migrate::image-io`: With `images = "send"`, the source could not read an image from its `images.dir`, or the destination …
@@ -145,6 +149,7 @@ impl Code {
         Code::ApplyParentMissing,
         Code::ApplyPidfile,
         Code::ApplyRoleRequired,
+        Code::ApplySubreaper,
         Code::ApplyTargetExited,
         Code::ApplyUnsafeSymlink,
         Code::ApplyWorldWritable,
@@ -171,6 +176,7 @@ impl Code {
         Code::MigrateCpuMismatch,
         Code::MigrateCriuVersion,
         Code::MigrateHandoverUnknown,
+        Code::MigrateUnconfirmed,
         Code::MigrateImageIo,
         Code::MigrateImageRejected,
         Code::MigrateLazyUnsupported,
@@ -208,6 +214,7 @@ impl Code {
             Code::ApplyParentMissing => "apply::parent-missing",
             Code::ApplyPidfile => "apply::pidfile",
             Code::ApplyRoleRequired => "apply::role-required",
+            Code::ApplySubreaper => "apply::subreaper",
             Code::ApplyTargetExited => "apply::target-exited",
             Code::ApplyUnsafeSymlink => "apply::unsafe-symlink",
             Code::ApplyWorldWritable => "apply::world-writable",
@@ -234,6 +241,7 @@ impl Code {
             Code::MigrateCpuMismatch => "migrate::cpu-mismatch",
             Code::MigrateCriuVersion => "migrate::criu-version",
             Code::MigrateHandoverUnknown => "migrate::handover-unknown",
+            Code::MigrateUnconfirmed => "migrate::unconfirmed",
             Code::MigrateImageIo => "migrate::image-io",
             Code::MigrateImageRejected => "migrate::image-rejected",
             Code::MigrateLazyUnsupported => "migrate::lazy-unsupported",

@@ -19,6 +19,7 @@ use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
 use super::config::{Mig, lazy_local, sends_images, tls_config_failure};
+use super::handover::{self, Learned, SharedRecords, Stopped};
 use super::handshake::{
     check_hello, conn_failure, hello, peer_error, protocol, tell_peer, tls_failure,
 };
@@ -37,6 +38,8 @@ pub(crate) fn destination(
     let work_dir = run.work_dir().to_path_buf();
     run.claim_images_dir(opts.force)?;
     run.mark_images_incomplete()?;
+    // An earlier migration's decision decides nothing here.
+    handover::clear(run.images_dir());
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 
@@ -117,6 +120,24 @@ pub(crate) fn destination_session(
         None
     };
 
+    // Every image is here: the directory is a whole checkpoint from now
+    // on. If this ckptctl dies after the source committed, the copy it
+    // holds dies with it and these images are the process; a failed
+    // restore quarantines them, an undecided handover marks them
+    // incomplete again.
+    mark_migrated(run, &images_dir).map_err(|e| {
+        Failure::new(
+            Code::ApplyDir,
+            "restore",
+            format!(
+                "cannot mark {} complete before the restore: {e}; nothing was restored here",
+                images_dir.display()
+            ),
+            Exit::CriuFailed,
+        )
+        .key("images.dir")
+        .hint("make `images.dir` writable (and give it room); the source keeps its tree, start both roles again")
+    })?;
     // Restored stopped (render sets leave_stopped for migrate restores): the
     // tree only runs here once the source has ended its copy.
     let o = run.opts(&CriuStep::Restore, None, images, work);
@@ -137,7 +158,7 @@ pub(crate) fn destination_session(
         })?;
     let restore_s = t_restore.elapsed().as_secs_f64();
     let pid = resp.restore.map(|r| r.pid);
-    let stopped = Stopped(pid.filter(|p| *p > 0));
+    let mut stopped = Stopped::hold(run, pid.filter(|p| *p > 0));
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
         if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
@@ -170,15 +191,28 @@ pub(crate) fn destination_session(
         restore: restore_stats.restore,
         dump: None,
     };
-    // The source's summary is its commit: CRIU has ended the tree there.
-    // Only then does the copy here run; an `error` means the source kept
-    // its tree (the copy here is killed); silence is left to the operator.
-    match c.recv(to, "summary") {
-        Ok(Msg::Summary {
+    // The source's decision: its summary (or, with shared images, the
+    // decision file) is its commit: CRIU has ended the tree there. Only
+    // then does the copy here run; an abort means the source kept its tree
+    // (the copy here is killed); silence is left to the operator.
+    let digest = super::handshake::profile_digest(p);
+    let dump_log = run
+        .work_dir()
+        .join(CriuStep::Dump { pre_dump_rounds: 0 }.log_file());
+    let records = SharedRecords {
+        dir: &images_dir,
+        digest: &digest,
+        dump_log: &dump_log,
+    };
+    let shared = (!sends_images(p)).then_some(&records);
+    match handover::await_decision(c, to, shared) {
+        Learned::Commit {
             stats: dump_stats,
             downtime_s,
-        }) => {
+        } => {
             stopped.resume();
+            let _ = c.send(&Msg::Running { pid });
+            let dump_stats = dump_stats.unwrap_or_default();
             dump_summary(&dump_stats, &mut downtime);
             downtime.downtime_s = Some(downtime_s);
             stats.dump = dump_stats.dump;
@@ -197,10 +231,7 @@ pub(crate) fn destination_session(
                     // cannot be trusted. The images here are complete, so
                     // the tree can be restored from them again.
                     stopped.kill();
-                    let _ = guard::mark_complete(
-                        &images_dir,
-                        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
-                    );
+                    let _ = mark_migrated(run, &images_dir);
                     let mut f = Failure::new(
                         Code::ApplyLazyPages,
                         "lazy-pages transfer",
@@ -224,7 +255,7 @@ pub(crate) fn destination_session(
                 }
             }
         }
-        Ok(Msg::Error { message, exit }) => {
+        Learned::Abort { message, exit } => {
             stopped.kill();
             let _ = guard::quarantine(&images_dir);
             return Err(peer_error(
@@ -234,53 +265,22 @@ pub(crate) fn destination_session(
                 "; the source kept its tree, and the stopped copy restored here was killed",
             ));
         }
-        other => {
-            let why = match other {
-                Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
-                Err(e) => e.to_string(),
-            };
-            // Whether the source ended its tree is unknown, so the images
-            // may be the only copy: marked incomplete (restore wants
-            // `--force`), never quarantined.
-            let _ = guard::mark_incomplete(&images_dir);
-            let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
+        Learned::Unknown(why) => {
             // A lazily restored copy may only be left for resuming once the
             // daemon has delivered every page; otherwise it is killed and
             // the images are what is left.
             let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
-            let mut f = if complete {
-                Failure::new(
-                    Code::MigrateHandoverUnknown,
-                    "handover",
-                    format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
-                    Exit::CriuFailed,
-                )
-                .hint(format!(
-                    "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children (or restore {} with `--force`); if it still runs there, kill this one",
-                    images_dir.display()
-                ))
-            } else {
-                stopped.kill();
-                Failure::new(
-                    Code::MigrateHandoverUnknown,
-                    "handover",
-                    format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
-                    Exit::CriuFailed,
-                )
-                .hint(format!(
-                    "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
-                    images_dir.display()
-                ))
-            };
-            f.keep_images = true;
-            return Err(f);
+            return Err(handover::undecided(
+                &mut stopped,
+                &images_dir,
+                &why,
+                shared.is_some(),
+                complete,
+            ));
         }
     }
     c.shutdown();
-    guard::mark_complete(
-        &images_dir,
-        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
-    )
+    mark_migrated(run, &images_dir)
     .map_err(|e| {
         Failure::new(
             Code::ApplyDir,
@@ -474,26 +474,6 @@ fn check_source(run: &mut Session<'_>, theirs: &Msg, note: &str) -> Result<Msg, 
     Ok(ours)
 }
 
-/// A restored tree left stopped (CRIU `leave_stopped`) until the handover
-/// is decided.
-pub(crate) struct Stopped(Option<i32>);
-
-impl Stopped {
-    /// Let it run: SIGCONT to every task of the tree.
-    fn resume(&self) {
-        if let Some(p) = self.0 {
-            signal_tree(p, nix::sys::signal::Signal::SIGCONT);
-        }
-    }
-
-    /// End it: SIGKILL to every task of the tree.
-    fn kill(&self) {
-        if let Some(p) = self.0 {
-            signal_tree(p, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
 /// Destination: wait for the source's dump, taking its `image` messages
 /// (with `images = "send"`) into `images.dir` up to `dumped`.
 pub(crate) fn receive_dump(
@@ -555,27 +535,10 @@ pub(crate) fn receive_dump(
     }
 }
 
-/// Send `sig` to `root` and all its descendants (children first listed
-/// through /proc, then signalled top-down).
-pub(crate) fn signal_tree(root: i32, sig: nix::sys::signal::Signal) {
-    let mut todo = vec![root];
-    let mut all = Vec::new();
-    while let Some(p) = todo.pop() {
-        if all.contains(&p) || all.len() > 100_000 {
-            continue;
-        }
-        all.push(p);
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                todo.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    for p in all {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
-    }
+/// Mark the images here a whole checkpoint of the migrated tree.
+fn mark_migrated(run: &Session<'_>, dir: &std::path::Path) -> std::io::Result<()> {
+    guard::mark_complete(
+        dir,
+        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+    )
 }

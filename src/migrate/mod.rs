@@ -25,10 +25,17 @@
 //!                                               DUMP (pages -> page server)
 //!                          <- dumped ---------  post-dump NOTIFY: images complete,
 //!   WAIT_PID page server                        tree still frozen; wait
-//!   mark complete, RESTORE
+//!   mark complete, RESTORE (stopped, held
+//!   with PTRACE_O_EXITKILL)
 //!                            -- restored ->     ack post-dump: CRIU kills the tree
-//!                          <- summary --------  (any failure: nack, CRIU resumes it)
+//!                                               (any failure: nack, CRIU resumes it)
+//!                                               record commit/abort in ckptctl.decision
+//!                          <- summary --------  (or error: abort)
+//!   resume the copy          -- running ->      exit 0 only now
 //! ```
+//!
+//! A lost `summary` is read from `ckptctl.decision` (or the source CRIU's
+//! `dump.log`) when the images are shared; see [`handover`].
 //!
 //! With `page_server.tls` set, both CRIU halves (the destination's page
 //! server, the source's dump) get CRIU's `tls*` options with absolute
@@ -49,6 +56,7 @@
 pub mod config;
 pub mod cpu;
 pub mod destination;
+pub mod handover;
 pub mod handshake;
 pub mod outcome;
 pub mod page_server;

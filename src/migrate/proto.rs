@@ -96,6 +96,12 @@ pub enum Msg {
         /// Downtime, seconds.
         downtime_s: f64,
     },
+    /// Destination → source, last: the copy here was resumed after the
+    /// summary and runs.
+    Running {
+        /// The running root pid (destination's view).
+        pid: Option<i32>,
+    },
     /// Either side: it stops.
     Error {
         /// What went wrong.
@@ -115,6 +121,7 @@ impl Msg {
             Msg::Dumped { .. } => "dumped",
             Msg::Restored { .. } => "restored",
             Msg::Summary { .. } => "summary",
+            Msg::Running { .. } => "running",
             Msg::Error { .. } => "error",
         }
     }

@@ -19,6 +19,7 @@ use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
 use super::config::{Mig, sends_images, tls_config_failure};
+use super::handover::{self, Decision, DecisionRecord};
 use super::handshake::{check_hello, conn_failure, hello, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::proto::{Conn, Msg};
@@ -77,7 +78,10 @@ pub(crate) fn source(
     }
     let result = source_session(run, mig, pid, &mut conn, &untouched);
     if let Err(f) = &result {
-        tell_peer(&mut conn, f);
+        // After the commit an error would contradict the decision.
+        if f.code != Code::MigrateUnconfirmed {
+            tell_peer(&mut conn, f);
+        }
     }
     if own_images {
         // Without its pages this directory is never a checkpoint.
@@ -185,6 +189,7 @@ pub(crate) fn source_session(
     let (restored_pid, restore_stats) = match (res, handoff) {
         (Ok(_), Some(Ok(r))) => r,
         (Err(_), Some(Err(mut f))) => {
+            let _ = decide(run, Decision::Abort, pid, None);
             f.message.push_str(&resumed);
             return Err(f);
         }
@@ -213,11 +218,13 @@ pub(crate) fn source_session(
             f.target = Some(here);
             let rp = rp.map_or_else(|| "?".to_string(), |p| p.to_string());
             if here.running {
+                let _ = decide(run, Decision::Abort, pid, None);
                 f.message = format!(
                     "{}; process {pid} still runs here, so the copy restored at the destination (pid {rp}) is killed",
                     f.message
                 );
             } else {
+                let _ = decide(run, Decision::Commit, pid, None);
                 let _ = c.send(&Msg::Summary {
                     stats: StatsSummary::default(),
                     downtime_s,
@@ -241,10 +248,33 @@ pub(crate) fn source_session(
         }
     };
     let stats = StatsSummary::of_file(&work_dir.join("stats-dump"));
+    // The decision: commit. Written before the destination hears it, so
+    // that with shared images it can read it with the link gone.
+    let decided = decide(run, Decision::Commit, pid, restored_pid);
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
     });
+    // "migrated" only once the destination says its copy runs.
+    if let Err(why) = handover::await_running(c, to) {
+        c.shutdown();
+        let rp = restored_pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let mut f = Failure::new(
+            Code::MigrateUnconfirmed,
+            "handover",
+            format!(
+                "committed: CRIU ended process {pid} here{decided}, but the destination did not confirm that its copy (pid {rp}) runs ({why}); that copy may be stopped, killed or running"
+            ),
+            Exit::CriuFailed,
+        )
+        .key("migration.step_timeout")
+        .hint(format!(
+            "on the destination, look at `ckptctl.stopped` in its images.dir: resume that copy (`kill -CONT` on it and its children) if it is stopped; if no copy is left, restore the checkpoint there (the decision here was commit: {})",
+            images_dir.join(handover::DECISION_FILE).display()
+        ));
+        f.keep_images = true;
+        return Err(f);
+    }
     c.shutdown();
     let mut downtime = Downtime {
         downtime_s: Some(downtime_s),
@@ -320,5 +350,30 @@ impl PostDump for Handover<'_> {
         let ok = r.is_ok();
         self.result = Some(r);
         ok
+    }
+}
+
+/// Record the coordinator's decision in this host's images.dir. Returns a
+/// note for messages: where it is, or why it could not be written.
+fn decide(run: &Session<'_>, decision: Decision, pid: i32, restored_pid: Option<i32>) -> String {
+    let dir = run.images_dir();
+    let rec = DecisionRecord {
+        decision,
+        source_pid: pid,
+        restored_pid,
+        profile: super::handshake::profile_digest(run.profile()),
+    };
+    match handover::record_decision(dir, &rec) {
+        Ok(()) => format!(
+            " (recorded in {})",
+            dir.join(handover::DECISION_FILE).display()
+        ),
+        Err(e) => {
+            run.progress(&format!(
+                "cannot record the decision in {}: {e}",
+                dir.display()
+            ));
+            format!(" (the decision could not be recorded: {e})")
+        }
     }
 }

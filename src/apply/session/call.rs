@@ -56,6 +56,9 @@ pub struct Exchange {
     pub stderr: String,
     /// The CRIU log of the step.
     pub log: PathBuf,
+    /// A failed restore: the processes of the tree a dead CRIU left
+    /// behind, which ckptctl (their subreaper) ended.
+    pub ended: Vec<i32>,
 }
 
 impl Session<'_> {
@@ -71,6 +74,21 @@ impl Session<'_> {
         mut hook: Option<&mut dyn PostDump>,
     ) -> Result<Exchange, Failure> {
         let started = self.record.elapsed();
+        // A restore: ckptctl is the child subreaper of what CRIU restores,
+        // so a tree left behind by a CRIU that died is ours to end.
+        let adoption = if want == CriuReqType::Restore {
+            Some(crate::criu::restored::Adoption::start().map_err(|e| {
+                Failure::new(
+                    Code::ApplySubreaper,
+                    step,
+                    format!("cannot become the child subreaper of the restore (prctl PR_SET_CHILD_SUBREAPER): {e}; nothing was restored"),
+                    Exit::NotReady,
+                )
+                .hint("ckptctl needs Linux 3.4 or later, and a seccomp profile that allows prctl")
+            })?)
+        } else {
+            None
+        };
         let mut swrk = self.swrk()?;
         let mut notes: Vec<(String, f64)> = Vec::new();
         let t0 = std::time::Instant::now();
@@ -89,6 +107,9 @@ impl Session<'_> {
                 notes.push((n.script.clone(), started + t0.elapsed().as_secs_f64()));
                 if verbose {
                     eprintln!("ckptctl:   criu: {}", n.script);
+                }
+                if n.script == "post-restore" {
+                    crate::apply::fault::criu_dies_after_restore(point.criu_pid);
                 }
                 if n.script == "status-ready" {
                     if let Some(s) = status.as_mut() {
@@ -118,6 +139,11 @@ impl Session<'_> {
         let response = res.and_then(|r| expect_success(step, want, r));
         let stderr = swrk.stderr_tail();
         let _ = swrk.finish();
+        // CRIU has exited: what it restored and left is ours now.
+        let ended = match (&adoption, &response) {
+            (Some(a), Err(_)) => a.end(),
+            _ => Vec::new(),
+        };
         self.record
             .step(step, started, response.is_ok(), Some(log.clone()), notes);
         Ok(Exchange {
@@ -125,6 +151,7 @@ impl Session<'_> {
             watchdog_fired,
             stderr,
             log,
+            ended,
         })
     }
 
@@ -149,6 +176,19 @@ impl Session<'_> {
             Err(e) => e,
         };
         let mut f = self.criu_failure(step, e, Some(ex.log));
+        if !ex.ended.is_empty() {
+            f.message = format!(
+                "{}; CRIU had restored part or all of the tree when it died: ckptctl ended the {} restored process{} it left behind (pid {}), so nothing of this restore runs",
+                f.message,
+                ex.ended.len(),
+                if ex.ended.len() == 1 { "" } else { "es" },
+                ex.ended
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if ex.watchdog_fired {
             f.code = Code::ApplyTargetExited;
             f.message = format!(
