@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::record::RunRecord;
+use crate::apply::record::{self, RunRecord};
 use crate::apply::report::{Failure, cause_advice};
 use crate::apply::status_fd::StatusFd;
 use crate::apply::watch::TargetWatch;
@@ -788,7 +788,10 @@ pub fn apply(
     hermetic_env(p);
     let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
         Ok(x) => x,
-        Err(f) => return Err((f, Some(record))),
+        Err(f) => {
+            record_refusal(p, &f, &mut record, record::RUN_RECORD);
+            return Err((f, Some(record)));
+        }
     };
     let (images_dir, work_dir) = dirs(p).map_err(|f| (f, None))?;
     let mut run = Run {
@@ -829,7 +832,11 @@ pub fn apply(
             run.record.outcome = "ok".into();
             run.record.pid = out.pid;
             run.record.stats = out.stats.clone();
-            out.record = write_to.and_then(|d| run.record.write(&d).ok());
+            out.record = write_to.and_then(|d| {
+                run.record
+                    .save(&d, record::RUN_RECORD, record::Latest::Replace)
+                    .ok()
+            });
             out.total_s = run.record.total_s;
             // Released only now: a concurrent apply must not see the
             // directory before its run record is written.
@@ -839,17 +846,47 @@ pub fn apply(
         Err(f) => {
             run.record.fail(&f);
             // Never into a directory that was refused (not ours, open to
-            // others, a planted symlink) or that another apply holds.
+            // others, a planted symlink). One that another apply holds gets
+            // this attempt's own history file, never its latest record
+            // (`latest_after_failure` leaves that to the holder).
             let ours = run.lock.is_some()
-                || (f.code != "apply::busy"
-                    && write_to
-                        .as_deref()
-                        .is_some_and(|d| guard::check_dir(d).is_ok()));
+                || write_to
+                    .as_deref()
+                    .is_some_and(|d| guard::check_dir(d).is_ok());
             if let (Some(d), true) = (write_to, ours) {
-                let _ = run.record.write(&d);
+                let _ = run.record.save(
+                    &d,
+                    record::RUN_RECORD,
+                    latest_after_failure(&f, &run.images_dir),
+                );
             }
             Err((f, Some(run.record)))
         }
+    }
+}
+
+/// Record a run refused before its directories were opened (CRIU missing
+/// or too old), when the work directory already exists and passes the
+/// guard: every attempt has its record, and nothing is created for it.
+pub fn record_refusal(p: &Profile, f: &Failure, record: &mut RunRecord, name: &str) {
+    record.fail(f);
+    if let Ok((images, work)) = dirs(p) {
+        if work.is_dir() && guard::check_dir(&work).is_ok() {
+            let _ = record.save(&work, name, latest_after_failure(f, &images));
+        }
+    }
+}
+
+/// What a failed run may do to the latest run record: leave it when
+/// another apply holds the directory, keep a good one while the images it
+/// made are complete.
+pub fn latest_after_failure(f: &Failure, images_dir: &Path) -> record::Latest {
+    if f.code == "apply::busy" {
+        record::Latest::Leave
+    } else if guard::images_state(images_dir) == ImagesState::Complete {
+        record::Latest::KeepGood
+    } else {
+        record::Latest::Replace
     }
 }
 

@@ -64,7 +64,7 @@ use serde_json::{Value as Json, json};
 
 use crate::apply::engine::{self, INTERRUPTED, Run, dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::record::RunRecord;
+use crate::apply::record::{Latest, RunRecord};
 use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
 use crate::cli::output::{Exit, Ui};
@@ -407,7 +407,10 @@ pub fn run(
     })();
     let (mig, criu, version, images_dir, work_dir) = match prepared {
         Ok(x) => x,
-        Err(f) => return Err((f, Some(record))),
+        Err(f) => {
+            engine::record_refusal(p, &f, &mut record, &record_name(opts.role));
+            return Err((f, Some(record)));
+        }
     };
     let mut run = Run::new(p, ui, criu, images_dir, work_dir, record);
     let result = refuse_unsupported(&mut run).and_then(|()| match opts.role {
@@ -428,13 +431,18 @@ pub fn run(
             run.record.pid = out.pid;
             run.record.stats = json!({"criu": out.stats, "downtime": out.downtime});
             out.total_s = run.record.elapsed();
-            out.record = write_to.and_then(|d| write_record(&mut run.record, &d, opts.role).ok());
+            out.record = write_to.and_then(|d| {
+                run.record
+                    .save(&d, &record_name(opts.role), Latest::Replace)
+                    .ok()
+            });
             Ok(out)
         }
         Err(f) => {
             run.record.fail(&f);
             if let Some(d) = write_to {
-                let _ = write_record(&mut run.record, &d, opts.role);
+                let latest = engine::latest_after_failure(&f, run.images_dir());
+                let _ = run.record.save(&d, &record_name(opts.role), latest);
             }
             Err((f, Some(run.record)))
         }
@@ -452,26 +460,6 @@ fn prepare_criu(
     let (found, v, spare) = engine::prepare_criu(p, flag, record)?;
     let _ = spare.finish();
     Ok((found, v))
-}
-
-fn write_record(r: &mut RunRecord, dir: &Path, role: Role) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    r.total_s = (r.elapsed() * 1e6).round() / 1e6;
-    let path = dir.join(record_name(role));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(
-        serde_json::to_string_pretty(r)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    f.write_all(b"\n")?;
-    Ok(path)
 }
 
 fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
