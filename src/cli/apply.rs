@@ -7,6 +7,7 @@ use crate::apply::engine::{ApplyOptions, Outcome};
 use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
+use crate::cli::output::human_bytes;
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
 use crate::profile::{LoadOptions, Profile, load};
@@ -216,18 +217,6 @@ fn report_success(out: &Outcome, ui: &Ui) {
     ui.note(format!("  images:        {}", out.images_dir.display()));
     if let Some(r) = &out.record {
         ui.note(format!("  run record:    {}", r.display()));
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = b as f64;
-    if b >= 1 << 30 {
-        format!("{:.1} GiB", f / f64::from(1u32 << 30))
-    } else if b >= 1 << 20 {
-        format!("{:.1} MiB", f / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", f / 1024.0)
     }
 }
 
