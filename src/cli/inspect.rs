@@ -111,18 +111,21 @@ pub fn inspect(args: &InspectArgs, ui: &Ui) -> Exit {
         ui.diagnostics(&[d], &SourceMap::new());
         return Exit::Usage;
     }
+    let diags: Vec<Diagnostic> = r.error.iter().map(image_diagnostic).collect();
     if ui.json() {
-        ui.data_json(&inspect::to_json(&r, views));
+        let mut v = inspect::to_json(&r, views);
+        v["diagnostics"] =
+            crate::diag::to_json_document(&diags, &SourceMap::new())["diagnostics"].take();
+        ui.data_json(&v);
     } else {
         ui.data(human(&r, views));
+        ui.human_diagnostics(&diags, &SourceMap::new());
     }
-    if let Some(e) = &r.error {
-        if !ui.json() {
-            ui.human_diagnostics(&[image_diagnostic(e)], &SourceMap::new());
-        }
-        return Exit::Usage;
+    if diags.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Usage
     }
-    Exit::Ok
 }
 
 fn human(r: &Report, v: Views) -> String {

@@ -158,6 +158,7 @@ pub fn read(dir: &Path, opts: ReadOptions) -> Result<Checkpoint, ImageError> {
     let mut warnings = Vec::new();
     let mut processes = Vec::with_capacity(tree.len());
     let mut totals = Totals::default();
+    let mut root_ids = None;
     for p in &tree {
         let c = core(dir, p.pid)?;
         let comm = c.tc.as_ref().map(|t| t.comm.clone()).unwrap_or_default();
@@ -176,6 +177,9 @@ pub fn read(dir: &Path, opts: ReadOptions) -> Result<Checkpoint, ImageError> {
             });
         }
         let ids = ids(dir, p.pid, &c)?;
+        if root_ids.is_none() {
+            root_ids = Some(ids.clone());
+        }
         let mm = memory::mm(dir, p.pid)?;
         let pm = memory::pagemap(dir, p.pid)?;
         let mem = memory::memory(&mm, &pm);
@@ -209,8 +213,8 @@ pub fn read(dir: &Path, opts: ReadOptions) -> Result<Checkpoint, ImageError> {
         });
     }
     totals.pages_file_bytes = pages_file_bytes(dir);
-    let root_ids = inv.root_ids.clone().unwrap_or_default();
-    let root_pid = tree.first().map_or(0, |p| p.pid);
+    let host_ids = inv.root_ids.clone().unwrap_or_default();
+    let root_ids = root_ids.unwrap_or_default();
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         img_version: inv.img_version,
@@ -220,7 +224,7 @@ pub fn read(dir: &Path, opts: ReadOptions) -> Result<Checkpoint, ImageError> {
         memory: totals,
         parents,
         parent_problem,
-        namespaces: ns::namespaces(dir, &root_ids, root_pid),
+        namespaces: ns::namespaces(dir, &root_ids, &host_ids),
         mounts: ns::mounts(dir, root_ids.mnt_ns_id)?,
         warnings,
     })

@@ -147,12 +147,16 @@ pub fn ip_addr(words: &[u32]) -> Option<std::net::IpAddr> {
     }
 }
 
-/// A unix socket's name: a path, `@name` for an abstract one, empty when
+/// A unix socket's name: a path (CRIU keeps the kernel's trailing NUL,
+/// which is not part of it), `@name` for an abstract one, empty when
 /// unnamed.
 pub fn unix_name(b: &[u8]) -> String {
     match b.split_first() {
         Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        _ => String::from_utf8_lossy(b).into_owned(),
+        _ => {
+            let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        }
     }
 }
 
@@ -167,5 +171,7 @@ mod tests {
         assert!(ip_addr(&[1, 2]).is_none());
         assert_eq!(unix_name(b"\0abs"), "@abs");
         assert_eq!(unix_name(b"/run/x.sock"), "/run/x.sock");
+        assert_eq!(unix_name(b"/run/x.sock\0"), "/run/x.sock");
+        assert_eq!(unix_name(b""), "");
     }
 }

@@ -1,6 +1,8 @@
 //! Namespaces of the dumped tree's root and the mounts of its mount
-//! namespace. A namespace is the tree's own when CRIU dumped it (its image
-//! is there; for the pid namespace: the root has pid 1); otherwise the tree
+//! namespace. A namespace is the tree's own when its id (in the root's
+//! `ids`) differs from the one of the dumping side (the inventory's
+//! `root_ids`), as CRIU decides; CRIU then dumps it (netns-ID.img,
+//! mountpoints-ID.img, ...) and a restore recreates it. Otherwise the tree
 //! shared it with the host and a restore joins the restoring side's.
 
 use std::path::Path;
@@ -49,64 +51,58 @@ pub struct Mount {
     pub external: bool,
 }
 
-/// The root's namespaces.
-pub fn namespaces(dir: &Path, ids: &TaskKobjIdsEntry, root_pid: u32) -> Vec<Namespace> {
-    let img = |prefix: &str, id: Option<u32>| -> Option<String> {
-        let name = format!("{prefix}-{}.img", id?);
-        dir.join(&name).is_file().then_some(name)
-    };
+/// The root's namespaces: `task` are the root's ids, `host` the dumping
+/// side's (the inventory's `root_ids`).
+pub fn namespaces(dir: &Path, task: &TaskKobjIdsEntry, host: &TaskKobjIdsEntry) -> Vec<Namespace> {
     let mut out = Vec::new();
-    out.push(Namespace {
-        kind: "pid",
-        id: ids.pid_ns_id,
-        own: root_pid == 1,
-        evidence: (root_pid == 1).then(|| "the root has pid 1".to_string()),
-        details: Vec::new(),
-    });
-    for (kind, prefix, id) in [
-        ("net", "netns", ids.net_ns_id),
-        ("mnt", "mountpoints", ids.mnt_ns_id),
-        ("uts", "utsns", ids.uts_ns_id),
-        ("ipc", "ipcns-var", ids.ipc_ns_id),
-        ("user", "userns", ids.user_ns_id),
-        ("time", "timens", ids.time_ns_id),
+    for (kind, prefix, id, host_id) in [
+        ("pid", "pidns", task.pid_ns_id, host.pid_ns_id),
+        ("net", "netns", task.net_ns_id, host.net_ns_id),
+        ("mnt", "mountpoints", task.mnt_ns_id, host.mnt_ns_id),
+        ("uts", "utsns", task.uts_ns_id, host.uts_ns_id),
+        ("ipc", "ipcns-var", task.ipc_ns_id, host.ipc_ns_id),
+        ("user", "userns", task.user_ns_id, host.user_ns_id),
+        ("cgroup", "", task.cgroup_ns_id, host.cgroup_ns_id),
+        ("time", "timens", task.time_ns_id, host.time_ns_id),
     ] {
-        let evidence = img(prefix, id);
+        let own = id.is_some() && host_id.is_some() && id != host_id;
+        let image = id
+            .map(|i| format!("{prefix}-{i}.img"))
+            .filter(|n| !prefix.is_empty() && dir.join(n).is_file());
         let mut details = Vec::new();
-        if evidence.is_some() {
+        if let (true, Some(i)) = (own, id) {
             if kind == "uts" {
-                if let Some(Some(e)) = id.map(|i| {
+                if let Ok(Some(v)) =
                     load_optional::<UtsnsEntry>(&dir.join(format!("utsns-{i}.img")), magic::UTSNS)
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.into_iter().next())
-                }) {
-                    details.push(format!("hostname {}", e.msg.nodename));
+                {
+                    details.extend(
+                        v.into_iter()
+                            .map(|e| format!("hostname {}", e.msg.nodename)),
+                    );
                 }
             } else if kind == "net" {
-                if let Some(i) = id {
-                    let devs =
-                        load::<NetDeviceEntry>(&dir.join(format!("netdev-{i}.img")), magic::NETDEV)
-                            .unwrap_or_default();
-                    details.extend(devs.into_iter().map(|d| format!("link {}", d.msg.name)));
-                }
+                let devs =
+                    load::<NetDeviceEntry>(&dir.join(format!("netdev-{i}.img")), magic::NETDEV)
+                        .unwrap_or_default();
+                details.extend(devs.into_iter().map(|d| format!("link {}", d.msg.name)));
             }
         }
         out.push(Namespace {
             kind,
             id,
-            own: evidence.is_some(),
-            evidence,
+            own,
+            evidence: if own {
+                Some(
+                    image.unwrap_or_else(|| {
+                        format!("id {} differs from the host's", id.unwrap_or(0))
+                    }),
+                )
+            } else {
+                None
+            },
             details,
         });
     }
-    out.push(Namespace {
-        kind: "cgroup",
-        id: ids.cgroup_ns_id,
-        own: false,
-        evidence: None,
-        details: Vec::new(),
-    });
     out
 }
 
