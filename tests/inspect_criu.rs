@@ -562,3 +562,115 @@ fn tcp_sockets_decode_as_crit_decodes_them() {
     assert_eq!(ps.len(), 2);
     assert_eq!(ps[&1].2, "sh");
 }
+
+/// `ls` lists a checkpoint with the run that made it, and says a restored
+/// copy runs while it runs (found through the restore's own record in
+/// another work directory), and no longer once it is gone.
+#[test]
+fn ls_lists_checkpoints_and_sees_the_restored_copy_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let dir = d.path();
+    let ready = dir.join("ready");
+    let script = format!("echo > '{}'; while :; do sleep 0.1; done", ready.display());
+    let t = Tree::start(&["--pid"], &script, &ready);
+    let imgs = checkpoint(dir, "ck", t.pid, "");
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || !std::path::Path::new(&format!("/proc/{}/cmdline", t.pid)).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", t.pid))
+                .is_ok_and(|s| s.contains(") Z "))
+    ));
+    let ls = |args: &[&str], cwd: &Path| {
+        let mut a = vec!["--output", "json"];
+        a.extend_from_slice(args);
+        let out = Command::new(BIN)
+            .args(&a)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    let v = ls(&["ls", dir.to_str().unwrap()], dir);
+    let cps = v["checkpoints"].as_array().unwrap();
+    assert_eq!(cps.len(), 1, "{v}");
+    let c = &cps[0];
+    assert_eq!(c["dir"], imgs.to_str().unwrap());
+    assert_eq!(c["state"], "complete");
+    assert_eq!(c["action"], "checkpoint");
+    assert_eq!(c["profile"], "ck");
+    assert_eq!(c["pid"], t.pid);
+    assert_eq!(c["comm"], "sh");
+    assert!(c["size_bytes"].as_u64().unwrap() > 0);
+    assert!(c["taken_unix"].as_u64().unwrap() > 1_700_000_000);
+    assert!(c.get("running").is_none(), "{c}");
+    // Restore it from a profile with its own work directory.
+    std::fs::write(
+        dir.join("rs.toml"),
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"ck-imgs\"\nwork_dir = \"work-rs\"\n[restore]\npidfile = \"restored.pid\"\n",
+    )
+    .unwrap();
+    let out = ckptctl(&[
+        "--output",
+        "json",
+        "apply",
+        dir.join("rs.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: i32 = std::fs::read_to_string(dir.join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            kill9(self.0);
+        }
+    }
+    let guard = Kill(restored);
+    // Default roots: the profiles' directories in the current folder; and
+    // the `status` alias.
+    for args in [vec!["ls"], vec!["status", dir.to_str().unwrap()]] {
+        let v = ls(&args, dir);
+        let cps = v["checkpoints"].as_array().unwrap();
+        assert_eq!(cps.len(), 1, "{v}");
+        assert_eq!(cps[0]["running"]["pid"], restored, "{v}");
+        assert!(
+            cps[0]["running"]["record"]
+                .as_str()
+                .unwrap()
+                .contains("work-rs/ckptctl-runs/")
+        );
+    }
+    let human = Command::new(BIN)
+        .args(["ls", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains(&format!("yes, pid {restored}")), "{text}");
+    assert!(
+        text.contains("complete") && text.contains("checkpoint"),
+        "{text}"
+    );
+    drop(guard);
+    assert!(wait_until(Duration::from_secs(10), || {
+        ls(&["ls", dir.to_str().unwrap()], dir)["checkpoints"][0]
+            .get("running")
+            .is_none()
+    }));
+}
