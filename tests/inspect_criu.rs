@@ -674,3 +674,153 @@ fn ls_lists_checkpoints_and_sees_the_restored_copy_running() {
             .is_none()
     }));
 }
+
+fn review(policy: &Path, dir: &Path, format: &str) -> Output {
+    ckptctl(&[
+        "--output",
+        format,
+        "review",
+        "--policy",
+        policy.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ])
+}
+
+/// `review --policy P DIR` on a real checkpoint: an open file under a
+/// forbidden folder and too much memory are denied (exit 1) in every
+/// output format; a policy they satisfy passes (exit 0); a policy without
+/// `[contents]` cannot review a checkpoint (exit 2). TCP peers on the
+/// encoded checkpoint (this host cannot dump TCP sockets, see above).
+#[test]
+fn review_of_what_a_checkpoint_holds() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("secret")).unwrap();
+    let ready = dir.join("ready");
+    let key = dir.join("secret/key");
+    let script = format!(
+        "exec 3>'{}'; echo > '{}'; while :; do sleep 0.1; done",
+        key.display(),
+        ready.display()
+    );
+    let t = Tree::start(&["--pid"], &script, &ready);
+    let imgs = checkpoint(dir, "rv", t.pid, "");
+    let deny = dir.join("deny.toml");
+    std::fs::write(
+        &deny,
+        format!(
+            "version = 1\n[contents]\nforbidden_paths = [\"{}\"]\nmax_memory = \"1KiB\"\nreason = \"test\"\n",
+            dir.join("secret").display()
+        ),
+    )
+    .unwrap();
+    let out = review(&deny, &imgs, "json");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    let codes: BTreeSet<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["policy::content-open-file", "policy::content-memory"]),
+        "{v}"
+    );
+    let file = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "policy::content-open-file")
+        .unwrap();
+    assert!(
+        file["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("fd 3 is {}", key.display())),
+        "{file}"
+    );
+    assert_eq!(file["key"], "contents.forbidden_paths");
+    assert_eq!(file["line"], 3);
+    assert_eq!(v["summary"]["checkpoints"], 1);
+    assert_eq!(v["summary"]["profiles"], 0);
+    // SARIF and Markdown, with the same exit code.
+    let out = review(&deny, &imgs, "sarif");
+    assert_eq!(out.status.code(), Some(1));
+    let sarif = json(&out);
+    assert!(
+        sarif["runs"][0]["results"].as_array().unwrap().len() >= 2,
+        "{sarif}"
+    );
+    let out = review(&deny, &imgs, "markdown");
+    assert_eq!(out.status.code(), Some(1));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("1 checkpoint reviewed"), "{md}");
+    let out = review(&deny, &imgs, "human");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reviewed 1 checkpoint: ") && err.contains(" denied"), "{err}");
+    assert!(err.contains("policy::content-open-file"), "{err}");
+    // A policy it satisfies.
+    let allow = dir.join("allow.toml");
+    std::fs::write(
+        &allow,
+        "version = 1\n[contents]\nforbidden_paths = [\"/nonexistent\"]\nmax_memory = \"1GiB\"\ntcp_peer_networks = [\"127.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let out = review(&allow, &imgs, "json");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A policy without [contents].
+    let none = dir.join("none.toml");
+    std::fs::write(&none, "version = 1\n").unwrap();
+    let out = review(&none, &imgs, "json");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        json(&out)["diagnostics"][0]["code"],
+        "policy::no-contents-rules"
+    );
+    // TCP peers, on the encoded checkpoint (peer 10.0.0.1:80).
+    let enc = dir.join("encoded");
+    std::fs::create_dir(&enc).unwrap();
+    synthetic::write_checkpoint(&enc, usize::MAX, &[]);
+    let out = review(&allow, &enc, "json");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let tcp: Vec<&Value> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] == "policy::content-tcp-peer")
+        .collect();
+    // Both processes share the file table: one finding each.
+    assert_eq!(tcp.len(), 2, "{v}");
+    assert!(tcp[0]["message"].as_str().unwrap().contains("10.0.0.1:80"));
+    let wide = dir.join("wide.toml");
+    std::fs::write(
+        &wide,
+        "version = 1\n[contents]\ntcp_peer_networks = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let out = review(&wide, &enc, "json");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
