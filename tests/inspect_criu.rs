@@ -769,7 +769,10 @@ fn review_of_what_a_checkpoint_holds() {
     let out = review(&deny, &imgs, "human");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reviewed 1 checkpoint: ") && err.contains(" denied"), "{err}");
+    assert!(
+        err.contains("reviewed 1 checkpoint: ") && err.contains(" denied"),
+        "{err}"
+    );
     assert!(err.contains("policy::content-open-file"), "{err}");
     // A policy it satisfies.
     let allow = dir.join("allow.toml");

@@ -231,3 +231,33 @@ pub fn pages_file_short(dir: &Path, pm: &Pagemap, dumped: u64) -> Option<String>
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_links_are_followed_and_loops_and_gaps_reported() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["a", "b", "c"] {
+            std::fs::create_dir(d.path().join(n)).unwrap();
+        }
+        std::os::unix::fs::symlink("../b", d.path().join("c/parent")).unwrap();
+        std::os::unix::fs::symlink("../a", d.path().join("b/parent")).unwrap();
+        let (chain, problem) = parent_chain(&d.path().join("c"));
+        let canon = |n: &str| d.path().join(n).canonicalize().unwrap();
+        assert_eq!(chain, [canon("b"), canon("a")]);
+        assert!(problem.is_none());
+        // a -> c closes a loop.
+        std::os::unix::fs::symlink("../c", d.path().join("a/parent")).unwrap();
+        let (chain, problem) = parent_chain(&d.path().join("c"));
+        assert_eq!(chain.len(), 2);
+        assert!(problem.unwrap().contains("links back"));
+        // A parent that is gone.
+        std::fs::remove_file(d.path().join("a/parent")).unwrap();
+        std::os::unix::fs::symlink("../gone", d.path().join("a/parent")).unwrap();
+        let (chain, problem) = parent_chain(&d.path().join("c"));
+        assert_eq!(chain.len(), 2);
+        assert!(problem.unwrap().contains("gone"));
+    }
+}
