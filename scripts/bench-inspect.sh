@@ -3,8 +3,9 @@
 # process holding SIZE_MIB (default 1024) of touched memory, against CRIU's
 # own decoder on the same files: `crit show` of every image inspect reads
 # (inventory, pstree, and per process core, ids, mm, pagemap, fs, fdinfo;
-# files), run one after the other as a user would. Alternating runs, RUNS
-# each; prints every run, the medians and their ratio.
+# files), run one after the other as a user would; and, without crit's
+# per-file start-up, pycriu decoding the same files in one python process.
+# Alternating runs, RUNS each; prints every run, the medians and the ratios.
 #
 # Also proves inspect reads no page data: under strace, the bytes read from
 # pages-*.img (only the pages holding the command lines) and the bytes of
@@ -80,20 +81,34 @@ def t_inspect():
         raise SystemExit(r.stderr.decode())
     return e
 
+crit_py = os.path.join(os.environ.get("CKPTCTL_CRIT_PREFIX", "/opt/ckptctl-crit"),
+                       "usr/lib/python3/dist-packages")
+one_proc = ("import sys, pycriu\n"
+            "for f in sys.argv[1:]:\n"
+            "    pycriu.images.load(open(f, 'rb'))\n")
+
+def t_pycriu():
+    t = time.monotonic()
+    subprocess.run(["/usr/bin/python3", "-c", one_proc] + [os.path.join(imgs, f) for f in files],
+                   env=dict(os.environ, PYTHONPATH=crit_py), capture_output=True, check=True)
+    return time.monotonic() - t
+
 def t_crit():
     t = time.monotonic()
     for f in files:
         subprocess.run(["crit", "show", os.path.join(imgs, f)], capture_output=True, check=True)
     return time.monotonic() - t
 
-t_inspect(); t_crit()  # warm the page cache
-a, b = [], []
+t_inspect(); t_crit(); t_pycriu()  # warm the page cache
+a, b, c = [], [], []
 for i in range(runs):
-    a.append(t_inspect()); b.append(t_crit())
-    print(f"run {i+1}: inspect {a[-1]*1000:8.1f} ms   crit show ({len(files)} files) {b[-1]*1000:8.1f} ms")
-ma, mb = statistics.median(a), statistics.median(b)
+    a.append(t_inspect()); b.append(t_crit()); c.append(t_pycriu())
+    print(f"run {i+1}: inspect {a[-1]*1000:8.1f} ms   crit show ({len(files)} files) {b[-1]*1000:8.1f} ms"
+          f"   pycriu, one process {c[-1]*1000:8.1f} ms")
+ma, mb, mc = statistics.median(a), statistics.median(b), statistics.median(c)
 print(f"checkpoint: {size} MiB touched, {pages/2**20:.1f} MiB of pages files, {len(pids)} process(es)")
-print(f"median: inspect {ma*1000:.1f} ms, crit show {mb*1000:.1f} ms; crit/inspect = {mb/ma:.1f}x")
+print(f"median: inspect {ma*1000:.1f} ms, crit show {mb*1000:.1f} ms, pycriu one process {mc*1000:.1f} ms")
+print(f"ratios: crit show / inspect = {mb/ma:.1f}x, pycriu one process / inspect = {mc/ma:.1f}x")
 
 # Page data read by inspect (strace: reads on pages-*.img descriptors).
 st = os.path.join(d, "strace.txt")
