@@ -7,13 +7,26 @@
 //! or refused run never replaces the record of a good run while the images
 //! it made are still complete: see [`Latest`].
 
+use crate::failure::Code;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::profile::model::Action;
+use crate::render::Role;
+
 /// File name of the latest run record.
 pub const RUN_RECORD: &str = "ckptctl-run.json";
+
+/// The latest record's file name: `ckptctl-run.json`, or for a migration
+/// role `ckptctl-run-<role>.json` (both halves may share one work dir).
+pub fn latest_name(role: Option<Role>) -> String {
+    role.map_or_else(
+        || RUN_RECORD.to_string(),
+        |r| format!("ckptctl-run-{}.json", r.as_str()),
+    )
+}
 
 /// Directory (in the work directory) with one record per attempt.
 pub const RUN_HISTORY: &str = "ckptctl-runs";
@@ -40,7 +53,7 @@ pub struct StepRecord {
     /// Duration in seconds.
     pub duration_s: f64,
     /// `ok` or `failed`.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// The CRIU log of the step, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
@@ -61,10 +74,11 @@ pub struct RunRecord {
     /// The resolved profile (after extends and defaults).
     pub resolved: serde_json::Value,
     /// checkpoint / restore / migrate.
-    pub action: String,
+    #[serde(serialize_with = "action_text")]
+    pub action: Action,
     /// Migration role, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// CRIU binary and version.
     pub criu: Option<String>,
     /// CRIU version.
@@ -77,8 +91,8 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// CRIU statistics.
     pub stats: serde_json::Value,
-    /// `ok`, `failed` or `interrupted`.
-    pub outcome: String,
+    /// `running` until it ends, then `ok`, `failed` or `interrupted`.
+    pub outcome: RunOutcome,
     /// The failure, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<serde_json::Value>,
@@ -91,6 +105,24 @@ pub struct RunRecord {
     pub ckptctl_peak_rss_kib: u64,
     #[serde(skip)]
     t0: Option<Instant>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Not ended yet.
+    Running,
+    /// Succeeded.
+    Ok,
+    /// Failed.
+    Failed,
+    /// Stopped by SIGINT/SIGTERM.
+    Interrupted,
+}
+
+fn action_text<S: serde::Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
 }
 
 /// Host facts.
@@ -135,7 +167,7 @@ impl RunRecord {
                 .unwrap_or_default(),
             profile_file.to_string(),
             crate::profile::section::section_json(p),
-            p.action_or_default().to_string(),
+            p.action_or_default(),
         )
     }
 
@@ -144,7 +176,7 @@ impl RunRecord {
         profile: String,
         profile_file: String,
         resolved: serde_json::Value,
-        action: String,
+        action: Action,
     ) -> Self {
         RunRecord {
             ckptctl: env!("CARGO_PKG_VERSION"),
@@ -162,7 +194,7 @@ impl RunRecord {
                 .unwrap_or(0),
             steps: Vec::new(),
             stats: serde_json::json!({}),
-            outcome: "running".into(),
+            outcome: RunOutcome::Running,
             failure: None,
             pid: None,
             total_s: 0.0,
@@ -172,11 +204,11 @@ impl RunRecord {
     }
 
     /// Mark the run failed (or interrupted) with its failure.
-    pub fn fail(&mut self, f: &crate::apply::report::Failure) {
-        self.outcome = if f.code == "apply::interrupted" {
-            "interrupted".into()
+    pub fn fail(&mut self, f: &crate::failure::Failure) {
+        self.outcome = if f.code == Code::ApplyInterrupted {
+            RunOutcome::Interrupted
         } else {
-            "failed".into()
+            RunOutcome::Failed
         };
         self.failure = serde_json::to_value(f).ok();
     }
@@ -200,10 +232,22 @@ impl RunRecord {
             step: step.to_string(),
             started_s: round(started),
             duration_s: round(duration_s),
-            outcome: if ok { "ok" } else { "failed" }.into(),
+            outcome: if ok {
+                RunOutcome::Ok
+            } else {
+                RunOutcome::Failed
+            },
             log,
             notifications: notes,
         });
+    }
+
+    /// Mark the run successful, with its root pid and statistics.
+    pub fn succeed(&mut self, pid: Option<i32>, stats: serde_json::Value) {
+        self.outcome = RunOutcome::Ok;
+        self.pid = pid;
+        self.stats = stats;
+        self.total_s = round(self.elapsed());
     }
 
     /// Save the record of this attempt in `dir`: always as a new file in
@@ -218,7 +262,7 @@ impl RunRecord {
         let kept = match latest {
             Latest::Replace => false,
             Latest::Leave => true,
-            Latest::KeepGood => self.outcome != "ok" && records_good_run(&dir.join(name)),
+            Latest::KeepGood => self.outcome != RunOutcome::Ok && records_good_run(&dir.join(name)),
         };
         let history = write_history(dir, self, text.as_bytes());
         if !kept {
@@ -236,15 +280,10 @@ fn records_good_run(path: &Path) -> bool {
         .is_some_and(|v| v["outcome"] == "ok")
 }
 
-/// Open a new private file; fails if anything is at `path`.
+/// Open a new private file (0600, `O_NOFOLLOW`); fails if anything is at
+/// `path`.
 fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    crate::private_file::create(path, crate::private_file::Existing::Refuse)
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename, so a
@@ -284,12 +323,20 @@ fn write_history(dir: &Path, r: &RunRecord, bytes: &[u8]) -> std::io::Result<Pat
         }
         Err(_) => std::fs::DirBuilder::new().mode(0o700).create(&hist)?,
     }
-    let role = r.role.as_ref().map(|x| format!("-{x}")).unwrap_or_default();
+    let role = r
+        .role
+        .map(|x| format!("-{}", x.as_str()))
+        .unwrap_or_default();
+    let outcome = serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     let mut seq = next_sequence(&hist);
     for _ in 0..64 {
         let path = hist.join(format!(
-            "{seq:06}-{}-{}{role}-{}.json",
-            r.started_unix, r.action, r.outcome
+            "{seq:06}-{}-{}{role}-{outcome}.json",
+            r.started_unix,
+            r.action.as_str()
         ));
         match create_new(&path) {
             Ok(mut f) => {
@@ -366,18 +413,18 @@ mod tests {
             "p".into(),
             "p.toml".into(),
             serde_json::json!({}),
-            "checkpoint".into(),
+            Action::Checkpoint,
         );
-        good.outcome = "ok".into();
+        good.outcome = RunOutcome::Ok;
         good.pid = Some(42);
         let h1 = good.save(d.path(), RUN_RECORD, Latest::Replace).unwrap();
         let mut bad = RunRecord::start(
             "p".into(),
             "p.toml".into(),
             serde_json::json!({}),
-            "checkpoint".into(),
+            Action::Checkpoint,
         );
-        bad.outcome = "failed".into();
+        bad.outcome = RunOutcome::Failed;
         let h2 = bad.save(d.path(), RUN_RECORD, Latest::KeepGood).unwrap();
         assert_ne!(h1, h2);
         assert_eq!(read(&d.path().join(RUN_RECORD))["pid"], 42);
@@ -389,9 +436,9 @@ mod tests {
             "p".into(),
             "p.toml".into(),
             serde_json::json!({}),
-            "restore".into(),
+            Action::Restore,
         );
-        busy.outcome = "failed".into();
+        busy.outcome = RunOutcome::Failed;
         busy.save(d.path(), RUN_RECORD, Latest::Leave).unwrap();
         assert_eq!(read(&d.path().join(RUN_RECORD))["pid"], 42);
         // Replace: a failure once the checkpoint is gone is the latest.

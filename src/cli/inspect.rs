@@ -46,7 +46,7 @@ pub fn resolve_target(target: &Path, ui: &Ui) -> Result<(PathBuf, PathBuf), Exit
     let Some(p) = l.profile else {
         return Err(Exit::Usage);
     };
-    crate::apply::engine::dirs(&p).map_err(|f| {
+    crate::apply::bootstrap::dirs(&p).map_err(|f| {
         ui.diagnostics(&[f.diagnostic(Some(&p), l.file)], &sources);
         Exit::Usage
     })
@@ -504,7 +504,7 @@ fn profile_dirs(dir: &Path) -> Vec<PathBuf> {
         let Some(p) = l.profile else {
             continue;
         };
-        if let Ok((images, work)) = crate::apply::engine::dirs(&p) {
+        if let Ok((images, work)) = crate::apply::bootstrap::dirs(&p) {
             for d in [images, work] {
                 if d.is_dir() && !out.contains(&d) {
                     out.push(d);

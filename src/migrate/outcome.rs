@@ -1,0 +1,91 @@
+//! What a migration half reports: the downtime, the outcome, the run
+//! record per role.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+
+use crate::apply::session::finish::Finished;
+use crate::criu::stats::StatsSummary;
+use crate::render::Role;
+
+/// The downtime report of a migration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Downtime {
+    /// Time the tree was frozen on the source (CRIU `stats-dump`), ms.
+    pub frozen_ms: Option<f64>,
+    /// Dump start → `restored` received, measured on the source, s.
+    pub downtime_s: Option<f64>,
+    /// Duration of the destination's RESTORE request, s.
+    pub restore_s: Option<f64>,
+    /// Pages the dump wrote (to the page server or the shared images).
+    pub pages_moved: Option<u64>,
+    /// The same in bytes (4 KiB pages).
+    pub bytes_moved: Option<u64>,
+    /// Post-copy: how long the lazy-pages daemon went on delivering pages
+    /// after the tree resumed here, s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy_after_resume_s: Option<f64>,
+}
+
+/// What a successful migration half did.
+#[derive(Debug, Serialize)]
+pub struct MigrateOutcome {
+    /// Always `migrated`.
+    pub event: &'static str,
+    /// `source` or `destination`.
+    pub role: Role,
+    /// Source: the pid that left; destination: the restored root pid.
+    pub pid: Option<i32>,
+    /// Destination: the restored root pid (both sides know it).
+    pub restored_pid: Option<i32>,
+    /// The downtime report.
+    pub downtime: Downtime,
+    /// CRIU statistics (dump on the source; both on the destination).
+    pub stats: StatsSummary,
+    /// Images directory.
+    pub images_dir: PathBuf,
+    /// The run record.
+    pub record: Option<PathBuf>,
+    /// Wall time of this half, s.
+    pub total_s: f64,
+}
+
+/// File name of a role's run record: both halves may share one work dir.
+pub fn record_name(r: Role) -> String {
+    crate::apply::record::latest_name(Some(r))
+}
+
+impl Finished for MigrateOutcome {
+    fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+
+    fn record_stats(&self) -> Json {
+        json!({"criu": self.stats, "downtime": self.downtime})
+    }
+
+    fn recorded(&mut self, record: Option<PathBuf>, total_s: f64) {
+        self.record = record;
+        self.total_s = total_s;
+    }
+}
+
+pub(crate) fn dump_summary(stats: &StatsSummary, d: &mut Downtime) {
+    if let Some(dump) = &stats.dump {
+        d.frozen_ms = Some(f64::from(dump.frozen_time_us) / 1000.0);
+        d.pages_moved = Some(dump.pages_written);
+        d.bytes_moved = d.pages_moved.map(|p| p * 4096);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_differ_per_role() {
+        assert_ne!(record_name(Role::Source), record_name(Role::Destination));
+    }
+}
