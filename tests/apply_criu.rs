@@ -437,6 +437,12 @@ fn a_second_apply_on_the_same_images_is_refused() {
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::busy");
     assert!(p.alive());
+    // The refusal has its own record; the holder's latest record is left
+    // to the holder.
+    assert!(!imgs.join("ckptctl-run.json").exists());
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].1["failure"]["code"], "apply::busy");
 }
 
 #[test]
@@ -1137,4 +1143,87 @@ fn check_on_a_migration_destination_needs_no_target() {
         .cloned()
         .unwrap();
     assert_eq!(d0["key"], "migration.control_port");
+}
+
+fn run_history(work: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut v: Vec<(String, serde_json::Value)> = std::fs::read_dir(work.join("ckptctl-runs"))
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (
+                    name,
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap(),
+                )
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_refused_second_checkpoint_keeps_the_record_of_the_good_one() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "hist", p.pid, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let imgs = d.path().join("imgs");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(good["outcome"], "ok");
+    // The same profile again: refused, the directory holds a checkpoint.
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::images-exist");
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(latest["outcome"], "ok", "the good record was replaced");
+    assert_eq!(latest["pid"], good["pid"]);
+    assert_eq!(latest["started_unix"], good["started_unix"]);
+    // Both attempts have their own record, in order; the newest is last.
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0].1["outcome"], "ok");
+    assert_eq!(h[0].1["pid"], good["pid"]);
+    assert_eq!(h[1].1["outcome"], "failed");
+    assert_eq!(h[1].1["failure"]["code"], "apply::images-exist");
+    assert!(h[1].0.contains("failed"), "{}", h[1].0);
+    for (name, _) in &h {
+        let mode = std::fs::metadata(imgs.join("ckptctl-runs").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    assert_eq!(
+        std::fs::metadata(imgs.join("ckptctl-runs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // A restore refused before CRIU runs (CRIU too old for the profile)
+    // does not replace it either, and is recorded too.
+    let rs = write(
+        d.path(),
+        "rs.toml",
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\n[criu]\nmin_version = \"99.0\"\n",
+    );
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(latest["outcome"], "ok");
+    assert_eq!(latest["action"], "checkpoint");
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[2].1["action"], "restore");
+    assert_eq!(h[2].1["failure"]["code"], "criu::too-old");
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 const NAMESPACES: &[&str] = &[
     "profile", "policy", "criu", "import", "apply", "diff", "render", "plan", "check", "migrate",
+    "inspect",
 ];
 
 fn root() -> PathBuf {

@@ -1,6 +1,11 @@
-//! The run record `ckptctl-run.json` written to the work directory at the
-//! end of every apply (resolved profile, CRIU version, host, step timings,
-//! stats, outcome), and the step timer behind it.
+//! The run record written to the work directory at the end of every apply
+//! (resolved profile, CRIU version, host, step timings, stats, outcome), and
+//! the step timer behind it.
+//!
+//! Every attempt gets its own file in `ckptctl-runs/` (numbered, never
+//! replaced). `ckptctl-run.json` is the latest record, except that a failed
+//! or refused run never replaces the record of a good run while the images
+//! it made are still complete: see [`Latest`].
 
 use crate::failure::Code;
 use std::path::{Path, PathBuf};
@@ -11,8 +16,32 @@ use serde::Serialize;
 use crate::profile::model::Action;
 use crate::render::Role;
 
-/// File name of the run record.
+/// File name of the latest run record.
 pub const RUN_RECORD: &str = "ckptctl-run.json";
+
+/// The latest record's file name: `ckptctl-run.json`, or for a migration
+/// role `ckptctl-run-<role>.json` (both halves may share one work dir).
+pub fn latest_name(role: Option<Role>) -> String {
+    role.map_or_else(
+        || RUN_RECORD.to_string(),
+        |r| format!("ckptctl-run-{}.json", r.as_str()),
+    )
+}
+
+/// Directory (in the work directory) with one record per attempt.
+pub const RUN_HISTORY: &str = "ckptctl-runs";
+
+/// What a run may do to the latest record (`ckptctl-run.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latest {
+    /// Replace it (a good run; a failure when nothing good is left).
+    Replace,
+    /// Replace it unless it records a good run: the images that run made
+    /// are still complete, so its record stays the one users find.
+    KeepGood,
+    /// Leave it alone (another apply holds the directory).
+    Leave,
+}
 
 /// One step that ran.
 #[derive(Debug, Clone, Serialize)]
@@ -221,21 +250,136 @@ impl RunRecord {
         self.total_s = round(self.elapsed());
     }
 
-    /// Write `ckptctl-run.json` (0600) into `dir`.
-    pub fn write(&mut self, dir: &Path) -> std::io::Result<PathBuf> {
-        self.write_as(dir, RUN_RECORD)
-    }
-
-    /// Write the record (0600, never through a symlink) as `dir/name`.
-    pub fn write_as(&mut self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    /// Save the record of this attempt in `dir`: always as a new file in
+    /// `ckptctl-runs/`, and as `name` (the latest record) as `latest`
+    /// allows. Both 0600; the history directory 0700. Returns the path of
+    /// the history file.
+    pub fn save(&mut self, dir: &Path, name: &str, latest: Latest) -> std::io::Result<PathBuf> {
         self.total_s = round(self.elapsed());
         self.ckptctl_peak_rss_kib = peak_rss_kib();
-        let path = dir.join(name);
         let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
         text.push('\n');
-        crate::private_file::write(&path, text.as_bytes())?;
-        Ok(path)
+        let kept = match latest {
+            Latest::Replace => false,
+            Latest::Leave => true,
+            Latest::KeepGood => self.outcome != RunOutcome::Ok && records_good_run(&dir.join(name)),
+        };
+        let history = write_history(dir, self, text.as_bytes());
+        if !kept {
+            write_replacing(&dir.join(name), text.as_bytes())?;
+        }
+        history
     }
+}
+
+/// True when `path` holds a run record whose outcome is `ok`.
+fn records_good_run(path: &Path) -> bool {
+    crate::profile::load::read_limited(path, 16 << 20)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["outcome"] == "ok")
+}
+
+/// Open a new private file (0600, `O_NOFOLLOW`); fails if anything is at
+/// `path`.
+fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    crate::private_file::create(path, crate::private_file::Existing::Refuse)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so a
+/// crash never leaves a half-written record where a whole one was.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = create_new(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Add `bytes` to `dir/ckptctl-runs/` as the next numbered record:
+/// `NNNNNN-<started_unix>-<action>[-<role>]-<outcome>.json`. The numbers
+/// grow with each attempt, so the newest record sorts last; a name is
+/// taken with `O_EXCL`, so two concurrent runs never share one.
+fn write_history(dir: &Path, r: &RunRecord, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    let hist = dir.join(RUN_HISTORY);
+    match std::fs::symlink_metadata(&hist) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                hist.display()
+            )));
+        }
+        Err(_) => std::fs::DirBuilder::new().mode(0o700).create(&hist)?,
+    }
+    let role = r
+        .role
+        .map(|x| format!("-{}", x.as_str()))
+        .unwrap_or_default();
+    let outcome = serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut seq = next_sequence(&hist);
+    for _ in 0..64 {
+        let path = hist.join(format!(
+            "{seq:06}-{}-{}{role}-{outcome}.json",
+            r.started_unix,
+            r.action.as_str()
+        ));
+        match create_new(&path) {
+            Ok(mut f) => {
+                f.write_all(bytes)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seq += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "no free record name in {}",
+        hist.display()
+    )))
+}
+
+/// One past the highest record number in a history directory.
+fn next_sequence(hist: &Path) -> u64 {
+    history_files(hist)
+        .last()
+        .and_then(|(n, _)| n.checked_add(1))
+        .unwrap_or(1)
+}
+
+/// The records in a history directory, oldest first: (number, path).
+pub fn history_files(hist: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(hist)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let name = name.to_str()?;
+                    if !name.ends_with(".json") {
+                        return None;
+                    }
+                    let n = name.split('-').next()?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn round(x: f64) -> f64 {
@@ -252,4 +396,60 @@ pub fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_failure_keeps_a_good_record_and_every_attempt_has_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let mut good = RunRecord::start(
+            "p".into(),
+            "p.toml".into(),
+            serde_json::json!({}),
+            Action::Checkpoint,
+        );
+        good.outcome = RunOutcome::Ok;
+        good.pid = Some(42);
+        let h1 = good.save(d.path(), RUN_RECORD, Latest::Replace).unwrap();
+        let mut bad = RunRecord::start(
+            "p".into(),
+            "p.toml".into(),
+            serde_json::json!({}),
+            Action::Checkpoint,
+        );
+        bad.outcome = RunOutcome::Failed;
+        let h2 = bad.save(d.path(), RUN_RECORD, Latest::KeepGood).unwrap();
+        assert_ne!(h1, h2);
+        assert_eq!(read(&d.path().join(RUN_RECORD))["pid"], 42);
+        let files = history_files(&d.path().join(RUN_HISTORY));
+        assert_eq!(files.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(read(&files[1].1)["outcome"], "failed");
+        // Leave: not even a failed latest record is replaced.
+        let mut busy = RunRecord::start(
+            "p".into(),
+            "p.toml".into(),
+            serde_json::json!({}),
+            Action::Restore,
+        );
+        busy.outcome = RunOutcome::Failed;
+        busy.save(d.path(), RUN_RECORD, Latest::Leave).unwrap();
+        assert_eq!(read(&d.path().join(RUN_RECORD))["pid"], 42);
+        // Replace: a failure once the checkpoint is gone is the latest.
+        bad.save(d.path(), RUN_RECORD, Latest::Replace).unwrap();
+        assert_eq!(read(&d.path().join(RUN_RECORD))["outcome"], "failed");
+        assert_eq!(history_files(&d.path().join(RUN_HISTORY)).len(), 4);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::apply::status_fd::StatusFd;
 use crate::apply::{ApplyOptions, Outcome};
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
+use crate::cli::output::human_bytes;
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
 use crate::failure::Failure;
@@ -258,18 +259,6 @@ fn report_success(out: &Outcome, ui: &Ui) {
     ui.note(format!("  images:        {}", out.images_dir.display()));
     if let Some(r) = &out.record {
         ui.note(format!("  run record:    {}", r.display()));
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = b as f64;
-    if b >= 1 << 30 {
-        format!("{:.1} GiB", f / f64::from(1u32 << 30))
-    } else if b >= 1 << 20 {
-        format!("{:.1} MiB", f / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", f / 1024.0)
     }
 }
 

@@ -54,7 +54,7 @@ pub struct MigrateOutcome {
 
 /// File name of a role's run record: both halves may share one work dir.
 pub fn record_name(r: Role) -> String {
-    format!("ckptctl-run-{}.json", r.as_str())
+    crate::apply::record::latest_name(Some(r))
 }
 
 impl Finished for MigrateOutcome {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::Session;
 use crate::apply::guard;
-use crate::apply::record::RunRecord;
+use crate::apply::record::{self, RunRecord};
 use crate::failure::{Code, Failure};
 
 /// What a successful run hands to its record.
@@ -38,7 +38,11 @@ impl Session<'_> {
         match result {
             Ok(mut out) => {
                 self.record.succeed(out.pid(), out.record_stats());
-                let path = write_to.and_then(|d| self.record.write_as(&d, record_file).ok());
+                let path = write_to.and_then(|d| {
+                    self.record
+                        .save(&d, record_file, record::Latest::Replace)
+                        .ok()
+                });
                 out.recorded(path, self.record.total_s);
                 // Released only now: a concurrent run must not see the
                 // directory before its run record is written.
@@ -48,17 +52,32 @@ impl Session<'_> {
             Err(f) => {
                 self.record.fail(&f);
                 // Never into a directory that was refused (not ours, open to
-                // others, a planted symlink) or that another run holds.
+                // others, a planted symlink). One that another run holds
+                // gets this attempt's own history file, never its latest
+                // record (`latest_after_failure` leaves that to the holder).
                 let ours = self.lock.is_some()
-                    || (f.code != Code::ApplyBusy
-                        && write_to
-                            .as_deref()
-                            .is_some_and(|d| guard::check_dir(d).is_ok()));
+                    || write_to
+                        .as_deref()
+                        .is_some_and(|d| guard::check_dir(d).is_ok());
                 if let (Some(d), true) = (write_to, ours) {
-                    let _ = self.record.write_as(&d, record_file);
+                    let latest = latest_after_failure(&f, &self.images_dir);
+                    let _ = self.record.save(&d, record_file, latest);
                 }
                 Err((f, Some(self.record)))
             }
         }
+    }
+}
+
+/// What a failed run may do to the latest run record: leave it when
+/// another run holds the directory, keep a good one while the images it
+/// made are complete.
+pub fn latest_after_failure(f: &Failure, images_dir: &std::path::Path) -> record::Latest {
+    if f.code == Code::ApplyBusy {
+        record::Latest::Leave
+    } else if guard::images_state(images_dir) == guard::ImagesState::Complete {
+        record::Latest::KeepGood
+    } else {
+        record::Latest::Replace
     }
 }

@@ -106,7 +106,10 @@ impl<'a> Session<'a> {
         let (criu, version, spare) = match prepare_criu(profile, opts.criu.as_deref(), &mut record)
         {
             Ok(x) => x,
-            Err(f) => return Err((f, Some(record))),
+            Err(f) => {
+                record_refusal(profile, &f, &mut record);
+                return Err((f, Some(record)));
+            }
         };
         let spare = if opts.keep_spare {
             Some(spare)
@@ -269,5 +272,19 @@ impl<'a> Session<'a> {
         o.images_dir = None;
         o.work_dir_fd = Some(work.as_raw_fd());
         o
+    }
+}
+
+/// Record a run refused before its directories were opened (CRIU missing
+/// or too old), when the work directory already exists and passes the
+/// guard: every attempt has its record, and nothing is created for it.
+fn record_refusal(p: &Profile, f: &Failure, record: &mut RunRecord) {
+    record.fail(f);
+    if let Ok((images, work)) = dirs(p) {
+        if work.is_dir() && crate::apply::guard::check_dir(&work).is_ok() {
+            let name = crate::apply::record::latest_name(record.role);
+            let latest = finish::latest_after_failure(f, &images);
+            let _ = record.save(&work, &name, latest);
+        }
     }
 }
