@@ -150,52 +150,37 @@ fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
     let msg = e.message().trim().to_string();
     let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
     if first.starts_with("duplicate key") {
-        let key = text
-            .get(range.clone())
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\''])
-            .to_string();
-        Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
-            .at(Span::new(file, range.start, range.end))
-            .key(toml_dotted_key(text, range.start, &key))
-            .label("defined again here")
-            .help("remove one of the two definitions")
+        let keys = crate::profile::toml_keys::key_paths(text);
+        let found = crate::profile::toml_keys::duplicate_at(&keys, &range);
+        let name = |r: &std::ops::Range<usize>| {
+            text.get(r.clone())
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\''])
+                .to_string()
+        };
+        let (at, key, first_def) = match found {
+            Some((k, f)) => (k.span.clone(), k.dotted(), f),
+            None => (range.clone(), name(&range), None),
+        };
+        let mut d = Diagnostic::error(
+            "profile::duplicate-key",
+            format!("duplicate key `{}`", name(&at)),
+        )
+        .at(Span::new(file, at.start, at.end))
+        .key(key)
+        .label("defined again here");
+        if let Some(f) = first_def {
+            d = d.related(
+                Span::new(file, f.span.start, f.span.end),
+                "first defined here",
+            );
+        }
+        d.help("remove one of the two definitions")
     } else {
         Diagnostic::error("profile::syntax", format!("invalid TOML: {first}"))
             .at(Span::new(file, range.start, range.end.max(range.start)))
             .label(first)
-    }
-}
-
-/// The dotted path of a key at `offset`: the nearest `[header]` above it
-/// (or the header itself when the key is in one) joined with the key.
-fn toml_dotted_key(text: &str, offset: usize, key: &str) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let mut header = None;
-    for line in text[..line_start].lines().rev() {
-        let t = line.trim_start();
-        if t.starts_with('[') {
-            header = Some(t);
-            break;
-        }
-    }
-    let own = text[line_start..].lines().next().unwrap_or("").trim_start();
-    let clean = |h: &str| -> String {
-        let h = h.trim_start_matches('[');
-        let h = h.split(']').next().unwrap_or("");
-        h.split('.')
-            .map(|p| p.trim().trim_matches(['"', '\'']))
-            .collect::<Vec<_>>()
-            .join(".")
-    };
-    if own.starts_with('[') {
-        return clean(own);
-    }
-    match header {
-        Some(h) if !clean(h).is_empty() => format!("{}.{key}", clean(h)),
-        _ => key.to_string(),
     }
 }
 
@@ -274,6 +259,14 @@ struct Offsets<'a> {
 
 impl Offsets<'_> {
     fn get(&mut self, line0: usize, col0: usize) -> usize {
+        // The YAML scanner counts the columns of line 1 from the character
+        // after a byte-order mark one short; line 1 starts after the mark
+        // here (see `SourceFile`), so one character is added back.
+        let col0 = if line0 == 0 && self.src.text.starts_with('\u{feff}') {
+            col0 + 1
+        } else {
+            col0
+        };
         if line0 != self.line || col0 < self.col {
             self.line = line0;
             self.col = 0;
@@ -749,6 +742,18 @@ mod tests {
         let e = parse_yaml(id, m.get(id)).unwrap_err();
         assert_eq!(e[0].code, "profile::duplicate-key");
         assert_eq!(m.locate(e[0].span.unwrap()).1, 2);
+    }
+
+    #[test]
+    fn toml_duplicate_keys_name_the_full_path_and_the_first_definition() {
+        let mut m = SourceMap::new();
+        let text = "[[v]]\nx = 1\n[[v]]\nx = 2\nx = 3\n";
+        let id = m.add("t.toml".into(), "t.toml".into(), text);
+        let e = parse_toml(id, m.get(id)).unwrap_err();
+        assert_eq!(e[0].code, "profile::duplicate-key");
+        assert_eq!(e[0].key.as_deref(), Some("v[1].x"));
+        assert_eq!(m.locate(e[0].span.unwrap()).1, 5);
+        assert_eq!(m.locate(e[0].related[0].span).1, 4);
     }
 
     #[test]
