@@ -2,7 +2,7 @@
 //! are parsed into [`Node`]s first, so every later check sees the same shape
 //! and reports the same line and column for the same mistake.
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
 use crate::diag::Diagnostic;
 use crate::source::{FileId, SourceFile, Span};
@@ -449,13 +449,17 @@ impl YamlBuilder<'_> {
         }
         match ev {
             Event::Scalar(value, style, anchor, tag) => {
-                let kind =
-                    self.scalar(&value, style, tag.as_ref().map(|t| t.suffix.as_str()), span);
+                let span = match style {
+                    ScalarStyle::Literal | ScalarStyle::Folded => self.block_indicator(span),
+                    _ => span,
+                };
+                let kind = self.scalar(&value, style, tag.as_deref(), span);
                 let node = Node { kind, span };
                 self.remember(anchor, &node);
                 node
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                self.collection_tag(tag.as_deref(), "seq", span);
                 let mut items = Vec::new();
                 let mut end = span.end;
                 while let Some((ev, sp)) = it.next() {
@@ -476,7 +480,8 @@ impl YamlBuilder<'_> {
                 self.remember(anchor, &node);
                 node
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                self.collection_tag(tag.as_deref(), "map", span);
                 let mut entries: Vec<Entry> = Vec::new();
                 let mut end = span.end;
                 while let Some((kev, ksp)) = it.next() {
@@ -551,7 +556,10 @@ impl YamlBuilder<'_> {
                             };
                         }
                         self.count += size;
-                        n.clone()
+                        // Reported where it is used, not at the anchor.
+                        let mut n = n.clone();
+                        respan(&mut n, span);
+                        n
                     }
                     None => {
                         self.errors.push(
@@ -593,32 +601,112 @@ impl YamlBuilder<'_> {
         }
     }
 
-    fn scalar(&mut self, v: &str, style: ScalarStyle, tag: Option<&str>, span: Span) -> Kind {
-        let _ = self.file;
-        let _ = self.src;
-        match tag {
-            None => {}
-            Some("str") => return Kind::Str(v.to_string()),
-            Some("int") | Some("bool") | Some("float") | Some("null") => {
-                return plain_scalar(v);
-            }
-            Some(other) => {
+    /// A block scalar (`|`, `>`) is reported at its indicator, as a TOML
+    /// multi-line string is at its opening quotes: the parser's span starts
+    /// at the content.
+    fn block_indicator(&self, span: Span) -> Span {
+        let text = &self.src.text;
+        let start = span.start as usize;
+        let before = text.get(..start).unwrap_or("");
+        // The indicator ends the last line before the content that is not
+        // blank (a comment may follow it).
+        let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        let line = &trimmed[line_start..];
+        let code = line.find(" #").map_or(line, |i| &line[..i]);
+        match code.rfind(['|', '>']) {
+            Some(i) => Span::new(self.file, line_start + i, span.end as usize),
+            None => span,
+        }
+    }
+
+    /// A tag on a mapping or sequence: only the core `!!map` / `!!seq`
+    /// that say what it already is.
+    fn collection_tag(&mut self, tag: Option<&Tag>, core: &str, span: Span) {
+        let Some(tag) = tag else { return };
+        if tag.is_yaml_core_schema() && tag.suffix == core {
+            return;
+        }
+        self.errors.push(
+            Diagnostic::error(
+                "profile::syntax",
+                format!("unsupported YAML tag `{}`", show_tag(tag)),
+            )
+            .at(span)
+            .help("remove the tag; profiles use plain YAML values"),
+        );
+    }
+
+    fn scalar(&mut self, v: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Kind {
+        let Some(tag) = tag else {
+            return if style == ScalarStyle::Plain {
+                plain_scalar(v)
+            } else {
+                Kind::Str(v.to_string())
+            };
+        };
+        let core = tag.is_yaml_core_schema();
+        let resolved = plain_scalar(v);
+        let kind = match (core, tag.suffix.as_str(), resolved) {
+            (true, "str", _) => Some(Kind::Str(v.to_string())),
+            (true, "int", k @ Kind::Int(_)) => Some(k),
+            (true, "float", Kind::Int(n)) => Some(Kind::Float(n as f64)),
+            (true, "float", k @ Kind::Float(_)) => Some(k),
+            (true, "bool", k @ Kind::Bool(_)) => Some(k),
+            (true, "null", k @ Kind::Null) => Some(k),
+            (true, "int" | "float" | "bool" | "null", _) => {
                 self.errors.push(
                     Diagnostic::error(
                         "profile::syntax",
-                        format!("unsupported YAML tag `!{other}`"),
+                        format!("`{v}` is not a valid `{}` value", show_tag(tag)),
                     )
                     .at(span)
-                    .help("remove the tag; profiles use plain YAML values"),
+                    .help("remove the tag, or write a value of that type"),
                 );
                 return Kind::Null;
             }
+            _ => None,
+        };
+        if let Some(k) = kind {
+            return k;
         }
-        if style == ScalarStyle::Plain {
-            plain_scalar(v)
-        } else {
-            Kind::Str(v.to_string())
+        self.errors.push(
+            Diagnostic::error(
+                "profile::syntax",
+                format!("unsupported YAML tag `{}`", show_tag(tag)),
+            )
+            .at(span)
+            .help("remove the tag; profiles use plain YAML values (core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null` are understood)"),
+        );
+        Kind::Null
+    }
+}
+
+/// A tag as written: `!!int` for the core schema, `!int` for a local one.
+fn show_tag(tag: &Tag) -> String {
+    if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else {
+        tag.to_string()
+    }
+}
+
+/// Give a copied subtree (an alias) the span where it is used.
+fn respan(n: &mut Node, span: Span) {
+    n.span = span;
+    match &mut n.kind {
+        Kind::Table(entries) => {
+            for e in entries {
+                e.key_span = span;
+                respan(&mut e.value, span);
+            }
         }
+        Kind::Array(items) => {
+            for i in items {
+                respan(i, span);
+            }
+        }
+        _ => {}
     }
 }
 
