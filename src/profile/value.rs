@@ -167,6 +167,13 @@ pub trait Value: Sized + Clone {
     fn implied_default() -> Option<Self> {
         None
     }
+    /// What stands for an array item of this type that failed to decode,
+    /// so the other items keep their index and are still checked: an empty
+    /// table for table types (its missing keys are not reported, the item's
+    /// type error is), none for the others.
+    fn placeholder() -> Option<Self> {
+        None
+    }
     /// Push this value as resolved key(s).
     fn flatten_into(
         &self,
@@ -901,7 +908,7 @@ impl<T: Value> Value for Vec<Spanned<T>> {
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");
-            match T::decode(item, &k, cx) {
+            match T::decode(item, &k, cx).or_else(T::placeholder) {
                 Some(v) => out.push(Spanned {
                     value: v,
                     span: item.span,
