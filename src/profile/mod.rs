@@ -8,7 +8,6 @@ pub mod model;
 pub mod node;
 pub mod schema;
 pub mod section;
-pub mod toml_keys;
 pub mod value;
 
 pub use load::{LoadOptions, Loaded, load};
