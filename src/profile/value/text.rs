@@ -203,9 +203,12 @@ pub fn decode_enum(node: &Node, key: &str, cx: &mut Cx<'_>, all: &[&str]) -> Opt
 }
 
 /// The closest candidate to a misspelt word, if one is close enough.
+/// Compared without case (`Dir` and `TCP_ESTABLISHED` are a wrong case of
+/// a known word, however far apart the letters are).
 pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
     candidates
-        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .map(|c| (strsim::jaro_winkler(&word, &c.to_lowercase()), c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -225,5 +228,10 @@ mod tests {
             Some("tcp_established")
         );
         assert_eq!(closest("zzz", ["tcp_established"].into_iter()), None);
+        assert_eq!(closest("Dir", ["dir", "work_dir"].into_iter()), Some("dir"));
+        assert_eq!(
+            closest("TCP_ESTABLISHED", ["tcp_established", "tcp_close"].into_iter()),
+            Some("tcp_established")
+        );
     }
 }
