@@ -189,8 +189,11 @@ pub struct ReviewArgs {
     /// Policy file (TOML or YAML); without it the built-in rules run at their default levels.
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<PathBuf>,
+    /// List the built-in rules (code, default level, summary) and exit.
+    #[arg(long, conflicts_with = "policy")]
+    pub list_rules: bool,
     /// Profile files or folders.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "list_rules", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 

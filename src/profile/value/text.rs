@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(closest("zzz", ["tcp_established"].into_iter()), None);
         assert_eq!(closest("Dir", ["dir", "work_dir"].into_iter()), Some("dir"));
         assert_eq!(
-            closest("TCP_ESTABLISHED", ["tcp_established", "tcp_close"].into_iter()),
+            closest(
+                "TCP_ESTABLISHED",
+                ["tcp_established", "tcp_close"].into_iter()
+            ),
             Some("tcp_established")
         );
     }
