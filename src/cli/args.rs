@@ -111,8 +111,9 @@ pub struct SchemaArgs {
 /// `explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Dotted key, such as `checkpoint.pre_dump.mode`.
-    pub key: String,
+    /// Dotted key, such as `checkpoint.pre_dump.mode`; without it, every
+    /// key with its one-line summary.
+    pub key: Option<String>,
 }
 
 /// Starter profile format.

@@ -24,11 +24,10 @@ pub fn schema(args: &SchemaArgs, ui: &Ui) -> Exit {
 
 /// `explain KEY`.
 pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
-    let key = args
-        .key
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let Some(key) = &args.key else {
+        return list_keys(ui);
+    };
+    let key = key.trim().trim_start_matches('[').trim_end_matches(']');
     let Some(text) = explain_text(key) else {
         let keys = all_keys();
         let suggestion = closest(key, keys.iter().map(String::as_str)).or_else(|| {
@@ -60,6 +59,30 @@ pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
     Exit::Ok
 }
 
+/// `explain` without a key: every key and the first line of its doc.
+fn list_keys(ui: &Ui) -> Exit {
+    let keys = all_keys();
+    let summary = |k: &str| {
+        find_key(k)
+            .map(|m| m.doc.trim().lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    if ui.json() {
+        ui.data_json(&serde_json::json!({
+            "keys": keys.iter().map(|k| serde_json::json!({"key": k, "summary": summary(k)})).collect::<Vec<_>>()
+        }));
+    } else {
+        let width = keys.iter().map(String::len).max().unwrap_or(0);
+        let mut text = String::new();
+        for k in &keys {
+            text.push_str(&format!("{k:width$}  {}\n", summary(k)));
+        }
+        text.push_str("\n`ckptctl explain KEY` tells more about one key.\n");
+        ui.data(text);
+    }
+    Exit::Ok
+}
+
 /// `init`: an annotated starter profile that validates as is.
 pub fn init(args: &InitArgs, ui: &Ui) -> Exit {
     ui.data(starter(args.action, args.format));
@@ -74,7 +97,7 @@ pub fn starter(action: InitAction, format: InitFormat) -> String {
         InitAction::Migrate => ("my-service-migrate", "migrate"),
     };
     let toml = format!(
-        "#:schema https://ckptctl.dev/schemas/ckptctl-profile.schema.json\n\
+        "#:schema ../schemas/ckptctl-profile.schema.json\n\
          # ckptctl profile, format version 1. `ckptctl explain KEY` documents every key.\n\
          version = 1\n\
          name = \"{name}\"\n\
@@ -95,7 +118,7 @@ pub fn starter(action: InitAction, format: InitFormat) -> String {
                 InitAction::Migrate => YAML_MIGRATE,
             };
             format!(
-                "# yaml-language-server: $schema=https://ckptctl.dev/schemas/ckptctl-profile.schema.json\n\
+                "# yaml-language-server: $schema=../schemas/ckptctl-profile.schema.json\n\
                  # ckptctl profile, format version 1. `ckptctl explain KEY` documents every key.\n\
                  version: 1\n\
                  name: {name}\n\

@@ -191,7 +191,10 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
         }
     };
     out.file = Some(id);
-    let mut stack = vec![canonical(path)];
+    // The chain of canonical paths, started only when the file has an
+    // `extends` (a realpath per file is most of the cost of a large
+    // `validate`).
+    let mut stack = Vec::new();
     let Some(tree) = load_tree(id, sources, &mut stack, &mut out) else {
         return out;
     };
@@ -347,6 +350,9 @@ fn load_tree(
     };
     let span = ext.value.span;
     let here = sources.get(id).path.clone();
+    if stack.is_empty() {
+        stack.push(canonical(&here));
+    }
     let base_path = normalize(&here.parent().unwrap_or(Path::new("")).join(rel));
     let canon = canonical(&base_path);
     if let Some(pos) = stack.iter().position(|p| *p == canon) {

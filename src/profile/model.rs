@@ -107,7 +107,7 @@ section! {
         page_server: PageServer => "";
         /// Post-copy: restore before all memory has arrived.
         lazy_pages: LazyPages => "";
-        /// Two-host migration (only for `action = \"migrate\"`).
+        /// Two-host migration (only for `action = "migrate"`).
         migration: Migration => "";
         /// How CRIU itself is run.
         criu: Criu => "";
@@ -229,7 +229,7 @@ section! {
     implied Cgroups {
         /// CRIU's cgroup mode.
         mode: CgroupMode => "--manage-cgroups=MODE, RPC manage_cgroups_mode" = CgroupMode::Soft;
-        /// Cgroup roots: `{ controller = \"cpu\", path = \"/x\" }`, controller optional.
+        /// Cgroup roots: `{ controller = "cpu", path = "/x" }`, controller optional.
         roots: Vec<Spanned<CgroupRoot>> => "--cgroup-root [CTRL:]PATH, RPC cg_root" = Vec::new();
         /// Controllers to dump.
         dump_controllers: Vec<Spanned<Text>> => "--cgroup-dump-controller, RPC cgroup_dump_controller" = Vec::new();
