@@ -364,7 +364,7 @@ fn excerpt_fits(text: &str, span: Span) -> bool {
 
 fn short_label(message: &str) -> String {
     // The label repeats the essence (what comes before the first `: ` that
-    // is not inside backquotes, so `rules."policy::x"` stays whole); keep
+    // is not inside backquotes, so a quoted policy rule key stays whole); keep
     // it short.
     let mut quoted = false;
     let mut cut = message.len();
