@@ -165,7 +165,7 @@ section! {
         tcp_skip_in_flight: bool => "--skip-in-flight, RPC tcp_skip_in_flight" = false;
         /// Deduplicate against the parent images (only with a parent or pre_dump).
         auto_dedup: bool => "--auto-dedup, RPC auto_dedup" = false;
-        /// Largest deleted file kept as a ghost (at most 4GiB).
+        /// Largest deleted file kept as a ghost (at most 4294967295 bytes, 4 GiB - 1: the RPC field is 32-bit).
         ghost_limit: Size => "--ghost-limit, RPC ghost_limit" = Size(1 << 20);
         /// How long CRIU may wait to freeze the tree.
         timeout: Duration => "--timeout, RPC timeout" = Duration(10);

@@ -9,8 +9,10 @@ use crate::profile::model::{Action, EmptyNs, Profile};
 use crate::profile::value::Spanned;
 use crate::source::{FileId, SourceMap, Span};
 
-/// Largest `checkpoint.ghost_limit` CRIU's RPC can carry.
-pub const GHOST_LIMIT_MAX: u64 = 4 << 30;
+/// Largest `checkpoint.ghost_limit`: the RPC field is 32-bit, so 4 GiB - 1
+/// byte (4294967295), rendered exactly in every format. 4 GiB itself is
+/// refused rather than silently rendered one byte short.
+pub const GHOST_LIMIT_MAX: u64 = u32::MAX as u64;
 
 /// Longest interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -304,13 +306,14 @@ impl Rules<'_> {
                     Diagnostic::error(
                         "profile::out-of-range",
                         format!(
-                            "`checkpoint.ghost_limit` is out of range: {} is more than 4GiB",
-                            g.value.text()
+                            "`checkpoint.ghost_limit` is out of range: {} ({} bytes) is more than {GHOST_LIMIT_MAX} bytes",
+                            g.value.text(),
+                            g.value.0
                         ),
                     )
                     .at(g.span)
                     .key("checkpoint.ghost_limit")
-                    .help("CRIU carries the ghost limit in 32 bits: use at most \"4GiB\""),
+                    .help("CRIU's RPC carries the ghost limit in 32 bits: use at most 4294967295 (4 GiB - 1 byte), such as \"4095MiB\""),
                 );
             }
         }
