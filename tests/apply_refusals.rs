@@ -86,3 +86,57 @@ fn a_checkpoint_of_a_missing_pid_is_refused_before_criu_and_leaves_nothing() {
     );
     assert!(!err.contains("CRIU details"), "{err}");
 }
+
+/// Images another user's 0700 folder hides are "permission denied", never
+/// "does not exist": as root the check runs as `nobody` (setpriv); as
+/// another user the folder is made unreadable to it.
+#[test]
+fn images_this_user_cannot_read_are_permission_denied_not_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let private = d.path().join("private");
+    std::fs::create_dir_all(private.join("imgs")).unwrap();
+    let rs = profile(d.path(), "rs", "restore", "");
+    let text = std::fs::read_to_string(d.path().join(&rs))
+        .unwrap()
+        .replace(
+            &format!("{}/imgs-rs", d.path().display()),
+            &format!("{}/imgs", private.display()),
+        );
+    std::fs::write(d.path().join(&rs), text).unwrap();
+    std::fs::set_permissions(d.path().join(&rs), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    std::fs::set_permissions(
+        &private,
+        std::fs::Permissions::from_mode(if root { 0o700 } else { 0o000 }),
+    )
+    .unwrap();
+    let path = d.path().join(&rs);
+    let out = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ckptctl"))
+            .args(["--color", "never", "--output", "json", "check"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    } else {
+        ckptctl(
+            d.path(),
+            &["--output", "json", "check", path.to_str().unwrap()],
+        )
+    };
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let d = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "images.dir")
+        .unwrap_or_else(|| panic!("{v}"));
+    let m = d["message"].as_str().unwrap();
+    assert!(m.contains("permission denied"), "{m}");
+    assert!(!m.contains("does not exist"), "{m}");
+}
