@@ -334,6 +334,10 @@ pub fn cause_advice(
             "the tree's session leader is outside it: start the workload with `setsid`, or set `process.shell_job = true`".into(),
             Some("process.shell_job"),
         ),
+        KnownCause::VethPeerUnknown => (
+            "the checkpointed tree had a veth whose other end was outside its network namespace (on the host): name each such pair in `restore.veth_pairs` (`{ inside = \"eth0\", outside = \"veth-web0\" }`) so CRIU re-creates it with the host end".into(),
+            Some("restore.veth_pairs"),
+        ),
         KnownCause::PageServerLost => (
             "the page server closed the connection half-way (it was stopped, crashed, or could not write: see its log on the other side); nothing there is usable: start the page server (or `ckptctl apply --role destination`) again and rerun".into(),
             Some("page_server.address"),
