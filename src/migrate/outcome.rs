@@ -16,7 +16,9 @@ pub struct Downtime {
     pub frozen_ms: Option<f64>,
     /// Dump start → `restored` received, measured on the source, s.
     pub downtime_s: Option<f64>,
-    /// Duration of the destination's RESTORE request, s.
+    /// Duration of the restore, s: CRIU's own `restore_time` from
+    /// `stats-restore`, the same figure on both sides (the destination's
+    /// wall clock only when CRIU wrote no stats).
     pub restore_s: Option<f64>,
     /// Pages the dump wrote (to the page server or the shared images).
     pub pages_moved: Option<u64>,
@@ -89,5 +91,34 @@ mod tests {
     #[test]
     fn record_names_differ_per_role() {
         assert_ne!(record_name(Role::Source), record_name(Role::Destination));
+    }
+}
+
+/// The restore time both sides report: CRIU's `restore_time_us` from the
+/// destination's `stats-restore` (sent to the source in `restored`), else
+/// `fallback` (the destination's wall clock; the source has none).
+pub fn restore_seconds(restore_stats: &serde_json::Value, fallback: Option<f64>) -> Option<f64> {
+    restore_stats
+        .get("restore")
+        .and_then(|r| r.get("restore_time_us"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|us| us as f64 / 1e6)
+        .or(fallback)
+}
+
+#[cfg(test)]
+mod restore_time_tests {
+    use super::restore_seconds;
+
+    #[test]
+    fn both_sides_read_the_same_figure() {
+        let stats = serde_json::json!({"restore": {"restore_time_us": 12_500}});
+        // Destination (wall clock 0.3 s) and source (none): CRIU's figure.
+        assert_eq!(restore_seconds(&stats, Some(0.3)), Some(0.0125));
+        assert_eq!(restore_seconds(&stats, None), Some(0.0125));
+        assert_eq!(
+            restore_seconds(&serde_json::json!({}), Some(0.3)),
+            Some(0.3)
+        );
     }
 }

@@ -286,10 +286,7 @@ pub(crate) fn source_session(
     let mut all = stats;
     if let Some(r) = restore_stats.get("restore") {
         all["restore"] = r.clone();
-        downtime.restore_s = r
-            .get("restore_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1e6);
+        downtime.restore_s = super::outcome::restore_seconds(&restore_stats, None);
     }
     Ok(MigrateOutcome {
         event: "migrated",
