@@ -1,15 +1,16 @@
 //! `action = "checkpoint"`: pre-dump rounds, the dump, the completion marker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
+use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir};
 use super::session::{PostDump, PostDumpPoint, Session};
 use super::signals;
 use super::target::{explain_target, resolve_pid};
-use super::{ApplyOptions, Outcome};
-use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use super::{ApplyOptions, Outcome, PreDumpRound, RunStats};
+use crate::apply::guard::{self};
+use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::stats;
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
@@ -19,23 +20,7 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     let pid = resolve_pid(p, opts.pid)?;
     // Everything that can be checked is checked before the directory is
     // touched, so a refused run never damages an existing checkpoint.
-    guard::ensure_private_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
-    run.hold_lock(DirLock::acquire(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?);
-    if matches!(
-        guard::images_state(run.images_dir()),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
+    run.claim_images_dir(opts.force)?;
     if let Some(parent) = p.images().parent {
         if !run.images_dir().join(&parent.value).is_dir() {
             return Err(Failure::new(
@@ -56,24 +41,9 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
     }
     let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
     if pre_dump.is_some() {
-        feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
+        feature_gate(run, Feature::DirtyTracking)?;
     }
-    guard::mark_incomplete(run.images_dir()).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.mark_images_incomplete()?;
     match dump_steps(run, pid, pre_dump) {
         Ok(out) => Ok(out),
         Err(mut f) if run.post_dump_passed() => {
@@ -146,7 +116,10 @@ fn dump_steps(
                 .ok()
                 .and_then(|s| s.dump)
                 .map(|d| d.pages_written);
-            rounds.push(serde_json::json!({"round": round, "pages_written": written}));
+            rounds.push(PreDumpRound {
+                round,
+                pages_written: written,
+            });
             if let Some(w) = written {
                 if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
                     run.progress(&format!("pre-copy converged after round {round}: {reason}"));
@@ -193,7 +166,10 @@ fn dump_steps(
         }
         f
     })?;
-    let stats = stats_json(&run.work_dir().join("stats-dump"), &rounds);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+        pre_dump_rounds: rounds,
+    };
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
@@ -212,18 +188,6 @@ fn dump_steps(
         record: None,
         total_s: 0.0,
     })
-}
-
-/// A stats file as report JSON (plus pre-dump rounds).
-pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
-    let mut v = match stats::read(path) {
-        Ok(s) => serde_json::to_value(stats::StatsSummary::from(&s)).unwrap_or_default(),
-        Err(_) => serde_json::json!({}),
-    };
-    if !rounds.is_empty() {
-        v["pre_dump_rounds"] = serde_json::Value::Array(rounds.to_vec());
-    }
-    v
 }
 
 /// The post-dump hook of a checkpoint: every image is written and flushed,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::apply::session::finish::Finished;
+use crate::criu::stats::StatsSummary;
 use crate::render::Role;
 
 /// The downtime report of a migration.
@@ -44,7 +45,7 @@ pub struct MigrateOutcome {
     /// The downtime report.
     pub downtime: Downtime,
     /// CRIU statistics (dump on the source; both on the destination).
-    pub stats: Json,
+    pub stats: StatsSummary,
     /// Images directory.
     pub images_dir: PathBuf,
     /// The run record.
@@ -73,13 +74,10 @@ impl Finished for MigrateOutcome {
     }
 }
 
-pub(crate) fn dump_summary(stats: &Json, d: &mut Downtime) {
-    if let Some(dump) = stats.get("dump") {
-        d.frozen_ms = dump
-            .get("frozen_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1000.0);
-        d.pages_moved = dump.get("pages_written").and_then(Json::as_u64);
+pub(crate) fn dump_summary(stats: &StatsSummary, d: &mut Downtime) {
+    if let Some(dump) = &stats.dump {
+        d.frozen_ms = Some(f64::from(dump.frozen_time_us) / 1000.0);
+        d.pages_moved = Some(dump.pages_written);
         d.bytes_moved = d.pages_moved.map(|p| p * 4096);
     }
 }
@@ -94,30 +92,39 @@ mod tests {
     }
 }
 
-/// The restore time both sides report: CRIU's `restore_time_us` from the
+/// The restore time both sides report: CRIU's `restore_time` from the
 /// destination's `stats-restore` (sent to the source in `restored`), else
 /// `fallback` (the destination's wall clock; the source has none).
-pub fn restore_seconds(restore_stats: &serde_json::Value, fallback: Option<f64>) -> Option<f64> {
+pub fn restore_seconds(
+    restore_stats: &crate::criu::stats::StatsSummary,
+    fallback: Option<f64>,
+) -> Option<f64> {
     restore_stats
-        .get("restore")
-        .and_then(|r| r.get("restore_time_us"))
-        .and_then(serde_json::Value::as_u64)
-        .map(|us| us as f64 / 1e6)
+        .restore
+        .as_ref()
+        .map(|r| f64::from(r.restore_time_us) / 1e6)
         .or(fallback)
 }
 
 #[cfg(test)]
 mod restore_time_tests {
     use super::restore_seconds;
+    use crate::criu::stats::{RestoreSummary, StatsSummary};
 
     #[test]
     fn both_sides_read_the_same_figure() {
-        let stats = serde_json::json!({"restore": {"restore_time_us": 12_500}});
+        let stats = StatsSummary {
+            restore: Some(RestoreSummary {
+                restore_time_us: 12_500,
+                ..RestoreSummary::default()
+            }),
+            ..StatsSummary::default()
+        };
         // Destination (wall clock 0.3 s) and source (none): CRIU's figure.
         assert_eq!(restore_seconds(&stats, Some(0.3)), Some(0.0125));
         assert_eq!(restore_seconds(&stats, None), Some(0.0125));
         assert_eq!(
-            restore_seconds(&serde_json::json!({}), Some(0.3)),
+            restore_seconds(&StatsSummary::default(), Some(0.3)),
             Some(0.3)
         );
     }

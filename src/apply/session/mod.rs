@@ -11,6 +11,7 @@
 pub mod call;
 pub mod criu_failure;
 pub mod finish;
+pub mod images;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,23 @@ pub struct SessionOptions {
     /// Keep the `criu swrk` that answered VERSION for the first step (one
     /// CRIU start less); migration steps start their own.
     pub keep_spare: bool,
+}
+
+impl SessionOptions {
+    /// From a run's flags: `--criu`, whether `--pid` was given, `--status-fd`.
+    pub fn new(
+        criu: Option<PathBuf>,
+        pid_flag: bool,
+        status_fd: Option<StatusFd>,
+        keep_spare: bool,
+    ) -> Self {
+        SessionOptions {
+            criu,
+            pid_flag,
+            status_fd,
+            keep_spare,
+        }
+    }
 }
 
 /// A running session: CRIU, the directories, the status fd, the lock, the
