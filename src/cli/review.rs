@@ -20,8 +20,18 @@ pub struct Outcome {
     pub diags: Vec<Diagnostic>,
     /// Profiles reviewed.
     pub profiles: usize,
-    /// Checkpoints reviewed.
+    /// Profiles with at least one `deny` finding (invalid ones included).
+    pub denied_profiles: usize,
+    /// Profiles that failed validation.
+    pub invalid_profiles: usize,
+    /// Checkpoint directories reviewed against `[contents]`.
     pub checkpoints: usize,
+    /// Checkpoints with at least one `deny` finding (unreadable ones included).
+    pub denied_checkpoints: usize,
+    /// Checkpoints that could not be reviewed.
+    pub invalid_checkpoints: usize,
+    /// The policy itself was invalid: nothing was reviewed.
+    pub policy_invalid: bool,
     /// A profile or the policy was invalid.
     pub invalid: bool,
 }
@@ -40,7 +50,12 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
                     return Outcome {
                         diags,
                         profiles: 0,
+                        denied_profiles: 0,
+                        invalid_profiles: 0,
                         checkpoints: 0,
+                        denied_checkpoints: 0,
+                        invalid_checkpoints: 0,
+                        policy_invalid: true,
                         invalid: true,
                     };
                 }
@@ -53,7 +68,6 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         .iter()
         .cloned()
         .partition(|p| p.join("inventory.img").is_file());
-    let checkpoints = checkpoint_dirs.len();
     let files = if paths.is_empty() {
         Vec::new()
     } else {
@@ -62,10 +76,17 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
     let mut invalid = diags.iter().any(|d| d.severity == Severity::Error);
     // Findings on checkpoints are denials (exit 1); only a checkpoint that
     // cannot be reviewed makes the run invalid (exit 2).
+    let (mut denied_checkpoints, mut invalid_checkpoints) = (0, 0);
     for dir in &checkpoint_dirs {
-        let (d, bad) = review_checkpoint(dir, &policy, args.policy.as_deref());
-        diags.extend(d);
-        invalid |= bad;
+        let (found, bad) = review_checkpoint(dir, &policy, args.policy.as_deref());
+        if bad {
+            invalid = true;
+            invalid_checkpoints += 1;
+        }
+        if found.iter().any(|d| d.severity == Severity::Error) {
+            denied_checkpoints += 1;
+        }
+        diags.extend(found);
     }
     let mut loaded = Vec::new();
     let mut bases = HashSet::new();
@@ -77,6 +98,8 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         loaded.push((f.clone(), l));
     }
     let mut profiles = 0;
+    let mut denied_profiles = 0;
+    let mut invalid_profiles = 0;
     for (f, mut l) in loaded {
         let canon = fs_err::canonicalize(&f).unwrap_or_else(|_| f.clone());
         if bases.contains(&canon) {
@@ -86,19 +109,30 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         profiles += 1;
         if l.has_errors() {
             invalid = true;
+            invalid_profiles += 1;
+            denied_profiles += 1;
             diags.append(&mut l.diags);
             continue;
         }
         diags.append(&mut l.diags);
         if let (Some(p), Some(id)) = (&l.profile, l.file) {
-            diags.extend(review(p, &f, id, &policy, sources));
+            let found = review(p, &f, id, &policy, sources);
+            if found.iter().any(|d| d.severity == Severity::Error) {
+                denied_profiles += 1;
+            }
+            diags.extend(found);
         }
     }
     crate::profile::load::dedup(&mut diags);
     Outcome {
         diags,
         profiles,
-        checkpoints,
+        denied_profiles,
+        invalid_profiles,
+        checkpoints: checkpoint_dirs.len(),
+        denied_checkpoints,
+        invalid_checkpoints,
+        policy_invalid: false,
         invalid,
     }
 }
@@ -132,6 +166,9 @@ fn review_checkpoint(
 
 /// Run `review`.
 pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
+    if args.list_rules {
+        return list_rules(ui);
+    }
     let mut sources = SourceMap::new();
     let out = review_paths(args, &mut sources);
     if out.profiles == 0 && out.checkpoints == 0 && !out.invalid {
@@ -142,10 +179,17 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
     match ui.output {
         OutputFormat::Json => {
             let mut doc = to_json_document(&out.diags, &sources);
-            doc["summary"] = serde_json::json!({"profiles": out.profiles, "denied": t.errors, "warnings": t.warnings});
-            if out.checkpoints > 0 {
-                doc["summary"]["checkpoints"] = out.checkpoints.into();
-            }
+            doc["summary"] = serde_json::json!({
+                "profiles": out.profiles,
+                "profiles_denied": out.denied_profiles,
+                "profiles_invalid": out.invalid_profiles,
+                "checkpoints": out.checkpoints,
+                "checkpoints_denied": out.denied_checkpoints,
+                "checkpoints_invalid": out.invalid_checkpoints,
+                "policy_valid": !out.policy_invalid,
+                "denied": t.errors,
+                "warnings": t.warnings,
+            });
             ui.data_json(&doc);
         }
         OutputFormat::Sarif => ui.data_json(&report::sarif(&out.diags, &sources)),
@@ -154,19 +198,13 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
             ui.data(report::markdown_review(
                 &out.diags,
                 &sources,
-                (out.profiles, out.checkpoints),
+                &summary_line(&out, &t),
                 policy.as_deref(),
             ));
         }
         OutputFormat::Human => {
             ui.human_diagnostics(&out.diags, &sources);
-            ui.note(format!(
-                "reviewed {}: {} denied, {} warning{}",
-                report::reviewed(out.profiles, out.checkpoints),
-                t.errors,
-                t.warnings,
-                if t.warnings == 1 { "" } else { "s" }
-            ));
+            ui.note(summary_line(&out, &t));
         }
     }
     if out.invalid {
@@ -176,4 +214,71 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "reviewed 2 profiles: 1 denied, 1 passed (3 denials, 1 warning)": profiles
+/// and findings counted apart; an invalid policy says nothing was reviewed.
+pub fn summary_line(out: &Outcome, t: &Tally) -> String {
+    if out.policy_invalid {
+        return format!(
+            "the policy is invalid ({}): nothing was reviewed",
+            plural(t.errors, "error", "errors")
+        );
+    }
+    let subject = match (out.profiles, out.checkpoints) {
+        (p, 0) => plural(p, "profile", "profiles"),
+        (0, c) => plural(c, "checkpoint", "checkpoints"),
+        (p, c) => format!(
+            "{} and {}",
+            plural(p, "profile", "profiles"),
+            plural(c, "checkpoint", "checkpoints")
+        ),
+    };
+    let reviewed = out.profiles + out.checkpoints;
+    let denied = out.denied_profiles + out.denied_checkpoints;
+    let unreadable = out.invalid_profiles + out.invalid_checkpoints;
+    let mut verdicts = vec![format!("{} denied", denied - unreadable)];
+    if unreadable > 0 {
+        verdicts.push(format!("{unreadable} invalid"));
+    }
+    verdicts.push(format!("{} passed", reviewed - denied));
+    format!(
+        "reviewed {subject}: {} ({}, {})",
+        verdicts.join(", "),
+        plural(t.errors, "denial", "denials"),
+        plural(t.warnings, "warning", "warnings")
+    )
+}
+
+/// `review --list-rules`: every built-in rule with its default level.
+fn list_rules(ui: &Ui) -> Exit {
+    let rules = crate::policy::rules::RULES;
+    match ui.output {
+        OutputFormat::Json => ui.data_json(&serde_json::json!({
+            "rules": rules.iter().map(|r| serde_json::json!({
+                "code": r.code,
+                "default": r.default.as_str(),
+                "summary": r.summary,
+                "rationale": r.rationale,
+            })).collect::<Vec<_>>()
+        })),
+        _ => {
+            let width = rules.iter().map(|r| r.code.len()).max().unwrap_or(0);
+            let mut text = String::new();
+            for r in rules {
+                text.push_str(&format!(
+                    "{:width$}  {:5}  {}\n",
+                    r.code,
+                    r.default.as_str(),
+                    r.summary
+                ));
+            }
+            ui.data(text);
+        }
+    }
+    Exit::Ok
 }

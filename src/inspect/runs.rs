@@ -116,6 +116,7 @@ pub fn latest_files(work_dir: &Path) -> Vec<PathBuf> {
 pub fn state_word(dir: &Path) -> &'static str {
     match guard::images_state(dir) {
         ImagesState::Missing => "missing",
+        ImagesState::Unreadable => "unreadable",
         ImagesState::NoCheckpoint => "no-checkpoint",
         ImagesState::Complete => "complete",
         ImagesState::Incomplete => "incomplete",

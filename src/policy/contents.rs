@@ -7,7 +7,8 @@ use std::path::Path;
 
 use ipnet::IpNet;
 
-use super::{Level, P};
+use super::Level;
+use super::decode::P;
 use crate::diag::Diagnostic;
 use crate::images::{Checkpoint, FileKind};
 use crate::profile::node::Node;

@@ -187,22 +187,11 @@ pub fn markdown_table(diags: &[Diagnostic], sources: &SourceMap) -> String {
     out
 }
 
-/// What a review covered: "3 profiles", "1 checkpoint", "2 profiles and 1
-/// checkpoint".
-pub fn reviewed(profiles: usize, checkpoints: usize) -> String {
-    let n = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
-    match (profiles, checkpoints) {
-        (p, 0) => n(p, "profile"),
-        (0, c) => n(c, "checkpoint"),
-        (p, c) => format!("{} and {}", n(p, "profile"), n(c, "checkpoint")),
-    }
-}
-
-/// The Markdown summary of a review of profiles and checkpoints.
+/// The Markdown summary of a review.
 pub fn markdown_review(
     diags: &[Diagnostic],
     sources: &SourceMap,
-    (profiles, checkpoints): (usize, usize),
+    summary: &str,
     policy: Option<&str>,
 ) -> String {
     let t = Tally::of(diags);
@@ -215,12 +204,8 @@ pub fn markdown_review(
     };
     let mut out = format!("## ckptctl review: {verdict}\n\n");
     out.push_str(&format!(
-        "{} reviewed against {}: **{} denied**, **{} warning{}**.\n\n",
-        reviewed(profiles, checkpoints),
+        "Policy: {}; {summary}.\n\n",
         policy.map_or("the built-in rules".to_string(), |p| format!("`{p}`")),
-        t.errors,
-        t.warnings,
-        if t.warnings == 1 { "" } else { "s" }
     ));
     out.push_str(&markdown_table(diags, sources));
     out
