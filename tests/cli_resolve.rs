@@ -145,6 +145,20 @@ fn resolve_never_guesses_and_never_touches_a_reused_pid() {
     assert_eq!(state(), Some('T'), "a reused pid was resumed");
     assert!(images.join("ckptctl.stopped").exists());
 
+    // Without a start time (an older ckptctl's file) it cannot be told
+    // from a reused pid: not even abort kills it.
+    write(&images, "ckptctl.stopped", &format!("{{\"pid\": {pid}}}"));
+    let mut args = resolve.to_vec();
+    args.extend(["--decision", "abort"]);
+    let o = ckptctl(&args);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("without its start time"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(), Some('T'), "a pid without start time was killed");
+
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }

@@ -214,6 +214,17 @@ fn destination(dir: &Path, digest: &str, operator: Option<Decision>) -> Result<R
             .hint("on the source run `ckptctl apply PROFILE --role source --resolve`; then copy its `ckptctl.decision` into this images.dir, or pass `--decision commit` or `--decision abort` as it reports"));
         }
     };
+    if let (Some(p), None) = (pid, start_time) {
+        return Err(failure(
+            Code::MigrateResolveGone,
+            format!(
+                "{} names pid {p} without its start time (an older ckptctl wrote it): ckptctl cannot tell that copy from a process that reuses the pid, so it touches nothing",
+                stopped_file.display()
+            ),
+            Exit::CriuFailed,
+        )
+        .hint(format!("check pid {p} yourself (its tree restored from {}); remove {} once it is settled", dir.display(), stopped_file.display())));
+    }
     let state = pid.and_then(|p| same_process(p, start_time));
     let action = match (decision, state) {
         (Decision::Commit, None) => {
