@@ -1467,9 +1467,14 @@ fn left_stopped(net: &Net, dir: &Path, procs: &mut Procs) -> LeftStopped {
     assert!(dst_err.contains("migrate::handover-unknown"), "{dst_err}");
     // Both sides name the one command that settles it.
     for (side, text) in [("source", &src_err), ("destination", &dst_err)] {
+        let cmd = format!(
+            "ckptctl apply {} --role destination --resolve",
+            profile.display()
+        );
         assert!(
-            text.contains("--role destination --resolve"),
-            "the {side} does not name the command:\n{text}"
+            // Human output is wrapped (at spaces and hyphens).
+            squeeze(text).contains(&squeeze(&cmd)),
+            "the {side} does not name the command `{cmd}`:\n{text}"
         );
     }
     assert!(
@@ -1497,6 +1502,10 @@ fn left_stopped(net: &Net, dir: &Path, procs: &mut Procs) -> LeftStopped {
         holder,
         copy,
     }
+}
+
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect()
 }
 
 fn state(pid: i32) -> Option<char> {

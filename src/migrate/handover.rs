@@ -305,6 +305,7 @@ pub(crate) fn undecided(
     why: &str,
     shared: bool,
     all_pages: bool,
+    profile_file: &str,
 ) -> Failure {
     let _ = guard::mark_incomplete(dir);
     let here = stopped
@@ -332,7 +333,7 @@ pub(crate) fn undecided(
         .key("migration.step_timeout")
         .hint(format!(
             "the source decides: its `{DECISION_FILE}` (in its images.dir) says `commit` or `abort`; {}",
-            super::resolve::HOW
+            super::resolve::how(profile_file)
         ))
     } else {
         stopped.kill();

@@ -30,9 +30,13 @@ use crate::render::Role;
 
 use super::handover::{DECISION_FILE, Decision, STOPPED_FILE, read_decision};
 
-/// The one command that settles a copy left undecided (every hint that
-/// points at a manual fix names it).
-pub const HOW: &str = "settle it with `ckptctl apply PROFILE --role destination --resolve` on the destination (it reads `ckptctl.stopped` and `ckptctl.decision` there; without the decision file add `--decision commit|abort` as the source's `ckptctl apply PROFILE --role source --resolve` reports it)";
+/// The one command that settles a copy left undecided, for the profile
+/// file `profile` (every hint that points at a manual fix names it).
+pub fn how(profile: &str) -> String {
+    format!(
+        "settle it with `ckptctl apply {profile} --role destination --resolve` on the destination (it reads `ckptctl.stopped` and `ckptctl.decision` there; without the decision file add `--decision commit|abort` as `ckptctl apply {profile} --role source --resolve` on the source reports it)"
+    )
+}
 
 /// Where a resolution is recorded (in the destination's `images.dir`).
 pub const RESOLVED_FILE: &str = "ckptctl.resolved";

@@ -273,7 +273,7 @@ pub(crate) fn source_session(
         .hint(format!(
             "the decision here was commit ({}); {}",
             images_dir.join(handover::DECISION_FILE).display(),
-            super::resolve::HOW
+            super::resolve::how(&run.record.profile_file)
         ));
         f.keep_images = true;
         return Err(f);
