@@ -1405,3 +1405,256 @@ fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
         "the restored copy does not count on"
     );
 }
+
+/// A migration whose source recorded commit but whose `summary` never
+/// reached the destination (`CKPTCTL_FAULT=summary-lost`), with
+/// `images = "send"`, so the destination cannot read the decision: its
+/// copy is left stopped. The destination's images.dir is a tmpfs in a
+/// private mount namespace that `holder` keeps alive.
+struct LeftStopped {
+    profile: PathBuf,
+    counter: PathBuf,
+    holder: i32,
+    copy: i32,
+}
+
+fn left_stopped(net: &Net, dir: &Path, procs: &mut Procs) -> LeftStopped {
+    let (init, counter) = start_workload(net, dir, procs);
+    let profile = write_profile(dir, net, "6s", "images = \"send\"\n");
+    let images = dir.join("images");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&images)
+            .unwrap();
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let holder_file = dir.join("holder");
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,size=256m tmpfs {img} && {{ sleep 600 </dev/null >/dev/null 2>&1 3>&- & echo $! > {hf}; }} && exec {bin} apply {prof} --role destination --status-fd 3",
+        img = q(&images),
+        hf = q(&holder_file),
+        bin = q(Path::new(BIN)),
+        prof = q(&profile),
+    );
+    let mut cmd = Net::enter(&net.dst);
+    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(&script);
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = start_destination(cmd);
+    let holder: i32 = fs_err::read_to_string(&holder_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    procs.pids.push(holder);
+    let src = Net::enter(&net.src)
+        .env("CKPTCTL_FAULT", "summary-lost")
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut child, Duration::from_secs(60));
+    procs.children.push(child);
+    let dst_out = out_t.join().unwrap();
+    let dst_err = err_t.join().unwrap();
+    let src_err = String::from_utf8_lossy(&src.stderr).to_string();
+    assert_eq!(src.status.code(), Some(3), "{}", show(&src));
+    assert!(src_err.contains("migrate::unconfirmed"), "{src_err}");
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(3),
+        "{dst_out}\n{dst_err}"
+    );
+    assert!(dst_err.contains("migrate::handover-unknown"), "{dst_err}");
+    // Both sides name the one command that settles it.
+    for (side, text) in [("source", &src_err), ("destination", &dst_err)] {
+        let cmd = format!(
+            "ckptctl apply {} --role destination --resolve",
+            profile.display()
+        );
+        assert!(
+            // Human output is wrapped (at spaces and hyphens).
+            squeeze(text).contains(&squeeze(&cmd)),
+            "the {side} does not name the command `{cmd}`:\n{text}"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(init)),
+        "the source's tree still runs although it committed"
+    );
+    let needle = counter.display().to_string();
+    let copies: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|p: &i32| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.split('\0').next() == Some("sh") && c.contains(&needle)
+            }) && alive(*p)
+        })
+        .collect();
+    procs.pids.extend(&copies);
+    assert_eq!(copies.len(), 1, "one copy left: {copies:?}\n{dst_err}");
+    let copy = copies[0];
+    assert_eq!(state(copy), Some('T'), "the copy {copy} is not stopped");
+    LeftStopped {
+        profile,
+        counter,
+        holder,
+        copy,
+    }
+}
+
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect()
+}
+
+fn state(pid: i32) -> Option<char> {
+    let s = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// `ckptctl apply PROFILE ARGS…` in the destination's "host": its network
+/// and the mount namespace that holds its images.dir.
+fn on_destination(net: &Net, holder: i32, profile: &Path, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", net.dst))
+        .arg(format!("--mount=/proc/{holder}/ns/mnt"))
+        .arg(BIN)
+        .arg("apply")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ckptctl on the destination")
+}
+
+/// The stopped copy is settled by `--resolve`: refused without a decision
+/// (the copy stays stopped), resumed on the operator's `commit` (it counts
+/// on), and a second `--resolve` finds nothing.
+#[test]
+fn resolve_resumes_a_stopped_copy_on_commit() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let s = left_stopped(&net, tmp.path(), &mut procs);
+    let resolve = ["--role", "destination", "--resolve"];
+
+    // No decision here (images sent, not shared) and none given: refused.
+    let o = on_destination(&net, s.holder, &s.profile, &resolve);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(err.contains("migrate::resolve-undecided"), "{err}");
+    assert!(
+        err.contains("ckptctl.decision") && err.contains("--decision"),
+        "the missing file and flag are named: {err}"
+    );
+    let c0 = read_counter(&s.counter);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(s.copy), Some('T'), "the refused resolve changed it");
+    assert_eq!(read_counter(&s.counter), c0, "the copy counted");
+
+    // The source's own --resolve reports commit.
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .args(["apply"])
+        .arg(&s.profile)
+        .args(["--role", "source", "--resolve"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(src.status.code(), Some(0), "{}", show(&src));
+    let rep: serde_json::Value = serde_json::from_slice(&src.stdout).unwrap();
+    assert_eq!(rep["decision"], "commit", "{rep}");
+    assert!(
+        rep["message"]
+            .as_str()
+            .unwrap()
+            .contains("--role destination --resolve"),
+        "{rep}"
+    );
+
+    // The operator states it: resumed, and it counts on.
+    let mut args = resolve.to_vec();
+    args.extend(["--decision", "commit"]);
+    let o = on_destination(&net, s.holder, &s.profile, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["action"], "resumed", "{rep}");
+    assert_eq!(rep["decided_by"], "operator (--decision)", "{rep}");
+    assert!(alive(s.copy));
+    let c0 = read_counter(&s.counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&s.counter)
+            > c0 + 3),
+        "the resumed copy does not count on"
+    );
+
+    // Settled: nothing left to resolve, and nothing is touched.
+    let o = on_destination(&net, s.holder, &s.profile, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing to resolve"),
+        "{}",
+        show(&o)
+    );
+    assert!(alive(s.copy), "a second resolve touched the copy");
+}
+
+/// On `abort` the stopped copy is killed and the checkpoint it came from
+/// is complete: it restores and counts on.
+#[test]
+fn resolve_kills_a_stopped_copy_on_abort_and_the_checkpoint_restores() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let s = left_stopped(&net, tmp.path(), &mut procs);
+    let o = on_destination(
+        &net,
+        s.holder,
+        &s.profile,
+        &["--role", "destination", "--resolve", "--decision", "abort"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["action"], "killed", "{rep}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(s.copy)),
+        "the copy {} survived abort",
+        s.copy
+    );
+    let restore = tmp.path().join("restore.toml");
+    fs_err::write(
+        &restore,
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"images\"\nwork_dir = \"rwork\"\n[restore]\npidfile = \"rwork.pid\"\n",
+    )
+    .unwrap();
+    let o = on_destination(&net, s.holder, &restore, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let pid: i32 = fs_err::read_to_string(tmp.path().join("rwork.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    procs.pids.push(pid);
+    let c0 = read_counter(&s.counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&s.counter)
+            > c0 + 3),
+        "the restored checkpoint does not count on"
+    );
+}

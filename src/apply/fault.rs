@@ -52,3 +52,13 @@ pub fn lazy_daemon_dies_after_resume(daemon_pid: Option<u32>) -> Option<i32> {
     let _ = daemon_pid;
     None
 }
+
+/// `summary-lost`: the migration source records its decision (commit) but
+/// never sends the `summary`, as if the link died right then.
+pub fn summary_lost() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if active("summary-lost") {
+        return true;
+    }
+    false
+}

@@ -88,7 +88,7 @@ pub enum DirError {
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot) of a
 /// live, non-zombie process: with the pid it names one process for good,
 /// whatever its binary is called and however pids are reused.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();

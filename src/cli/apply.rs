@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::apply::status_fd::StatusFd;
 use crate::apply::{ApplyOptions, Outcome};
-use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
+use crate::cli::args::{ApplyArgs, CheckArgs, DecisionArg, PlanArgs, RoleArg};
 use crate::cli::output::human_bytes;
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
@@ -174,6 +174,9 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if args.resolve {
+        return resolve(args, &p, root, &sources, ui);
+    }
     if let Err(e) = flags_fit(&p, args.run.pid, args.run.role, ui) {
         return e;
     }
@@ -217,6 +220,66 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         }
         Err((f, _)) => {
             report_failure(&f, &p, root, &sources, ui);
+            f.exit
+        }
+    }
+}
+
+/// `apply PROFILE --role source|destination --resolve [--decision D]`.
+fn resolve(args: &ApplyArgs, p: &Profile, root: FileId, sources: &SourceMap, ui: &Ui) -> Exit {
+    use crate::migrate::handover::Decision;
+    let path = args.run.profile.display().to_string();
+    if p.action_or_default() != crate::profile::model::Action::Migrate {
+        ui.error(format!(
+            "`--resolve` settles what a migration left: `{path}` is not a migrate profile (action = \"{}\"); nothing was run",
+            p.action_or_default().as_str()
+        ));
+        return Exit::Usage;
+    }
+    let Some(r) = role(args.run.role) else {
+        ui.error(format!(
+            "`--resolve` needs `--role destination` (settle the stopped copy there) or `--role source` (report the source's decision); nothing was run with `{path}`"
+        ));
+        return Exit::Usage;
+    };
+    if args.decision.is_some() && r != Role::Destination {
+        ui.error("`--decision` states the source's decision to the destination: use it with `--role destination --resolve`; nothing was run");
+        return Exit::Usage;
+    }
+    if args.run.pid.is_some() {
+        ui.error("`--resolve` takes the copy from `ckptctl.stopped`, never from `--pid`; nothing was run");
+        return Exit::Usage;
+    }
+    let operator = args.decision.map(|d| match d {
+        DecisionArg::Commit => Decision::Commit,
+        DecisionArg::Abort => Decision::Abort,
+    });
+    match crate::migrate::resolve::resolve(p, &path, r, operator) {
+        Ok(out) => {
+            if !ui.json() {
+                let from = out
+                    .decided_by
+                    .as_ref()
+                    .map(|d| {
+                        format!(
+                            "\n  decision:      {} (from {d})",
+                            match out.decision {
+                                Some(Decision::Commit) => "commit",
+                                Some(Decision::Abort) => "abort",
+                                None => "-",
+                            }
+                        )
+                    })
+                    .unwrap_or_default();
+                ui.note(format!("{}{from}", out.message));
+            }
+            let mut s = serde_json::to_string(&out).unwrap_or_default();
+            s.push('\n');
+            ui.data(s);
+            Exit::Ok
+        }
+        Err(f) => {
+            report_failure(&f, p, root, sources, ui);
             f.exit
         }
     }

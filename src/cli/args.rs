@@ -366,4 +366,19 @@ pub struct ApplyArgs {
     /// Replace existing images; restore an incomplete checkpoint.
     #[arg(long)]
     pub force: bool,
+    /// Migrate profiles: settle a copy a migration left undecided, from the records on disk (`ckptctl.stopped`, `ckptctl.decision`); with `--role source` only report the source's decision.
+    #[arg(long, conflicts_with_all = ["dry_run", "force", "status_fd"])]
+    pub resolve: bool,
+    /// With `--role destination --resolve` when `ckptctl.decision` is absent: the source's decision, as stated by the operator.
+    #[arg(long, value_enum, requires = "resolve")]
+    pub decision: Option<DecisionArg>,
+}
+
+/// The source's decision, stated by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionArg {
+    /// The source's tree was ended: resume the destination's copy.
+    Commit,
+    /// The source's tree runs on: kill the destination's copy.
+    Abort,
 }

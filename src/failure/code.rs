@@ -96,6 +96,12 @@ pub enum Code {
     MigrateUnconfirmed,
     /// `migrate::handover-unknown`: After the destination restored the tree (stopped, with CRIU's `leave_stopped`) and told the source, the …
     MigrateHandoverUnknown,
+    /// `migrate::resolve-undecided`: `--resolve` found no decision of this migration: no `ckptctl.decision` and no `--decision`.
+    MigrateResolveUndecided,
+    /// `migrate::resolve-conflict`: `--decision` was given although `ckptctl.decision` records the source's decision.
+    MigrateResolveConflict,
+    /// `migrate::resolve-gone`: `--resolve` on commit: the stopped copy no longer exists or does not run once resumed.
+    MigrateResolveGone,
     /// `migrate::image-io`: With `images = "send"`, the source could not read an image from its `images.dir`, or the destination …
     MigrateImageIo,
     /// `migrate::image-rejected`: With `images = "send"`, an image was refused: a name that is not a plain `*.img` file (`/`, `..`, a …
@@ -180,6 +186,9 @@ impl Code {
         Code::MigrateCriuVersion,
         Code::MigrateHandoverUnknown,
         Code::MigrateUnconfirmed,
+        Code::MigrateResolveUndecided,
+        Code::MigrateResolveConflict,
+        Code::MigrateResolveGone,
         Code::MigrateImageIo,
         Code::MigrateImageRejected,
         Code::MigrateLazyUnsupported,
@@ -246,6 +255,9 @@ impl Code {
             Code::MigrateCriuVersion => "migrate::criu-version",
             Code::MigrateHandoverUnknown => "migrate::handover-unknown",
             Code::MigrateUnconfirmed => "migrate::unconfirmed",
+            Code::MigrateResolveUndecided => "migrate::resolve-undecided",
+            Code::MigrateResolveConflict => "migrate::resolve-conflict",
+            Code::MigrateResolveGone => "migrate::resolve-gone",
             Code::MigrateImageIo => "migrate::image-io",
             Code::MigrateImageRejected => "migrate::image-rejected",
             Code::MigrateLazyUnsupported => "migrate::lazy-unsupported",

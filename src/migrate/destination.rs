@@ -276,6 +276,7 @@ pub(crate) fn destination_session(
                 &why,
                 shared.is_some(),
                 complete,
+                &run.record.profile_file,
             ));
         }
     }

@@ -18,7 +18,9 @@
 //! side goes on listening (the connection survives a short cut: TCP resends)
 //! and, with shared images, the destination reads the decision file, until
 //! `step_timeout`. Only when nothing could be learned in that time is the
-//! copy left stopped, and `ckptctl.stopped` names it for the operator.
+//! copy left stopped, and `ckptctl.stopped` names it for the operator, who
+//! settles it with `ckptctl apply PROFILE --role destination --resolve`
+//! ([`super::resolve`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -139,7 +141,16 @@ impl Stopped {
         if let Some(h) = self.held.take() {
             h.release_stopped();
         }
-        let _ = guard::write_json_atomic(dir, STOPPED_FILE, &json!({ "pid": self.pid }));
+        // Pid and start time: `--resolve` never touches a reused pid.
+        let started = self
+            .pid
+            .and_then(|p| u32::try_from(p).ok())
+            .and_then(guard::start_time);
+        let _ = guard::write_json_atomic(
+            dir,
+            STOPPED_FILE,
+            &json!({ "pid": self.pid, "start_time": started }),
+        );
     }
 }
 
@@ -294,6 +305,7 @@ pub(crate) fn undecided(
     why: &str,
     shared: bool,
     all_pages: bool,
+    profile_file: &str,
 ) -> Failure {
     let _ = guard::mark_incomplete(dir);
     let here = stopped
@@ -320,8 +332,8 @@ pub(crate) fn undecided(
         )
         .key("migration.step_timeout")
         .hint(format!(
-            "the source decides: its `{DECISION_FILE}` (in its images.dir) says `commit` or `abort`. On commit resume this copy with `kill -CONT` on {here} and its children (or restore {} with `--force`); on abort, or if the source's process still runs, kill this one",
-            dir.display()
+            "the source decides: its `{DECISION_FILE}` (in its images.dir) says `commit` or `abort`; {}",
+            super::resolve::how(profile_file)
         ))
     } else {
         stopped.kill();

@@ -61,6 +61,7 @@ pub mod handshake;
 pub mod outcome;
 pub mod page_server;
 pub mod proto;
+pub mod resolve;
 pub mod send;
 pub mod source;
 pub mod tls;

@@ -251,10 +251,12 @@ pub(crate) fn source_session(
     // The decision: commit. Written before the destination hears it, so
     // that with shared images it can read it with the link gone.
     let decided = decide(run, Decision::Commit, pid, restored_pid);
-    let _ = c.send(&Msg::Summary {
-        stats: stats.clone(),
-        downtime_s,
-    });
+    if !crate::apply::fault::summary_lost() {
+        let _ = c.send(&Msg::Summary {
+            stats: stats.clone(),
+            downtime_s,
+        });
+    }
     // "migrated" only once the destination says its copy runs.
     if let Err(why) = handover::await_running(c, to) {
         c.shutdown();
@@ -269,8 +271,9 @@ pub(crate) fn source_session(
         )
         .key("migration.step_timeout")
         .hint(format!(
-            "on the destination, look at `ckptctl.stopped` in its images.dir: resume that copy (`kill -CONT` on it and its children) if it is stopped; if no copy is left, restore the checkpoint there (the decision here was commit: {})",
-            images_dir.join(handover::DECISION_FILE).display()
+            "the decision here was commit ({}); {}",
+            images_dir.join(handover::DECISION_FILE).display(),
+            super::resolve::how(&run.record.profile_file)
         ));
         f.keep_images = true;
         return Err(f);
