@@ -1189,7 +1189,14 @@ fn a_refused_second_checkpoint_keeps_the_record_of_the_good_one() {
     }
     let d = tmp();
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(d.path(), "hist", p.pid, "");
+    // leave_running: the second attempt finds the process, so what refuses
+    // it is the checkpoint already in the directory.
+    let ck = checkpoint_profile(
+        d.path(),
+        "hist",
+        p.pid,
+        "[checkpoint]\nleave_running = true\n",
+    );
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let imgs = d.path().join("imgs");

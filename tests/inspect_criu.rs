@@ -765,7 +765,7 @@ fn review_of_what_a_checkpoint_holds() {
     let out = review(&deny, &imgs, "markdown");
     assert_eq!(out.status.code(), Some(1));
     let md = String::from_utf8_lossy(&out.stdout);
-    assert!(md.contains("1 checkpoint reviewed"), "{md}");
+    assert!(md.contains("reviewed 1 checkpoint: 1 denied"), "{md}");
     let out = review(&deny, &imgs, "human");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -183,13 +183,15 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
                 "profiles": out.profiles,
                 "profiles_denied": out.denied_profiles,
                 "profiles_invalid": out.invalid_profiles,
-                "checkpoints": out.checkpoints,
-                "checkpoints_denied": out.denied_checkpoints,
-                "checkpoints_invalid": out.invalid_checkpoints,
                 "policy_valid": !out.policy_invalid,
                 "denied": t.errors,
                 "warnings": t.warnings,
             });
+            if out.checkpoints > 0 {
+                doc["summary"]["checkpoints"] = out.checkpoints.into();
+                doc["summary"]["checkpoints_denied"] = out.denied_checkpoints.into();
+                doc["summary"]["checkpoints_invalid"] = out.invalid_checkpoints.into();
+            }
             ui.data_json(&doc);
         }
         OutputFormat::Sarif => ui.data_json(&report::sarif(&out.diags, &sources)),
