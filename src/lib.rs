@@ -16,5 +16,6 @@ pub mod plan;
 pub mod policy;
 pub mod profile;
 pub mod render;
+pub mod runtime;
 pub mod source;
 pub mod validate;
