@@ -101,7 +101,7 @@ pub const RUNC: &[(&str, Carry)] = &[
     ),
     (
         "checkpoint.pre_dump",
-        Carry::Flag("--pre-dump, one runc run per round, chained by --parent-path"),
+        Carry::Flag("--pre-dump (one runc run per round, chained by --parent-path)"),
     ),
     (
         "checkpoint.pre_dump.iterations",
@@ -319,6 +319,37 @@ pub fn violations(p: &Profile) -> Vec<Diagnostic> {
                 }
             }
             Carry::Flag(_) | Carry::Ckptctl(_) => {}
+        }
+    }
+    // runc splits `--page-server ADDRESS:PORT` at its one `:`.
+    let v6 = [
+        (
+            "page_server.address",
+            p.page_server
+                .as_ref()
+                .and_then(|s| s.value.address.as_ref())
+                .map(|a| (a.value.0.contains(':'), a.span)),
+        ),
+        (
+            "lazy_pages.address",
+            p.lazy_pages
+                .as_ref()
+                .and_then(|s| s.value.address.as_ref())
+                .map(|a| (a.value.0.is_ipv6(), a.span)),
+        ),
+    ];
+    for (key, found) in v6 {
+        if let Some((true, span)) = found {
+            out.push(
+                Diagnostic::error(
+                    "profile::runtime-unsupported",
+                    format!("runc cannot carry the IPv6 address of `{key}`: it splits `--page-server ADDRESS:PORT` at the colon"),
+                )
+                .at(span)
+                .key(key)
+                .label("IPv6 address")
+                .help("use an IPv4 address or a host name with a container"),
+            );
         }
     }
     // One --page-server flag: a lazy checkpoint's server or a page server.

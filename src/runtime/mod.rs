@@ -2,4 +2,7 @@
 //! applied through the runtime that owns it, never around it. [`caps`] is
 //! the table of which profile keys runc can carry to CRIU.
 
+pub mod args;
 pub mod caps;
+pub mod plan;
+pub mod runc;
