@@ -18,6 +18,41 @@ use crate::render::CriuStep;
 pub(crate) fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile;
     let pid = resolve_pid(p, opts.pid)?;
+    prepare_images(run, opts.force)?;
+    let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
+    match dump_steps(run, pid, pre_dump) {
+        Ok(out) => Ok(out),
+        Err(mut f) if run.post_dump_committed => {
+            // CRIU failed after the checkpoint was complete and it had been
+            // told to go on (it may have ended the tree already): the
+            // images are the checkpoint, keep them.
+            f.message = format!(
+                "{}; the checkpoint itself was complete (marked in CRIU's post-dump callback) and is kept",
+                f.message
+            );
+            f.hint = Some(format!(
+                "restore from {} (its images are whole); the run record and stats may be missing",
+                run.images_dir.display()
+            ));
+            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.keep_images = true;
+            Err(f)
+        }
+        Err(mut f) => {
+            // Never leave a directory that looks like a checkpoint.
+            let _ = guard::quarantine(&run.images_dir);
+            explain_target(run, &mut f, pid);
+            Err(f)
+        }
+    }
+}
+
+/// Before a dump writes anything (process or container): the images and
+/// work directories private (0700), the images directory locked, an
+/// existing checkpoint kept unless `force`, the parent present, dirty
+/// tracking probed for pre-copy, and the directory marked incomplete.
+pub(crate) fn prepare_images(run: &mut Run<'_>, force: bool) -> Result<(), Failure> {
+    let p = run.profile;
     // Everything that can be checked is checked before the directory is
     // touched, so a refused run never damages an existing checkpoint.
     guard::ensure_private_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
@@ -26,7 +61,7 @@ pub(crate) fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outco
     if matches!(
         guard::images_state(&run.images_dir),
         ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
+    ) && !force
     {
         return Err(Failure::new(
             "apply::images-exist",
@@ -55,8 +90,7 @@ pub(crate) fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outco
             ));
         }
     }
-    let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
-    if pre_dump.is_some() {
+    if p.checkpoint().pre_dump.is_some() {
         feature_gate(
             run,
             CriuFeatures {
@@ -75,31 +109,7 @@ pub(crate) fn checkpoint(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outco
         )
         .key("images.dir")
     })?;
-    match dump_steps(run, pid, pre_dump) {
-        Ok(out) => Ok(out),
-        Err(mut f) if run.post_dump_committed => {
-            // CRIU failed after the checkpoint was complete and it had been
-            // told to go on (it may have ended the tree already): the
-            // images are the checkpoint, keep them.
-            f.message = format!(
-                "{}; the checkpoint itself was complete (marked in CRIU's post-dump callback) and is kept",
-                f.message
-            );
-            f.hint = Some(format!(
-                "restore from {} (its images are whole); the run record and stats may be missing",
-                run.images_dir.display()
-            ));
-            f.target = Some(crate::apply::report::TargetState::of(pid));
-            f.keep_images = true;
-            Err(f)
-        }
-        Err(mut f) => {
-            // Never leave a directory that looks like a checkpoint.
-            let _ = guard::quarantine(&run.images_dir);
-            explain_target(run, &mut f, pid);
-            Err(f)
-        }
-    }
+    Ok(())
 }
 
 /// Pre-dump rounds, the dump and the completion marker.

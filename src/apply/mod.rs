@@ -112,6 +112,15 @@ pub fn apply(
             Exit::Usage,
         )),
     };
+    finish(run, result)
+}
+
+/// The end of every apply (process or container): close the status fd,
+/// write the run record where it belongs, and release the lock only then.
+pub(crate) fn finish(
+    mut run: Run<'_>,
+    result: Result<Outcome, Failure>,
+) -> Result<Outcome, (Failure, Option<RunRecord>)> {
     if let Some(s) = run.status.as_mut() {
         s.close();
     }

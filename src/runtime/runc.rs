@@ -6,7 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -210,7 +210,7 @@ impl Runc {
         &self,
         argv: &[String],
         stderr_file: &Path,
-        status: Option<&OwnedFd>,
+        status: Option<RawFd>,
     ) -> Result<Ran, Failure> {
         let _ = std::fs::remove_file(stderr_file);
         let mut err = OpenOptions::new()
@@ -237,7 +237,7 @@ impl Runc {
                 Failure::new("apply::dir", "prepare", format!("dup: {e}"), Exit::Usage)
             })?)
             .process_group(0);
-        let status_raw = status.map(AsRawFd::as_raw_fd);
+        let status_raw = status;
         let target = crate::runtime::args::STATUS_FD;
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the forked child before exec and only

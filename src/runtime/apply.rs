@@ -1,0 +1,312 @@
+//! `apply` of a profile whose target is a container: runc checkpoints and
+//! restores it, with the guarantees of a process apply. The directory
+//! checks, lock, incomplete/complete markers, manifest check and lazy-pages
+//! daemon are the process apply's own ([`crate::apply::checkpoint`],
+//! [`crate::apply::restore`]); only the run in the middle is runc's.
+
+use std::path::Path;
+
+use crate::apply::bootstrap::{dirs, hermetic_env, prepare_criu};
+use crate::apply::checkpoint::stats_json;
+use crate::apply::guard;
+use crate::apply::record::RunRecord;
+use crate::apply::report::Failure;
+use crate::apply::session::Run;
+use crate::apply::signals::install_signal_handlers;
+use crate::apply::{ApplyOptions, Outcome};
+use crate::cli::output::{Exit, Ui};
+use crate::profile::Profile;
+use crate::profile::model::{Action, HostConfig};
+use crate::runtime::args::{self, RuncStep};
+use crate::runtime::failure::{exists, not_found, not_running};
+use crate::runtime::runc::{self, Runc};
+
+/// Run `apply` for a checkpoint or restore profile with `target.container`.
+pub fn apply(
+    p: &Profile,
+    profile_file: &str,
+    ui: &Ui,
+    mut opts: ApplyOptions,
+) -> Result<Outcome, (Failure, Option<RunRecord>)> {
+    install_signal_handlers();
+    let mut record = RunRecord::for_profile(p, profile_file);
+    hermetic_env(p);
+    if let Err(f) = host_config(p) {
+        return Err((f, Some(record)));
+    }
+    let root = p
+        .target
+        .as_ref()
+        .and_then(|t| t.value.runtime_root.as_ref())
+        .map(|r| r.value.resolved.clone());
+    let runc = match runc::open(root) {
+        Ok(r) => r,
+        Err(f) => return Err((f, Some(record))),
+    };
+    record.runtime = Some(serde_json::json!({
+        "name": "runc",
+        "version": runc.version,
+        "path": runc.path.display().to_string(),
+    }));
+    let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
+        Ok(x) => x,
+        Err(f) => return Err((f, Some(record))),
+    };
+    let (images_dir, work_dir) = dirs(p).map_err(|f| (f, Some(record_of(p, profile_file))))?;
+    let mut run = Run::new(p, ui, criu, images_dir, work_dir, record);
+    run.spare = Some(spare);
+    run.status = opts.status_fd.take();
+    let result = match p.action_or_default() {
+        Action::Checkpoint => checkpoint(&mut run, &runc, &opts),
+        Action::Restore => restore(&mut run, &runc, &opts),
+        Action::Migrate => Err(Failure::new(
+            "apply::role-required",
+            "apply",
+            "a migrate profile runs as two halves: `--role source` and `--role destination`",
+            Exit::Usage,
+        )),
+    };
+    crate::apply::finish(run, result)
+}
+
+fn record_of(p: &Profile, profile_file: &str) -> RunRecord {
+    RunRecord::for_profile(p, profile_file)
+}
+
+/// CRIU configuration files runc's CRIU would read: runc starts CRIU
+/// without `--no-default-config` and names `/etc/criu/runc.conf` in its
+/// requests.
+pub fn host_config_files() -> Vec<String> {
+    let mut v: Vec<String> = crate::apply::check::host_config_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("$CRIU_CONFIG_FILE"))
+        .collect();
+    if Path::new(RUNC_CONF).exists() {
+        v.push(RUNC_CONF.to_string());
+    }
+    v
+}
+
+/// The file runc has CRIU read on every request.
+pub const RUNC_CONF: &str = "/etc/criu/runc.conf";
+
+/// `criu.host_config = "ignore"` cannot be kept through runc when such
+/// files exist: refuse, at that key.
+pub fn host_config(p: &Profile) -> Result<(), Failure> {
+    if p.criu().host_config() == HostConfig::Inherit {
+        return Ok(());
+    }
+    let files = host_config_files();
+    if files.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "apply::host-config",
+        "prepare",
+        format!(
+            "runc's CRIU would read {}: runc cannot run CRIU with --no-default-config, so `criu.host_config = \"ignore\"` cannot hold",
+            files.join(", ")
+        ),
+        Exit::NotReady,
+    )
+    .key("criu.host_config")
+    .hint("remove those files from this host, or review them and set `criu.host_config = \"inherit\"`"))
+}
+
+fn checkpoint(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile();
+    let id = args::container(p);
+    let state = match runc.state(&id)? {
+        None => return Err(not_found("prepare", &id)),
+        Some(s) if s.status != "running" => return Err(not_running("prepare", &id, &s.status)),
+        Some(s) => s,
+    };
+    crate::apply::checkpoint::prepare_images(run, opts.force)?;
+    match dump_steps(run, runc, &id) {
+        Ok(stats) => Ok(Outcome {
+            action: "checkpoint".into(),
+            pid: Some(state.pid),
+            images_dir: run.images_dir.clone(),
+            work_dir: run.work_dir.clone(),
+            stats,
+            record: None,
+            total_s: 0.0,
+        }),
+        Err(mut f) => {
+            // Never leave a directory that looks like a checkpoint.
+            let _ = guard::quarantine(&run.images_dir);
+            if let Ok(Some(now)) = runc.state(&id) {
+                f.message
+                    .push_str(&format!("; container `{id}` is {}", now.status));
+            }
+            Err(f)
+        }
+    }
+}
+
+/// The pre-dump rounds, the checkpoint and the completion marker.
+fn dump_steps(run: &mut Run<'_>, runc: &Runc, id: &str) -> Result<serde_json::Value, Failure> {
+    let p = run.profile();
+    let mut rounds = Vec::new();
+    for step in args::steps(p, None) {
+        let (images, work) = (args::step_images(p, &step), args::step_work(p, &step));
+        for d in [&images, &work] {
+            guard::ensure_private_dir(Path::new(d))
+                .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.dir"))?;
+        }
+        run.progress(&format!("{step} of container `{id}`"));
+        run_step(run, runc, &step, id, Path::new(&work))?;
+        if let RuncStep::PreDump { round } = step {
+            let stats = stats_json(&Path::new(&work).join("stats-dump"), &[]);
+            rounds.push(serde_json::json!({"round": round, "stats": stats}));
+        }
+    }
+    let stats = stats_json(&run.work_dir.join("stats-dump"), &rounds);
+    guard::mark_complete(
+        &run.images_dir,
+        &serde_json::json!({
+            "profile": run.record.profile,
+            "container": id,
+            "runtime": run.record.runtime,
+            "criu": run.record.criu_version,
+            "stats": stats,
+        }),
+    )
+    .map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "finish",
+            format!("cannot mark the checkpoint complete: {e}"),
+            Exit::CriuFailed,
+        )
+        .key("images.dir")
+        .hint("check the permissions and free space of `images.dir`")
+    })?;
+    Ok(stats)
+}
+
+/// One runc run: its CRIU log removed first (so a log after it is this
+/// run's), the run timed in the record, a failure explained.
+fn run_step(
+    run: &mut Run<'_>,
+    runc: &Runc,
+    step: &RuncStep,
+    id: &str,
+    work: &Path,
+) -> Result<(), Failure> {
+    let p = run.profile();
+    let log = work.join(step.criu_log());
+    let _ = std::fs::remove_file(&log);
+    let argv = args::argv(
+        p,
+        step,
+        &runc.path.display().to_string(),
+        &run.criu_path().display().to_string(),
+    );
+    let stderr_file = work.join(format!(
+        "runc-{}.stderr",
+        if *step == RuncStep::Restore {
+            "restore"
+        } else {
+            "checkpoint"
+        }
+    ));
+    let status = run.status.as_ref().map(|s| s.raw());
+    let lazy_serving = argv.iter().any(|a| a == "--status-fd");
+    let started = run.record.elapsed();
+    let ran = runc.run(&argv, &stderr_file, status.filter(|_| lazy_serving))?;
+    if lazy_serving {
+        // runc's CRIU wrote the ready byte itself (or not); either way the
+        // reader sees EOF now.
+        if let Some(s) = run.status.as_mut() {
+            s.close();
+        }
+    }
+    let ok = ran.status.success();
+    run.record.step(
+        &step.name(),
+        started,
+        ok,
+        log.is_file().then(|| log.clone()),
+        Vec::new(),
+    );
+    if ok {
+        return Ok(());
+    }
+    Err(crate::runtime::failure::explain(run, step, &ran, &log, id))
+}
+
+fn restore(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile();
+    let id = args::container(p);
+    crate::apply::restore::check_checkpoint(run, opts.force)?;
+    bundle_ok(p)?;
+    if let Some(s) = runc.state(&id)? {
+        return Err(exists("prepare", &id, &s.status));
+    }
+    let pidfile = std::path::PathBuf::from(args::restore_pidfile(p));
+    let _ = std::fs::remove_file(&pidfile);
+    let mut daemon = crate::apply::restore::lazy_start(run)?;
+    run.progress(&format!(
+        "runc restore of container `{id}` from {}",
+        run.images_dir.display()
+    ));
+    let work = run.work_dir.clone();
+    if let Err(f) = run_step(run, runc, &RuncStep::Restore, &id, &work) {
+        if let Some(d) = daemon.as_mut() {
+            d.kill();
+        }
+        return Err(f);
+    }
+    let pid = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if let Some(d) = daemon {
+        crate::apply::restore::lazy_finish(run, d, pid)?;
+    }
+    let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);
+    Ok(Outcome {
+        action: "restore".into(),
+        pid,
+        images_dir: run.images_dir.clone(),
+        work_dir: run.work_dir.clone(),
+        stats,
+        record: None,
+        total_s: 0.0,
+    })
+}
+
+/// The bundle holds a config.json and the rootfs it names.
+pub fn bundle_ok(p: &Profile) -> Result<(), Failure> {
+    let Some(b) = p.restore().bundle else {
+        return Ok(());
+    };
+    let dir = b.value.resolved;
+    let bad = |why: String| {
+        Err(Failure::new(
+            "apply::bundle-invalid",
+            "prepare",
+            format!("{} is not an OCI bundle runc can restore into: {why}", dir.display()),
+            Exit::Usage,
+        )
+        .key("restore.bundle")
+        .hint("point `restore.bundle` at the bundle the container ran from (config.json and its rootfs)"))
+    };
+    let text = match std::fs::read_to_string(dir.join("config.json")) {
+        Ok(t) => t,
+        Err(e) => return bad(format!("cannot read config.json: {e}")),
+    };
+    let cfg: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("config.json is not JSON: {e}")),
+    };
+    let rootfs = cfg["root"]["path"].as_str().unwrap_or("rootfs");
+    let rootfs = dir.join(rootfs);
+    if !rootfs.is_dir() {
+        return bad(format!(
+            "its rootfs {} is not a directory",
+            rootfs.display()
+        ));
+    }
+    Ok(())
+}
