@@ -36,6 +36,7 @@ pub fn explain(run: &Run<'_>, step: &RuncStep, ran: &Ran, criu_log: &Path, id: &
         if f.code == "criu::failed" && f.log_lines.is_empty() {
             f.message = format!("{} failed: {said}", step.name());
         }
+        for_container(&mut f);
         f
     } else {
         before_criu(run, step, &said, id)
@@ -44,6 +45,21 @@ pub fn explain(run: &Run<'_>, step: &RuncStep, ran: &Ran, criu_log: &Path, id: &
     f.log_lines
         .push(format!("runc's stderr: {}", ran.stderr_file.display()));
     f
+}
+
+/// The classifier's advice names keys of a process profile; through runc
+/// some of them cannot be changed, so say what to change instead.
+fn for_container(f: &mut Failure) {
+    if f.code == KnownCause::ExternalFile.code() {
+        f.key = Some("target.container".into());
+        f.hint = Some("the container has a file open outside its mounts, most often its stdio inherited from whoever ran `runc run -d`: start it with stdin, stdout and stderr on /dev/null (or a terminal runc manages), or mount the file into the bundle".into());
+    } else if f.code == KnownCause::NetworkLockToolsMissing.code() {
+        f.key = Some("target.container".into());
+        f.hint = Some("runc's CRIU locks the container's network with iptables: install the iptables package (runc cannot pass `checkpoint.network_lock`)".into());
+    } else if matches!(f.key.as_deref(), Some("target.pid" | "target.pidfile")) {
+        f.key = Some("target.container".into());
+        f.hint = Some("the container's processes went away during the checkpoint: check it with `runc state` and start it again".into());
+    }
 }
 
 /// runc failed before CRIU wrote a log.
