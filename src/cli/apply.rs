@@ -130,6 +130,13 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if p.action_or_default() == crate::profile::model::Action::Migrate
+        && crate::runtime::args::is_container(&p)
+    {
+        let f = crate::runtime::failure::no_container_migration();
+        report_failure(&f, &p, root, &sources, ui);
+        return f.exit;
+    }
     if p.action_or_default() == crate::profile::model::Action::Migrate {
         let Some(role) = role(args.run.role) else {
             ui.error(format!(

@@ -31,6 +31,13 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
         format!("{dir} and {work}")
     };
     let mut out = Vec::new();
+    if p.action_or_default() == crate::profile::model::Action::Migrate {
+        let f = crate::runtime::failure::no_container_migration();
+        out.push(step(
+            "refused",
+            format!("{}; {}", f.message, f.hint.unwrap_or_default()),
+        ));
+    }
     let mut prep = if dumps {
         step(
             "prepare",
