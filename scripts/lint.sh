@@ -17,3 +17,5 @@ cargo fmt --all --check
 
 echo "==> cargo clippy --locked --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo clippy --locked --all-targets --features fault-injection -- -D warnings"
+cargo clippy --locked --all-targets --features fault-injection -- -D warnings

@@ -31,8 +31,12 @@ else
     printf 'criu: not on PATH\n'
 fi
 
-echo "==> cargo build --locked --all-targets"
-cargo build --locked --all-targets
+# The tests inject faults through `CKPTCTL_FAULT`, which only builds with
+# this feature (never in release builds): every build and test here has it.
+FEATURES=(--features fault-injection)
+
+echo "==> cargo build --locked --all-targets ${FEATURES[*]}"
+cargo build --locked --all-targets "${FEATURES[@]}"
 
 failed_phases=()
 
@@ -46,8 +50,8 @@ run_phase() {
     fi
 }
 
-run_phase "doc tests" cargo test --locked --doc -- "$@"
-run_phase "unit tests" cargo test --locked --no-fail-fast --lib --bins -- "$@"
+run_phase "doc tests" cargo test --locked "${FEATURES[@]}" --doc -- "$@"
+run_phase "unit tests" cargo test --locked "${FEATURES[@]}" --no-fail-fast --lib --bins -- "$@"
 
 # Integration test targets, if any (`--test '*'` errors out when there are none).
 have_integration_tests="$(
@@ -58,7 +62,7 @@ print(sum("test" in t["kind"] for p in m["packages"] for t in p["targets"]))'
 )"
 if [[ "$have_integration_tests" -gt 0 ]]; then
     run_phase "integration tests" \
-        cargo test --locked --no-fail-fast --test '*' -- --test-threads=1 "$@"
+        cargo test --locked "${FEATURES[@]}" --no-fail-fast --test '*' -- --test-threads=1 "$@"
 else
     echo "==> no integration test targets under tests/"
 fi

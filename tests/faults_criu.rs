@@ -663,6 +663,11 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
 
 #[test]
 fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
     if !require_root_and_criu() {
         return;
     }

@@ -1222,6 +1222,11 @@ fn migrates_post_copy_from_the_destination_images() {
 /// checkpoint, and a plain restore from them brings the process back.
 #[test]
 fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
     if !require_root_and_criu() {
         return;
     }

@@ -116,6 +116,38 @@ fn every_other_code_is_documented() {
     );
 }
 
+/// Run failures carry a typed `Code`: every variant has its section, and
+/// every documented apply/criu/migrate code is a variant.
+#[test]
+fn every_failure_code_is_documented_and_every_documented_one_exists() {
+    use ckptctl::failure::Code;
+    let docs = documented();
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !docs.contains(*c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "failure codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}",
+        missing.join("\n  ")
+    );
+    let variants: BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    let stale: Vec<&String> = docs
+        .iter()
+        .filter(|d| {
+            ["apply::", "criu::", "migrate::"]
+                .iter()
+                .any(|n| d.starts_with(n))
+        })
+        .filter(|d| !variants.contains(d.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "documented but not a failure::Code: {stale:?}"
+    );
+}
+
 #[test]
 fn documented_codes_exist_and_are_unique() {
     let doc = std::fs::read_to_string(root().join("docs/diagnostics.md")).unwrap();

@@ -320,19 +320,14 @@ pub fn images_state(dir: &Path) -> ImagesState {
 /// being written.
 pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
     remove_if_exists(&dir.join(COMPLETE_MARKER))?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(INCOMPLETE_MARKER))?;
-    writeln!(
-        f,
-        "a ckptctl dump started here (pid {}) and has not finished",
-        std::process::id()
-    )?;
-    f.sync_all()
+    crate::private_file::write(
+        &dir.join(INCOMPLETE_MARKER),
+        format!(
+            "a ckptctl dump started here (pid {}) and has not finished\n",
+            std::process::id()
+        )
+        .as_bytes(),
+    )
 }
 
 /// Once CRIU has written every image: the directory is a checkpoint. The
@@ -351,12 +346,7 @@ pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result
     let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
     {
         remove_if_exists(&tmp)?;
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = crate::private_file::create(&tmp, crate::private_file::Existing::Refuse)?;
         f.write_all(
             serde_json::to_string_pretty(summary)
                 .unwrap_or_default()

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::guard::{COMPLETE_MARKER, INCOMPLETE_MARKER, INVENTORY_QUARANTINE, LOCK_FILE};
-use crate::migrate::sha256::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// Images larger than this are recorded by size only (page images are
 /// always recorded by size only: hashing them would add to every dump).

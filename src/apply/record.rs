@@ -2,10 +2,14 @@
 //! end of every apply (resolved profile, CRIU version, host, step timings,
 //! stats, outcome), and the step timer behind it.
 
+use crate::failure::Code;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+use crate::profile::model::Action;
+use crate::render::Role;
 
 /// File name of the run record.
 pub const RUN_RECORD: &str = "ckptctl-run.json";
@@ -20,7 +24,7 @@ pub struct StepRecord {
     /// Duration in seconds.
     pub duration_s: f64,
     /// `ok` or `failed`.
-    pub outcome: String,
+    pub outcome: RunOutcome,
     /// The CRIU log of the step, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
@@ -41,10 +45,11 @@ pub struct RunRecord {
     /// The resolved profile (after extends and defaults).
     pub resolved: serde_json::Value,
     /// checkpoint / restore / migrate.
-    pub action: String,
+    #[serde(serialize_with = "action_text")]
+    pub action: Action,
     /// Migration role, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// CRIU binary and version.
     pub criu: Option<String>,
     /// CRIU version.
@@ -61,8 +66,8 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// CRIU statistics.
     pub stats: serde_json::Value,
-    /// `ok`, `failed` or `interrupted`.
-    pub outcome: String,
+    /// `running` until it ends, then `ok`, `failed` or `interrupted`.
+    pub outcome: RunOutcome,
     /// The failure, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<serde_json::Value>,
@@ -75,6 +80,24 @@ pub struct RunRecord {
     pub ckptctl_peak_rss_kib: u64,
     #[serde(skip)]
     t0: Option<Instant>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Not ended yet.
+    Running,
+    /// Succeeded.
+    Ok,
+    /// Failed.
+    Failed,
+    /// Stopped by SIGINT/SIGTERM.
+    Interrupted,
+}
+
+fn action_text<S: serde::Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
 }
 
 /// Host facts.
@@ -119,7 +142,7 @@ impl RunRecord {
                 .unwrap_or_default(),
             profile_file.to_string(),
             crate::profile::section::section_json(p),
-            p.action_or_default().to_string(),
+            p.action_or_default(),
         )
     }
 
@@ -128,7 +151,7 @@ impl RunRecord {
         profile: String,
         profile_file: String,
         resolved: serde_json::Value,
-        action: String,
+        action: Action,
     ) -> Self {
         RunRecord {
             ckptctl: env!("CARGO_PKG_VERSION"),
@@ -147,7 +170,7 @@ impl RunRecord {
                 .unwrap_or(0),
             steps: Vec::new(),
             stats: serde_json::json!({}),
-            outcome: "running".into(),
+            outcome: RunOutcome::Running,
             failure: None,
             pid: None,
             total_s: 0.0,
@@ -157,11 +180,11 @@ impl RunRecord {
     }
 
     /// Mark the run failed (or interrupted) with its failure.
-    pub fn fail(&mut self, f: &crate::apply::report::Failure) {
-        self.outcome = if f.code == "apply::interrupted" {
-            "interrupted".into()
+    pub fn fail(&mut self, f: &crate::failure::Failure) {
+        self.outcome = if f.code == Code::ApplyInterrupted {
+            RunOutcome::Interrupted
         } else {
-            "failed".into()
+            RunOutcome::Failed
         };
         self.failure = serde_json::to_value(f).ok();
     }
@@ -185,32 +208,37 @@ impl RunRecord {
             step: step.to_string(),
             started_s: round(started),
             duration_s: round(duration_s),
-            outcome: if ok { "ok" } else { "failed" }.into(),
+            outcome: if ok {
+                RunOutcome::Ok
+            } else {
+                RunOutcome::Failed
+            },
             log,
             notifications: notes,
         });
     }
 
+    /// Mark the run successful, with its root pid and statistics.
+    pub fn succeed(&mut self, pid: Option<i32>, stats: serde_json::Value) {
+        self.outcome = RunOutcome::Ok;
+        self.pid = pid;
+        self.stats = stats;
+        self.total_s = round(self.elapsed());
+    }
+
     /// Write `ckptctl-run.json` (0600) into `dir`.
     pub fn write(&mut self, dir: &Path) -> std::io::Result<PathBuf> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        self.write_as(dir, RUN_RECORD)
+    }
+
+    /// Write the record (0600, never through a symlink) as `dir/name`.
+    pub fn write_as(&mut self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
         self.total_s = round(self.elapsed());
         self.ckptctl_peak_rss_kib = peak_rss_kib();
-        let path = dir.join(RUN_RECORD);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        f.write_all(
-            serde_json::to_string_pretty(self)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        f.write_all(b"\n")?;
+        let path = dir.join(name);
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        crate::private_file::write(&path, text.as_bytes())?;
         Ok(path)
     }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
 use super::checkpoint::stats_json;
-use super::session::Run;
+use super::session::Session;
 use super::{ApplyOptions, Outcome};
 use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::apply::lazy::LazyDaemon;
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 /// Check a complete checkpoint against the manifest ckptctl recorded when
@@ -31,7 +31,7 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
         n => format!(" (and {} more)", n - 1),
     };
     Err(Failure::new(
-        "apply::images-damaged",
+        Code::ApplyImagesDamaged,
         "restore",
         format!(
             "cannot restore: {} changed after the checkpoint completed: {}{more}",
@@ -44,15 +44,15 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
     .hint("restore from an intact copy of the checkpoint, or checkpoint again; `--force` skips this check"))
 }
 
-pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
-    let p = run.profile;
+pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile();
     check_checkpoint(run, opts.force)?;
-    let images = open_dir(&run.images_dir)?;
-    let work = open_dir(&run.work_dir)?;
+    let images = open_dir(run.images_dir())?;
+    let work = open_dir(run.work_dir())?;
     let mut daemon = lazy_start(run)?;
     let o = run.opts(&CriuStep::Restore, None, &images, &work);
-    let log = run.work_dir.join(CriuStep::Restore.log_file());
-    run.progress(&format!("restore from {}", run.images_dir.display()));
+    let log = run.work_dir().join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", run.images_dir().display()));
     let resp = run.call(
         "restore",
         CriuReq::with_opts(CriuReqType::Restore, o),
@@ -75,7 +75,7 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         write_pidfile(&pf.value.resolved, pid).map_err(|e| {
             Failure::new(
-                "apply::pidfile",
+                Code::ApplyPidfile,
                 "write pidfile",
                 format!(
                     "restored pid {pid}, but cannot write {}: {e}",
@@ -86,12 +86,12 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
             .key("restore.pidfile")
         })?;
     }
-    let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);
+    let stats = stats_json(&run.work_dir().join("stats-restore"), &[]);
     Ok(Outcome {
         action: "restore".into(),
         pid,
-        images_dir: run.images_dir.clone(),
-        work_dir: run.work_dir.clone(),
+        images_dir: run.images_dir().to_path_buf(),
+        work_dir: run.work_dir().to_path_buf(),
         stats,
         record: None,
         total_s: 0.0,
@@ -101,16 +101,17 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
 /// Before a restore (process or container), under the images directory's
 /// lock: a complete checkpoint whose files match its manifest (an
 /// incomplete one only with `force`), and a private work directory.
-pub(crate) fn check_checkpoint(run: &mut Run<'_>, force: bool) -> Result<(), Failure> {
-    let p = run.profile;
-    if run.images_dir.is_dir() {
-        guard::check_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-        run.lock =
-            Some(DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?);
+pub(crate) fn check_checkpoint(run: &mut Session<'_>, force: bool) -> Result<(), Failure> {
+    let p = run.profile();
+    if run.images_dir().is_dir() {
+        guard::check_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
+        run.hold_lock(
+            DirLock::acquire(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?,
+        );
     }
     // Looked at under the lock: no dump can be writing it now.
-    match guard::images_state(&run.images_dir) {
-        ImagesState::Complete if !force => verify_images(&run.images_dir)?,
+    match guard::images_state(run.images_dir()) {
+        ImagesState::Complete if !force => verify_images(run.images_dir())?,
         ImagesState::Complete | ImagesState::Foreign => {}
         ImagesState::Incomplete if force => {
             run.progress("restoring an incomplete checkpoint (--force)")
@@ -125,12 +126,12 @@ pub(crate) fn check_checkpoint(run: &mut Run<'_>, force: bool) -> Result<(), Fai
             };
             return Err(Failure::new(
                 if state == ImagesState::Incomplete {
-                    "apply::incomplete-checkpoint"
+                    Code::ApplyIncompleteCheckpoint
                 } else {
-                    "criu::not-a-checkpoint"
+                    Code::CriuNotACheckpoint
                 },
                 "restore",
-                format!("cannot restore: {} {what}", run.images_dir.display()),
+                format!("cannot restore: {} {what}", run.images_dir().display()),
                 Exit::Usage,
             )
             .key("images.dir")
@@ -141,14 +142,14 @@ pub(crate) fn check_checkpoint(run: &mut Run<'_>, force: bool) -> Result<(), Fai
             }));
         }
     }
-    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, work_dir_key(p)))?;
+    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
     Ok(())
 }
 
 /// With `lazy_pages.enabled`: probe userfaultfd, start the local
 /// lazy-pages daemon and tell the status fd it is ready.
-pub(crate) fn lazy_start(run: &mut Run<'_>) -> Result<Option<LazyDaemon>, Failure> {
-    let p = run.profile;
+pub(crate) fn lazy_start(run: &mut Session<'_>) -> Result<Option<LazyDaemon>, Failure> {
+    let p = run.profile();
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     if lazy {
         feature_gate(
@@ -160,9 +161,7 @@ pub(crate) fn lazy_start(run: &mut Run<'_>) -> Result<Option<LazyDaemon>, Failur
             "lazy_pages.enabled",
         )?;
         let d = run.start_lazy_daemon(Duration::from_secs(60))?;
-        if let Some(s) = run.status.as_mut() {
-            s.ready();
-        }
+        run.status_ready();
         return Ok(Some(d));
     }
     Ok(None)
@@ -171,7 +170,7 @@ pub(crate) fn lazy_start(run: &mut Run<'_>) -> Result<Option<LazyDaemon>, Failur
 /// After a lazy restore: wait until every page arrived; if the daemon
 /// failed first, end the restored tree (its memory is incomplete).
 pub(crate) fn lazy_finish(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mut d: LazyDaemon,
     pid: Option<i32>,
 ) -> Result<(), Failure> {
@@ -187,7 +186,7 @@ pub(crate) fn lazy_finish(
             );
         }
         let mut f = Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages transfer",
                 format!(
                     "the lazy-pages daemon failed before every page arrived; the restored tree{} was killed because its memory is incomplete",
@@ -197,15 +196,12 @@ pub(crate) fn lazy_finish(
             )
             .key("lazy_pages.enabled")
             .hint("the images are unchanged: restore again (without lazy pages to avoid the daemon)");
-        f.log_lines = crate::apply::report::log_excerpt(&d.log);
+        f.log_lines = crate::failure::log_excerpt(&d.log);
         f.log = Some(d.log.clone());
         return Err(f);
     }
     Ok(())
 }
-
-/// Longest wait for a lazy restore's pages, seconds.
-pub const LAZY_TRANSFER_LIMIT_S: u64 = 3600;
 
 /// Write a pidfile atomically: a fresh temporary file (never an existing
 /// one or a symlink), then a rename over the target.

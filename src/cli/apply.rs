@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
 use crate::apply::{ApplyOptions, Outcome};
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
+use crate::failure::Failure;
+use crate::migrate::MigrateOutcome;
 use crate::profile::{LoadOptions, Profile, load};
 use crate::render::Role;
 use crate::source::{FileId, SourceMap};
@@ -154,7 +155,7 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         };
         return match crate::migrate::run(&p, &args.run.profile.display().to_string(), ui, opts) {
             Ok(out) => {
-                crate::migrate::print_outcome(&out, ui);
+                print_outcome(&out, ui);
                 Exit::Ok
             }
             Err((f, _)) => {
@@ -191,6 +192,48 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
             f.exit
         }
     }
+}
+
+/// Print the report: human text on stderr, one JSON line on stdout.
+fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
+    let d = &out.downtime;
+    if !ui.json() {
+        let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+        let mut text = match out.role {
+            crate::render::Role::Destination => format!(
+                "migrated: restored pid {}",
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
+            ),
+            _ => format!(
+                "migrated: pid {} left this host (restored as pid {} on the destination)",
+                out.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
+            ),
+        };
+        text.push_str(&format!(
+            "\n  frozen time:   {}\n  downtime:      {} (dump start to restore end)\n  restore:       {}\n  pages moved:   {}\n  total:         {:.2} s",
+            ms(d.frozen_ms),
+            ms(d.downtime_s.map(|s| s * 1000.0)),
+            ms(d.restore_s.map(|s| s * 1000.0)),
+            d.pages_moved.map_or_else(|| "-".into(), |p| format!("{p} ({:.1} MiB)", (p * 4096) as f64 / f64::from(1u32 << 20))),
+            out.total_s
+        ));
+        if let Some(l) = d.lazy_after_resume_s {
+            text.push_str(&format!(
+                "\n  post-copy:     pages loaded lazily for {} after the tree resumed",
+                ms(Some(l * 1000.0))
+            ));
+        }
+        if let Some(r) = &out.record {
+            text.push_str(&format!("\n  run record:    {}", r.display()));
+        }
+        ui.note(text);
+    }
+    let mut s = serde_json::to_string(out).unwrap_or_default();
+    s.push('\n');
+    ui.data(s);
 }
 
 fn report_success(out: &Outcome, ui: &Ui) {

@@ -7,26 +7,7 @@ use crate::cli::args::{Cli, ColorChoice, OutputFormat};
 use crate::diag::{Diagnostic, RenderOptions, render_human, to_json_document};
 use crate::source::SourceMap;
 
-/// The spec's exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    /// Success (warnings allowed).
-    Ok = 0,
-    /// Policy denied, or `diff --exit-code` found a change.
-    Denied = 1,
-    /// Usage error, unreadable or invalid profile/policy.
-    Usage = 2,
-    /// CRIU ran and the operation failed.
-    CriuFailed = 3,
-    /// Environment not ready.
-    NotReady = 4,
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e as u8)
-    }
-}
+pub use crate::failure::Exit;
 
 /// How to talk to the user.
 #[derive(Debug, Clone)]
@@ -144,5 +125,27 @@ impl Ui {
             }
             let _ = write!(err, "{}", render_human(d, sources, self.render_options()));
         }
+    }
+}
+
+impl crate::reporter::Reporter for Ui {
+    fn note(&self, msg: &str) {
+        Ui::note(self, msg);
+    }
+
+    fn error(&self, msg: &str) {
+        Ui::error(self, msg);
+    }
+
+    fn data(&self, text: &str) {
+        Ui::data(self, text);
+    }
+
+    fn json(&self) -> bool {
+        Ui::json(self)
+    }
+
+    fn verbose(&self) -> u8 {
+        self.verbose
     }
 }

@@ -91,7 +91,7 @@ pub fn render_text(
                 out.push_str(
                     &argv
                         .iter()
-                        .map(|a| shell_quote(a))
+                        .map(|a| crate::render::shell_quote(a))
                         .collect::<Vec<_>>()
                         .join(" "),
                 );
@@ -122,22 +122,10 @@ pub fn runc_text(profile: &crate::profile::Profile, role: Option<Role>) -> Strin
         out.push_str(&format!("# step {}/{n}: {s}\n", i + 1));
         let line: Vec<String> = argv(profile, s, "runc", "criu")
             .iter()
-            .map(|a| shell_quote(a))
+            .map(|a| crate::render::shell_quote(a))
             .collect();
         out.push_str(&line.join(" "));
         out.push('\n');
     }
     out
-}
-
-/// Quote one argument for a POSIX shell (the `<PID>` placeholder is left as is).
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-    if safe || s == crate::render::PID_PLACEHOLDER {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }

@@ -5,13 +5,16 @@
 //! `shared/reference/criu.md`; messages matched by [`errors::known_cause`]
 //! were captured from CRIU 4.1.1.
 
+pub mod child;
 pub mod errors;
 pub mod find;
 pub mod log;
 pub mod rpc;
 pub mod stats;
 pub mod swrk;
+pub mod version;
 
 pub use errors::{CriuError, KnownCause, known_cause};
 pub use find::{CriuSource, FeatureCheck, FindError, FoundCriu, check_feature, find_criu};
-pub use swrk::{CriuVersion, Notify, NotifyReply, Received, Swrk};
+pub use swrk::{Notify, NotifyReply, Received, Swrk};
+pub use version::CriuVersion;

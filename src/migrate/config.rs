@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::bootstrap::{self};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
 use crate::criu::rpc::CriuFeatures;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::profile::model::ImagesMode;
 use crate::render::Role;
@@ -33,7 +33,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .map(|m| m.value.clone())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-migration",
+                Code::MigrateNoMigration,
                 "prepare",
                 "a migrate profile needs a `[migration]` table",
                 Exit::Usage,
@@ -46,7 +46,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .map(|d| d.value.0.clone())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-destination",
+                Code::MigrateNoDestination,
                 "prepare",
                 "`migration.destination` is not set",
                 Exit::Usage,
@@ -59,7 +59,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .and_then(|p| u16::try_from(p.value.0).ok())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-control-port",
+                Code::MigrateNoControlPort,
                 "prepare",
                 "`migration.control_port` is not set",
                 Exit::Usage,
@@ -97,7 +97,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
                     };
                     if !m.names(&name) {
                         return Err(Failure::new(
-                            "migrate::tls-config",
+                            Code::MigrateTlsConfig,
                             "prepare",
                             format!(
                                 "this host's certificate {} does not name `{host}`, the address of {why}",
@@ -135,7 +135,7 @@ pub(crate) fn tls_files(p: &Profile) -> Result<Option<tls::TlsFiles>, Failure> {
      -> Result<PathBuf, Failure> {
         let v = v.as_ref().ok_or_else(|| {
             Failure::new(
-                "migrate::tls-config",
+                Code::MigrateTlsConfig,
                 "prepare",
                 format!("`{key}` is not set: the migration control connection is mutual TLS and needs `ca_cert`, `cert` and `key`"),
                 Exit::Usage,
@@ -160,14 +160,14 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 }
 
 pub(crate) fn tls_config_failure(e: tls::TlsConfigError) -> Failure {
-    Failure::new("migrate::tls-config", "prepare", e.message, Exit::Usage)
+    Failure::new(Code::MigrateTlsConfig, "prepare", e.message, Exit::Usage)
         .key(e.key)
         .hint("fix the file or the path in `[page_server.tls]`; both hosts need their own readable PEM files")
 }
 
 /// Refuse what this version cannot run, before anything starts. Both roles
 /// run the same checks on the same profile, so both stop the same way.
-pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
+pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     let p = run.profile();
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         bootstrap::feature_gate(
@@ -183,7 +183,7 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
         // served from the source's memory do not, on this kernel.
         if l.value.address.is_some() {
             return Err(Failure::new(
-                "migrate::lazy-unsupported",
+                Code::MigrateLazyUnsupported,
                 "prepare",
                 "post-copy migration from the source's memory (remote lazy pages) cannot run here: the source's lazy page server fails with `page-pipe: tee: Operation not permitted` once the destination connects on this kernel, so `ckptctl` does not start it",
                 Exit::NotReady,
@@ -203,7 +203,7 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
             "checkpoint.pre_dump",
         )?;
         return Err(Failure::new(
-            "migrate::pre-copy-unsupported",
+            Code::MigratePreCopyUnsupported,
             "prepare",
             "pre-copy migration (`[checkpoint.pre_dump]`) is not supported by `apply --role` yet",
             Exit::Usage,
@@ -213,7 +213,7 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     }
     if sends_images(p) && p.page_server.is_none() {
         return Err(Failure::new(
-            "migrate::send-needs-page-server",
+            Code::MigrateSendNeedsPageServer,
             "prepare",
             "`migration.images = \"send\"` needs `[page_server]`: the pages go to the destination's page server, only the other images travel over the control connection",
             Exit::Usage,

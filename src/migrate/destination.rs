@@ -10,13 +10,11 @@ use serde_json::{Value as Json, json};
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::status_fd::StatusFd;
+use crate::apply::session::Session;
 use crate::apply::{checkpoint, restore};
-use crate::cli::output::Exit;
-use crate::criu::CriuVersion;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
@@ -30,11 +28,9 @@ use super::proto::{Conn, ConnError, Msg};
 use super::{cpu, proto, send};
 
 pub(crate) fn destination(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     opts: &MigrateOptions,
     mig: &Mig,
-    version: &CriuVersion,
-    status: &mut Option<StatusFd>,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
@@ -48,7 +44,7 @@ pub(crate) fn destination(
     ) && !opts.force
     {
         return Err(Failure::new(
-            "apply::images-exist",
+            Code::ApplyImagesExist,
             "prepare",
             format!("{} already holds a checkpoint", images_dir.display()),
             Exit::Usage,
@@ -60,7 +56,7 @@ pub(crate) fn destination(
     let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
     guard::mark_incomplete(&images_dir).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot write to {}: {e}", images_dir.display()),
             Exit::Usage,
@@ -73,7 +69,7 @@ pub(crate) fn destination(
     let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             return Failure::new(
-                "migrate::listen",
+                Code::MigrateListen,
                 "listen",
                 format!(
                     "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
@@ -85,7 +81,7 @@ pub(crate) fn destination(
             .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
         }
         Failure::new(
-            "migrate::listen",
+            Code::MigrateListen,
             "listen",
             format!(
                 "cannot listen on port {} for the control connection: {e}",
@@ -104,11 +100,9 @@ pub(crate) fn destination(
     };
     let ps_port = ps.as_ref().and_then(|s| s.port);
 
-    if let Some(s) = status.as_mut() {
-        s.ready();
-    }
+    run.status_ready();
     let ready_event = json!({"event": "ready", "role": "destination", "control_port": mig.control_port, "page_server_port": ps_port});
-    run.ui_data_line(&ready_event);
+    run.reporter().data_line(&ready_event);
     run.progress(&format!(
         "ready: control connection on port {}{}; waiting up to {} s for the source",
         mig.control_port,
@@ -119,9 +113,7 @@ pub(crate) fn destination(
     ));
 
     let mut conn = None;
-    let result = destination_session(
-        run, mig, version, &listener, &mut conn, &mut ps, &images, &work,
-    );
+    let result = destination_session(run, mig, &listener, &mut conn, &mut ps, &images, &work);
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
         if !f.keep_images {
@@ -132,20 +124,10 @@ pub(crate) fn destination(
     result
 }
 
-impl Run<'_> {
-    /// One JSON line on stdout (events and the final report).
-    fn ui_data_line(&self, v: &Json) {
-        let mut s = serde_json::to_string(v).unwrap_or_default();
-        s.push('\n');
-        self.ui().data(s);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn destination_session(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
-    version: &CriuVersion,
     listener: &TcpListener,
     conn: &mut Option<Conn>,
     ps: &mut Option<PageServer>,
@@ -249,12 +231,12 @@ pub(crate) fn destination_session(
     if let Msg::Error { message, exit } = &theirs {
         return Err(peer_error("hello", message, *exit, note));
     }
-    let ours = hello(p, version, Role::Destination);
+    let ours = hello(p, run.criu_version(), Role::Destination);
     check_hello(&ours, &theirs, Role::Destination)?;
     // CPU compatibility, with CRIU's own check, before the source freezes.
     if let Msg::Hello { cpuinfo: None, .. } = &theirs {
         return Err(Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             "the source sent no CPU information (an older ckptctl?)",
             Exit::Usage,
@@ -267,7 +249,7 @@ pub(crate) fn destination_session(
     {
         let bytes = send::base64_decode(img).map_err(|e| {
             Failure::new(
-                "migrate::cpu-check",
+                Code::MigrateCpuCheck,
                 "cpuinfo check",
                 format!("the source's cpuinfo image is not base64: {e}"),
                 Exit::CriuFailed,
@@ -332,7 +314,7 @@ pub(crate) fn destination_session(
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         // The tree runs here now: a pidfile problem is reported, not fatal.
         if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
-            run.ui().error(format!(
+            run.reporter().error(&format!(
                 "restored pid {pid}, but cannot write {}: {e}",
                 pf.value.resolved.display()
             ));
@@ -371,20 +353,10 @@ pub(crate) fn destination_session(
             downtime.downtime_s = Some(downtime_s);
             stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
             if let Some(d) = daemon.as_mut() {
-                // Fault injection for the tests (as CRIU has `CRIU_FAULT`):
-                // the daemon dies right after the resume.
-                if std::env::var_os("CKPTCTL_FAULT")
-                    .is_some_and(|v| v == "lazy-daemon-dies-after-resume")
-                {
-                    if let Some(dp) = d.pid().and_then(|p| i32::try_from(p).ok()) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(dp),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                        run.progress(&format!(
-                            "fault injected: killed the lazy-pages daemon (pid {dp})"
-                        ));
-                    }
+                if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
+                    run.progress(&format!(
+                        "fault injected: killed the lazy-pages daemon (pid {dp})"
+                    ));
                 }
                 run.progress("running; waiting for the lazy pages to arrive");
                 let t = Instant::now();
@@ -400,7 +372,7 @@ pub(crate) fn destination_session(
                         &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
                     );
                     let mut f = Failure::new(
-                        "apply::lazy-pages",
+                        Code::ApplyLazyPages,
                         "lazy-pages transfer",
                         format!(
                             "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
@@ -413,7 +385,7 @@ pub(crate) fn destination_session(
                         "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
                         images_dir.display()
                     ));
-                    f.log_lines = crate::apply::report::log_excerpt(&d.log);
+                    f.log_lines = crate::failure::log_excerpt(&d.log);
                     f.log = Some(d.log.clone());
                     // The source has ended its tree: these images are now
                     // the only copy. Never quarantine them.
@@ -448,7 +420,7 @@ pub(crate) fn destination_session(
             let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
             let mut f = if complete {
                 Failure::new(
-                    "migrate::handover-unknown",
+                    Code::MigrateHandoverUnknown,
                     "handover",
                     format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
                     Exit::CriuFailed,
@@ -460,7 +432,7 @@ pub(crate) fn destination_session(
             } else {
                 stopped.kill();
                 Failure::new(
-                    "migrate::handover-unknown",
+                    Code::MigrateHandoverUnknown,
                     "handover",
                     format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
                     Exit::CriuFailed,
@@ -481,7 +453,7 @@ pub(crate) fn destination_session(
     )
     .map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "finish",
             format!("the tree runs here, but the images cannot be marked complete: {e}"),
             Exit::CriuFailed,
@@ -491,7 +463,7 @@ pub(crate) fn destination_session(
     })?;
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "destination",
+        role: Role::Destination,
         pid,
         restored_pid: pid,
         downtime,
@@ -526,7 +498,7 @@ impl Stopped {
 /// (when `send`) up to `dumped`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn receive_dump(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     c: &mut Conn,
     to: Duration,
     send: bool,

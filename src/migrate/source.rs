@@ -3,21 +3,17 @@
 //! restored it.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::signals::INTERRUPTED;
+use crate::apply::session::{PostDump, PostDumpPoint, Session};
 use crate::apply::{checkpoint, target};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuReq, CriuReqType};
-use crate::criu::swrk::expect_success;
-use crate::criu::{CriuVersion, NotifyReply};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
@@ -28,10 +24,9 @@ use super::proto::{Conn, Msg};
 use super::{cpu, proto, send, tls};
 
 pub(crate) fn source(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     opts: &MigrateOptions,
     mig: &Mig,
-    version: &CriuVersion,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let pid = target::resolve_pid(p, opts.pid)?;
@@ -79,7 +74,7 @@ pub(crate) fn source(
     if let Some(c) = conn.as_mut() {
         c.write_limit = to;
     }
-    let result = source_session(run, mig, version, pid, &mut conn, &untouched);
+    let result = source_session(run, mig, pid, &mut conn, &untouched);
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
     }
@@ -92,7 +87,7 @@ pub(crate) fn source(
 
 /// `images = "send"`, source: create and lock its own images.dir, refuse
 /// an existing checkpoint without `--force`, mark it incomplete.
-pub(crate) fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, Failure> {
+pub(crate) fn prepare_own_images(run: &Session<'_>, force: bool) -> Result<DirLock, Failure> {
     let images_dir = run.images_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
     guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, "images.work_dir"))?;
@@ -103,7 +98,7 @@ pub(crate) fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, 
     ) && !force
     {
         return Err(Failure::new(
-            "apply::images-exist",
+            Code::ApplyImagesExist,
             "prepare",
             format!("{} already holds a checkpoint", images_dir.display()),
             Exit::Usage,
@@ -113,7 +108,7 @@ pub(crate) fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, 
     }
     guard::mark_incomplete(&images_dir).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot write to {}: {e}", images_dir.display()),
             Exit::Usage,
@@ -124,9 +119,8 @@ pub(crate) fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, 
 }
 
 pub(crate) fn source_session(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
-    version: &CriuVersion,
     pid: i32,
     conn: &mut Option<Conn>,
     untouched: &str,
@@ -135,13 +129,13 @@ pub(crate) fn source_session(
     let to = mig.step_timeout;
     let Some(c) = conn.as_mut() else {
         return Err(Failure::new(
-            "migrate::connection",
+            Code::MigrateConnection,
             "connect",
             "no control connection",
             Exit::NotReady,
         ));
     };
-    let mut ours = hello(p, version, Role::Source);
+    let mut ours = hello(p, run.criu_version(), Role::Source);
     if let Msg::Hello { cpuinfo, .. } = &mut ours {
         *cpuinfo = Some(send::base64_encode(&cpu::dump(run)?));
     }
@@ -196,53 +190,28 @@ pub(crate) fn source_session(
 
     // Sent images: only what this dump writes, not an earlier run's files.
     let send = sends_images(p).then(|| send::snapshot(&images_dir));
-    let started = run.record.elapsed();
     let t_dump = Instant::now();
-    let mut swrk = run.swrk()?;
     // CRIU can hang when the tree dies under it: the watchdog ends it.
-    let watch =
-        crate::apply::watch::TargetWatch::start(pid, swrk.pid(), crate::apply::watch::GRACE);
-    let disarm = watch.disarm_handle();
-    // None: post-dump not reached; Some(Ok(pid)): restored there; Some(Err): vetoed.
-    let mut handoff: Option<Result<(Option<i32>, Json), Failure>> = None;
-    let mut notes: Vec<(String, f64)> = Vec::new();
-    let base = started;
-    let res = {
-        let mut cb = |n: &crate::criu::Notify| {
-            notes.push((n.script.clone(), base + t_dump.elapsed().as_secs_f64()));
-            if n.script == "post-dump" {
-                // From here CRIU may end the tree itself.
-                disarm.store(false, Ordering::SeqCst);
-                let r = hand_over(
-                    c,
-                    to,
-                    t_dump,
-                    send.as_ref().map(|b| (images_dir.as_path(), b)),
-                );
-                // `restored` is the commit point: from here a signal no longer
-                // vetoes, or both copies would be lost or both would run.
-                let reply = if r.is_ok() {
-                    NotifyReply::ok()
-                } else {
-                    NotifyReply::fail()
-                };
-                handoff = Some(r);
-                return reply;
-            }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                NotifyReply::fail()
-            } else {
-                NotifyReply::ok()
-            }
-        };
-        swrk.call(&CriuReq::with_opts(CriuReqType::Dump, o), &mut cb)
+    run.watch(pid);
+    let mut handover = Handover {
+        c: &mut *c,
+        to,
+        t_dump,
+        send: send.as_ref().map(|b| (images_dir.as_path(), b)),
+        result: None,
     };
-    let watchdog_fired = watch.finish();
-    let res = res.and_then(|r| expect_success("dump", CriuReqType::Dump, r));
-    let _ = swrk.finish();
+    let ex = run.exchange(
+        "dump",
+        &CriuReq::with_opts(CriuReqType::Dump, o),
+        CriuReqType::Dump,
+        log.clone(),
+        Some(&mut handover),
+    )?;
+    // None: post-dump not reached; Some(Ok(pid)): restored there; Some(Err): vetoed.
+    let handoff = handover.result.take();
+    let watchdog_fired = ex.watchdog_fired;
+    let res = ex.response;
     let downtime_s = t_dump.elapsed().as_secs_f64();
-    run.record
-        .step("dump", started, res.is_ok(), Some(log.clone()), notes);
 
     let resumed = format!("; CRIU resumed process {pid} here");
     let (restored_pid, restore_stats) = match (res, handoff) {
@@ -254,7 +223,7 @@ pub(crate) fn source_session(
         (Err(e), None) => {
             let mut f = run.criu_failure("dump", e, Some(log));
             if watchdog_fired {
-                f.code = "apply::target-exited";
+                f.code = Code::ApplyTargetExited;
                 f.message = format!(
                     "dump failed: process {pid} exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
                     crate::apply::watch::GRACE.as_secs()
@@ -263,7 +232,7 @@ pub(crate) fn source_session(
             } else {
                 f.message.push_str(&resumed);
             }
-            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.target = Some(crate::failure::TargetState::of(pid));
             return Err(f);
         }
         (Err(e), Some(Ok((rp, _)))) => {
@@ -272,7 +241,7 @@ pub(crate) fn source_session(
             // is the only one, so it gets the commit; if the tree still
             // runs here, the error makes the destination kill its copy.
             let mut f = run.criu_failure("dump", e, Some(log));
-            let here = crate::apply::report::TargetState::of(pid);
+            let here = crate::failure::TargetState::of(pid);
             f.target = Some(here);
             let rp = rp.map_or_else(|| "?".to_string(), |p| p.to_string());
             if here.running {
@@ -296,7 +265,7 @@ pub(crate) fn source_session(
         (Ok(_), Some(Err(f))) => return Err(f),
         (Ok(_), None) => {
             return Err(Failure::new(
-                "migrate::no-post-dump",
+                Code::MigrateNoPostDump,
                 "dump",
                 "CRIU finished the dump without the post-dump callback, so the tree could not be handed over safely",
                 Exit::CriuFailed,
@@ -324,7 +293,7 @@ pub(crate) fn source_session(
     }
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "source",
+        role: Role::Source,
         pid: Some(pid),
         restored_pid,
         downtime,
@@ -361,5 +330,30 @@ pub(crate) fn hand_over(
         Msg::Restored { pid, stats } => Ok((pid, stats)),
         Msg::Error { message, exit } => Err(peer_error("restore", &message, exit, "")),
         other => Err(protocol("restored", &other)),
+    }
+}
+
+/// The post-dump hook of the source: the images are complete and the tree
+/// is frozen; hand it over (see [`hand_over`]).
+struct Handover<'c> {
+    c: &'c mut Conn,
+    to: Duration,
+    t_dump: Instant,
+    send: Option<(&'c Path, &'c send::Before)>,
+    /// The destination's answer: restored there (its pid and stats), or
+    /// the failure that vetoed the handover.
+    result: Option<Result<(Option<i32>, Json), Failure>>,
+}
+
+impl PostDump for Handover<'_> {
+    fn post_dump(&mut self, at: &PostDumpPoint) -> bool {
+        // From here CRIU may end the tree itself.
+        at.disarm_watchdog();
+        let r = hand_over(self.c, self.to, self.t_dump, self.send);
+        // `restored` is the commit point: from here a signal no longer
+        // vetoes, or both copies would be lost or both would run.
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
     }
 }

@@ -24,7 +24,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use crate::cli::output::Exit;
+use crate::failure::Exit;
 
 /// The TLS files of `page_server.tls`, as absolute paths.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,17 +6,16 @@
 
 use std::path::Path;
 
-use crate::apply::bootstrap::{dirs, hermetic_env, prepare_criu};
 use crate::apply::checkpoint::stats_json;
 use crate::apply::guard;
-use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::signals::install_signal_handlers;
+use crate::apply::record::{RUN_RECORD, RunRecord};
+use crate::apply::session::{Session, SessionOptions};
 use crate::apply::{ApplyOptions, Outcome};
-use crate::cli::output::{Exit, Ui};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::profile::model::{Action, HostConfig};
+use crate::reporter::Reporter;
 use crate::runtime::args::{self, RuncStep};
 use crate::runtime::failure::{exists, not_found, not_running};
 use crate::runtime::runc::{self, Runc};
@@ -25,12 +24,10 @@ use crate::runtime::runc::{self, Runc};
 pub fn apply(
     p: &Profile,
     profile_file: &str,
-    ui: &Ui,
+    reporter: &dyn Reporter,
     mut opts: ApplyOptions,
 ) -> Result<Outcome, (Failure, Option<RunRecord>)> {
-    install_signal_handlers();
     let mut record = RunRecord::for_profile(p, profile_file);
-    hermetic_env(p);
     if let Err(f) = host_config(p) {
         return Err((f, Some(record)));
     }
@@ -39,38 +36,34 @@ pub fn apply(
         .as_ref()
         .and_then(|t| t.value.runtime_root.as_ref())
         .map(|r| r.value.resolved.clone());
-    let runc = match runc::open(root) {
+    let mut runc = match runc::open(root) {
         Ok(r) => r,
         Err(f) => return Err((f, Some(record))),
     };
+    runc.hermetic = p.criu().host_config() == HostConfig::Ignore;
     record.runtime = Some(serde_json::json!({
         "name": "runc",
         "version": runc.version,
         "path": runc.path.display().to_string(),
     }));
-    let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
-        Ok(x) => x,
-        Err(f) => return Err((f, Some(record))),
-    };
-    let (images_dir, work_dir) = dirs(p).map_err(|f| (f, Some(record_of(p, profile_file))))?;
-    let mut run = Run::new(p, ui, criu, images_dir, work_dir, record);
-    run.spare = Some(spare);
-    run.status = opts.status_fd.take();
+    let mut run = Session::open(
+        p,
+        reporter,
+        record,
+        SessionOptions {
+            criu: opts.criu.take(),
+            pid_flag: false,
+            status_fd: opts.status_fd.take(),
+            // A pre-dump or lazy restore probes CRIU's features on it.
+            keep_spare: true,
+        },
+    )?;
     let result = match p.action_or_default() {
         Action::Checkpoint => checkpoint(&mut run, &runc, &opts),
         Action::Restore => restore(&mut run, &runc, &opts),
-        Action::Migrate => Err(Failure::new(
-            "apply::role-required",
-            "apply",
-            "a migrate profile runs as two halves: `--role source` and `--role destination`",
-            Exit::Usage,
-        )),
+        Action::Migrate => Err(crate::runtime::failure::no_container_migration()),
     };
-    crate::apply::finish(run, result)
-}
-
-fn record_of(p: &Profile, profile_file: &str) -> RunRecord {
-    RunRecord::for_profile(p, profile_file)
+    run.finish(result, RUN_RECORD)
 }
 
 /// CRIU configuration files runc's CRIU would read: runc starts CRIU
@@ -101,7 +94,7 @@ pub fn host_config(p: &Profile) -> Result<(), Failure> {
         return Ok(());
     }
     Err(Failure::new(
-        "apply::host-config",
+        Code::ApplyHostConfig,
         "prepare",
         format!(
             "runc's CRIU would read {}: runc cannot run CRIU with --no-default-config, so `criu.host_config = \"ignore\"` cannot hold",
@@ -113,7 +106,7 @@ pub fn host_config(p: &Profile) -> Result<(), Failure> {
     .hint("remove those files from this host, or review them and set `criu.host_config = \"inherit\"`"))
 }
 
-fn checkpoint(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+fn checkpoint(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
     let state = match runc.state(&id)? {
@@ -126,15 +119,15 @@ fn checkpoint(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Out
         Ok(stats) => Ok(Outcome {
             action: "checkpoint".into(),
             pid: Some(state.pid),
-            images_dir: run.images_dir.clone(),
-            work_dir: run.work_dir.clone(),
+            images_dir: run.images_dir().to_path_buf(),
+            work_dir: run.work_dir().to_path_buf(),
             stats,
             record: None,
             total_s: 0.0,
         }),
         Err(mut f) => {
             // Never leave a directory that looks like a checkpoint.
-            let _ = guard::quarantine(&run.images_dir);
+            let _ = guard::quarantine(run.images_dir());
             if let Ok(Some(now)) = runc.state(&id) {
                 f.message
                     .push_str(&format!("; container `{id}` is {}", now.status));
@@ -145,7 +138,7 @@ fn checkpoint(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Out
 }
 
 /// The pre-dump rounds, the checkpoint and the completion marker.
-fn dump_steps(run: &mut Run<'_>, runc: &Runc, id: &str) -> Result<serde_json::Value, Failure> {
+fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<serde_json::Value, Failure> {
     let p = run.profile();
     let mut rounds = Vec::new();
     for step in args::steps(p, None) {
@@ -161,9 +154,9 @@ fn dump_steps(run: &mut Run<'_>, runc: &Runc, id: &str) -> Result<serde_json::Va
             rounds.push(serde_json::json!({"round": round, "stats": stats}));
         }
     }
-    let stats = stats_json(&run.work_dir.join("stats-dump"), &rounds);
+    let stats = stats_json(&run.work_dir().join("stats-dump"), &rounds);
     guard::mark_complete(
-        &run.images_dir,
+        run.images_dir(),
         &serde_json::json!({
             "profile": run.record.profile,
             "container": id,
@@ -174,7 +167,7 @@ fn dump_steps(run: &mut Run<'_>, runc: &Runc, id: &str) -> Result<serde_json::Va
     )
     .map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "finish",
             format!("cannot mark the checkpoint complete: {e}"),
             Exit::CriuFailed,
@@ -188,7 +181,7 @@ fn dump_steps(run: &mut Run<'_>, runc: &Runc, id: &str) -> Result<serde_json::Va
 /// One runc run: its CRIU log removed first (so a log after it is this
 /// run's), the run timed in the record, a failure explained.
 fn run_step(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     runc: &Runc,
     step: &RuncStep,
     id: &str,
@@ -211,16 +204,14 @@ fn run_step(
             "checkpoint"
         }
     ));
-    let status = run.status.as_ref().map(|s| s.raw());
+    let status = run.status_raw();
     let lazy_serving = argv.iter().any(|a| a == "--status-fd");
     let started = run.record.elapsed();
     let ran = runc.run(&argv, &stderr_file, status.filter(|_| lazy_serving))?;
     if lazy_serving {
         // runc's CRIU wrote the ready byte itself (or not); either way the
         // reader sees EOF now.
-        if let Some(s) = run.status.as_mut() {
-            s.close();
-        }
+        run.status_close();
     }
     let ok = ran.status.success();
     run.record.step(
@@ -236,7 +227,7 @@ fn run_step(
     Err(crate::runtime::failure::explain(run, step, &ran, &log, id))
 }
 
-fn restore(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+fn restore(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
     crate::apply::restore::check_checkpoint(run, opts.force)?;
@@ -249,9 +240,9 @@ fn restore(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcom
     let mut daemon = crate::apply::restore::lazy_start(run)?;
     run.progress(&format!(
         "runc restore of container `{id}` from {}",
-        run.images_dir.display()
+        run.images_dir().display()
     ));
-    let work = run.work_dir.clone();
+    let work = run.work_dir().to_path_buf();
     if let Err(f) = run_step(run, runc, &RuncStep::Restore, &id, &work) {
         if let Some(d) = daemon.as_mut() {
             d.kill();
@@ -264,12 +255,12 @@ fn restore(run: &mut Run<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcom
     if let Some(d) = daemon {
         crate::apply::restore::lazy_finish(run, d, pid)?;
     }
-    let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);
+    let stats = stats_json(&run.work_dir().join("stats-restore"), &[]);
     Ok(Outcome {
         action: "restore".into(),
         pid,
-        images_dir: run.images_dir.clone(),
-        work_dir: run.work_dir.clone(),
+        images_dir: run.images_dir().to_path_buf(),
+        work_dir: run.work_dir().to_path_buf(),
         stats,
         record: None,
         total_s: 0.0,
@@ -284,7 +275,7 @@ pub fn bundle_ok(p: &Profile) -> Result<(), Failure> {
     let dir = b.value.resolved;
     let bad = |why: String| {
         Err(Failure::new(
-            "apply::bundle-invalid",
+            Code::ApplyBundleInvalid,
             "prepare",
             format!("{} is not an OCI bundle runc can restore into: {why}", dir.display()),
             Exit::Usage,

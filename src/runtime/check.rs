@@ -15,7 +15,7 @@ use crate::source::FileId;
 /// Add the container checks to `pf`; `dumps` is true for the side that
 /// checkpoints.
 pub fn container(p: &Profile, root: FileId, dumps: bool, pf: &mut Preflight) {
-    let fail = |pf: &mut Preflight, check: &str, f: crate::apply::report::Failure| {
+    let fail = |pf: &mut Preflight, check: &str, f: crate::failure::Failure| {
         pf.problem(Severity::Error, check, f.diagnostic(Some(p), Some(root)));
     };
     match crate::runtime::apply::host_config(p) {

@@ -8,17 +8,23 @@
 
 use std::path::Path;
 
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
 use crate::criu::{CriuError, KnownCause};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::runtime::args::RuncStep;
 use crate::runtime::runc::{Ran, last_message};
 
 /// Explain a runc run that failed. `criu_log` is the CRIU log of the step,
 /// present only if CRIU wrote it during this run (apply removes an old one
 /// first).
-pub fn explain(run: &Run<'_>, step: &RuncStep, ran: &Ran, criu_log: &Path, id: &str) -> Failure {
+pub fn explain(
+    run: &Session<'_>,
+    step: &RuncStep,
+    ran: &Ran,
+    criu_log: &Path,
+    id: &str,
+) -> Failure {
     let said = last_message(&ran.stderr);
     let said = if said.is_empty() {
         format!("runc exited with {}", ran.status)
@@ -33,7 +39,7 @@ pub fn explain(run: &Run<'_>, step: &RuncStep, ran: &Ran, criu_log: &Path, id: &
             cr_errmsg: None,
         };
         let mut f = run.criu_failure(&step.name(), e, Some(criu_log.to_path_buf()));
-        if f.code == "criu::failed" && f.log_lines.is_empty() {
+        if f.code == Code::CriuFailed && f.log_lines.is_empty() {
             f.message = format!("{} failed: {said}", step.name());
         }
         for_container(&mut f);
@@ -50,10 +56,10 @@ pub fn explain(run: &Run<'_>, step: &RuncStep, ran: &Ran, criu_log: &Path, id: &
 /// The classifier's advice names keys of a process profile; through runc
 /// some of them cannot be changed, so say what to change instead.
 fn for_container(f: &mut Failure) {
-    if f.code == KnownCause::ExternalFile.code() {
+    if f.code == Code::CriuExternalFile {
         f.key = Some("target.container".into());
         f.hint = Some("the container has a file open outside its mounts, most often its stdio inherited from whoever ran `runc run -d`: start it with stdin, stdout and stderr on /dev/null (or a terminal runc manages), or mount the file into the bundle".into());
-    } else if f.code == KnownCause::NetworkLockToolsMissing.code() {
+    } else if f.code == Code::CriuNetworkLockToolsMissing {
         f.key = Some("target.container".into());
         f.hint = Some("runc's CRIU locks the container's network with iptables: install the iptables package (runc cannot pass `checkpoint.network_lock`)".into());
     } else if matches!(f.key.as_deref(), Some("target.pid" | "target.pidfile")) {
@@ -63,7 +69,7 @@ fn for_container(f: &mut Failure) {
 }
 
 /// runc failed before CRIU wrote a log.
-fn before_criu(run: &Run<'_>, step: &RuncStep, said: &str, id: &str) -> Failure {
+fn before_criu(run: &Session<'_>, step: &RuncStep, said: &str, id: &str) -> Failure {
     let p = run.profile();
     let name = step.name();
     if said.contains("does not exist") {
@@ -81,9 +87,9 @@ fn before_criu(run: &Run<'_>, step: &RuncStep, said: &str, id: &str) -> Failure 
         } else {
             KnownCause::LazyPagesUnsupported
         };
-        let (hint, key) = crate::apply::report::cause_advice(cause, &name, p);
+        let (hint, key) = crate::failure::cause_advice(cause, &name, p);
         let mut f = Failure::new(
-            cause.code(),
+            Code::from(cause),
             &name,
             format!("{name} failed: {}", cause.summary()),
             Exit::NotReady,
@@ -94,7 +100,7 @@ fn before_criu(run: &Run<'_>, step: &RuncStep, said: &str, id: &str) -> Failure 
     }
     if said.contains("config.json") || said.contains("rootfs") {
         return Failure::new(
-            "apply::bundle-invalid",
+            Code::ApplyBundleInvalid,
             &name,
             format!("{name} failed: the bundle is not usable: {said}"),
             Exit::Usage,
@@ -103,7 +109,7 @@ fn before_criu(run: &Run<'_>, step: &RuncStep, said: &str, id: &str) -> Failure 
         .hint("point `restore.bundle` at the OCI bundle the container ran from (its config.json and rootfs)");
     }
     Failure::new(
-        "apply::runc-failed",
+        Code::ApplyRuncFailed,
         &name,
         format!("{name} failed before CRIU ran: {said}"),
         Exit::CriuFailed,
@@ -114,7 +120,7 @@ fn before_criu(run: &Run<'_>, step: &RuncStep, said: &str, id: &str) -> Failure 
 /// runc knows no container `id`.
 pub fn not_found(step: &str, id: &str) -> Failure {
     Failure::new(
-        "apply::container-not-found",
+        Code::ApplyContainerNotFound,
         step,
         format!("runc knows no container `{id}`"),
         Exit::Usage,
@@ -126,7 +132,7 @@ pub fn not_found(step: &str, id: &str) -> Failure {
 /// Container `id` is in `status`, not running.
 pub fn not_running(step: &str, id: &str, status: &str) -> Failure {
     Failure::new(
-        "apply::container-not-running",
+        Code::ApplyContainerNotRunning,
         step,
         format!("container `{id}` is {status}, not running"),
         Exit::Usage,
@@ -138,7 +144,7 @@ pub fn not_running(step: &str, id: &str, status: &str) -> Failure {
 /// A container `id` exists already (in `status`).
 pub fn exists(step: &str, id: &str, status: &str) -> Failure {
     Failure::new(
-        "apply::container-exists",
+        Code::ApplyContainerExists,
         step,
         format!("a container `{id}` already exists ({status})"),
         Exit::Usage,
@@ -154,7 +160,7 @@ pub fn exists(step: &str, id: &str, status: &str) -> Failure {
 /// two-phase handover of a process migration cannot be kept).
 pub fn no_container_migration() -> Failure {
     Failure::new(
-        "apply::container-migration",
+        Code::ApplyContainerMigration,
         "apply",
         "migrating a container is not implemented in this version: nothing was touched",
         Exit::Usage,

@@ -12,8 +12,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 
 /// Oldest runc ckptctl drives: 1.1 (the checkpoint/restore flags the
 /// capability table names, `--criu`, and `--status-fd` passed to CRIU).
@@ -33,6 +33,9 @@ pub struct Runc {
     pub version: String,
     /// `--root`, when the profile sets `target.runtime_root`.
     pub root: Option<PathBuf>,
+    /// `criu.host_config = "ignore"`: runc (and so its CRIU) runs without
+    /// `$CRIU_CONFIG_FILE`.
+    pub hermetic: bool,
 }
 
 /// What `runc state` says about a container.
@@ -73,7 +76,7 @@ pub fn find() -> Result<PathBuf, Failure> {
         })
         .ok_or_else(|| {
             Failure::new(
-                "apply::runc-missing",
+                Code::ApplyRuncMissing,
                 "find runc",
                 "runc is not installed: no `runc` on PATH and $CKPTCTL_RUNC is not set",
                 Exit::NotReady,
@@ -108,7 +111,7 @@ pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
         .output()
         .map_err(|e| {
             Failure::new(
-                "apply::runc-missing",
+                Code::ApplyRuncMissing,
                 "find runc",
                 format!("cannot run {}: {e}", path.display()),
                 Exit::NotReady,
@@ -121,7 +124,7 @@ pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
     let text = String::from_utf8_lossy(&out.stdout);
     let version = parse_version(&text).ok_or_else(|| {
         Failure::new(
-            "apply::runc-too-old",
+            Code::ApplyRuncTooOld,
             "runc version",
             format!(
                 "{} --version did not print `runc version X.Y.Z` (it said {:?})",
@@ -135,7 +138,7 @@ pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
     })?;
     if major_minor(&version).is_none_or(|mm| mm < MIN_VERSION) {
         return Err(Failure::new(
-            "apply::runc-too-old",
+            Code::ApplyRuncTooOld,
             "runc version",
             format!(
                 "runc {version} ({}) is too old: ckptctl needs runc >= {MIN_VERSION_TEXT}",
@@ -152,6 +155,7 @@ pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
         path,
         version,
         root,
+        hermetic: true,
     })
 }
 
@@ -169,7 +173,7 @@ impl Runc {
     pub fn state(&self, id: &str) -> Result<Option<State>, Failure> {
         let out = self.command().arg("state").arg(id).output().map_err(|e| {
             Failure::new(
-                "apply::runc-failed",
+                Code::ApplyRuncFailed,
                 "runc state",
                 format!("cannot run {}: {e}", self.path.display()),
                 Exit::NotReady,
@@ -181,7 +185,7 @@ impl Runc {
                 return Ok(None);
             }
             return Err(Failure::new(
-                "apply::runc-failed",
+                Code::ApplyRuncFailed,
                 "runc state",
                 format!("`runc state {id}` failed: {}", last_message(&err)),
                 Exit::NotReady,
@@ -222,7 +226,7 @@ impl Runc {
             .open(stderr_file)
             .map_err(|e| {
                 Failure::new(
-                    "apply::dir",
+                    Code::ApplyDir,
                     "prepare",
                     format!("cannot create {}: {e}", stderr_file.display()),
                     Exit::Usage,
@@ -234,9 +238,12 @@ impl Runc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err.try_clone().map_err(|e| {
-                Failure::new("apply::dir", "prepare", format!("dup: {e}"), Exit::Usage)
+                Failure::new(Code::ApplyDir, "prepare", format!("dup: {e}"), Exit::Usage)
             })?)
             .process_group(0);
+        if self.hermetic {
+            cmd.env_remove("CRIU_CONFIG_FILE");
+        }
         let status_raw = status;
         let target = crate::runtime::args::STATUS_FD;
         #[allow(unsafe_code)]
@@ -260,7 +267,7 @@ impl Runc {
         }
         let status = cmd.status().map_err(|e| {
             Failure::new(
-                "apply::runc-missing",
+                Code::ApplyRuncMissing,
                 "run runc",
                 format!("cannot run {}: {e}", self.path.display()),
                 Exit::NotReady,
