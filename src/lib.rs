@@ -3,7 +3,9 @@
 //! Data flows `cli` → [`profile`] (read, spanned, `extends` merged) →
 //! [`validate`] (cross-field rules) → review (policy, diff) → render (CRIU
 //! options, pure) → plan/apply → [`criu`] (the `criu swrk` RPC engine).
-//! Nothing before apply spawns a process.
+//! Nothing before apply spawns a process. Apply and migrate run in one
+//! session (`apply::session`); docs/architecture.md says which file holds
+//! what.
 
 pub mod apply;
 pub mod cli;

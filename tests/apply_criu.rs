@@ -11,12 +11,15 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{kill9, read_counter, require_root_and_criu, wait_until};
+use common::{
+    ckptctl, code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until,
+    write,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+use common::BIN;
 
 /// A counter loop started with `unshare` flags; the loop opens its counter
 /// file itself and has stdio on /dev/null.
@@ -112,44 +115,6 @@ fn alive(pid: i32) -> bool {
 
 fn gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("ckptctl-apply-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 fn checkpoint_profile(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf {
@@ -732,14 +697,6 @@ fn page_server_dump_then_restore_from_the_server_side() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     p.extra.push(restored_pid(d.path()));
     assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

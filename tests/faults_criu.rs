@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{kill9, read_counter, require_root_and_criu, wait_until};
+use common::{
+    code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until, write,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+use common::BIN;
 
 /// A Python process in its own pid namespace holding `mib` MiB of touched
 /// memory (so a dump takes long enough to be interrupted half-way) and
@@ -101,21 +103,6 @@ fn children(pid: u32) -> Vec<i32> {
         .collect()
 }
 
-fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("ckptctl-faults-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn checkpoint_profile(dir: &Path, pid: i32, extra: &str) -> PathBuf {
     write(
         dir,
@@ -147,20 +134,6 @@ fn apply(args: &[&str]) -> Command {
 
 fn run(args: &[&str]) -> Output {
     apply(args).output().unwrap()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 /// Size of the largest `pages-*.img` in `dir`.
@@ -375,14 +348,6 @@ fn a_full_images_filesystem_is_named_and_the_target_runs_on() {
 
 fn page_server(dir: &Path, port: u16) -> Child {
     common::criu_page_server(dir, "127.0.0.1", port, &["-o", "ps.log"])
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{criu_page_server, require_root_and_criu, spawn_with_status_fd, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+use common::{
+    BIN, ckptctl, code, criu_page_server, free_port, json, require_root_and_criu,
+    spawn_with_status_fd, tmp, wait_until, write,
+};
 
 /// The counting loop: the counter file is written whole, then renamed.
 const COUNT: &str =
@@ -57,11 +58,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::Builder::new()
-            .prefix("ckptctl-runc-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = tmp();
         let w = World {
             dir,
             ids: Vec::new(),
@@ -180,15 +177,13 @@ impl World {
     }
 
     fn profile(&self, name: &str, action: &str, id: &str, extra: &str) -> PathBuf {
-        let p = self.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &p,
-            format!(
+        write(
+            self.path(),
+            &format!("{name}.toml"),
+            &format!(
                 "version = 1\nname = \"{name}\"\naction = \"{action}\"\n[target]\ncontainer = \"{id}\"\nruntime_root = \"runc-root\"\n{extra}"
             ),
         )
-        .unwrap();
-        p
     }
 
     fn checkpoint(&self, name: &str, id: &str, extra: &str) -> PathBuf {
@@ -224,31 +219,8 @@ impl Drop for World {
     }
 }
 
-fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn apply(p: &Path) -> Output {
     ckptctl(&["--output", "json", "apply", p.to_str().unwrap()])
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 /// The one diagnostic of a failed apply: (code, key, message).
@@ -275,14 +247,6 @@ fn ok(out: &Output) -> serde_json::Value {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -226,12 +226,34 @@ pub(crate) fn work_dir_key(p: &Profile) -> &'static str {
     }
 }
 
-/// Probe CRIU features; a missing one fails with the profile key that needs it.
-pub fn feature_gate(
-    run: &mut Session<'_>,
-    want: CriuFeatures,
-    key: &'static str,
-) -> Result<(), Failure> {
+/// A CRIU feature a profile may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Soft-dirty memory tracking, for `checkpoint.pre_dump`.
+    DirtyTracking,
+    /// userfaultfd lazy pages, for `lazy_pages.enabled`.
+    LazyPages,
+}
+
+/// Probe a CRIU feature; a missing one fails with the profile key that
+/// needs it.
+pub fn feature_gate(run: &mut Session<'_>, feature: Feature) -> Result<(), Failure> {
+    let (want, key) = match feature {
+        Feature::DirtyTracking => (
+            CriuFeatures {
+                mem_track: Some(true),
+                ..Default::default()
+            },
+            "checkpoint.pre_dump",
+        ),
+        Feature::LazyPages => (
+            CriuFeatures {
+                lazy_pages: Some(true),
+                ..Default::default()
+            },
+            "lazy_pages.enabled",
+        ),
+    };
     let mut s = run.swrk()?;
     // keep_open: the same swrk then serves the next step.
     let req = CriuReq {

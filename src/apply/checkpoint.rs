@@ -1,15 +1,16 @@
 //! `action = "checkpoint"`: pre-dump rounds, the dump, the completion marker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
+use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir};
 use super::session::{PostDump, PostDumpPoint, Session};
 use super::signals;
 use super::target::{explain_target, resolve_pid};
-use super::{ApplyOptions, Outcome};
-use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use super::{ApplyOptions, Outcome, PreDumpRound, RunStats};
+use crate::apply::guard::{self};
+use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::stats;
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
@@ -47,30 +48,14 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
 }
 
 /// Before a dump writes anything (process or container): the images and
-/// work directories private (0700), the images directory locked, an
-/// existing checkpoint kept unless `force`, the parent present, dirty
-/// tracking probed for pre-copy, and the directory marked incomplete.
+/// work directories claimed (private, locked, an existing checkpoint kept
+/// unless `force`), the parent present, dirty tracking probed for
+/// pre-copy, and the directory marked incomplete.
 pub(crate) fn prepare_images(run: &mut Session<'_>, force: bool) -> Result<(), Failure> {
     let p = run.profile();
     // Everything that can be checked is checked before the directory is
     // touched, so a refused run never damages an existing checkpoint.
-    guard::ensure_private_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
-    run.hold_lock(DirLock::acquire(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?);
-    if matches!(
-        guard::images_state(run.images_dir()),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
+    run.claim_images_dir(force)?;
     if let Some(parent) = p.images().parent {
         if !run.images_dir().join(&parent.value).is_dir() {
             return Err(Failure::new(
@@ -90,24 +75,9 @@ pub(crate) fn prepare_images(run: &mut Session<'_>, force: bool) -> Result<(), F
         }
     }
     if p.checkpoint().pre_dump.is_some() {
-        feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
+        feature_gate(run, Feature::DirtyTracking)?;
     }
-    guard::mark_incomplete(run.images_dir()).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", run.images_dir().display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.mark_images_incomplete()?;
     Ok(())
 }
 
@@ -156,7 +126,10 @@ fn dump_steps(
                 .ok()
                 .and_then(|s| s.dump)
                 .map(|d| d.pages_written);
-            rounds.push(serde_json::json!({"round": round, "pages_written": written}));
+            rounds.push(PreDumpRound {
+                round,
+                pages_written: written,
+            });
             if let Some(w) = written {
                 if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
                     run.progress(&format!("pre-copy converged after round {round}: {reason}"));
@@ -203,7 +176,10 @@ fn dump_steps(
         }
         f
     })?;
-    let stats = stats_json(&run.work_dir().join("stats-dump"), &rounds);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+        pre_dump_rounds: rounds,
+    };
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({"profile": run.record.profile, "pid": pid, "criu": run.record.criu_version, "stats": stats}),
@@ -222,18 +198,6 @@ fn dump_steps(
         record: None,
         total_s: 0.0,
     })
-}
-
-/// A stats file as report JSON (plus pre-dump rounds).
-pub fn stats_json(path: &Path, rounds: &[serde_json::Value]) -> serde_json::Value {
-    let mut v = match stats::read(path) {
-        Ok(s) => serde_json::to_value(stats::StatsSummary::from(&s)).unwrap_or_default(),
-        Err(_) => serde_json::json!({}),
-    };
-    if !rounds.is_empty() {
-        v["pre_dump_rounds"] = serde_json::Value::Array(rounds.to_vec());
-    }
-    v
 }
 
 /// The post-dump hook of a checkpoint: every image is written and flushed,

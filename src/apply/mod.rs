@@ -31,6 +31,7 @@ use std::path::PathBuf;
 
 use crate::apply::record::RunRecord;
 use crate::apply::status_fd::StatusFd;
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::profile::Profile;
@@ -63,11 +64,31 @@ pub struct Outcome {
     /// Work directory.
     pub work_dir: PathBuf,
     /// CRIU statistics.
-    pub stats: serde_json::Value,
+    pub stats: RunStats,
     /// The run record.
     pub record: Option<PathBuf>,
     /// Wall time, seconds.
     pub total_s: f64,
+}
+
+/// The statistics of a run: CRIU's, plus the pre-dump rounds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    /// CRIU's `stats-dump` / `stats-restore`.
+    #[serde(flatten)]
+    pub criu: StatsSummary,
+    /// Pages written by each pre-dump round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_dump_rounds: Vec<PreDumpRound>,
+}
+
+/// One pre-dump round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreDumpRound {
+    /// 1-based round.
+    pub round: u32,
+    /// Pages it wrote (when its stats could be read).
+    pub pages_written: Option<u64>,
 }
 
 impl session::finish::Finished for Outcome {
@@ -76,7 +97,7 @@ impl session::finish::Finished for Outcome {
     }
 
     fn record_stats(&self) -> serde_json::Value {
-        self.stats.clone()
+        serde_json::to_value(&self.stats).unwrap_or_default()
     }
 
     fn recorded(&mut self, record: Option<PathBuf>, total_s: f64) {

@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
-use super::checkpoint::stats_json;
+use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir, work_dir_key};
 use super::session::Session;
-use super::{ApplyOptions, Outcome};
+use super::{ApplyOptions, Outcome, RunStats};
 use crate::apply::guard::{self, DirLock, ImagesState};
 use crate::apply::lazy::LazyDaemon;
-use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
@@ -86,7 +86,10 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             .key("restore.pidfile")
         })?;
     }
-    let stats = stats_json(&run.work_dir().join("stats-restore"), &[]);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+        pre_dump_rounds: Vec::new(),
+    };
     Ok(Outcome {
         action: "restore".into(),
         pid,
@@ -152,14 +155,7 @@ pub(crate) fn lazy_start(run: &mut Session<'_>) -> Result<Option<LazyDaemon>, Fa
     let p = run.profile();
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     if lazy {
-        feature_gate(
-            run,
-            CriuFeatures {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "lazy_pages.enabled",
-        )?;
+        feature_gate(run, Feature::LazyPages)?;
         let d = run.start_lazy_daemon(Duration::from_secs(60))?;
         run.status_ready();
         return Ok(Some(d));

@@ -248,30 +248,29 @@ fn report_success(out: &Outcome, ui: &Ui) {
     }
     line.push_str(&format!(" in {:.2} s", out.total_s));
     ui.note(line);
-    if let Some(d) = s.get("dump") {
-        let get = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if let Some(d) = &s.criu.dump {
+        let ms = |us: u32| f64::from(us) / 1000.0;
         ui.note(format!(
             "  frozen time:   {:.1} ms\n  freezing time: {:.1} ms\n  memory dump:   {:.1} ms, write {:.1} ms\n  pages:         {} scanned, {} written ({}), {} skipped from parent, {} lazy",
-            get("frozen_time_us") as f64 / 1000.0,
-            get("freezing_time_us") as f64 / 1000.0,
-            get("memdump_time_us") as f64 / 1000.0,
-            get("memwrite_time_us") as f64 / 1000.0,
-            get("pages_scanned"),
-            get("pages_written"),
-            human_bytes(get("pages_written") * 4096),
-            get("pages_skipped_parent"),
-            get("pages_lazy"),
+            ms(d.frozen_time_us),
+            ms(d.freezing_time_us),
+            ms(d.memdump_time_us),
+            ms(d.memwrite_time_us),
+            d.pages_scanned,
+            d.pages_written,
+            human_bytes(d.pages_written * 4096),
+            d.pages_skipped_parent,
+            d.pages_lazy,
         ));
     }
-    if let Some(r) = s.get("restore") {
-        let get = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if let Some(r) = &s.criu.restore {
         ui.note(format!(
             "  restore time:  {:.1} ms (forking {:.1} ms)\n  pages:         {} compared, {} skipped COW, {} restored",
-            get("restore_time_us") as f64 / 1000.0,
-            get("forking_time_us") as f64 / 1000.0,
-            get("pages_compared"),
-            get("pages_skipped_cow"),
-            get("pages_restored"),
+            f64::from(r.restore_time_us) / 1000.0,
+            f64::from(r.forking_time_us) / 1000.0,
+            r.pages_compared,
+            r.pages_skipped_cow,
+            r.pages_restored.unwrap_or(0),
         ));
     }
     ui.note(format!("  images:        {}", out.images_dir.display()));

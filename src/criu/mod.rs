@@ -1,9 +1,10 @@
 //! Driving CRIU: RPC messages, the `criu swrk` client, log and stats
 //! parsing, error classification and locating the binary.
 //!
-//! The facts this module relies on are collected in
-//! `shared/reference/criu.md`; messages matched by [`errors::known_cause`]
-//! were captured from CRIU 4.1.1.
+//! Messages matched by [`errors::known_cause`] were captured from CRIU
+//! 4.1.1 (the cases are in `src/criu/errors.rs`'s tests); the real-CRIU
+//! tests (`tests/criu_engine.rs`, `tests/apply_criu.rs`) check the rest.
+//! This layer depends on nothing else in the crate (`tests/layering.rs`).
 
 pub mod child;
 pub mod errors;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::apply::bootstrap::{self};
 use crate::apply::session::Session;
-use crate::criu::rpc::CriuFeatures;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::profile::Profile;
@@ -170,14 +169,7 @@ pub(crate) fn tls_config_failure(e: tls::TlsConfigError) -> Failure {
 pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     let p = run.profile();
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
-        bootstrap::feature_gate(
-            run,
-            CriuFeatures {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "lazy_pages.enabled",
-        )?;
+        bootstrap::feature_gate(run, bootstrap::Feature::LazyPages)?;
         // Without `address`, the destination restores lazily from its own
         // images (post-copy from the destination's disk): that runs. Pages
         // served from the source's memory do not, on this kernel.
@@ -194,14 +186,7 @@ pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     }
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
-        bootstrap::feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
+        bootstrap::feature_gate(run, bootstrap::Feature::DirtyTracking)?;
         return Err(Failure::new(
             Code::MigratePreCopyUnsupported,
             "prepare",

@@ -6,13 +6,14 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::bootstrap::open_dir;
+use crate::apply::guard::{self};
+use crate::apply::restore;
 use crate::apply::session::Session;
-use crate::apply::{checkpoint, restore};
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
@@ -35,34 +36,8 @@ pub(crate) fn destination(
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let _lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    // A forced run replaces an old checkpoint: drop its markers first.
-    let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.claim_images_dir(opts.force)?;
+    run.mark_images_incomplete()?;
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 
@@ -320,7 +295,7 @@ pub(crate) fn destination_session(
             ));
         }
     }
-    let restore_stats = checkpoint::stats_json(&run.work_dir().join("stats-restore"), &[]);
+    let restore_stats = StatsSummary::of_file(&run.work_dir().join("stats-restore"));
     if let Err(e) = c.send(&Msg::Restored {
         pid,
         stats: restore_stats.clone(),
@@ -339,7 +314,10 @@ pub(crate) fn destination_session(
         restore_s: Some(restore_s),
         ..Downtime::default()
     };
-    let mut stats = json!({"restore": restore_stats.get("restore").cloned().unwrap_or(Json::Null)});
+    let mut stats = StatsSummary {
+        restore: restore_stats.restore,
+        dump: None,
+    };
     // The source's summary is its commit: CRIU has ended the tree there.
     // Only then does the copy here run; an `error` means the source kept
     // its tree (the copy here is killed); silence is left to the operator.
@@ -351,7 +329,7 @@ pub(crate) fn destination_session(
             stopped.resume();
             dump_summary(&dump_stats, &mut downtime);
             downtime.downtime_s = Some(downtime_s);
-            stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
+            stats.dump = dump_stats.dump;
             if let Some(d) = daemon.as_mut() {
                 if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
                     run.progress(&format!(

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::apply::session::finish::Finished;
+use crate::criu::stats::StatsSummary;
 use crate::render::Role;
 
 /// The downtime report of a migration.
@@ -42,7 +43,7 @@ pub struct MigrateOutcome {
     /// The downtime report.
     pub downtime: Downtime,
     /// CRIU statistics (dump on the source; both on the destination).
-    pub stats: Json,
+    pub stats: StatsSummary,
     /// Images directory.
     pub images_dir: PathBuf,
     /// The run record.
@@ -71,13 +72,10 @@ impl Finished for MigrateOutcome {
     }
 }
 
-pub(crate) fn dump_summary(stats: &Json, d: &mut Downtime) {
-    if let Some(dump) = stats.get("dump") {
-        d.frozen_ms = dump
-            .get("frozen_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1000.0);
-        d.pages_moved = dump.get("pages_written").and_then(Json::as_u64);
+pub(crate) fn dump_summary(stats: &StatsSummary, d: &mut Downtime) {
+    if let Some(dump) = &stats.dump {
+        d.frozen_ms = Some(f64::from(dump.frozen_time_us) / 1000.0);
+        d.pages_moved = Some(dump.pages_written);
         d.bytes_moved = d.pages_moved.map(|p| p * 4096);
     }
 }

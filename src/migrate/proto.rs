@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::render::Role;
 
@@ -85,13 +86,13 @@ pub enum Msg {
         /// Restored root pid (destination's view).
         pid: Option<i32>,
         /// Restore statistics.
-        stats: serde_json::Value,
+        stats: StatsSummary,
     },
     /// Source → destination, last: dump statistics and the downtime measured
     /// on the source (dump start → `restored` received).
     Summary {
         /// Dump statistics.
-        stats: serde_json::Value,
+        stats: StatsSummary,
         /// Downtime, seconds.
         downtime_s: f64,
     },

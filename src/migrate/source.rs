@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::guard::{self};
 use crate::apply::session::{PostDump, PostDumpPoint, Session};
-use crate::apply::{checkpoint, target};
+use crate::apply::target;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
@@ -39,11 +40,11 @@ pub(crate) fn source(
         to.as_secs()
     ));
     // Sent images: this host's images.dir is ours alone; lock it first.
-    let own_lock = if sends_images(p) {
-        Some(prepare_own_images(run, opts.force)?)
-    } else {
-        None
-    };
+    let own_images = sends_images(p);
+    if own_images {
+        run.claim_images_dir(opts.force)?;
+        run.mark_images_incomplete()?;
+    }
     let started = run.record.elapsed();
     let t0 = Instant::now();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
@@ -78,44 +79,11 @@ pub(crate) fn source(
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
     }
-    if own_lock.is_some() {
+    if own_images {
         // Without its pages this directory is never a checkpoint.
         let _ = guard::quarantine(run.images_dir());
     }
     result
-}
-
-/// `images = "send"`, source: create and lock its own images.dir, refuse
-/// an existing checkpoint without `--force`, mark it incomplete.
-pub(crate) fn prepare_own_images(run: &Session<'_>, force: bool) -> Result<DirLock, Failure> {
-    let images_dir = run.images_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !force
-    {
-        return Err(Failure::new(
-            Code::ApplyImagesExist,
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            Code::ApplyDir,
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
-    Ok(lock)
 }
 
 pub(crate) fn source_session(
@@ -158,7 +126,7 @@ pub(crate) fn source_session(
     };
 
     // Shared images: the destination created and locked images.dir; sent
-    // images: we did (prepare_own_images).
+    // images: we did (claim_images_dir).
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
@@ -251,7 +219,7 @@ pub(crate) fn source_session(
                 );
             } else {
                 let _ = c.send(&Msg::Summary {
-                    stats: json!({}),
+                    stats: StatsSummary::default(),
                     downtime_s,
                 });
                 c.shutdown();
@@ -272,7 +240,7 @@ pub(crate) fn source_session(
             ));
         }
     };
-    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &[]);
+    let stats = StatsSummary::of_file(&work_dir.join("stats-dump"));
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
@@ -284,12 +252,9 @@ pub(crate) fn source_session(
     };
     dump_summary(&stats, &mut downtime);
     let mut all = stats;
-    if let Some(r) = restore_stats.get("restore") {
-        all["restore"] = r.clone();
-        downtime.restore_s = r
-            .get("restore_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1e6);
+    if let Some(r) = restore_stats.restore {
+        downtime.restore_s = Some(f64::from(r.restore_time_us) / 1e6);
+        all.restore = Some(r);
     }
     Ok(MigrateOutcome {
         event: "migrated",
@@ -312,7 +277,7 @@ pub(crate) fn hand_over(
     to: Duration,
     t_dump: Instant,
     send: Option<(&Path, &send::Before)>,
-) -> Result<(Option<i32>, Json), Failure> {
+) -> Result<(Option<i32>, StatsSummary), Failure> {
     let images = match send {
         Some((dir, before)) => Some(send::send_images(c, dir, before)?),
         None => None,
@@ -342,7 +307,7 @@ struct Handover<'c> {
     send: Option<(&'c Path, &'c send::Before)>,
     /// The destination's answer: restored there (its pid and stats), or
     /// the failure that vetoed the handover.
-    result: Option<Result<(Option<i32>, Json), Failure>>,
+    result: Option<Result<(Option<i32>, StatsSummary), Failure>>,
 }
 
 impl PostDump for Handover<'_> {

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
-use crate::apply::checkpoint::stats_json;
 use crate::apply::guard;
 use crate::apply::record::{RUN_RECORD, RunRecord};
 use crate::apply::session::{Session, SessionOptions};
-use crate::apply::{ApplyOptions, Outcome};
+use crate::apply::{ApplyOptions, Outcome, PreDumpRound, RunStats};
+use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::profile::Profile;
@@ -138,7 +138,7 @@ fn checkpoint(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result
 }
 
 /// The pre-dump rounds, the checkpoint and the completion marker.
-fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<serde_json::Value, Failure> {
+fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, Failure> {
     let p = run.profile();
     let mut rounds = Vec::new();
     for step in args::steps(p, None) {
@@ -150,11 +150,20 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<serde_json
         run.progress(&format!("{step} of container `{id}`"));
         run_step(run, runc, &step, id, Path::new(&work))?;
         if let RuncStep::PreDump { round } = step {
-            let stats = stats_json(&Path::new(&work).join("stats-dump"), &[]);
-            rounds.push(serde_json::json!({"round": round, "stats": stats}));
+            let written = crate::criu::stats::read(&Path::new(&work).join("stats-dump"))
+                .ok()
+                .and_then(|s| s.dump)
+                .map(|d| d.pages_written);
+            rounds.push(PreDumpRound {
+                round,
+                pages_written: written,
+            });
         }
     }
-    let stats = stats_json(&run.work_dir().join("stats-dump"), &rounds);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+        pre_dump_rounds: rounds,
+    };
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({
@@ -255,7 +264,10 @@ fn restore(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Ou
     if let Some(d) = daemon {
         crate::apply::restore::lazy_finish(run, d, pid)?;
     }
-    let stats = stats_json(&run.work_dir().join("stats-restore"), &[]);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+        pre_dump_rounds: Vec::new(),
+    };
     Ok(Outcome {
         action: "restore".into(),
         pid,

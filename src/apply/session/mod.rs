@@ -11,6 +11,7 @@
 pub mod call;
 pub mod criu_failure;
 pub mod finish;
+pub mod images;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
