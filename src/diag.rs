@@ -363,8 +363,22 @@ fn excerpt_fits(text: &str, span: Span) -> bool {
 }
 
 fn short_label(message: &str) -> String {
-    // The label repeats the essence; keep it short.
-    let m = message.split(':').next().unwrap_or(message);
+    // The label repeats the essence (what comes before the first `: ` that
+    // is not inside backquotes, so a quoted policy rule key stays whole); keep
+    // it short.
+    let mut quoted = false;
+    let mut cut = message.len();
+    for (i, c) in message.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            ':' if !quoted && message[i + 1..].starts_with(' ') => {
+                cut = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let m = &message[..cut];
     if m.len() > 60 {
         "here".to_string()
     } else {
@@ -460,5 +474,18 @@ impl Tally {
             Severity::Warning => self.warnings += 1,
             Severity::Info => self.infos += 1,
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::short_label;
+
+    #[test]
+    fn short_label_keeps_quoted_keys_whole() {
+        assert_eq!(
+            short_label("`rules.\"policy::shell-job\"`: unknown level \"x\""),
+            "`rules.\"policy::shell-job\"`"
+        );
+        assert_eq!(short_label("bad thing: details"), "bad thing");
     }
 }

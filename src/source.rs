@@ -74,7 +74,9 @@ pub struct SourceFile {
 
 impl SourceFile {
     fn new(path: PathBuf, name: String, text: Arc<str>) -> Self {
-        let mut line_starts = vec![0];
+        // A byte-order mark is not a column: line 1 starts after it, as in
+        // the YAML reader, so both formats count columns alike.
+        let mut line_starts = vec![if text.starts_with('\u{feff}') { 3 } else { 0 }];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceFile {
             path,
@@ -86,7 +88,7 @@ impl SourceFile {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let offset = offset.min(self.text.len()).max(self.line_starts[0]);
         let line = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,

@@ -252,28 +252,25 @@ fn missing_target_pid_is_reported_at_target_pid() {
     // A pid that does not exist: past pid_max.
     let ck = checkpoint_profile(d.path(), "nopid", 2_147_000_000, "");
     let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    // Checked before CRIU starts: environment not ready, nothing created.
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     let v = json(&out);
     let diag = &v["diagnostics"][0];
     assert_eq!(diag["code"], "criu::pid-not-found", "{v}");
     assert_eq!(diag["key"], "target.pid");
     assert_eq!(diag["line"], 5);
     assert_eq!(diag["column"], 7);
-    assert_eq!(v["failure"]["step"], "dump");
-    assert_eq!(v["failure"]["cr_errno"], 3, "{v}");
+    assert_eq!(v["failure"]["step"], "resolve target");
+    assert!(v["failure"]["log"].is_null(), "{v}");
     assert!(
-        v["failure"]["log_lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("2147000000")),
-        "{v}"
+        !d.path().join("imgs").exists(),
+        "a refused checkpoint created its images directory"
     );
-    assert!(v["failure"]["log"].as_str().unwrap().ends_with("dump.log"));
-    // Nothing that looks like a checkpoint was left.
-    let imgs = d.path().join("imgs");
-    assert!(!imgs.join("inventory.img").exists());
-    assert!(!imgs.join("ckptctl.complete").exists());
+    // Human output: no "CRIU details" when CRIU never ran.
+    let out = ckptctl(&["--color", "never", "apply", ck.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 4, "{err}");
+    assert!(!err.contains("CRIU details"), "{err}");
 }
 
 #[test]
@@ -306,6 +303,28 @@ fn failed_dump_leaves_target_running_and_images_incomplete() {
             "noise in the excerpt: {l}"
         );
     }
+    // Nor as CRIU's message: the noise line is never shown as cr_errmsg.
+    assert!(
+        !v["failure"]["cr_errmsg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("RLIMIT"),
+        "{v}"
+    );
+    // -v prints more of the log than the excerpt: its last lines.
+    let out = ckptctl(&["--color", "never", "-v", "apply", ck.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(err.contains("CRIU details"), "{err}");
+    assert!(!err.contains("cr_errmsg: rlimit"), "{err}");
+    let tail = err
+        .split_once("lines of ")
+        .map(|(_, t)| t.lines().count())
+        .unwrap_or(0);
+    assert!(
+        tail > v["failure"]["log_lines"].as_array().unwrap().len(),
+        "-v printed no more than the excerpt: {err}"
+    );
     // The target keeps running.
     let before = p.count();
     assert!(

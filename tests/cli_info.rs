@@ -196,3 +196,122 @@ fn version_and_help_exit_0() {
     assert_eq!(ckptctl(&["no-such-command"]).status.code(), Some(2));
     assert_eq!(ckptctl(&[]).status.code(), Some(2));
 }
+
+#[test]
+fn explain_without_a_key_lists_every_key_and_no_text_has_backslashes() {
+    let o = ckptctl(&["explain"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    for key in ckptctl::profile::schema::all_keys() {
+        assert!(
+            t.lines().any(|l| l.split_whitespace().next() == Some(&key)),
+            "{key} not listed"
+        );
+        let e = stdout(&ckptctl(&["explain", &key]));
+        assert!(!e.contains("\\\""), "{key}: {e}");
+    }
+    let schema = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schemas/ckptctl-profile.schema.json"),
+    )
+    .unwrap();
+    assert!(
+        !schema.contains("\\\\\\\""),
+        "escaped backslash-quote in the schema"
+    );
+}
+
+#[test]
+fn init_points_at_the_schema_the_readme_recommends() {
+    let t = stdout(&ckptctl(&["init"]));
+    assert!(
+        t.starts_with("#:schema ../schemas/ckptctl-profile.schema.json\n"),
+        "{t}"
+    );
+    let y = stdout(&ckptctl(&["init", "--format", "yaml"]));
+    assert!(
+        y.starts_with("# yaml-language-server: $schema=../schemas/ckptctl-profile.schema.json\n"),
+        "{y}"
+    );
+}
+
+#[test]
+fn man_page_has_exit_status_and_no_missing_pages() {
+    let t = stdout(&ckptctl(&["man"]));
+    assert!(t.contains(".SH \"EXIT STATUS\""), "no EXIT STATUS");
+    for code in ["0", "1", "2", "3", "4"] {
+        assert!(t.contains(&format!("\\fB{code}\\fR")), "exit {code}");
+    }
+    assert!(
+        !t.contains("ckptctl\\-validate(1)") && !t.contains("(1)\n"),
+        "points to pages that do not exist"
+    );
+    for cmd in ["validate", "explain", "apply", "review", "diff", "import"] {
+        assert!(
+            t.contains(&format!("\\fBckptctl {cmd}")),
+            "{cmd} not described"
+        );
+    }
+}
+
+#[test]
+fn global_flags_are_grouped_in_subcommand_help() {
+    let h = stdout(&ckptctl(&["validate", "--help"]));
+    let (own, global) = h
+        .split_once("Global options:")
+        .expect("a Global options heading");
+    assert!(!own.contains("--output") && !own.contains("--criu"), "{h}");
+    assert!(
+        global.contains("--output") && global.contains("--verbose"),
+        "{h}"
+    );
+}
+
+#[test]
+fn bash_completion_offers_keys_after_explain_and_no_files_after_pid() {
+    let t = stdout(&ckptctl(&["completions", "bash"]));
+    assert!(
+        t.contains("checkpoint.pre_dump.mode"),
+        "no keys for explain"
+    );
+    for block in t.split("--pid)").skip(1) {
+        let body = block.split(";;").next().unwrap();
+        assert!(
+            !body.contains("compgen -f"),
+            "files offered after --pid: {body}"
+        );
+    }
+}
+
+#[test]
+fn each_command_refuses_an_output_it_cannot_print() {
+    for (args, ok) in [
+        (vec!["--output", "sarif", "validate", "x.toml"], false),
+        (vec!["--output", "markdown", "validate", "x.toml"], false),
+        (vec!["--output", "json", "render", "x.toml"], false),
+        (vec!["--output", "json", "init"], false),
+        (vec!["--output", "json", "import", "x.conf"], false),
+        (vec!["--output", "json", "explain", "images.dir"], true),
+        (vec!["--output", "json", "init"], false),
+    ] {
+        let o = ckptctl(&args);
+        if ok {
+            assert_eq!(o.status.code(), Some(0), "{args:?}");
+        } else {
+            assert_eq!(o.status.code(), Some(2), "{args:?}");
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(e.contains("is not available here"), "{args:?}: {e}");
+            assert!(o.stdout.is_empty(), "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn a_mistyped_action_suggests_apply() {
+    for word in ["checkpoint", "restore"] {
+        let o = ckptctl(&[word, "p.toml"]);
+        assert_eq!(o.status.code(), Some(2));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("`ckptctl apply PROFILE`"), "{word}: {e}");
+    }
+}

@@ -69,7 +69,15 @@ fn json_shape_is_exactly_the_spec_s() {
     assert_eq!(o.status.code(), Some(2));
     let v = json(&o);
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.keys().collect::<Vec<_>>(), vec!["diagnostics"]);
+    // The spec's `diagnostics`, and a summary like review's.
+    assert_eq!(
+        obj.keys().collect::<Vec<_>>(),
+        vec!["diagnostics", "summary"]
+    );
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"profiles": 1, "valid": 0, "invalid": 1, "bases": 0, "errors": 1, "warnings": 0})
+    );
     let d = &v["diagnostics"][0];
     assert_eq!(
         d,

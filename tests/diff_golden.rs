@@ -280,3 +280,30 @@ fn a_base_missing_at_the_revision_is_not_read_from_the_working_tree() {
     );
     assert_eq!(code, 2, "the revision's base does not exist there");
 }
+
+/// REV:PATH resolves against the repository that holds PATH, wherever the
+/// command runs; outside any repository the message says which one it needs
+/// (and not also that the profiles are invalid).
+#[test]
+fn rev_path_is_read_from_the_repository_that_holds_it() {
+    let r = repo();
+    let outside = tempfile::tempdir().unwrap();
+    let web = r.path().join("profiles/web.toml");
+    let web = web.to_str().unwrap();
+    let (code, out) = ckptctl(
+        outside.path(),
+        &["--output", "json", "diff", &format!("HEAD:{web}"), web],
+    );
+    assert_eq!(code, 0, "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .current_dir(outside.path())
+        .env("COLUMNS", "400")
+        .args(["--color", "never", "diff", "HEAD:nothere/web.toml", web])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not inside a git repository"), "{err}");
+    assert!(!err.contains("cannot diff invalid profiles"), "{err}");
+    assert!(!err.contains("fatal:"), "git's own message: {err}");
+}

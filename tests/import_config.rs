@@ -140,3 +140,49 @@ fn optional_argument_options_follow_crius_own_parsing() {
     assert!(profile.contains("mode = \"soft\""), "{profile}");
     assert!(profile.contains("log_level = 4"), "{profile}");
 }
+
+/// An option CRIU does not know is not "without a profile key": CRIU would
+/// refuse the file, and the help names the option meant.
+#[test]
+fn options_crius_does_not_know_are_named_as_such() {
+    let mut sources = ckptctl::source::SourceMap::new();
+    let (_, diags) = ckptctl::import::import(
+        &mut sources,
+        "runc.conf".as_ref(),
+        "runc.conf",
+        "----leave-running\nleave-runing\nevasive-devices\n".into(),
+        "runc",
+        "checkpoint",
+        false,
+    );
+    let unknown: Vec<_> = diags
+        .iter()
+        .filter(|d| d.code == "import::unknown-option")
+        .collect();
+    assert_eq!(unknown.len(), 2, "{diags:?}");
+    assert!(unknown[0].message.contains("CRIU does not know"));
+    assert!(
+        unknown[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("write `leave-running`"),
+        "{:?}",
+        unknown[0].help
+    );
+    assert!(
+        unknown[1]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `leave-running`"),
+        "{:?}",
+        unknown[1].help
+    );
+    let un: Vec<_> = diags
+        .iter()
+        .filter(|d| d.code == "import::unsupported-option")
+        .collect();
+    assert_eq!(un.len(), 1, "{diags:?}");
+    assert!(un[0].message.contains("evasive-devices"));
+}

@@ -214,6 +214,35 @@ fn toml_and_yaml_twins_agree() {
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
 
+/// Twins named `pos-*` are written so that the same mistake sits at the same
+/// line and column in both formats: there the whole finding (code, line,
+/// column, key) must agree, not only code and key.
+#[test]
+fn aligned_twins_agree_on_position() {
+    let mut differ = Vec::new();
+    let mut pairs = 0;
+    for p in cases().into_iter().filter(|p| {
+        p.extension().is_some_and(|e| e == "toml")
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pos-"))
+    }) {
+        let y = p.with_extension("yaml");
+        pairs += 1;
+        let strip = |lines: Vec<String>| -> Vec<String> {
+            lines
+                .into_iter()
+                .map(|l| l.split(" | ").next().unwrap_or("").to_string())
+                .collect()
+        };
+        let (a, b) = (strip(actual(&p).0), strip(actual(&y).0));
+        if a != b || a.is_empty() {
+            differ.push(format!("{}: toml {a:?} / yaml {b:?}", p.display()));
+        }
+    }
+    assert!(pairs >= 7, "{pairs} pairs");
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
 /// Every code the spec's rules produce is exercised by at least one case.
 #[test]
 fn corpus_covers_every_profile_code() {

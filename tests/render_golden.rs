@@ -199,3 +199,45 @@ fn render_command_prints_to_stdout() {
     assert!(text.contains("criu page-server"), "{text}");
     assert!(text.contains("criu restore"), "{text}");
 }
+
+/// The largest ghost limit the 32-bit RPC field carries is accepted and
+/// rendered exactly, in every format; one byte more (4 GiB) is refused by
+/// validation, never rendered short.
+#[test]
+fn ghost_limit_limit_is_the_rpc_field_s() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, limit: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(
+            &p,
+            format!("version = 1\nname = \"g\"\naction = \"checkpoint\"\n[target]\npid = 7\n[images]\ndir = \"/var/lib/ckptctl/g\"\n[checkpoint]\nghost_limit = {limit}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let p = write("max.toml", "4294967295");
+    let profile = load_ok(&p);
+    let step = CriuStep::Dump { pre_dump_rounds: 0 };
+    assert_eq!(
+        render::criu_opts(&profile, &step).ghost_limit,
+        Some(u32::MAX)
+    );
+    assert!(
+        render::criu_args(&profile, &step).contains(&"--ghost-limit=4294967295".to_string())
+            || render::criu_args(&profile, &step)
+                .windows(2)
+                .any(|w| w[0] == "--ghost-limit" && w[1] == "4294967295"),
+        "{:?}",
+        render::criu_args(&profile, &step)
+    );
+    let over = write("over.toml", "\"4GiB\"");
+    let mut sources = SourceMap::new();
+    let l = load(&over, "over.toml", &mut sources, LoadOptions::default());
+    let d = l
+        .diags
+        .iter()
+        .find(|d| d.key.as_deref() == Some("checkpoint.ghost_limit"))
+        .expect("4GiB refused");
+    assert_eq!(d.code, "profile::out-of-range");
+    assert!(d.help.as_deref().unwrap().contains("4294967295"));
+}

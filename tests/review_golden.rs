@@ -168,3 +168,91 @@ fn allow_everything_exits_zero() {
         .unwrap();
     assert_eq!(st.code(), Some(0));
 }
+
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .current_dir(dir)
+        .env("COLUMNS", "100")
+        .env("NO_COLOR", "1")
+        .args(["--color", "never"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn list_rules_names_every_built_in_rule() {
+    let (code, out, _) = run_in(&dir(), &["review", "--list-rules"]);
+    assert_eq!(code, 0);
+    for r in ckptctl::policy::rules::RULES {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", r.code)))
+            .unwrap_or_else(|| panic!("{} not listed:\n{out}", r.code));
+        assert!(line.contains(r.default.as_str()) && line.contains(r.summary));
+    }
+    let (_, json, _) = run_in(&dir(), &["--output", "json", "review", "--list-rules"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["rules"].as_array().unwrap().len(),
+        ckptctl::policy::rules::RULES.len()
+    );
+}
+
+/// Profiles and findings are counted apart; an invalid policy says that
+/// nothing was reviewed; a policy key with a quote is labelled whole; a
+/// wrong network names its item.
+#[test]
+fn summary_counts_profiles_and_an_invalid_policy_reviews_nothing() {
+    let (_, _, human) = review("human");
+    let last = human.lines().last().unwrap();
+    assert_eq!(
+        last,
+        "reviewed 2 profiles: 2 denied, 0 passed (6 denials, 4 warnings)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("bad.toml"),
+        "version = 1\n[rules]\n\"policy::shell-job\" = \"sometimes\"\n[[constraint]]\nkey = \"page_server.address\"\nnetworks = [\"10.0.0.0/8\", \"nonsense\"]\n",
+    )
+    .unwrap();
+    let profiles = dir().join("profiles");
+    let (code, _, human) = run_in(
+        tmp.path(),
+        &["review", "--policy", "bad.toml", profiles.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        human.lines().last().unwrap(),
+        "the policy is invalid (2 errors): no profile was reviewed"
+    );
+    assert!(
+        human.contains("╰── `rules.\"policy::shell-job\"`"),
+        "{human}"
+    );
+    let (_, json, _) = run_in(
+        tmp.path(),
+        &[
+            "--output",
+            "json",
+            "review",
+            "--policy",
+            "bad.toml",
+            profiles.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let net = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["message"].as_str().unwrap().contains("nonsense"))
+        .unwrap();
+    assert_eq!(net["key"], "constraint[0].networks[1]");
+    assert_eq!(v["summary"]["policy_valid"], false);
+}

@@ -315,7 +315,11 @@ pub fn preflight(
                 )
                 .at(at("images.dir"))
                 .key("images.dir")
-                .help("point `images.dir` at the directory a successful checkpoint wrote"),
+                .help(if matches!(s, ImagesState::Unreadable) {
+                    "run ckptctl as root (a restore needs root anyway), or as the owner of the images directory"
+                } else {
+                    "point `images.dir` at the directory a successful checkpoint wrote"
+                }),
             ),
             (_, ImagesState::Complete | ImagesState::Foreign) => pf.problem(
                 Severity::Warning,
@@ -429,6 +433,9 @@ fn listening_ports(p: &Profile, role: Option<Role>) -> Vec<(&'static str, u16)> 
 fn state_text(s: &ImagesState) -> &'static str {
     match s {
         ImagesState::Missing => "does not exist",
+        ImagesState::Unreadable => {
+            "cannot be read by this user (permission denied): run as root, or as the owner of the images"
+        }
         ImagesState::NoCheckpoint => "holds no checkpoint",
         ImagesState::Complete => "holds a complete checkpoint",
         ImagesState::Incomplete => {

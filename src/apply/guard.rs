@@ -289,6 +289,9 @@ impl DirLock {
 pub enum ImagesState {
     /// The directory does not exist.
     Missing,
+    /// It (or a folder on its way) cannot be read by this user: it may well
+    /// hold a checkpoint, so it is never called missing.
+    Unreadable,
     /// It exists but holds no checkpoint.
     NoCheckpoint,
     /// A checkpoint ckptctl marked complete.
@@ -301,8 +304,14 @@ pub enum ImagesState {
 
 /// Look at an images directory.
 pub fn images_state(dir: &Path) -> ImagesState {
-    if !dir.is_dir() {
-        return ImagesState::Missing;
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    match std::fs::metadata(dir) {
+        Err(e) if denied(&e) => return ImagesState::Unreadable,
+        Ok(m) if m.is_dir() => {}
+        _ => return ImagesState::Missing,
+    }
+    if std::fs::read_dir(dir).is_err_and(|e| denied(&e)) {
+        return ImagesState::Unreadable;
     }
     if dir.join(INCOMPLETE_MARKER).exists() || dir.join(INVENTORY_QUARANTINE).exists() {
         return ImagesState::Incomplete;

@@ -113,6 +113,11 @@ pub fn apply(
     reporter: &dyn Reporter,
     mut opts: ApplyOptions,
 ) -> Result<Outcome, (Failure, Option<RunRecord>)> {
+    if p.action_or_default() == Action::Checkpoint {
+        // Before CRIU starts or a directory is touched: a target that does
+        // not exist is an environment problem (exit 4), and leaves nothing.
+        target::ensure_target_exists(p, opts.pid).map_err(|f| (f, None))?;
+    }
     let record = RunRecord::for_profile(p, profile_file);
     let mut run = Session::open(
         p,

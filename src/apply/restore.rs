@@ -122,6 +122,9 @@ pub(crate) fn check_checkpoint(run: &mut Session<'_>, force: bool) -> Result<(),
         state => {
             let what = match state {
                 ImagesState::Missing => "does not exist",
+                ImagesState::Unreadable => {
+                    "cannot be read by this user: permission denied (run as root, or as the owner of the images)"
+                }
                 ImagesState::Incomplete => {
                     "holds an incomplete checkpoint: its dump failed or was interrupted"
                 }
@@ -140,6 +143,8 @@ pub(crate) fn check_checkpoint(run: &mut Session<'_>, force: bool) -> Result<(),
             .key("images.dir")
             .hint(if state == ImagesState::Incomplete {
                 "checkpoint again; `--force` restores it anyway".to_string()
+            } else if state == ImagesState::Unreadable {
+                "run ckptctl as root, or as the owner of the images directory".to_string()
             } else {
                 "point `images.dir` at the directory a successful checkpoint wrote".to_string()
             }));

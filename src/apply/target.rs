@@ -6,6 +6,45 @@ use crate::failure::Exit;
 use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 
+/// The target of a checkpoint exists: its pid resolves and names a process
+/// (signal 0: ESRCH is "no such process"; EPERM means it exists).
+pub fn ensure_target_exists(p: &Profile, flag: Option<i32>) -> Result<(), Failure> {
+    let pid = resolve_pid(p, flag)?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => {
+            let from = target_source(p, flag);
+            let mut f = Failure::new(
+                Code::CriuPidNotFound,
+                "resolve target",
+                format!("there is no process {pid} ({from}): nothing was checkpointed"),
+                Exit::NotReady,
+            )
+            .hint(match from {
+                "--pid" => "pass the pid of a running process".to_string(),
+                _ => format!("start the workload, or point `{from}` at its current pid"),
+            });
+            if from != "--pid" {
+                f = f.key(from);
+            }
+            Err(f)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Where the pid of a checkpoint comes from: `--pid`, `target.pid` or
+/// `target.pidfile`.
+fn target_source(p: &Profile, flag: Option<i32>) -> &'static str {
+    let t = p.target.as_ref().map(|t| &t.value);
+    if flag.is_some() {
+        "--pid"
+    } else if t.is_some_and(|t| t.pid.is_some()) {
+        "target.pid"
+    } else {
+        "target.pidfile"
+    }
+}
+
 /// The pid to dump: `--pid`, else `target.pid`, else `target.pidfile`.
 pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     if let Some(pid) = flag {

@@ -58,6 +58,42 @@ pub fn load_for_run(
     }
 }
 
+/// `--pid` and `--role` only where they mean something: `--pid` names the
+/// process to checkpoint (a checkpoint, or a migration's source); `--role`
+/// is the side of a migration. Anywhere else they are refused rather than
+/// silently ignored.
+fn flags_fit(
+    p: &Profile,
+    pid: Option<i32>,
+    role_arg: Option<RoleArg>,
+    ui: &Ui,
+) -> Result<(), Exit> {
+    use crate::profile::model::Action;
+    let action = p.action_or_default();
+    let msg = match (action, pid, role_arg) {
+        (Action::Checkpoint | Action::Restore, _, Some(_)) => Some(format!(
+            "`--role` is the side of a migration; this profile's action is `{}`: remove `--role`",
+            action.as_str()
+        )),
+        (Action::Restore, Some(_), _) => Some(
+            "`--pid` names the process to checkpoint; a restore creates its process (its pid is written to `restore.pidfile`): remove `--pid`"
+                .to_string(),
+        ),
+        (Action::Migrate, Some(_), Some(RoleArg::Destination)) => Some(
+            "`--pid` names the process the source sends; the destination restores it: remove `--pid`, or use it with `--role source`"
+                .to_string(),
+        ),
+        _ => None,
+    };
+    match msg {
+        Some(m) => {
+            ui.error(m);
+            Err(Exit::Usage)
+        }
+        None => Ok(()),
+    }
+}
+
 /// `check PROFILE`.
 pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
@@ -65,6 +101,9 @@ pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if let Err(e) = flags_fit(&p, args.pid, args.role, ui) {
+        return e;
+    }
     let pf =
         crate::apply::check::preflight(&p, root, ui.criu.as_deref(), args.pid, role(args.role));
     if ui.json() {
@@ -94,16 +133,19 @@ pub fn check(args: &CheckArgs, ui: &Ui) -> Exit {
 
 /// `plan PROFILE`.
 pub fn plan(args: &PlanArgs, ui: &Ui) -> Exit {
-    show_plan(&args.profile, role(args.role), args.pid, ui)
+    show_plan(&args.profile, args.role, args.pid, ui)
 }
 
-fn show_plan(path: &Path, role: Option<Role>, pid: Option<i32>, ui: &Ui) -> Exit {
+fn show_plan(path: &Path, role_arg: Option<RoleArg>, pid: Option<i32>, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
     let (p, _) = match load_for_run(path, ui, &mut sources) {
         Ok(x) => x,
         Err(e) => return e,
     };
-    let plan = crate::plan::plan(&p, role, pid);
+    if let Err(e) = flags_fit(&p, pid, role_arg, ui) {
+        return e;
+    }
+    let plan = crate::plan::plan(&p, role(role_arg), pid);
     if ui.json() {
         ui.data_json(&serde_json::to_value(&plan).unwrap_or_default());
     } else {
@@ -124,13 +166,16 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         }
     };
     if args.dry_run {
-        return show_plan(&args.run.profile, role(args.run.role), args.run.pid, ui);
+        return show_plan(&args.run.profile, args.run.role, args.run.pid, ui);
     }
     let mut sources = SourceMap::new();
     let (p, root) = match load_for_run(&args.run.profile, ui, &mut sources) {
         Ok(x) => x,
         Err(e) => return e,
     };
+    if let Err(e) = flags_fit(&p, args.run.pid, args.run.role, ui) {
+        return e;
+    }
     if p.action_or_default() == crate::profile::model::Action::Migrate
         && crate::runtime::args::is_container(&p)
     {
@@ -300,6 +345,44 @@ pub fn report_failure(f: &Failure, p: &Profile, root: FileId, sources: &SourceMa
         ui.data_json(&v);
     } else {
         ui.human_diagnostics(std::slice::from_ref(&d), sources);
-        ui.error_detail(format!("CRIU details:\n{}", f.details()));
+        // Only when CRIU ran: a refusal before it started has no step log,
+        // errno or message of CRIU's to show.
+        if f.criu_ran() {
+            ui.error_detail(format!("CRIU details:\n{}", f.details()));
+            if ui.verbose > 0 {
+                if let Some(log) = &f.log {
+                    let n = if ui.verbose > 1 { 400 } else { 60 };
+                    ui.error_detail(log_tail(log, n));
+                }
+            }
+        }
     }
+}
+
+/// The last `n` lines of a CRIU log, for `-v` (`-vv`: more): the excerpt
+/// above keeps only the lines that explain the failure. Reads at most the
+/// last 256 KiB.
+fn log_tail(path: &Path, n: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 << 10)));
+        let mut buf = Vec::new();
+        let _ = f.take(256 << 10).read_to_end(&mut buf);
+        text = String::from_utf8_lossy(&buf).into_owned();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = format!(
+        "last {} lines of {} (-v):\n",
+        lines.len() - start,
+        path.display()
+    );
+    for l in &lines[start..] {
+        out.push_str("    ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }

@@ -8,25 +8,28 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "ckptctl", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Output format: `human` (stderr) or `json` (stdout); review and diff also take `sarif` and `markdown`.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    /// Output format: `human` (stderr) or `json` (stdout); review and diff also take `sarif` and `markdown`; init, render, import, completions and man print text only.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human, help_heading = GLOBAL)]
     pub output: OutputFormat,
     /// The CRIU binary (default: $CKPTCTL_CRIU, then `criu` on PATH).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub criu: Option<PathBuf>,
     /// When to use colours (NO_COLOR is honoured).
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, help_heading = GLOBAL)]
     pub color: ColorChoice,
     /// Print only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Print more detail (CRIU log excerpts, timings).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,8 +114,39 @@ pub struct SchemaArgs {
 /// `explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Dotted key, such as `checkpoint.pre_dump.mode`.
-    pub key: String,
+    /// Dotted key, such as `checkpoint.pre_dump.mode`; without it, every
+    /// key with its one-line summary.
+    #[arg(value_parser = ProfileKey, hide_possible_values = true)]
+    pub key: Option<String>,
+}
+
+/// A profile key for `explain`: any text is accepted (an unknown key gets
+/// a did-you-mean from `explain` itself), and every known key is offered to
+/// shell completion.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileKey;
+
+impl clap::builder::TypedValueParser for ProfileKey {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            crate::profile::schema::all_keys()
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
 }
 
 /// Starter profile format.
@@ -181,7 +215,7 @@ pub struct RenderArgs {
     #[arg(long, value_enum)]
     pub role: Option<RoleArg>,
     /// Pid of the tree root (else `target.pid`, else the placeholder `<PID>`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_hint = clap::ValueHint::Other)]
     pub pid: Option<i32>,
 }
 
@@ -191,8 +225,11 @@ pub struct ReviewArgs {
     /// Policy file (TOML or YAML); without it the built-in rules run at their default levels.
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<PathBuf>,
+    /// List the built-in rules (code, default level, summary) and exit.
+    #[arg(long, conflicts_with = "policy")]
+    pub list_rules: bool,
     /// Profile files or folders.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "list_rules", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 
@@ -223,7 +260,7 @@ pub struct ImportArgs {
     #[arg(long, value_enum, default_value_t = InitFormat::Toml)]
     pub format: InitFormat,
     /// Profile name (default: from the file name).
-    #[arg(long)]
+    #[arg(long, value_hint = clap::ValueHint::Other)]
     pub name: Option<String>,
     /// Profile action.
     #[arg(long, value_enum, default_value_t = InitAction::Checkpoint)]
@@ -267,7 +304,7 @@ pub struct RunArgs {
     #[arg(value_name = "PROFILE")]
     pub profile: std::path::PathBuf,
     /// The pid to checkpoint (overrides `target.pid` and `target.pidfile`).
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_hint = clap::ValueHint::Other)]
     pub pid: Option<i32>,
     /// Migration role (migrate profiles).
     #[arg(long, value_enum)]
@@ -287,7 +324,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// An open fd: one `\0` is written when a lazy or page-server step is ready, then it is closed (closed without writing on failure).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_hint = clap::ValueHint::Other)]
     pub status_fd: Option<i32>,
     /// Print the plan and do nothing.
     #[arg(long)]

@@ -11,14 +11,20 @@ pub fn run(args: &DiffArgs, ui: &Ui) -> Exit {
     let old = read_side(&args.old);
     let mut new = read_side(&args.new);
     let mut bad = false;
+    let mut unreadable = false;
     for side in [&old, &new] {
         if side.loaded.has_errors() || side.loaded.profile.is_none() {
             ui.human_diagnostics(&side.loaded.diags, &side.sources);
             bad = true;
+            unreadable |= side.loaded.file.is_none();
         }
     }
     if bad {
-        ui.error("cannot diff invalid profiles");
+        // A side that could not be read at all was said so above; "invalid"
+        // is only true of profiles that were read.
+        if !unreadable {
+            ui.error("cannot diff invalid profiles");
+        }
         return Exit::Usage;
     }
     let policy = match &args.policy {

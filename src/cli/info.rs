@@ -24,11 +24,10 @@ pub fn schema(args: &SchemaArgs, ui: &Ui) -> Exit {
 
 /// `explain KEY`.
 pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
-    let key = args
-        .key
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let Some(key) = &args.key else {
+        return list_keys(ui);
+    };
+    let key = key.trim().trim_start_matches('[').trim_end_matches(']');
     let Some(text) = explain_text(key) else {
         let keys = all_keys();
         let suggestion = closest(key, keys.iter().map(String::as_str)).or_else(|| {
@@ -61,6 +60,30 @@ pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
     Exit::Ok
 }
 
+/// `explain` without a key: every key and the first line of its doc.
+fn list_keys(ui: &Ui) -> Exit {
+    let keys = all_keys();
+    let summary = |k: &str| {
+        find_key(k)
+            .map(|m| m.doc.trim().lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    if ui.json() {
+        ui.data_json(&serde_json::json!({
+            "keys": keys.iter().map(|k| serde_json::json!({"key": k, "summary": summary(k)})).collect::<Vec<_>>()
+        }));
+    } else {
+        let width = keys.iter().map(String::len).max().unwrap_or(0);
+        let mut text = String::new();
+        for k in &keys {
+            text.push_str(&format!("{k:width$}  {}\n", summary(k)));
+        }
+        text.push_str("\n`ckptctl explain KEY` tells more about one key.\n");
+        ui.data(text);
+    }
+    Exit::Ok
+}
+
 /// `init`: an annotated starter profile that validates as is.
 pub fn init(args: &InitArgs, ui: &Ui) -> Exit {
     ui.data(starter(args.action, args.format));
@@ -75,7 +98,7 @@ pub fn starter(action: InitAction, format: InitFormat) -> String {
         InitAction::Migrate => ("my-service-migrate", "migrate"),
     };
     let toml = format!(
-        "#:schema https://ckptctl.dev/schemas/ckptctl-profile.schema.json\n\
+        "#:schema ../schemas/ckptctl-profile.schema.json\n\
          # ckptctl profile, format version 1. `ckptctl explain KEY` documents every key.\n\
          version = 1\n\
          name = \"{name}\"\n\
@@ -96,7 +119,7 @@ pub fn starter(action: InitAction, format: InitFormat) -> String {
                 InitAction::Migrate => YAML_MIGRATE,
             };
             format!(
-                "# yaml-language-server: $schema=https://ckptctl.dev/schemas/ckptctl-profile.schema.json\n\
+                "# yaml-language-server: $schema=../schemas/ckptctl-profile.schema.json\n\
                  # ckptctl profile, format version 1. `ckptctl explain KEY` documents every key.\n\
                  version: 1\n\
                  name: {name}\n\
@@ -210,14 +233,108 @@ pub fn completions(args: &CompletionsArgs, ui: &Ui) -> Exit {
 
 /// `man`.
 pub fn man(ui: &Ui) -> Exit {
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
     let mut buf = Vec::new();
-    if clap_mangen::Man::new(Cli::command())
-        .render(&mut buf)
-        .is_err()
-    {
+    let rendered = man
+        .render_title(&mut buf)
+        .and_then(|()| man.render_name_section(&mut buf))
+        .and_then(|()| man.render_synopsis_section(&mut buf))
+        .and_then(|()| man.render_description_section(&mut buf))
+        .and_then(|()| man.render_options_section(&mut buf));
+    if rendered.is_err() {
         ui.error("could not render the man page");
         return Exit::Usage;
     }
-    ui.data(String::from_utf8_lossy(&buf));
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    text.push_str(&commands_section(&cmd));
+    text.push_str(EXIT_STATUS);
+    text.push_str(&format!(".SH VERSION\nv{}\n", env!("CARGO_PKG_VERSION")));
+    ui.data(text);
     Exit::Ok
+}
+
+/// The man page's EXIT STATUS (the spec's table).
+const EXIT_STATUS: &str = ".SH \"EXIT STATUS\"
+.TP
+\\fB0\\fR
+Success (warnings allowed).
+.TP
+\\fB1\\fR
+A policy denied, or \\fBdiff \\-\\-exit\\-code\\fR found a change.
+.TP
+\\fB2\\fR
+Usage error, unreadable or invalid profile or policy.
+.TP
+\\fB3\\fR
+CRIU ran and the operation failed.
+.TP
+\\fB4\\fR
+Environment not ready: CRIU missing or too old, a needed kernel feature absent, no privileges.
+";
+
+/// Every command with its usage and its own arguments, in this one page
+/// (there are no per-command pages to point to).
+fn commands_section(cmd: &clap::Command) -> String {
+    let mut out = String::from(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let mut sub = sub.clone();
+        let usage = sub.render_usage().to_string();
+        let usage = usage.trim_start_matches("Usage: ");
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            roff(&if usage.starts_with("ckptctl ") {
+                usage.to_string()
+            } else {
+                format!("ckptctl {usage}")
+            }),
+            roff(&sub.get_about().map(ToString::to_string).unwrap_or_default())
+        ));
+        let args: Vec<_> = sub
+            .get_arguments()
+            .filter(|a| {
+                !a.is_global_set()
+                    && !a.is_hide_set()
+                    && a.get_id() != "help"
+                    && a.get_id() != "version"
+            })
+            .collect();
+        if args.is_empty() {
+            continue;
+        }
+        out.push_str(".RS\n");
+        for a in args {
+            let name = match (a.get_long(), a.get_short()) {
+                (Some(l), _) => format!("--{l}"),
+                (None, Some(c)) => format!("-{c}"),
+                (None, None) => format!(
+                    "<{}>",
+                    a.get_value_names()
+                        .and_then(|v| v.first())
+                        .map_or_else(|| a.get_id().to_string(), ToString::to_string)
+                ),
+            };
+            out.push_str(&format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff(&name),
+                roff(&a.get_help().map(ToString::to_string).unwrap_or_default())
+            ));
+        }
+        out.push_str(".RE\n");
+    }
+    out
+}
+
+/// Text safe in a roff line: backslashes and hyphens escaped, no leading
+/// control character.
+fn roff(s: &str) -> String {
+    let t = s.replace('\\', "\\e").replace('-', "\\-");
+    if t.starts_with('.') || t.starts_with('\'') {
+        format!("\\&{t}")
+    } else {
+        t
+    }
 }

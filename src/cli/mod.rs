@@ -14,7 +14,7 @@ mod validate;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, OutputFormat};
 pub use output::{Exit, Ui};
 
 /// Entry point used by `main.rs`.
@@ -28,11 +28,76 @@ pub fn main() -> std::process::ExitCode {
                 Exit::Ok
             };
             let _ = e.print();
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+                if let Some(tip) = std::env::args().skip(1).find_map(|a| apply_tip(&a)) {
+                    eprintln!("{tip}");
+                }
+            }
             return code.into();
         }
     };
     let ui = Ui::from_cli(&cli);
+    if let Err(msg) = output_supported(&cli.command, ui.output) {
+        ui.error(msg);
+        return Exit::Usage.into();
+    }
     run(cli, &ui).into()
+}
+
+/// A word that names what `apply` does, said instead of `apply`.
+fn apply_tip(word: &str) -> Option<String> {
+    matches!(word, "checkpoint" | "dump" | "restore" | "migrate").then(|| {
+        format!(
+            "\ntip: the action is in the profile: `ckptctl apply PROFILE` runs it (a profile with `action = \"{}\"`)",
+            if word == "dump" { "checkpoint" } else { word }
+        )
+    })
+}
+
+/// The `--output` formats each command has; any other is refused rather
+/// than silently printed as human text.
+pub fn outputs(cmd: &Command) -> &'static [OutputFormat] {
+    use OutputFormat::{Human, Json, Markdown, Sarif};
+    match cmd {
+        Command::Review(_) | Command::Diff(_) => &[Human, Json, Sarif, Markdown],
+        Command::Validate(_)
+        | Command::Schema(_)
+        | Command::Explain(_)
+        | Command::Check(_)
+        | Command::Plan(_)
+        | Command::Apply(_) => &[Human, Json],
+        Command::Init(_)
+        | Command::Render(_)
+        | Command::Import(_)
+        | Command::Completions(_)
+        | Command::Man => &[Human],
+    }
+}
+
+fn output_supported(cmd: &Command, output: OutputFormat) -> Result<(), String> {
+    let ok = outputs(cmd);
+    if ok.contains(&output) {
+        return Ok(());
+    }
+    let name = |o: &OutputFormat| {
+        clap::ValueEnum::to_possible_value(o).map_or_else(String::new, |v| v.get_name().to_string())
+    };
+    let list = ok
+        .iter()
+        .map(|o| format!("`{}`", name(o)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hint = match cmd {
+        Command::Render(_) => "; `render --format rpc-json` prints the RPC options as JSON",
+        Command::Init(_) | Command::Import(_) => {
+            "; the profile is printed as TOML or YAML (`--format`)"
+        }
+        _ => "",
+    };
+    Err(format!(
+        "`--output {}` is not available here: this command takes {list}{hint}",
+        name(&output)
+    ))
 }
 
 /// Run a parsed command line.

@@ -18,6 +18,12 @@ pub struct Outcome {
     pub diags: Vec<Diagnostic>,
     /// Profiles reviewed.
     pub profiles: usize,
+    /// Profiles with at least one `deny` finding (invalid ones included).
+    pub denied_profiles: usize,
+    /// Profiles that failed validation.
+    pub invalid_profiles: usize,
+    /// The policy itself was invalid: nothing was reviewed.
+    pub policy_invalid: bool,
     /// A profile or the policy was invalid.
     pub invalid: bool,
 }
@@ -36,6 +42,9 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
                     return Outcome {
                         diags,
                         profiles: 0,
+                        denied_profiles: 0,
+                        invalid_profiles: 0,
+                        policy_invalid: true,
                         invalid: true,
                     };
                 }
@@ -55,6 +64,8 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         loaded.push((f.clone(), l));
     }
     let mut profiles = 0;
+    let mut denied_profiles = 0;
+    let mut invalid_profiles = 0;
     for (f, mut l) in loaded {
         let canon = fs_err::canonicalize(&f).unwrap_or_else(|_| f.clone());
         if bases.contains(&canon) {
@@ -64,24 +75,36 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         profiles += 1;
         if l.has_errors() {
             invalid = true;
+            invalid_profiles += 1;
+            denied_profiles += 1;
             diags.append(&mut l.diags);
             continue;
         }
         diags.append(&mut l.diags);
         if let (Some(p), Some(id)) = (&l.profile, l.file) {
-            diags.extend(review(p, &f, id, &policy, sources));
+            let found = review(p, &f, id, &policy, sources);
+            if found.iter().any(|d| d.severity == Severity::Error) {
+                denied_profiles += 1;
+            }
+            diags.extend(found);
         }
     }
     crate::profile::load::dedup(&mut diags);
     Outcome {
         diags,
         profiles,
+        denied_profiles,
+        invalid_profiles,
+        policy_invalid: false,
         invalid,
     }
 }
 
 /// Run `review`.
 pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
+    if args.list_rules {
+        return list_rules(ui);
+    }
     let mut sources = SourceMap::new();
     let out = review_paths(args, &mut sources);
     if out.profiles == 0 && !out.invalid {
@@ -92,7 +115,14 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
     match ui.output {
         OutputFormat::Json => {
             let mut doc = to_json_document(&out.diags, &sources);
-            doc["summary"] = serde_json::json!({"profiles": out.profiles, "denied": t.errors, "warnings": t.warnings});
+            doc["summary"] = serde_json::json!({
+                "profiles": out.profiles,
+                "profiles_denied": out.denied_profiles,
+                "profiles_invalid": out.invalid_profiles,
+                "policy_valid": !out.policy_invalid,
+                "denied": t.errors,
+                "warnings": t.warnings,
+            });
             ui.data_json(&doc);
         }
         OutputFormat::Sarif => ui.data_json(&report::sarif(&out.diags, &sources)),
@@ -101,20 +131,13 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
             ui.data(report::markdown_review(
                 &out.diags,
                 &sources,
-                out.profiles,
+                &summary_line(&out, &t),
                 policy.as_deref(),
             ));
         }
         OutputFormat::Human => {
             ui.human_diagnostics(&out.diags, &sources);
-            ui.note(format!(
-                "reviewed {} profile{}: {} denied, {} warning{}",
-                out.profiles,
-                if out.profiles == 1 { "" } else { "s" },
-                t.errors,
-                t.warnings,
-                if t.warnings == 1 { "" } else { "s" }
-            ));
+            ui.note(summary_line(&out, &t));
         }
     }
     if out.invalid {
@@ -124,4 +147,64 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "reviewed 2 profiles: 1 denied, 1 passed (3 denials, 1 warning)": profiles
+/// and findings counted apart; an invalid policy says nothing was reviewed.
+pub fn summary_line(out: &Outcome, t: &Tally) -> String {
+    if out.policy_invalid {
+        return format!(
+            "the policy is invalid ({}): no profile was reviewed",
+            plural(t.errors, "error", "errors")
+        );
+    }
+    let passed = out.profiles - out.denied_profiles;
+    let mut verdicts = vec![format!(
+        "{} denied",
+        out.denied_profiles - out.invalid_profiles
+    )];
+    if out.invalid_profiles > 0 {
+        verdicts.push(format!("{} invalid", out.invalid_profiles));
+    }
+    verdicts.push(format!("{passed} passed"));
+    format!(
+        "reviewed {}: {} ({}, {})",
+        plural(out.profiles, "profile", "profiles"),
+        verdicts.join(", "),
+        plural(t.errors, "denial", "denials"),
+        plural(t.warnings, "warning", "warnings")
+    )
+}
+
+/// `review --list-rules`: every built-in rule with its default level.
+fn list_rules(ui: &Ui) -> Exit {
+    let rules = crate::policy::rules::RULES;
+    match ui.output {
+        OutputFormat::Json => ui.data_json(&serde_json::json!({
+            "rules": rules.iter().map(|r| serde_json::json!({
+                "code": r.code,
+                "default": r.default.as_str(),
+                "summary": r.summary,
+                "rationale": r.rationale,
+            })).collect::<Vec<_>>()
+        })),
+        _ => {
+            let width = rules.iter().map(|r| r.code.len()).max().unwrap_or(0);
+            let mut text = String::new();
+            for r in rules {
+                text.push_str(&format!(
+                    "{:width$}  {:5}  {}\n",
+                    r.code,
+                    r.default.as_str(),
+                    r.summary
+                ));
+            }
+            ui.data(text);
+        }
+    }
+    Exit::Ok
 }

@@ -2,46 +2,59 @@
 //! of each, and one summary line.
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Barrier, Mutex};
 
 use crate::cli::args::ValidateArgs;
 use crate::cli::output::{Exit, Ui};
-use crate::diag::{Diagnostic, Severity, Tally};
+use crate::diag::{Diagnostic, Severity, Tally, render_human};
 use crate::profile::{LoadOptions, load};
 use crate::source::{Format, SourceMap};
 
 /// Expand files and folders into profile files, sorted, each once.
 /// Folders are searched recursively for `*.toml`, `*.yaml`, `*.yml`
-/// (hidden folders and `target` are skipped).
+/// (hidden folders and `target` are skipped). A file is "once" by its
+/// device and inode (read from the folder listing, so no call per file).
 pub fn collect(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+    let mut out: Vec<(PathBuf, Option<(u64, u64)>)> = Vec::new();
     for p in paths {
         if p.is_dir() {
             let before = out.len();
             walk_dir(p, &mut out, diags);
             out[before..].sort();
         } else if p.exists() || p.as_os_str() != "-" {
-            out.push(p.clone());
+            use std::os::unix::fs::MetadataExt;
+            let id = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+            out.push((p.clone(), id));
         }
     }
     let mut seen = HashSet::new();
-    out.retain(|p| seen.insert(fs_err::canonicalize(p).unwrap_or_else(|_| p.clone())));
-    out
+    out.retain(|(p, id)| match id {
+        Some(id) => seen.insert(Ok(*id)),
+        None => seen.insert(Err(p.clone())),
+    });
+    out.into_iter().map(|(p, _)| p).collect()
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+fn walk_dir(dir: &Path, out: &mut Vec<(PathBuf, Option<(u64, u64)>)>, diags: &mut Vec<Diagnostic>) {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let unreadable = |e: std::io::Error, diags: &mut Vec<Diagnostic>| {
+        diags.push(
+            Diagnostic::error(
+                "profile::unreadable",
+                format!("cannot read folder `{}`: {e}", dir.display()),
+            )
+            .in_file(dir.display().to_string()),
+        );
+    };
+    let dev = match std::fs::metadata(dir) {
+        Ok(m) => m.dev(),
+        Err(e) => return unreadable(e, diags),
+    };
     let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
-        Err(e) => {
-            diags.push(
-                Diagnostic::error(
-                    "profile::unreadable",
-                    format!("cannot read folder `{}`: {e}", dir.display()),
-                )
-                .in_file(dir.display().to_string()),
-            );
-            return;
-        }
+        Err(e) => return unreadable(e, diags),
     };
     let mut list: Vec<_> = entries.filter_map(Result::ok).collect();
     list.sort_by_key(|e| e.file_name());
@@ -55,61 +68,198 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
                 walk_dir(&path, out, diags);
             }
         } else if Format::from_path(&path).is_some() {
-            out.push(path);
+            // A symlink may point anywhere: its own target's identity.
+            let id = if ft.is_symlink() {
+                std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()))
+            } else {
+                Some((dev, e.ino()))
+            };
+            out.push((path, id));
         }
     }
 }
 
-/// Run `validate`.
-pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
+/// One diagnostic, rendered by the thread that read its file.
+struct Rendered {
+    /// Code, file, byte range and message: the same finding reached through
+    /// two profiles (a base's) is shown once.
+    key: (&'static str, Option<(String, u32, u32)>, String),
+    severity: Severity,
+    human: String,
+    json: Option<crate::diag::JsonDiagnostic>,
+}
+
+/// What one thread found in its share of the files, in file order.
+#[derive(Default)]
+struct Share {
+    items: Vec<Rendered>,
+    failed: usize,
+    bases: usize,
+}
+
+fn render_all(diags: &[Diagnostic], sources: &SourceMap, ui: &UiView, out: &mut Vec<Rendered>) {
+    for d in diags {
+        let key = (
+            d.code,
+            d.span
+                .map(|s| (sources.get(s.file).name.clone(), s.start, s.end)),
+            d.message.clone(),
+        );
+        let shown = !(ui.quiet && d.severity != Severity::Error);
+        out.push(Rendered {
+            key,
+            severity: d.severity,
+            human: if ui.json || !shown {
+                String::new()
+            } else {
+                render_human(d, sources, ui.render)
+            },
+            json: ui.json.then(|| d.to_json(sources)),
+        });
+    }
+}
+
+/// The parts of [`Ui`] a worker thread needs.
+#[derive(Clone, Copy)]
+struct UiView {
+    json: bool,
+    quiet: bool,
+    render: crate::diag::RenderOptions,
+}
+
+/// Check one share of the files: load each, publish the `extends` bases
+/// found, wait for the other shares, reload the files that are some
+/// profile's base as bases (keys and types only), render the findings.
+fn check_share(
+    files: &[PathBuf],
+    ui: UiView,
+    all_bases: &Mutex<HashSet<PathBuf>>,
+    barrier: &Barrier,
+) -> Share {
     let mut sources = SourceMap::new();
+    let mut loaded = Vec::with_capacity(files.len());
+    let mut found = HashSet::new();
+    // Absolute once here, so loading needs no getcwd per file.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    for f in files {
+        let l = load(
+            &cwd.join(f),
+            &f.display().to_string(),
+            &mut sources,
+            LoadOptions::default(),
+        );
+        for b in &l.bases {
+            found.insert(fs_err::canonicalize(b).unwrap_or_else(|_| b.clone()));
+        }
+        loaded.push(l);
+    }
+    if let Ok(mut all) = all_bases.lock() {
+        all.extend(found);
+    }
+    barrier.wait();
+    let bases = all_bases.lock().map(|b| b.clone()).unwrap_or_default();
+    // Only a file named like some base can be one: canonicalize just those.
+    let names: HashSet<&std::ffi::OsStr> = bases.iter().filter_map(|b| b.file_name()).collect();
+    let mut share = Share::default();
+    for (f, l) in files.iter().zip(loaded.iter_mut()) {
+        let is_base = f.file_name().is_some_and(|n| names.contains(n))
+            && bases.contains(&fs_err::canonicalize(f).unwrap_or_else(|_| f.clone()));
+        if is_base {
+            share.bases += 1;
+            *l = load(
+                &cwd.join(f),
+                &f.display().to_string(),
+                &mut sources,
+                LoadOptions { as_base: true },
+            );
+        }
+        if l.has_errors() {
+            share.failed += 1;
+        }
+        render_all(&l.diags, &sources, &ui, &mut share.items);
+    }
+    share
+}
+
+/// Run `validate`. The files are shared out between the cores (one
+/// contiguous run each, so the output keeps file order).
+pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     let mut diags = Vec::new();
     let files = collect(&args.paths, &mut diags);
     if files.is_empty() && diags.is_empty() {
         ui.error("no profiles found (looked for *.toml, *.yaml, *.yml)");
         return Exit::Usage;
     }
-    // First pass: load everything; remember which files are bases of others.
-    let mut loaded = Vec::with_capacity(files.len());
-    let mut bases = HashSet::new();
-    for f in &files {
-        let l = load(
-            f,
-            &f.display().to_string(),
-            &mut sources,
-            LoadOptions::default(),
-        );
-        for b in &l.bases {
-            bases.insert(fs_err::canonicalize(b).unwrap_or_else(|_| b.clone()));
+    let view = UiView {
+        json: ui.json(),
+        quiet: ui.quiet,
+        render: ui.render_options(),
+    };
+    // A thread is worth it past a few dozen files.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(files.len().div_ceil(64))
+        .max(1);
+    let chunk = files.len().div_ceil(threads).max(1);
+    let all_bases = Mutex::new(HashSet::new());
+    let barrier = Barrier::new(files.chunks(chunk).count().max(1));
+    let shares: Vec<Share> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                let (all_bases, barrier) = (&all_bases, &barrier);
+                scope.spawn(move || check_share(part, view, all_bases, barrier))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut first = Vec::new();
+    render_all(&diags, &SourceMap::new(), &view, &mut first);
+    let mut seen = HashSet::new();
+    let mut t = Tally::default();
+    let mut json = Vec::new();
+    let failed_files: usize = shares.iter().map(|s| s.failed).sum();
+    let checked_bases: usize = shares.iter().map(|s| s.bases).sum();
+    {
+        let mut err = std::io::stderr().lock();
+        for item in first
+            .into_iter()
+            .chain(shares.into_iter().flat_map(|s| s.items))
+        {
+            if !seen.insert(item.key) {
+                continue;
+            }
+            t.add(item.severity);
+            if let Some(j) = item.json {
+                json.push(j);
+            } else if !item.human.is_empty() {
+                let _ = err.write_all(item.human.as_bytes());
+            }
         }
-        loaded.push(l);
     }
-    // A base is checked for keys and types only: its children carry the
-    // required keys and the cross-field rules.
-    let mut checked_bases = 0usize;
-    for (i, f) in files.iter().enumerate() {
-        let canon = fs_err::canonicalize(f).unwrap_or_else(|_| f.clone());
-        if bases.contains(&canon) {
-            checked_bases += 1;
-            loaded[i] = load(
-                f,
-                &f.display().to_string(),
-                &mut sources,
-                LoadOptions { as_base: true },
-            );
-        }
-    }
-    let mut failed_files = 0usize;
-    for l in &mut loaded {
-        if l.has_errors() {
-            failed_files += 1;
-        }
-        diags.append(&mut l.diags);
-    }
-    crate::profile::load::dedup(&mut diags);
-    ui.diagnostics(&diags, &sources);
-    let t = Tally::of(&diags);
     let n = files.len();
+    if view.json {
+        ui.data_json(&serde_json::json!({
+            "diagnostics": json,
+            "summary": {
+                "profiles": n,
+                "valid": n - failed_files,
+                "invalid": failed_files,
+                "bases": checked_bases,
+                "errors": t.errors,
+                "warnings": t.warnings,
+            }
+        }));
+    } else {
+        ui.note(summary_line(n, failed_files, checked_bases, &t));
+    }
+    if t.errors > 0 { Exit::Usage } else { Exit::Ok }
+}
+
+fn summary_line(n: usize, failed: usize, bases: usize, t: &Tally) -> String {
     let plural = |n: usize, w: &str| {
         if n == 1 {
             format!("{n} {w}")
@@ -120,23 +270,16 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     let mut line = format!(
         "checked {}: {} valid, {} invalid",
         plural(n, "profile"),
-        n - failed_files,
-        failed_files
+        n - failed,
+        failed
     );
-    if checked_bases > 0 {
-        line.push_str(&format!(" ({} checked as `extends` base)", checked_bases));
+    if bases > 0 {
+        line.push_str(&format!(" ({bases} checked as `extends` base)"));
     }
     line.push_str(&format!(
         "; {}, {}",
         plural(t.errors, "error"),
         plural(t.warnings, "warning")
     ));
-    if !ui.json() {
-        ui.note(line);
-    }
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        Exit::Usage
-    } else {
-        Exit::Ok
-    }
+    line
 }

@@ -168,11 +168,14 @@ pub enum KnownCause {
     NoSpace,
     /// The page server closed the connection in the middle of the transfer.
     PageServerLost,
+    /// A veth's peer lives outside the restored tree's network namespace and
+    /// no veth pair names it (`Unknown peer net namespace`).
+    VethPeerUnknown,
 }
 
 impl KnownCause {
     /// Every variant, for documentation and tests.
-    pub const ALL: [KnownCause; 13] = [
+    pub const ALL: [KnownCause; 14] = [
         Self::PidNotFound,
         Self::PidTaken,
         Self::NetworkLockToolsMissing,
@@ -186,6 +189,7 @@ impl KnownCause {
         Self::CriuWithinTree,
         Self::NoSpace,
         Self::PageServerLost,
+        Self::VethPeerUnknown,
     ];
 
     /// Stable code, e.g. `criu::pid-not-found`.
@@ -204,6 +208,7 @@ impl KnownCause {
             Self::CriuWithinTree => "criu::criu-within-tree",
             Self::NoSpace => "criu::no-space",
             Self::PageServerLost => "criu::page-server-lost",
+            Self::VethPeerUnknown => "criu::veth-peer-unknown",
         }
     }
 
@@ -229,6 +234,9 @@ impl KnownCause {
             Self::CriuWithinTree => "criu itself is inside the tree being dumped",
             Self::NoSpace => "no space left on the filesystem of the images",
             Self::PageServerLost => "the page server went away in the middle of the transfer",
+            Self::VethPeerUnknown => {
+                "a veth of the tree has its peer outside the restored network namespace, and no veth pair names it"
+            }
         }
     }
 }
@@ -283,6 +291,9 @@ const MATCHERS: &[(KnownCause, Matcher)] = &[
         l.contains("No inventory.img image")
             || l.contains("Unexpected EOF on (empty-image)")
             || l.contains("Couldn't open image dir")
+    }),
+    (KnownCause::VethPeerUnknown, |l| {
+        l.contains("Unknown peer net namespace")
     }),
     (KnownCause::NoSpace, |l| {
         l.contains("Error (") && l.contains("No space left on device")
@@ -472,6 +483,13 @@ mod tests {
             KnownCause::CriuWithinTree,
             None,
             &["Error (compel/src/lib/infect.c:261): The criu itself is within dumped tree."],
+        ),
+        // RESTORE of a tree whose veth peer was in the host namespace,
+        // without --veth-pair (criu/net.c).
+        (
+            KnownCause::VethPeerUnknown,
+            None,
+            &["Error (criu/net.c:1469): net: Unknown peer net namespace"],
         ),
         // DUMP to a `criu page-server` killed half-way.
         (

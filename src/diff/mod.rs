@@ -154,20 +154,34 @@ pub fn read_side(spec: &str) -> Side {
             side_error(spec, format!("`{rev}` is not a git revision")),
         );
     }
+    // Resolve against the repository that holds the profile: git runs in
+    // the profile's own folder (when it exists), not in the current one.
     let cwd = std::env::current_dir().unwrap_or_default();
-    let top = match git(&["rev-parse", "--show-toplevel"], &cwd) {
+    let wanted = cwd.join(rel);
+    let (git_dir, rel) = match (wanted.parent(), wanted.file_name()) {
+        (Some(dir), Some(name)) if dir.is_dir() => {
+            (dir.to_path_buf(), name.to_string_lossy().into_owned())
+        }
+        _ => (cwd.clone(), rel.to_string()),
+    };
+    let rel = rel.as_str();
+    let top = match git(&["rev-parse", "--show-toplevel"], &git_dir) {
         Ok(o) => PathBuf::from(String::from_utf8_lossy(&o).trim()),
-        Err(e) => {
+        Err(_) => {
             return fail(
                 sources,
                 side_error(
                     spec,
-                    format!("`{spec}` is not a file, and git cannot read it: {e}"),
-                ),
+                    format!(
+                        "`{spec}` is not a file, and `{}` is not inside a git repository: REV:PATH reads PATH from the repository that holds it",
+                        git_dir.display()
+                    ),
+                )
+                .help("run from inside the repository, or give a PATH whose folder is in one (`HEAD:profiles/web.toml`)"),
             );
         }
     };
-    let prefix = git(&["rev-parse", "--show-prefix"], &cwd)
+    let prefix = git(&["rev-parse", "--show-prefix"], &git_dir)
         .map(|o| String::from_utf8_lossy(&o).trim().to_string())
         .unwrap_or_default();
     let repo_rel =

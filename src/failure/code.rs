@@ -86,6 +86,8 @@ pub enum Code {
     CriuNotACheckpoint,
     /// `criu::page-server-lost`: The page server closed the connection half-way through the transfer (`Can't write pages to socket: …
     CriuPageServerLost,
+    /// `criu::veth-peer-unknown`: a restore met a veth whose peer lived outside the tree's network namespace, and no `restore.veth_pairs` item names it.
+    CriuVethPeerUnknown,
     /// `criu::page-server-unreachable`: The dump could not connect to the page server (`Can't connect to server A:P`); the target keeps running.
     CriuPageServerUnreachable,
     /// `criu::permission-denied`: CRIU lacked privileges.
@@ -187,6 +189,7 @@ impl Code {
         Code::CriuNoSpace,
         Code::CriuNotACheckpoint,
         Code::CriuPageServerLost,
+        Code::CriuVethPeerUnknown,
         Code::CriuPageServerUnreachable,
         Code::CriuPermissionDenied,
         Code::CriuPidNotFound,
@@ -259,6 +262,7 @@ impl Code {
             Code::CriuNoSpace => "criu::no-space",
             Code::CriuNotACheckpoint => "criu::not-a-checkpoint",
             Code::CriuPageServerLost => "criu::page-server-lost",
+            Code::CriuVethPeerUnknown => "criu::veth-peer-unknown",
             Code::CriuPageServerUnreachable => "criu::page-server-unreachable",
             Code::CriuPermissionDenied => "criu::permission-denied",
             Code::CriuPidNotFound => "criu::pid-not-found",
@@ -320,6 +324,7 @@ impl From<KnownCause> for Code {
             KnownCause::CriuWithinTree => Code::CriuCriuWithinTree,
             KnownCause::NoSpace => Code::CriuNoSpace,
             KnownCause::PageServerLost => Code::CriuPageServerLost,
+            KnownCause::VethPeerUnknown => Code::CriuVethPeerUnknown,
         }
     }
 }

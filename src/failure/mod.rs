@@ -149,17 +149,21 @@ impl Failure {
         d
     }
 
+    /// True when CRIU ran for this failure (it answered, logged, or left a
+    /// log of the step): only then are there CRIU details to show.
+    pub fn criu_ran(&self) -> bool {
+        self.cr_errno.is_some()
+            || self.cr_errmsg.is_some()
+            || self.log.is_some()
+            || !self.log_lines.is_empty()
+    }
+
     /// The CRIU details block printed under the diagnostic.
     pub fn details(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!("  step:      {}\n", self.step));
         if let Some(m) = &self.cr_errmsg {
-            let note = if crate::criu::errors::is_noise(m) {
-                "  (logged on every run here; not the cause)"
-            } else {
-                ""
-            };
-            s.push_str(&format!("  cr_errmsg: {}{note}\n", m.trim()));
+            s.push_str(&format!("  cr_errmsg: {}\n", m.trim()));
         }
         if let Some(e) = self.cr_errno {
             s.push_str(&format!("  cr_errno:  {e} ({})\n", errno_name(e)));
@@ -329,6 +333,10 @@ pub fn cause_advice(
         KnownCause::SessionLeaderOutside => (
             "the tree's session leader is outside it: start the workload with `setsid`, or set `process.shell_job = true`".into(),
             Some("process.shell_job"),
+        ),
+        KnownCause::VethPeerUnknown => (
+            "the checkpointed tree had a veth whose other end was outside its network namespace (on the host): name each such pair in `restore.veth_pairs` (`{ inside = \"eth0\", outside = \"veth-web0\" }`) so CRIU re-creates it with the host end".into(),
+            Some("restore.veth_pairs"),
         ),
         KnownCause::PageServerLost => (
             "the page server closed the connection half-way (it was stopped, crashed, or could not write: see its log on the other side); nothing there is usable: start the page server (or `ckptctl apply --role destination`) again and rerun".into(),

@@ -3,6 +3,8 @@
 //! profile key or reported (`import::unsupported-option`) with its line and
 //! column: nothing is dropped silently.
 
+mod criu_options;
+
 use serde_json::{Value as Json, json};
 
 use crate::diag::Diagnostic;
@@ -387,6 +389,10 @@ pub fn map(stmts: &[Statement], diags: &mut Vec<Diagnostic>) -> Imported {
                         "a pre-dump mode alone would not enable pre-copy; set [checkpoint.pre_dump] by hand"
                     }
                     "config" => "nested configuration files are not followed",
+                    _ if !criu_options::criu_knows(name) => {
+                        diags.push(unknown_to_criu(name, s.name_span));
+                        continue;
+                    }
                     _ => "it has no profile key",
                 };
                 diags.push(
@@ -531,4 +537,27 @@ pub fn name_from_path(path: &std::path::Path) -> String {
         .take(63)
         .collect();
     if n.is_empty() { "imported".into() } else { n }
+}
+
+/// An option CRIU itself does not know: the file would make `criu` refuse
+/// to start, so the finding says so (with the closest option it knows).
+fn unknown_to_criu(name: &str, at: Span) -> Diagnostic {
+    let bare = name.trim_start_matches('-');
+    let help = if name.starts_with('-') && criu_options::criu_knows(bare) {
+        format!("write `{bare}`: configuration files name options without their dashes")
+    } else {
+        match crate::profile::value::closest(bare, criu_options::CRIU_OPTIONS.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`? (`criu --help` lists the options)"),
+            None => "remove it: `criu --help` lists the options CRIU knows".to_string(),
+        }
+    };
+    Diagnostic::warning(
+        "import::unknown-option",
+        format!(
+            "option `{name}` was not imported: CRIU does not know it (criu would refuse this file)"
+        ),
+    )
+    .at(at)
+    .label("not a CRIU option")
+    .help(help)
 }

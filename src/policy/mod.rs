@@ -397,9 +397,9 @@ impl P<'_> {
                     )
                 }) {
                     Some(c) => format!(
-                        "did you mean `{c}`? `ckptctl review` lists built-in rules in docs/policy.md"
+                        "did you mean `{c}`? `ckptctl review --list-rules` lists the built-in rules"
                     ),
-                    None => "see docs/policy.md for the built-in rule codes".into(),
+                    None => "`ckptctl review --list-rules` lists the built-in rules".into(),
                 };
                 self.diags.push(
                     Diagnostic::error("policy::unknown-rule", format!("unknown rule `{}`", e.key))
@@ -605,8 +605,9 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
                 "networks" => {
                     if let Some(list) = p.list(&e.value, &k) {
                         let mut nets = Vec::new();
-                        for it in list {
-                            let Some(s) = p.string(&it, &k) else { continue };
+                        for (i, it) in list.iter().enumerate() {
+                            let k = format!("{k}[{i}]");
+                            let Some(s) = p.string(it, &k) else { continue };
                             match s
                                 .parse::<IpNet>()
                                 .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))

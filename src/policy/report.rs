@@ -191,7 +191,7 @@ pub fn markdown_table(diags: &[Diagnostic], sources: &SourceMap) -> String {
 pub fn markdown_review(
     diags: &[Diagnostic],
     sources: &SourceMap,
-    profiles: usize,
+    summary: &str,
     policy: Option<&str>,
 ) -> String {
     let t = Tally::of(diags);
@@ -204,13 +204,8 @@ pub fn markdown_review(
     };
     let mut out = format!("## ckptctl review: {verdict}\n\n");
     out.push_str(&format!(
-        "{} profile{} reviewed against {}: **{} denied**, **{} warning{}**.\n\n",
-        profiles,
-        if profiles == 1 { "" } else { "s" },
+        "Policy: {}; {summary}.\n\n",
         policy.map_or("the built-in rules".to_string(), |p| format!("`{p}`")),
-        t.errors,
-        t.warnings,
-        if t.warnings == 1 { "" } else { "s" }
     ));
     out.push_str(&markdown_table(diags, sources));
     out

@@ -3,7 +3,6 @@
 //! points at the profile's value (or table header, or 1:1) and names the
 //! policy rule that matched in a related label.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -283,12 +282,7 @@ fn violations(c: &Constraint, r: &Resolved, sources: &SourceMap) -> Vec<String> 
             }
         }
         if let Some(nets) = &c.networks {
-            let ip = v.as_str().and_then(|s| {
-                s.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                    .ok()
-            });
+            let ip = v.as_str().and_then(crate::profile::value::ip_literal);
             match ip {
                 Some(ip) if nets.iter().any(|n| n.contains(&ip)) => {}
                 Some(_) => out.push(format!(

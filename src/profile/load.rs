@@ -8,7 +8,7 @@ use crate::diag::{Diagnostic, Severity};
 use crate::profile::model::Profile;
 use crate::profile::node::{self, Kind, Node};
 use crate::profile::section::decode_section;
-use crate::profile::value::{Cx, normalize};
+use crate::profile::value::{Cx, Value, normalize};
 use crate::source::{FileId, Format, SourceMap, Span};
 
 /// Largest profile file read (a profile is a few KiB). Checked on the open
@@ -191,36 +191,16 @@ pub fn load(path: &Path, display: &str, sources: &mut SourceMap, opts: LoadOptio
         }
     };
     out.file = Some(id);
-    let mut stack = vec![canonical(path)];
+    // The chain of canonical paths, started only when the file has an
+    // `extends` (a realpath per file is most of the cost of a large
+    // `validate`).
+    let mut stack = Vec::new();
     let Some(tree) = load_tree(id, sources, &mut stack, &mut out) else {
         return out;
     };
-    let mut diags = Vec::new();
-    let profile = decode_section::<Profile>(
-        &tree,
-        "",
-        &mut Cx {
-            diags: &mut diags,
-            sources,
-        },
-    );
-    out.diags.append(&mut diags);
-    if let Some(p) = &profile {
-        if !opts.as_base {
-            // A key that is written but failed to decode was already
-            // reported at its value; do not also call it missing.
-            let rules = crate::validate::check(p, id, sources);
-            out.diags.extend(
-                rules
-                    .into_iter()
-                    .filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))),
-            );
-        }
-    }
-    out.profile = profile;
-    dedup(&mut out.diags);
-    sort(&mut out.diags);
-    cap(&mut out.diags, id, sources);
+    let mut files = vec![id];
+    files.extend(out.bases.iter().filter_map(|b| sources.find(b)));
+    finish(&tree, &files, sources, opts, &mut out);
     out
 }
 
@@ -240,44 +220,54 @@ pub fn load_str(name: &str, text: &str, format: Format) -> (SourceMap, Loaded) {
         bases: Vec::new(),
         diags: Vec::new(),
     };
-    let tree = match parse_file(id, &sources) {
-        Ok(t) => t,
-        Err(mut d) => {
-            out.diags.append(&mut d);
-            return (sources, out);
-        }
-    };
+    match parse_file(id, &sources) {
+        Ok(tree) => finish(&tree, &[id], &sources, LoadOptions::default(), &mut out),
+        Err(mut d) => out.diags.append(&mut d),
+    }
+    (sources, out)
+}
+
+/// Decode the merged tree, run the rules (unless it is only a base), and
+/// order, deduplicate and cap what was found. `files`: the main file first,
+/// then its bases nearest first.
+fn finish(tree: &Node, files: &[FileId], sources: &SourceMap, opts: LoadOptions, out: &mut Loaded) {
     let mut diags = Vec::new();
     let profile = decode_section::<Profile>(
-        &tree,
+        tree,
         "",
         &mut Cx {
             diags: &mut diags,
-            sources: &sources,
+            sources,
         },
     );
     out.diags.append(&mut diags);
     if let Some(p) = &profile {
-        let rules = crate::validate::check(p, id, &sources);
-        out.diags.extend(
-            rules
-                .into_iter()
-                .filter(|d| !(reports_absence(d) && written(&tree, d.key.as_deref()))),
-        );
+        if !opts.as_base {
+            // A key that is written but failed to decode was already
+            // reported at its value; do not also call it missing.
+            let rules = crate::validate::check(p, files, sources);
+            out.diags.extend(
+                rules
+                    .into_iter()
+                    .filter(|d| !absent_key(d).is_some_and(|k| written(tree, Some(k)))),
+            );
+        }
     }
     out.profile = profile;
     dedup(&mut out.diags);
     sort(&mut out.diags);
-    cap(&mut out.diags, id, &sources);
-    (sources, out)
+    if let Some(&root) = files.first() {
+        cap(&mut out.diags, root, sources);
+    }
 }
 
-/// Diagnostics that say a key is absent.
-fn reports_absence(d: &Diagnostic) -> bool {
-    matches!(
-        d.code,
-        "profile::missing-key" | "profile::lazy-port-missing"
-    )
+/// The key a diagnostic says is absent, if it says so.
+fn absent_key(d: &Diagnostic) -> Option<&str> {
+    match d.code {
+        "profile::missing-key" => d.key.as_deref(),
+        "profile::lazy-port-missing" => Some("lazy_pages.port"),
+        _ => None,
+    }
 }
 
 /// True when the dotted key (`a.b[1].c`) is written in the tree, or when a
@@ -341,11 +331,28 @@ fn load_tree(
         return Some(tree);
     };
     let Kind::Str(rel) = &ext.value.kind else {
-        // The decoder reports the type error.
+        // The decoder reports the type error of the main file's `extends`
+        // (the merged tree holds only that one); a base's own is checked
+        // here, or it would be dropped by the merge.
+        if out.file != Some(id) {
+            let mut diags = Vec::new();
+            let _ = crate::profile::value::PathValue::decode(
+                &ext.value,
+                "extends",
+                &mut Cx {
+                    diags: &mut diags,
+                    sources,
+                },
+            );
+            out.diags.append(&mut diags);
+        }
         return Some(tree);
     };
     let span = ext.value.span;
     let here = sources.get(id).path.clone();
+    if stack.is_empty() {
+        stack.push(canonical(&here));
+    }
     let base_path = normalize(&here.parent().unwrap_or(Path::new("")).join(rel));
     let canon = canonical(&base_path);
     if let Some(pos) = stack.iter().position(|p| *p == canon) {

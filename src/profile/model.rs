@@ -111,7 +111,7 @@ section! {
         page_server: PageServer => "";
         /// Post-copy: restore before all memory has arrived.
         lazy_pages: LazyPages => "";
-        /// Two-host migration (only for `action = \"migrate\"`).
+        /// Two-host migration (only for `action = "migrate"`).
         migration: Migration => "";
         /// How CRIU itself is run.
         criu: Criu => "";
@@ -175,7 +175,7 @@ section! {
         tcp_skip_in_flight: bool => "--skip-in-flight, RPC tcp_skip_in_flight" = false;
         /// Deduplicate against the parent images (only with a parent or pre_dump).
         auto_dedup: bool => "--auto-dedup, RPC auto_dedup" = false;
-        /// Largest deleted file kept as a ghost (at most 4GiB).
+        /// Largest deleted file kept as a ghost (at most 4294967295 bytes, 4 GiB - 1: the RPC field is 32-bit).
         ghost_limit: Size => "--ghost-limit, RPC ghost_limit" = Size(1 << 20);
         /// How long CRIU may wait to freeze the tree.
         timeout: Duration => "--timeout, RPC timeout" = Duration(10);
@@ -241,7 +241,7 @@ section! {
     implied Cgroups {
         /// CRIU's cgroup mode.
         mode: CgroupMode => "--manage-cgroups=MODE, RPC manage_cgroups_mode" = CgroupMode::Soft;
-        /// Cgroup roots: `{ controller = \"cpu\", path = \"/x\" }`, controller optional.
+        /// Cgroup roots: `{ controller = "cpu", path = "/x" }`, controller optional.
         roots: Vec<Spanned<CgroupRoot>> => "--cgroup-root [CTRL:]PATH, RPC cg_root" = Vec::new();
         /// Controllers to dump.
         dump_controllers: Vec<Spanned<Text>> => "--cgroup-dump-controller, RPC cgroup_dump_controller" = Vec::new();

@@ -233,6 +233,9 @@ macro_rules! section {
             fn implied_default() -> Option<Self> {
                 section!(@implied $mode)
             }
+            fn placeholder() -> Option<Self> {
+                Some(Self::default())
+            }
             fn flatten_into(&self, key: &str, _span: Option<$crate::source::Span>, _key_span: Option<$crate::source::Span>, _explicit: bool, out: &mut Vec<$crate::profile::section::Resolved>) {
                 <Self as $crate::profile::section::Section>::flatten(self, key, out);
             }

@@ -11,18 +11,23 @@ use crate::profile::model::{Action, EmptyNs, Profile};
 use crate::profile::value::Spanned;
 use crate::source::{FileId, SourceMap, Span};
 
-/// Largest `checkpoint.ghost_limit` CRIU's RPC can carry.
-pub const GHOST_LIMIT_MAX: u64 = 4 << 30;
+/// Largest `checkpoint.ghost_limit`: the RPC field is 32-bit, so 4 GiB - 1
+/// byte (4294967295), rendered exactly in every format. 4 GiB itself is
+/// refused rather than silently rendered one byte short.
+pub const GHOST_LIMIT_MAX: u64 = u32::MAX as u64;
 
 /// Longest interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
-/// Run every rule on a profile whose main file is `root`.
-pub fn check(p: &Profile, root: FileId, sources: &SourceMap) -> Vec<Diagnostic> {
+/// Run every rule on a profile. `files` is its main file first, then the
+/// `extends` bases nearest first: the order in which their keys win.
+pub fn check(p: &Profile, files: &[FileId], sources: &SourceMap) -> Vec<Diagnostic> {
+    let root = files.first().copied().unwrap_or(FileId(0));
     let mut v = Rules {
         out: Vec::new(),
         top: Span::new(root, 0, 0),
         sources,
+        files: files.to_vec(),
     };
     v.required(p);
     v.images(p);
@@ -40,16 +45,24 @@ struct Rules<'a> {
     out: Vec<Diagnostic>,
     top: Span,
     sources: &'a SourceMap,
+    /// Main file first, then bases nearest first.
+    files: Vec<FileId>,
 }
 
-fn later(a: Span, b: Span) -> Span {
-    // Same file: the one further down. Different files: the child (the
-    // profile given) is read last, so prefer `b` when unsure.
-    if a.file == b.file && a.start > b.start {
-        a
-    } else {
-        b
+impl Rules<'_> {
+    /// Of two keys, the one applied last: further down in the same file,
+    /// or in the file `extends` applies later (the main file last of all).
+    fn later(&self, a: Span, b: Span) -> Span {
+        later_in(&self.files, a, b)
     }
+}
+
+fn later_in(files: &[FileId], a: Span, b: Span) -> Span {
+    if a.file == b.file {
+        return if a.start > b.start { a } else { b };
+    }
+    let rank = |f: FileId| files.iter().position(|x| *x == f).unwrap_or(usize::MAX);
+    if rank(a.file) < rank(b.file) { a } else { b }
 }
 
 fn missing(key: &str, at: Span) -> Diagnostic {
@@ -180,7 +193,7 @@ impl Rules<'_> {
     fn target(&mut self, p: &Profile) {
         let Some(t) = &p.target else { return };
         if let (Some(pid), Some(pf)) = (&t.value.pid, &t.value.pidfile) {
-            let at = later(pid.key_span, pf.key_span);
+            let at = self.later(pid.key_span, pf.key_span);
             let key = if at == pf.key_span {
                 "target.pidfile"
             } else {
@@ -213,16 +226,25 @@ impl Rules<'_> {
     fn action_sections(&mut self, p: &Profile) {
         let Some(action) = &p.action else { return };
         let sources = self.sources;
+        let files = self.files.clone();
         let ignored = |section: &str, why: &str, key_span: Span| {
-            Diagnostic::warning(
+            let d = Diagnostic::warning(
                 "profile::ignored-section",
                 format!("[{section}] is ignored {why}"),
             )
-            .at(header_of(sources, key_span))
-            .key(section)
-            .label("ignored")
-            .related(action.span, "because of this action")
-            .help(format!("remove [{section}], or change `action`"))
+            .help(format!("remove [{section}], or change `action`"));
+            // Point at whichever of the two was written later.
+            if later_in(&files, key_span, action.key_span) == key_span {
+                d.at(header_of(sources, key_span))
+                    .key(section)
+                    .label("ignored")
+                    .related(action.span, "because of this action")
+            } else {
+                d.at(action.span)
+                    .key("action")
+                    .label("makes a section ignored")
+                    .related(header_of(sources, key_span), "this section is ignored")
+            }
         };
         match action.value {
             Action::Restore => {
@@ -244,14 +266,25 @@ impl Rules<'_> {
                 let c = p.checkpoint();
                 if let Some(lr) = &c.leave_running {
                     if lr.value {
+                        let (at, key, other, why) =
+                            if self.later(lr.key_span, action.key_span) == lr.key_span {
+                                (
+                                    lr.span,
+                                    "checkpoint.leave_running",
+                                    action.span,
+                                    "migration",
+                                )
+                            } else {
+                                (action.span, "action", lr.span, "leaves the source running")
+                            };
                         self.push(
                             Diagnostic::error(
                                 "profile::migrate-leave-running",
                                 "`checkpoint.leave_running = true` with `action = \"migrate\"` would leave two live copies",
                             )
-                            .at(lr.span)
-                            .key("checkpoint.leave_running")
-                            .related(action.span, "migration")
+                            .at(at)
+                            .key(key)
+                            .related(other, why)
                             .help("remove `leave_running`: a migration stops the source after the destination resumed"),
                         );
                     }
@@ -277,13 +310,14 @@ impl Rules<'_> {
                     Diagnostic::error(
                         "profile::out-of-range",
                         format!(
-                            "`checkpoint.ghost_limit` is out of range: {} is more than 4GiB",
-                            g.value.text()
+                            "`checkpoint.ghost_limit` is out of range: {} ({} bytes) is more than {GHOST_LIMIT_MAX} bytes",
+                            g.value.text(),
+                            g.value.0
                         ),
                     )
                     .at(g.span)
                     .key("checkpoint.ghost_limit")
-                    .help("CRIU carries the ghost limit in 32 bits: use at most \"4GiB\""),
+                    .help("CRIU's RPC carries the ghost limit in 32 bits: use at most 4294967295 (4 GiB - 1 byte), such as \"4095MiB\""),
                 );
             }
         }
@@ -335,7 +369,7 @@ impl Rules<'_> {
         let c = p.checkpoint();
         if let Some(ns) = &c.empty_ns {
             if ns.value.iter().any(|n| n.value == EmptyNs::Net) && !veths.value.is_empty() {
-                let at = later(ns.key_span, veths.key_span);
+                let at = self.later(ns.key_span, veths.key_span);
                 let (span, key, other) = if at == veths.key_span {
                     (veths.span, "restore.veth_pairs", ns.span)
                 } else {
@@ -405,18 +439,24 @@ impl Rules<'_> {
             let l = &lp.value;
             if l.enabled() {
                 if let (Some(addr), None) = (&l.address, &l.port) {
-                    // Two keys involved: point at the later one.
+                    // Two keys involved: point at the later one, and name
+                    // the key pointed at.
                     let at = l
                         .enabled
                         .as_ref()
-                        .map_or(addr.span, |e| later(e.span, addr.span));
+                        .map_or(addr.span, |e| self.later(e.span, addr.span));
+                    let key = if at == addr.span {
+                        "lazy_pages.address"
+                    } else {
+                        "lazy_pages.enabled"
+                    };
                     self.push(
                         Diagnostic::error(
                             "profile::lazy-port-missing",
                             "`lazy_pages.address` is set but `lazy_pages.port` is not",
                         )
                         .at(at)
-                        .key("lazy_pages.port")
+                        .key(key)
                         .label("remote lazy pages need a port")
                         .help("add `port = N` to [lazy_pages] (the port the checkpoint side serves pages on)"),
                     );

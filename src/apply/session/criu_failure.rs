@@ -100,7 +100,11 @@ impl Session<'_> {
             message,
             step: step.to_string(),
             cr_errno,
-            cr_errmsg: cr_errmsg.map(|m| crate::criu::errors::clean_errmsg(&m)),
+            // The noise line CRIU logs on every run (RLIMIT_NOFILE) is not its
+            // message: dropped, as from the log excerpt.
+            cr_errmsg: cr_errmsg
+                .filter(|m| !crate::criu::errors::is_noise(m))
+                .map(|m| crate::criu::errors::clean_errmsg(&m)),
             log,
             log_lines: lines,
             hint,

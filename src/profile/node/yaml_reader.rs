@@ -1,258 +1,11 @@
-//! A spanned document tree shared by the TOML and YAML readers. Both formats
-//! are parsed into [`Node`]s first, so every later check sees the same shape
-//! and reports the same line and column for the same mistake.
+//! The YAML reader: saphyr-parser events to a spanned [`Node`] tree (one
+//! document, core schema, anchors and aliases bounded, tags checked).
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
 use crate::diag::Diagnostic;
+use crate::profile::node::{Entry, Kind, Node};
 use crate::source::{FileId, SourceFile, Span};
-
-/// A value with the span of its text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    /// What it is.
-    pub kind: Kind,
-    /// Where its text is.
-    pub span: Span,
-}
-
-/// The shapes a value can take.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    /// A table / mapping, entries in file order.
-    Table(Vec<Entry>),
-    /// An array / sequence.
-    Array(Vec<Node>),
-    /// A string.
-    Str(String),
-    /// An integer.
-    Int(i64),
-    /// A float.
-    Float(f64),
-    /// A boolean.
-    Bool(bool),
-    /// YAML null (TOML has none).
-    Null,
-    /// A TOML date-time: never valid in a profile.
-    DateTime,
-}
-
-impl Kind {
-    /// The name used in "expected X, found Y" messages.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Kind::Table(_) => "table",
-            Kind::Array(_) => "array",
-            Kind::Str(_) => "string",
-            Kind::Int(_) => "integer",
-            Kind::Float(_) => "float",
-            Kind::Bool(_) => "boolean",
-            Kind::Null => "null",
-            Kind::DateTime => "date-time",
-        }
-    }
-}
-
-/// One `key = value` of a table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// The key text (unquoted).
-    pub key: String,
-    /// Where the key is.
-    pub key_span: Span,
-    /// The value.
-    pub value: Node,
-}
-
-impl Node {
-    /// The entries if this is a table.
-    pub fn entries(&self) -> Option<&[Entry]> {
-        match &self.kind {
-            Kind::Table(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The entry for a key if this is a table.
-    pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries()?.iter().find(|e| e.key == key)
-    }
-}
-
-/// Merge `child` over `base`: tables merge key by key, the child wins, and
-/// anything else (arrays included) is replaced.
-pub fn merge(base: Node, child: Node) -> Node {
-    match (base.kind, child.kind) {
-        (Kind::Table(mut b), Kind::Table(c)) => {
-            for entry in c {
-                if let Some(pos) = b.iter().position(|e| e.key == entry.key) {
-                    let old = b.remove(pos);
-                    let value = merge(old.value, entry.value);
-                    b.insert(
-                        pos,
-                        Entry {
-                            key: entry.key,
-                            key_span: entry.key_span,
-                            value,
-                        },
-                    );
-                } else {
-                    b.push(entry);
-                }
-            }
-            Node {
-                kind: Kind::Table(b),
-                span: child.span,
-            }
-        }
-        (_, kind) => Node {
-            kind,
-            span: child.span,
-        },
-    }
-}
-
-/// Most TOML syntax errors reported for one file.
-pub const MAX_SYNTAX_ERRORS: usize = 20;
-
-/// Parse TOML text into a tree, or return its syntax errors (at most
-/// [`MAX_SYNTAX_ERRORS`]).
-pub fn parse_toml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic>> {
-    let text: &str = &src.text;
-    let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        // After the first few, recovery mostly reports echoes of the same
-        // mistake; a hostile file could otherwise yield thousands.
-        let mut out: Vec<Diagnostic> = errors
-            .iter()
-            .take(MAX_SYNTAX_ERRORS)
-            .map(|e| toml_error(file, text, e))
-            .collect();
-        if errors.len() > MAX_SYNTAX_ERRORS {
-            if let Some(last) = out.last_mut() {
-                let more = errors.len() - MAX_SYNTAX_ERRORS;
-                last.help = Some(format!(
-                    "{more} more syntax error(s) not shown; fix these first"
-                ));
-            }
-        }
-        return Err(out);
-    }
-    let span = Span::new(file, 0, 0);
-    Ok(Node {
-        kind: Kind::Table(toml_table(file, doc.get_ref())),
-        span,
-    })
-}
-
-fn toml_error(file: FileId, text: &str, e: &toml::de::Error) -> Diagnostic {
-    let range = e.span().unwrap_or(0..0);
-    let msg = e.message().trim().to_string();
-    let first = msg.lines().next().unwrap_or("invalid TOML").to_string();
-    if first.starts_with("duplicate key") {
-        let key = text
-            .get(range.clone())
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\''])
-            .to_string();
-        Diagnostic::error("profile::duplicate-key", format!("duplicate key `{key}`"))
-            .at(Span::new(file, range.start, range.end))
-            .key(toml_dotted_key(text, range.start, &key))
-            .label("defined again here")
-            .help("remove one of the two definitions")
-    } else {
-        Diagnostic::error("profile::syntax", format!("invalid TOML: {first}"))
-            .at(Span::new(file, range.start, range.end.max(range.start)))
-            .label(first)
-    }
-}
-
-/// The dotted path of a key at `offset`: the nearest `[header]` above it
-/// (or the header itself when the key is in one) joined with the key.
-fn toml_dotted_key(text: &str, offset: usize, key: &str) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let mut header = None;
-    for line in text[..line_start].lines().rev() {
-        let t = line.trim_start();
-        if t.starts_with('[') {
-            header = Some(t);
-            break;
-        }
-    }
-    let own = text[line_start..].lines().next().unwrap_or("").trim_start();
-    let clean = |h: &str| -> String {
-        let h = h.trim_start_matches('[');
-        let h = h.split(']').next().unwrap_or("");
-        h.split('.')
-            .map(|p| p.trim().trim_matches(['"', '\'']))
-            .collect::<Vec<_>>()
-            .join(".")
-    };
-    if own.starts_with('[') {
-        return clean(own);
-    }
-    match header {
-        Some(h) if !clean(h).is_empty() => format!("{}.{key}", clean(h)),
-        _ => key.to_string(),
-    }
-}
-
-fn toml_table(file: FileId, t: &toml::de::DeTable<'_>) -> Vec<Entry> {
-    let mut entries: Vec<Entry> = t
-        .iter()
-        .map(|(k, v)| {
-            let ks = k.span();
-            Entry {
-                key: k.get_ref().to_string(),
-                key_span: Span::new(file, ks.start, ks.end),
-                value: toml_value(file, v),
-            }
-        })
-        .collect();
-    // Keep file order (the parser's map is sorted by key).
-    entries.sort_by_key(|e| e.key_span.start);
-    entries
-}
-
-fn toml_value(file: FileId, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Node {
-    use toml::de::DeValue;
-    let s = v.span();
-    let span = Span::new(file, s.start, s.end);
-    let kind = match v.get_ref() {
-        DeValue::String(s) => Kind::Str(s.to_string()),
-        DeValue::Integer(i) => toml_int(i.as_str(), i.radix()),
-        DeValue::Float(f) => Kind::Float(parse_toml_float(f.as_str())),
-        DeValue::Boolean(b) => Kind::Bool(*b),
-        DeValue::Datetime(_) => Kind::DateTime,
-        DeValue::Array(a) => Kind::Array(a.iter().map(|x| toml_value(file, x)).collect()),
-        DeValue::Table(t) => Kind::Table(toml_table(file, t)),
-    };
-    Node { kind, span }
-}
-
-/// A TOML integer: the parser hands over its digits in `from_str_radix` form
-/// (sign kept, `0x`/`0o`/`0b` prefix and `_` separators already removed).
-fn toml_int(digits: &str, radix: u32) -> Kind {
-    match i64::from_str_radix(digits, radix) {
-        Ok(n) => Kind::Int(n),
-        // Beyond 64 bits: an infinity of the right sign, so range checks
-        // report it as too large (or too small) rather than as a type error.
-        Err(_) if digits.starts_with('-') => Kind::Float(f64::NEG_INFINITY),
-        Err(_) => Kind::Float(f64::INFINITY),
-    }
-}
-
-fn parse_toml_float(raw: &str) -> f64 {
-    let clean: String = raw.chars().filter(|c| *c != '_').collect();
-    match clean.as_str() {
-        "inf" | "+inf" => f64::INFINITY,
-        "-inf" => f64::NEG_INFINITY,
-        "nan" | "+nan" | "-nan" => f64::NAN,
-        s => s.parse().unwrap_or(f64::NAN),
-    }
-}
 
 /// Most nodes a YAML document may expand to (aliases included).
 const YAML_NODE_LIMIT: usize = 100_000;
@@ -274,6 +27,14 @@ struct Offsets<'a> {
 
 impl Offsets<'_> {
     fn get(&mut self, line0: usize, col0: usize) -> usize {
+        // The YAML scanner counts the columns of line 1 from the character
+        // after a byte-order mark one short; line 1 starts after the mark
+        // here (see `SourceFile`), so one character is added back.
+        let col0 = if line0 == 0 && self.src.text.starts_with('\u{feff}') {
+            col0 + 1
+        } else {
+            col0
+        };
         if line0 != self.line || col0 < self.col {
             self.line = line0;
             self.col = 0;
@@ -456,13 +217,17 @@ impl YamlBuilder<'_> {
         }
         match ev {
             Event::Scalar(value, style, anchor, tag) => {
-                let kind =
-                    self.scalar(&value, style, tag.as_ref().map(|t| t.suffix.as_str()), span);
+                let span = match style {
+                    ScalarStyle::Literal | ScalarStyle::Folded => self.block_indicator(span),
+                    _ => span,
+                };
+                let kind = self.scalar(&value, style, tag.as_deref(), span);
                 let node = Node { kind, span };
                 self.remember(anchor, &node);
                 node
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                self.collection_tag(tag.as_deref(), "seq", span);
                 let mut items = Vec::new();
                 let mut end = span.end;
                 while let Some((ev, sp)) = it.next() {
@@ -483,7 +248,8 @@ impl YamlBuilder<'_> {
                 self.remember(anchor, &node);
                 node
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                self.collection_tag(tag.as_deref(), "map", span);
                 let mut entries: Vec<Entry> = Vec::new();
                 let mut end = span.end;
                 while let Some((kev, ksp)) = it.next() {
@@ -558,7 +324,10 @@ impl YamlBuilder<'_> {
                             };
                         }
                         self.count += size;
-                        n.clone()
+                        // Reported where it is used, not at the anchor.
+                        let mut n = n.clone();
+                        respan(&mut n, span);
+                        n
                     }
                     None => {
                         self.errors.push(
@@ -600,32 +369,112 @@ impl YamlBuilder<'_> {
         }
     }
 
-    fn scalar(&mut self, v: &str, style: ScalarStyle, tag: Option<&str>, span: Span) -> Kind {
-        let _ = self.file;
-        let _ = self.src;
-        match tag {
-            None => {}
-            Some("str") => return Kind::Str(v.to_string()),
-            Some("int") | Some("bool") | Some("float") | Some("null") => {
-                return plain_scalar(v);
-            }
-            Some(other) => {
+    /// A block scalar (`|`, `>`) is reported at its indicator, as a TOML
+    /// multi-line string is at its opening quotes: the parser's span starts
+    /// at the content.
+    fn block_indicator(&self, span: Span) -> Span {
+        let text = &self.src.text;
+        let start = span.start as usize;
+        let before = text.get(..start).unwrap_or("");
+        // The indicator ends the last line before the content that is not
+        // blank (a comment may follow it).
+        let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        let line = &trimmed[line_start..];
+        let code = line.find(" #").map_or(line, |i| &line[..i]);
+        match code.rfind(['|', '>']) {
+            Some(i) => Span::new(self.file, line_start + i, span.end as usize),
+            None => span,
+        }
+    }
+
+    /// A tag on a mapping or sequence: only the core `!!map` / `!!seq`
+    /// that say what it already is.
+    fn collection_tag(&mut self, tag: Option<&Tag>, core: &str, span: Span) {
+        let Some(tag) = tag else { return };
+        if tag.is_yaml_core_schema() && tag.suffix == core {
+            return;
+        }
+        self.errors.push(
+            Diagnostic::error(
+                "profile::syntax",
+                format!("unsupported YAML tag `{}`", show_tag(tag)),
+            )
+            .at(span)
+            .help("remove the tag; profiles use plain YAML values"),
+        );
+    }
+
+    fn scalar(&mut self, v: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Kind {
+        let Some(tag) = tag else {
+            return if style == ScalarStyle::Plain {
+                plain_scalar(v)
+            } else {
+                Kind::Str(v.to_string())
+            };
+        };
+        let core = tag.is_yaml_core_schema();
+        let resolved = plain_scalar(v);
+        let kind = match (core, tag.suffix.as_str(), resolved) {
+            (true, "str", _) => Some(Kind::Str(v.to_string())),
+            (true, "int", k @ Kind::Int(_)) => Some(k),
+            (true, "float", Kind::Int(n)) => Some(Kind::Float(n as f64)),
+            (true, "float", k @ Kind::Float(_)) => Some(k),
+            (true, "bool", k @ Kind::Bool(_)) => Some(k),
+            (true, "null", k @ Kind::Null) => Some(k),
+            (true, "int" | "float" | "bool" | "null", _) => {
                 self.errors.push(
                     Diagnostic::error(
                         "profile::syntax",
-                        format!("unsupported YAML tag `!{other}`"),
+                        format!("`{v}` is not a valid `{}` value", show_tag(tag)),
                     )
                     .at(span)
-                    .help("remove the tag; profiles use plain YAML values"),
+                    .help("remove the tag, or write a value of that type"),
                 );
                 return Kind::Null;
             }
+            _ => None,
+        };
+        if let Some(k) = kind {
+            return k;
         }
-        if style == ScalarStyle::Plain {
-            plain_scalar(v)
-        } else {
-            Kind::Str(v.to_string())
+        self.errors.push(
+            Diagnostic::error(
+                "profile::syntax",
+                format!("unsupported YAML tag `{}`", show_tag(tag)),
+            )
+            .at(span)
+            .help("remove the tag; profiles use plain YAML values (core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null` are understood)"),
+        );
+        Kind::Null
+    }
+}
+
+/// A tag as written: `!!int` for the core schema, `!int` for a local one.
+fn show_tag(tag: &Tag) -> String {
+    if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else {
+        tag.to_string()
+    }
+}
+
+/// Give a copied subtree (an alias) the span where it is used.
+fn respan(n: &mut Node, span: Span) {
+    n.span = span;
+    match &mut n.kind {
+        Kind::Table(entries) => {
+            for e in entries {
+                e.key_span = span;
+                respan(&mut e.value, span);
+            }
         }
+        Kind::Array(items) => {
+            for i in items {
+                respan(i, span);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -704,20 +553,6 @@ mod tests {
     use super::*;
     use crate::source::SourceMap;
 
-    fn yaml(text: &str) -> (SourceMap, Node) {
-        let mut m = SourceMap::new();
-        let id = m.add("t.yaml".into(), "t.yaml".into(), text);
-        let n = parse_yaml(id, m.get(id)).expect("valid yaml");
-        (m, n)
-    }
-
-    fn toml_doc(text: &str) -> (SourceMap, Node) {
-        let mut m = SourceMap::new();
-        let id = m.add("t.toml".into(), "t.toml".into(), text);
-        let n = parse_toml(id, m.get(id)).expect("valid toml");
-        (m, n)
-    }
-
     #[test]
     fn yaml_scalars_follow_the_core_schema() {
         assert_eq!(plain_scalar("yes"), Kind::Str("yes".into()));
@@ -731,37 +566,11 @@ mod tests {
     }
 
     #[test]
-    fn same_positions_in_both_formats() {
-        let (tm, t) = toml_doc("version = 1\n[process]\ntcp = true\n");
-        let (ym, y) = yaml("version: 1\nprocess:\n  tcp: true\n");
-        let tk = &t.get("process").unwrap().value.get("tcp").unwrap();
-        let yk = &y.get("process").unwrap().value.get("tcp").unwrap();
-        assert_eq!(tm.locate(tk.key_span).1, 3);
-        assert_eq!(ym.locate(yk.key_span).1, 3);
-        assert_eq!(tm.locate(tk.value.span).2, 7);
-        assert_eq!(ym.locate(yk.value.span).2, 8);
-    }
-
-    #[test]
     fn yaml_duplicate_keys_are_errors() {
         let mut m = SourceMap::new();
         let id = m.add("t.yaml".into(), "t.yaml".into(), "a: 1\na: 2\n");
         let e = parse_yaml(id, m.get(id)).unwrap_err();
         assert_eq!(e[0].code, "profile::duplicate-key");
         assert_eq!(m.locate(e[0].span.unwrap()).1, 2);
-    }
-
-    #[test]
-    fn merge_replaces_arrays_and_merges_tables() {
-        let (_, base) = toml_doc("a = [1, 2]\n[t]\nx = 1\ny = 2\n");
-        let (_, child) = toml_doc("a = [3]\n[t]\ny = 5\n");
-        let m = merge(base, child);
-        match &m.get("a").unwrap().value.kind {
-            Kind::Array(items) => assert_eq!(items.len(), 1),
-            other => panic!("{other:?}"),
-        }
-        let t = &m.get("t").unwrap().value;
-        assert_eq!(t.get("x").unwrap().value.kind, Kind::Int(1));
-        assert_eq!(t.get("y").unwrap().value.kind, Kind::Int(5));
     }
 }
