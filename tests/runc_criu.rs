@@ -234,6 +234,15 @@ fn diag(out: &Output) -> (String, String, String) {
     )
 }
 
+/// A refused apply or check: its exit code, and its one diagnostic's code
+/// and key; returns the message.
+fn refused(out: &Output, exit: i32, want_code: &str, want_key: &str) -> String {
+    assert_eq!(code(out), exit, "{}", String::from_utf8_lossy(&out.stderr));
+    let (c, key, msg) = diag(out);
+    assert_eq!((c.as_str(), key.as_str()), (want_code, want_key), "{msg}");
+    msg
+}
+
 fn ok(out: &Output) -> serde_json::Value {
     assert_eq!(
         code(out),
@@ -388,12 +397,7 @@ fn unknown_container_is_named_at_its_key() {
     let id = w.id("nosuch");
     let ck = w.checkpoint("ck", &id, "");
     let out = apply(&ck);
-    assert_eq!(code(&out), 2);
-    let (c, key, msg) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::container-not-found", "target.container")
-    );
+    let msg = refused(&out, 2, "apply::container-not-found", "target.container");
     assert!(msg.contains(&id), "{msg}");
     assert!(
         !w.path().join("imgs-ck").exists(),
@@ -420,12 +424,7 @@ fn container_that_does_not_run_is_refused() {
     let mut w = World::new();
     let id = w.start("created", false);
     let out = apply(&w.checkpoint("ck", &id, ""));
-    assert_eq!(code(&out), 2);
-    let (c, key, msg) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::container-not-running", "target.container")
-    );
+    let msg = refused(&out, 2, "apply::container-not-running", "target.container");
     assert!(msg.contains("created"), "{msg}");
 }
 
@@ -443,12 +442,7 @@ fn restore_into_an_id_in_use_is_refused() {
     )));
     let rs = w.restore("rs", &id, "imgs-ck", "");
     let out = apply(&rs);
-    assert_eq!(code(&out), 2);
-    let (c, key, _) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::container-exists", "target.container")
-    );
+    let _ = refused(&out, 2, "apply::container-exists", "target.container");
     let out = ckptctl(&["--output", "json", "check", rs.to_str().unwrap()]);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -471,12 +465,7 @@ fn runc_missing_or_too_old_is_an_environment_error() {
             .unwrap()
     };
     let out = run(&w.path().join("no-runc-here"));
-    assert_eq!(code(&out), 4);
-    let (c, key, _) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::runc-missing", "target.runtime")
-    );
+    let _ = refused(&out, 4, "apply::runc-missing", "target.runtime");
     // A runc older than 1.1 cannot be installed here: a script that
     // answers `--version` as runc 1.0.0-rc93 did stands in for it.
     let old = w.path().join("old-runc");
@@ -505,12 +494,7 @@ fn bad_bundle_incomplete_and_changed_checkpoints_are_refused() {
         .replace("bundle = \"bundle\"", "bundle = \"empty-bundle\"");
     std::fs::write(&rs, text).unwrap();
     let out = apply(&rs);
-    assert_eq!(code(&out), 2);
-    let (c, key, _) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::bundle-invalid", "restore.bundle")
-    );
+    let _ = refused(&out, 2, "apply::bundle-invalid", "restore.bundle");
     // A checkpoint changed after it completed.
     let imgs = w.path().join("imgs-ck");
     let pages = std::fs::read_dir(&imgs)
@@ -591,11 +575,11 @@ fn unreachable_page_server_side_by_side_with_plain_runc() {
         &format!("[checkpoint]\nleave_running = true\n[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
     );
     let out = apply(&ck);
-    assert_eq!(code(&out), 3);
-    let (c, key, msg) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("criu::page-server-unreachable", "page_server.address")
+    let msg = refused(
+        &out,
+        3,
+        "criu::page-server-unreachable",
+        "page_server.address",
     );
     assert!(msg.contains("page server could not be reached"), "{msg}");
     let v = json(&out);
@@ -661,11 +645,6 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
         "{v}"
     );
     let out = apply(&ck);
-    assert_eq!(code(&out), 4);
-    let (c, key, _) = diag(&out);
-    assert_eq!(
-        (c.as_str(), key.as_str()),
-        ("apply::host-config", "criu.host_config")
-    );
+    let _ = refused(&out, 4, "apply::host-config", "criu.host_config");
     assert_eq!(w.status(&id).as_deref(), Some("running"));
 }

@@ -86,19 +86,24 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             .key("restore.pidfile")
         })?;
     }
-    let stats = RunStats {
-        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
-        pre_dump_rounds: Vec::new(),
-    };
-    Ok(Outcome {
+    Ok(restored(run, pid))
+}
+
+/// The outcome of a restore (process or container) that produced `pid`,
+/// with CRIU's restore statistics.
+pub(crate) fn restored(run: &Session<'_>, pid: Option<i32>) -> Outcome {
+    Outcome {
         action: "restore".into(),
         pid,
         images_dir: run.images_dir().to_path_buf(),
         work_dir: run.work_dir().to_path_buf(),
-        stats,
+        stats: RunStats {
+            criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+            pre_dump_rounds: Vec::new(),
+        },
         record: None,
         total_s: 0.0,
-    })
+    }
 }
 
 /// Before a restore (process or container), under the images directory's

@@ -264,19 +264,7 @@ fn restore(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Ou
     if let Some(d) = daemon {
         crate::apply::restore::lazy_finish(run, d, pid)?;
     }
-    let stats = RunStats {
-        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
-        pre_dump_rounds: Vec::new(),
-    };
-    Ok(Outcome {
-        action: "restore".into(),
-        pid,
-        images_dir: run.images_dir().to_path_buf(),
-        work_dir: run.work_dir().to_path_buf(),
-        stats,
-        record: None,
-        total_s: 0.0,
-    })
+    Ok(crate::apply::restore::restored(run, pid))
 }
 
 /// The bundle holds a config.json and the rootfs it names.
