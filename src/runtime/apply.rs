@@ -18,7 +18,7 @@ use crate::profile::model::{Action, HostConfig};
 use crate::reporter::Reporter;
 use crate::runtime::args::{self, RuncStep};
 use crate::runtime::failure::{exists, not_found, not_running};
-use crate::runtime::runc::{self, Runc};
+use crate::runtime::runc::{self, Runc, State};
 
 /// Run `apply` for a checkpoint or restore profile with `target.container`.
 pub fn apply(
@@ -27,7 +27,7 @@ pub fn apply(
     reporter: &dyn Reporter,
     mut opts: ApplyOptions,
 ) -> Result<Outcome, (Failure, Option<RunRecord>)> {
-    let mut record = RunRecord::for_profile(p, profile_file);
+    let record = RunRecord::for_profile(p, profile_file);
     if let Err(f) = host_config(p) {
         return Err((f, Some(record)));
     }
@@ -36,33 +36,55 @@ pub fn apply(
         .as_ref()
         .and_then(|t| t.value.runtime_root.as_ref())
         .map(|r| r.value.resolved.clone());
-    let mut runc = match runc::open(root) {
-        Ok(r) => r,
-        Err(f) => return Err((f, Some(record))),
+    let id = args::container(p);
+    let criu = opts.criu.take();
+    let status_fd = opts.status_fd.take();
+    // runc's version and the container's state are asked for while CRIU
+    // answers its VERSION request: three process starts in the time of one.
+    let (probe, session) = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let mut runc = runc::open(root)?;
+            runc.hermetic = p.criu().host_config() == HostConfig::Ignore;
+            let state = runc.state(&id);
+            Ok::<_, Failure>((runc, state))
+        });
+        let session = Session::open(
+            p,
+            reporter,
+            record,
+            SessionOptions {
+                criu,
+                pid_flag: false,
+                status_fd,
+                // A pre-dump or lazy restore probes CRIU's features on it.
+                keep_spare: true,
+            },
+        );
+        let probe = probe.join().unwrap_or_else(|_| {
+            Err(Failure::new(
+                Code::ApplyRuncFailed,
+                "runc state",
+                "the thread asking runc for its version and the container's state panicked",
+                Exit::CriuFailed,
+            ))
+        });
+        (probe, session)
+    });
+    let mut run = session?;
+    let (runc, state) = match probe {
+        Ok(x) => x,
+        Err(f) => return run.finish(Err::<Outcome, _>(f), RUN_RECORD),
     };
-    runc.hermetic = p.criu().host_config() == HostConfig::Ignore;
-    record.runtime = Some(serde_json::json!({
+    run.record.runtime = Some(serde_json::json!({
         "name": "runc",
         "version": runc.version,
         "path": runc.path.display().to_string(),
     }));
-    let mut run = Session::open(
-        p,
-        reporter,
-        record,
-        SessionOptions {
-            criu: opts.criu.take(),
-            pid_flag: false,
-            status_fd: opts.status_fd.take(),
-            // A pre-dump or lazy restore probes CRIU's features on it.
-            keep_spare: true,
-        },
-    )?;
-    let result = match p.action_or_default() {
-        Action::Checkpoint => checkpoint(&mut run, &runc, &opts),
-        Action::Restore => restore(&mut run, &runc, &opts),
+    let result = state.and_then(|state| match p.action_or_default() {
+        Action::Checkpoint => checkpoint(&mut run, &runc, state, &opts),
+        Action::Restore => restore(&mut run, &runc, state, &opts),
         Action::Migrate => Err(crate::runtime::failure::no_container_migration()),
-    };
+    });
     run.finish(result, RUN_RECORD)
 }
 
@@ -106,10 +128,15 @@ pub fn host_config(p: &Profile) -> Result<(), Failure> {
     .hint("remove those files from this host, or review them and set `criu.host_config = \"inherit\"`"))
 }
 
-fn checkpoint(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+fn checkpoint(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    state: Option<State>,
+    opts: &ApplyOptions,
+) -> Result<Outcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
-    let state = match runc.state(&id)? {
+    let state = match state {
         None => return Err(not_found("prepare", &id)),
         Some(s) if s.status != "running" => return Err(not_running("prepare", &id, &s.status)),
         Some(s) => s,
@@ -236,14 +263,19 @@ fn run_step(
     Err(crate::runtime::failure::explain(run, step, &ran, &log, id))
 }
 
-fn restore(run: &mut Session<'_>, runc: &Runc, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+fn restore(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    state: Option<State>,
+    opts: &ApplyOptions,
+) -> Result<Outcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
-    crate::apply::restore::check_checkpoint(run, opts.force)?;
-    bundle_ok(p)?;
-    if let Some(s) = runc.state(&id)? {
+    if let Some(s) = state {
         return Err(exists("prepare", &id, &s.status));
     }
+    crate::apply::restore::check_checkpoint(run, opts.force)?;
+    bundle_ok(p)?;
     let pidfile = std::path::PathBuf::from(args::restore_pidfile(p));
     let _ = std::fs::remove_file(&pidfile);
     let mut daemon = crate::apply::restore::lazy_start(run)?;
