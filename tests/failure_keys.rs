@@ -5,7 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
+
+use common::rust_files;
 
 const TABLES: &[&str] = &[
     "target",
@@ -19,17 +23,6 @@ const TABLES: &[&str] = &[
     "migration",
     "criu",
 ];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// Whole string literals under the run layers that look like profile keys
 /// (`"images.dir"`, `"page_server.tls.cert"`, `"migration"`).

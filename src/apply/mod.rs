@@ -119,17 +119,13 @@ pub fn apply(
         target::ensure_target_exists(p, opts.pid).map_err(|f| (f, None))?;
     }
     let record = RunRecord::for_profile(p, profile_file);
-    let mut run = Session::open(
-        p,
-        reporter,
-        record,
-        SessionOptions {
-            criu: opts.criu.take(),
-            pid_flag: opts.pid.is_some(),
-            status_fd: opts.status_fd.take(),
-            keep_spare: true,
-        },
-    )?;
+    let session = SessionOptions::new(
+        opts.criu.take(),
+        opts.pid.is_some(),
+        opts.status_fd.take(),
+        true,
+    );
+    let mut run = Session::open(p, reporter, record, session)?;
     let result = match p.action_or_default() {
         Action::Checkpoint => checkpoint::checkpoint(&mut run, &opts),
         Action::Restore => restore::restore(&mut run, &opts),

@@ -3,7 +3,6 @@
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -41,32 +40,7 @@ pub(crate) fn destination(
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 
-    let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-            return Failure::new(
-                Code::MigrateListen,
-                "listen",
-                format!(
-                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
-                    mig.destination
-                ),
-                Exit::NotReady,
-            )
-            .key("migration.destination")
-            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
-        }
-        Failure::new(
-            Code::MigrateListen,
-            "listen",
-            format!(
-                "cannot listen on port {} for the control connection: {e}",
-                mig.control_port
-            ),
-            Exit::NotReady,
-        )
-        .key("migration.control_port")
-        .hint("choose a free `migration.control_port`")
-    })?;
+    let listener = listen(mig)?;
 
     let mut ps = if p.page_server.is_some() {
         Some(start_page_server(run, mig, &images, &work)?)
@@ -99,7 +73,6 @@ pub(crate) fn destination(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn destination_session(
     run: &mut Session<'_>,
     mig: &Mig,
@@ -112,127 +85,9 @@ pub(crate) fn destination_session(
     let p = run.profile();
     let to = mig.step_timeout;
     let note = "; nothing was restored here";
-    // Accept until a peer says hello: a port scan or a health check that
-    // connects and says nothing (or something else) must not end the
-    // migration. All of it within one step_timeout.
-    let deadline = Instant::now() + to;
-    let server_tls = match &mig.tls {
-        Some(m) => Some(m.server().map_err(tls_config_failure)?),
-        None => None,
-    };
-    // The last TLS refusal: what the timeout reports if no source gets in.
-    let mut refused: Option<(std::net::SocketAddr, rustls::Error)> = None;
-    let (c, theirs) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut c = match proto::accept(listener, left) {
-            Ok(c) => c,
-            Err(e) => {
-                if let (ConnError::Timeout(..), Some((peer, t))) = (&e, &refused) {
-                    let mut f = tls_failure("wait for the source", t, note);
-                    f.message = format!(
-                        "no source completed the TLS handshake within {} s; the last attempt, from {peer}, failed: {}",
-                        to.as_secs(),
-                        f.message
-                    );
-                    return Err(f);
-                }
-                return Err(conn_failure("wait for the source", e, Exit::NotReady, note));
-            }
-        };
-        c.write_limit = to;
-        // A real source says hello at once; a silent peer gets 10 s (for
-        // the TLS handshake, then again for its hello).
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(100), Duration::from_secs(10));
-        if let Some(cfg) = &server_tls {
-            let peer = c.peer;
-            c = match c.tls_server(cfg.clone(), left) {
-                Ok(c) => c,
-                Err(e) => {
-                    run.progress(&format!(
-                        "ignored a connection from {peer}: TLS handshake failed: {e}"
-                    ));
-                    if let ConnError::Tls(t) = e {
-                        refused = Some((peer, t));
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(conn_failure(
-                            "wait for the source",
-                            proto::ConnError::Timeout(
-                                to.as_secs_f64(),
-                                "the source's hello".into(),
-                            ),
-                            Exit::NotReady,
-                            note,
-                        ));
-                    }
-                    continue;
-                }
-            };
-        }
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(100), Duration::from_secs(10));
-        match c.recv(left, "hello") {
-            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => break (c, m),
-            Ok(other) => run.progress(&format!(
-                "ignored a connection from {} that sent `{}` instead of hello",
-                c.peer,
-                other.name()
-            )),
-            Err(e) => run.progress(&format!("ignored a connection from {}: {e}", c.peer)),
-        }
-        c.shutdown();
-        if Instant::now() >= deadline {
-            return Err(conn_failure(
-                "wait for the source",
-                proto::ConnError::Timeout(to.as_secs_f64(), "the source's hello".into()),
-                Exit::NotReady,
-                note,
-            ));
-        }
-    };
-    run.progress(&format!(
-        "source connected from {}{}",
-        c.peer,
-        if c.is_tls() {
-            " (TLS, certificate verified)"
-        } else {
-            ""
-        }
-    ));
+    let (c, theirs) = accept_source(run, mig, listener, note)?;
     let c = conn.insert(c);
-    if let Msg::Error { message, exit } = &theirs {
-        return Err(peer_error("hello", message, *exit, note));
-    }
-    let ours = hello(p, run.criu_version(), Role::Destination);
-    check_hello(&ours, &theirs, Role::Destination)?;
-    // CPU compatibility, with CRIU's own check, before the source freezes.
-    if let Msg::Hello { cpuinfo: None, .. } = &theirs {
-        return Err(Failure::new(
-            Code::MigrateCpuCheck,
-            "cpuinfo check",
-            "the source sent no CPU information (an older ckptctl?)",
-            Exit::Usage,
-        )
-        .hint("run the same ckptctl version on both hosts"));
-    }
-    if let Msg::Hello {
-        cpuinfo: Some(img), ..
-    } = &theirs
-    {
-        let bytes = send::base64_decode(img).map_err(|e| {
-            Failure::new(
-                Code::MigrateCpuCheck,
-                "cpuinfo check",
-                format!("the source's cpuinfo image is not base64: {e}"),
-                Exit::CriuFailed,
-            )
-        })?;
-        cpu::check(run, &bytes)?;
-        run.progress("CPU check passed (CRIU cpuinfo)");
-    }
+    let ours = check_source(run, &theirs, note)?;
     c.send(&ours)
         .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
     c.send(&Msg::Ready {
@@ -240,12 +95,9 @@ pub(crate) fn destination_session(
     })
     .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
 
-    let started = run.record.elapsed();
-    run.progress("waiting for the source's dump");
-    let send = sends_images(p);
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
-    let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
+    let transfer = receive_dump(run, c, to, &mut received, note);
     if transfer.is_err() {
         // Nothing of a failed transfer stays behind to mix with the next.
         received.discard(&dir);
@@ -452,6 +304,176 @@ pub(crate) fn destination_session(
     })
 }
 
+/// The control connection's listening socket, on `migration.destination`.
+fn listen(mig: &Mig) -> Result<TcpListener, Failure> {
+    proto::listen(&mig.destination, mig.control_port).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            return Failure::new(
+                Code::MigrateListen,
+                "listen",
+                format!(
+                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
+                    mig.destination
+                ),
+                Exit::NotReady,
+            )
+            .key("migration.destination")
+            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
+        }
+        Failure::new(
+            Code::MigrateListen,
+            "listen",
+            format!(
+                "cannot listen on port {} for the control connection: {e}",
+                mig.control_port
+            ),
+            Exit::NotReady,
+        )
+        .key("migration.control_port")
+        .hint("choose a free `migration.control_port`")
+    })
+}
+
+/// Accept until a peer says hello (or `error`), all within one
+/// `step_timeout`.
+fn accept_source(
+    run: &Session<'_>,
+    mig: &Mig,
+    listener: &TcpListener,
+    note: &str,
+) -> Result<(Conn, Msg), Failure> {
+    let to = mig.step_timeout;
+    // Accept until a peer says hello: a port scan or a health check that
+    // connects and says nothing (or something else) must not end the
+    // migration. All of it within one step_timeout.
+    let deadline = Instant::now() + to;
+    let server_tls = match &mig.tls {
+        Some(m) => Some(m.server().map_err(tls_config_failure)?),
+        None => None,
+    };
+    // The last TLS refusal: what the timeout reports if no source gets in.
+    let mut refused: Option<(std::net::SocketAddr, rustls::Error)> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut c = match proto::accept(listener, left) {
+            Ok(c) => c,
+            Err(e) => {
+                if let (ConnError::Timeout(..), Some((peer, t))) = (&e, &refused) {
+                    let mut f = tls_failure("wait for the source", t, note);
+                    f.message = format!(
+                        "no source completed the TLS handshake within {} s; the last attempt, from {peer}, failed: {}",
+                        to.as_secs(),
+                        f.message
+                    );
+                    return Err(f);
+                }
+                return Err(conn_failure("wait for the source", e, Exit::NotReady, note));
+            }
+        };
+        c.write_limit = to;
+        // A real source says hello at once; a silent peer gets 10 s (for
+        // the TLS handshake, then again for its hello).
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        if let Some(cfg) = &server_tls {
+            let peer = c.peer;
+            c = match c.tls_server(cfg.clone(), left) {
+                Ok(c) => c,
+                Err(e) => {
+                    run.progress(&format!(
+                        "ignored a connection from {peer}: TLS handshake failed: {e}"
+                    ));
+                    if let ConnError::Tls(t) = e {
+                        refused = Some((peer, t));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(conn_failure(
+                            "wait for the source",
+                            proto::ConnError::Timeout(
+                                to.as_secs_f64(),
+                                "the source's hello".into(),
+                            ),
+                            Exit::NotReady,
+                            note,
+                        ));
+                    }
+                    continue;
+                }
+            };
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        match c.recv(left, "hello") {
+            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => {
+                run.progress(&format!(
+                    "source connected from {}{}",
+                    c.peer,
+                    if c.is_tls() {
+                        " (TLS, certificate verified)"
+                    } else {
+                        ""
+                    }
+                ));
+                return Ok((c, m));
+            }
+            Ok(other) => run.progress(&format!(
+                "ignored a connection from {} that sent `{}` instead of hello",
+                c.peer,
+                other.name()
+            )),
+            Err(e) => run.progress(&format!("ignored a connection from {}: {e}", c.peer)),
+        }
+        c.shutdown();
+        if Instant::now() >= deadline {
+            return Err(conn_failure(
+                "wait for the source",
+                proto::ConnError::Timeout(to.as_secs_f64(), "the source's hello".into()),
+                Exit::NotReady,
+                note,
+            ));
+        }
+    }
+}
+
+/// The source's hello: an `error`, another profile or CRIU, or a CPU this
+/// host's CRIU refuses stops here, before the source freezes anything.
+/// Returns our hello.
+fn check_source(run: &mut Session<'_>, theirs: &Msg, note: &str) -> Result<Msg, Failure> {
+    if let Msg::Error { message, exit } = theirs {
+        return Err(peer_error("hello", message, *exit, note));
+    }
+    let ours = hello(run.profile(), run.criu_version(), Role::Destination);
+    check_hello(&ours, theirs, Role::Destination)?;
+    // CPU compatibility, with CRIU's own check, before the source freezes.
+    if let Msg::Hello { cpuinfo: None, .. } = theirs {
+        return Err(Failure::new(
+            Code::MigrateCpuCheck,
+            "cpuinfo check",
+            "the source sent no CPU information (an older ckptctl?)",
+            Exit::Usage,
+        )
+        .hint("run the same ckptctl version on both hosts"));
+    }
+    if let Msg::Hello {
+        cpuinfo: Some(img), ..
+    } = theirs
+    {
+        let bytes = send::base64_decode(img).map_err(|e| {
+            Failure::new(
+                Code::MigrateCpuCheck,
+                "cpuinfo check",
+                format!("the source's cpuinfo image is not base64: {e}"),
+                Exit::CriuFailed,
+            )
+        })?;
+        cpu::check(run, &bytes)?;
+        run.progress("CPU check passed (CRIU cpuinfo)");
+    }
+    Ok(ours)
+}
+
 /// A restored tree left stopped (CRIU `leave_stopped`) until the handover
 /// is decided.
 pub(crate) struct Stopped(Option<i32>);
@@ -473,18 +495,19 @@ impl Stopped {
 }
 
 /// Destination: wait for the source's dump, taking its `image` messages
-/// (when `send`) up to `dumped`.
-#[allow(clippy::too_many_arguments)]
+/// (with `images = "send"`) into `images.dir` up to `dumped`.
 pub(crate) fn receive_dump(
     run: &mut Session<'_>,
     c: &mut Conn,
     to: Duration,
-    send: bool,
-    dir: &Path,
     received: &mut send::Received,
     note: &str,
-    started: f64,
 ) -> Result<(), Failure> {
+    let started = run.record.elapsed();
+    run.progress("waiting for the source's dump");
+    let send = sends_images(run.profile());
+    let dir = run.images_dir().to_path_buf();
+    let dir = dir.as_path();
     loop {
         // `image` lines carry a whole file: allow their size, only then.
         let max = if send {

@@ -102,18 +102,14 @@ pub fn run(
         Ok(m) => m,
         Err(f) => return Err((f, Some(record))),
     };
-    let mut run = Session::open(
-        p,
-        reporter,
-        record,
-        SessionOptions {
-            criu: opts.criu.take(),
-            pid_flag: opts.pid.is_some(),
-            status_fd: opts.status_fd.take(),
-            // Migration steps start their own `criu swrk`.
-            keep_spare: false,
-        },
-    )?;
+    // Migration steps start their own `criu swrk`: no spare one.
+    let session = SessionOptions::new(
+        opts.criu.take(),
+        opts.pid.is_some(),
+        opts.status_fd.take(),
+        false,
+    );
+    let mut run = Session::open(p, reporter, record, session)?;
     let result = refuse_unsupported(&mut run).and_then(|()| match opts.role {
         Role::Destination => destination(&mut run, &opts, &mig),
         Role::Source => source(&mut run, &opts, &mig),

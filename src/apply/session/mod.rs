@@ -49,6 +49,23 @@ pub struct SessionOptions {
     pub keep_spare: bool,
 }
 
+impl SessionOptions {
+    /// From a run's flags: `--criu`, whether `--pid` was given, `--status-fd`.
+    pub fn new(
+        criu: Option<PathBuf>,
+        pid_flag: bool,
+        status_fd: Option<StatusFd>,
+        keep_spare: bool,
+    ) -> Self {
+        SessionOptions {
+            criu,
+            pid_flag,
+            status_fd,
+            keep_spare,
+        }
+    }
+}
+
 /// A running session: CRIU, the directories, the status fd, the lock, the
 /// record.
 pub struct Session<'a> {
