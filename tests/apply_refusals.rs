@@ -140,3 +140,44 @@ fn images_this_user_cannot_read_are_permission_denied_not_missing() {
     assert!(m.contains("permission denied"), "{m}");
     assert!(!m.contains("does not exist"), "{m}");
 }
+
+/// A `restore.pidfile` that names a running process is not overwritten: the
+/// restore is refused before anything starts.
+#[test]
+fn a_restore_whose_pidfile_names_a_live_process_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pidfile = d.path().join("web.pid");
+    std::fs::write(&pidfile, format!("{}\n", child.id())).unwrap();
+    let rs = profile(
+        d.path(),
+        "rs",
+        "restore",
+        &format!("[restore]\npidfile = \"{}\"\n", pidfile.display()),
+    );
+    let o = ckptctl(d.path(), &["--output", "json", "apply", &rs]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["code"], "apply::pidfile", "{v}");
+    assert_eq!(v["diagnostics"][0]["key"], "restore.pidfile", "{v}");
+    assert!(
+        v["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is running"),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        child.id().to_string(),
+        "pidfile overwritten"
+    );
+    assert!(!d.path().join("imgs-rs").exists());
+}

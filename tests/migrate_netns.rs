@@ -432,6 +432,15 @@ fn migrates_a_counter_between_two_netns_hosts() {
         "{m}"
     );
     assert!(dst_stderr.contains("downtime"), "{dst_stderr}");
+    // Both sides report the same restore time (CRIU's own figure).
+    let src_restore = format!(
+        "restore:       {:.1} ms",
+        m["downtime"]["restore_s"].as_f64().expect("restore_s") * 1000.0
+    );
+    assert!(
+        dst_stderr.contains(&src_restore),
+        "source says {src_restore:?}; destination: {dst_stderr}"
+    );
     // The destination checked the source's CPU with CRIU before anything
     // was frozen.
     assert!(dst_stderr.contains("CPU check passed"), "{dst_stderr}");

@@ -118,6 +118,9 @@ pub fn apply(
         // not exist is an environment problem (exit 4), and leaves nothing.
         target::ensure_target_exists(p, opts.pid).map_err(|f| (f, None))?;
     }
+    if p.action_or_default() == Action::Restore {
+        restore::refuse_live_pidfile(p).map_err(|f| (f, None))?;
+    }
     let record = RunRecord::for_profile(p, profile_file);
     let session = SessionOptions::new(
         opts.criu.take(),

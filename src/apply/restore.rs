@@ -44,6 +44,41 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
     .hint("restore from an intact copy of the checkpoint, or checkpoint again; `--force` skips this check"))
 }
 
+/// Before a restore: a `restore.pidfile` that names a live process belongs
+/// to a copy that still runs (an earlier restore, or the original). It is
+/// never overwritten silently: the restore is refused, nothing started.
+pub fn refuse_live_pidfile(p: &crate::profile::Profile) -> Result<(), Failure> {
+    let Some(pf) = p.restore().pidfile else {
+        return Ok(());
+    };
+    let path = &pf.value.resolved;
+    let Ok(bytes) = crate::profile::load::read_limited(path, 4096) else {
+        return Ok(());
+    };
+    let Ok(pid) = String::from_utf8_lossy(&bytes).trim().parse::<i32>() else {
+        return Ok(());
+    };
+    if pid <= 0 {
+        return Ok(());
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        _ => Err(Failure::new(
+            Code::ApplyPidfile,
+            "prepare",
+            format!(
+                "`restore.pidfile` {} names process {pid}, which is running: a restore would overwrite it and leave two copies",
+                path.display()
+            ),
+            Exit::Usage,
+        )
+        .key("restore.pidfile")
+        .hint(format!(
+            "stop process {pid} first (or remove the pidfile if it is not a copy of this tree), or point `restore.pidfile` elsewhere"
+        ))),
+    }
+}
+
 pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile();
     check_checkpoint(run, opts.force)?;

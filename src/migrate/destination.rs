@@ -163,7 +163,7 @@ pub(crate) fn destination_session(
     }
 
     let mut downtime = Downtime {
-        restore_s: Some(restore_s),
+        restore_s: super::outcome::restore_seconds(&restore_stats, Some(restore_s)),
         ..Downtime::default()
     };
     let mut stats = StatsSummary {

@@ -10,10 +10,48 @@ use crate::render::Role;
 use super::proto::{Conn, ConnError, Msg};
 use super::tls;
 
-/// sha256 of the resolved profile (after `extends` and defaults).
+/// Keys whose text says nothing to CRIU: left out of the digest, so two
+/// sides that differ only in a description still migrate.
+pub const FREE_TEXT_KEYS: &[&str] = &["description"];
+
+/// sha256 of the resolved profile (after `extends` and defaults), free text
+/// ([`FREE_TEXT_KEYS`]) left out.
 pub fn profile_digest(p: &Profile) -> String {
-    let v = crate::profile::section::section_json(p);
+    let mut v = crate::profile::section::section_json(p);
+    if let Some(o) = v.as_object_mut() {
+        for k in FREE_TEXT_KEYS {
+            o.remove(*k);
+        }
+    }
     crate::digest::sha256_hex(serde_json::to_string(&v).unwrap_or_default().as_bytes())
+}
+
+/// A short sha256 of each resolved key's value, free text left out.
+pub fn key_digests(p: &Profile) -> std::collections::BTreeMap<String, String> {
+    p.resolved()
+        .into_iter()
+        .filter(|r| !FREE_TEXT_KEYS.contains(&r.key.as_str()))
+        .map(|r| {
+            let d = crate::digest::sha256_hex(r.value.to_string().as_bytes());
+            (r.key, d.chars().take(16).collect())
+        })
+        .collect()
+}
+
+/// The keys whose values differ between two sides (or are on one only).
+fn differing_keys(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
@@ -24,6 +62,7 @@ pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
         role,
         ckptctl: env!("CARGO_PKG_VERSION").to_string(),
         cpuinfo: None,
+        key_digests: key_digests(p),
     }
 }
 
@@ -34,6 +73,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
             profile_digest: d1,
             criu_version: v1,
             criu_version_number: n1,
+            key_digests: k1,
             ..
         },
         Msg::Hello {
@@ -41,6 +81,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
             criu_version: v2,
             criu_version_number: n2,
             role,
+            key_digests: k2,
             ..
         },
     ) = (ours, theirs)
@@ -68,17 +109,37 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
         ));
     }
     if d1 != d2 {
-        return Err(Failure::new(
+        let keys = differing_keys(k1, k2);
+        let which = if keys.is_empty() {
+            String::new()
+        } else {
+            let shown: Vec<String> = keys.iter().take(8).map(|k| format!("`{k}`")).collect();
+            let more = keys.len().saturating_sub(8);
+            format!(
+                "; keys that differ: {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let mut f = Failure::new(
             Code::MigrateProfileMismatch,
             "hello",
             format!(
-                "the two sides run different profiles (sha256 {} here, {} there)",
+                "the two sides run different profiles (sha256 {} here, {} there){which}",
                 d1.chars().take(12).collect::<String>(),
                 d2.chars().take(12).collect::<String>()
             ),
             Exit::Usage,
         )
-        .hint("run both halves with the same profile file (same content after `extends` and defaults)"));
+        .hint("run both halves with the same profile file (same content after `extends` and defaults; `description` may differ)");
+        if let [one] = keys.as_slice() {
+            f = f.key(one.clone());
+        }
+        return Err(f);
     }
     let ((src_v, src_n), (dst_v, dst_n)) = match we {
         Role::Source => ((v1, n1), (v2, n2)),
@@ -181,7 +242,46 @@ mod tests {
             role,
             ckptctl: "0".into(),
             cpuinfo: None,
+            key_digests: Default::default(),
         }
+    }
+
+    fn profile(extra: &str) -> Profile {
+        let text = format!(
+            "version = 1\nname = \"m\"\naction = \"migrate\"\n{extra}\n[images]\ndir = \"/var/lib/ckptctl/m\"\n[migration]\ndestination = \"10.0.0.2\"\ncontrol_port = 27001\n"
+        );
+        let (_, l) = crate::profile::load::load_str("m", &text, crate::source::Format::Toml);
+        l.profile.expect("valid")
+    }
+
+    /// Free text is not in the digest; any other difference names its key.
+    #[test]
+    fn digest_leaves_out_description_and_mismatches_name_the_keys() {
+        let a = profile("description = \"first\"");
+        let b = profile("description = \"second\"");
+        assert_eq!(profile_digest(&a), profile_digest(&b));
+        let v = CriuVersion::parse_cli("Version: 4.1.1\n").expect("version");
+        assert!(
+            check_hello(
+                &hello(&a, &v, Role::Source),
+                &hello(&b, &v, Role::Destination),
+                Role::Source
+            )
+            .is_ok()
+        );
+        let c = profile("[checkpoint]\ntimeout = 99");
+        let f = check_hello(
+            &hello(&a, &v, Role::Source),
+            &hello(&c, &v, Role::Destination),
+            Role::Source,
+        )
+        .expect_err("different profiles");
+        assert!(
+            f.message.contains("keys that differ: `checkpoint.timeout`"),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.key.as_deref(), Some("checkpoint.timeout"));
     }
 
     #[test]
@@ -235,6 +335,7 @@ mod tests {
             role: Role::Destination,
             ckptctl: "0".into(),
             cpuinfo: None,
+            key_digests: Default::default(),
         };
         let f = check_hello(&h("a", 40101, Role::Source), &bad, Role::Source).unwrap_err();
         assert_eq!(f.code, Code::MigrateProtocol);

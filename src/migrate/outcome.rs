@@ -17,7 +17,9 @@ pub struct Downtime {
     pub frozen_ms: Option<f64>,
     /// Dump start → `restored` received, measured on the source, s.
     pub downtime_s: Option<f64>,
-    /// Duration of the destination's RESTORE request, s.
+    /// Duration of the restore, s: CRIU's own `restore_time` from
+    /// `stats-restore`, the same figure on both sides (the destination's
+    /// wall clock only when CRIU wrote no stats).
     pub restore_s: Option<f64>,
     /// Pages the dump wrote (to the page server or the shared images).
     pub pages_moved: Option<u64>,
@@ -87,5 +89,43 @@ mod tests {
     #[test]
     fn record_names_differ_per_role() {
         assert_ne!(record_name(Role::Source), record_name(Role::Destination));
+    }
+}
+
+/// The restore time both sides report: CRIU's `restore_time` from the
+/// destination's `stats-restore` (sent to the source in `restored`), else
+/// `fallback` (the destination's wall clock; the source has none).
+pub fn restore_seconds(
+    restore_stats: &crate::criu::stats::StatsSummary,
+    fallback: Option<f64>,
+) -> Option<f64> {
+    restore_stats
+        .restore
+        .as_ref()
+        .map(|r| f64::from(r.restore_time_us) / 1e6)
+        .or(fallback)
+}
+
+#[cfg(test)]
+mod restore_time_tests {
+    use super::restore_seconds;
+    use crate::criu::stats::{RestoreSummary, StatsSummary};
+
+    #[test]
+    fn both_sides_read_the_same_figure() {
+        let stats = StatsSummary {
+            restore: Some(RestoreSummary {
+                restore_time_us: 12_500,
+                ..RestoreSummary::default()
+            }),
+            ..StatsSummary::default()
+        };
+        // Destination (wall clock 0.3 s) and source (none): CRIU's figure.
+        assert_eq!(restore_seconds(&stats, Some(0.3)), Some(0.0125));
+        assert_eq!(restore_seconds(&stats, None), Some(0.0125));
+        assert_eq!(
+            restore_seconds(&StatsSummary::default(), Some(0.3)),
+            Some(0.3)
+        );
     }
 }

@@ -50,6 +50,10 @@ pub enum Msg {
         /// destination's CPUINFO_CHECK.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cpuinfo: Option<String>,
+        /// A short sha256 of each resolved key's value (free text left
+        /// out), so that two sides that disagree can say which keys differ.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        key_digests: std::collections::BTreeMap<String, String>,
     },
     /// Destination → source: the page server (if any) is listening.
     Ready {

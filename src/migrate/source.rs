@@ -252,8 +252,8 @@ pub(crate) fn source_session(
     };
     dump_summary(&stats, &mut downtime);
     let mut all = stats;
+    downtime.restore_s = super::outcome::restore_seconds(&restore_stats, None);
     if let Some(r) = restore_stats.restore {
-        downtime.restore_s = Some(f64::from(r.restore_time_us) / 1e6);
         all.restore = Some(r);
     }
     Ok(MigrateOutcome {

@@ -39,6 +39,7 @@ fn messages_round_trip_over_tcp() {
         role: Role::Source,
         ckptctl: "0".into(),
         cpuinfo: None,
+        key_digests: Default::default(),
     };
     c.send(&hello).unwrap();
     assert_eq!(
@@ -115,6 +116,7 @@ fn hello() -> Msg {
         role: Role::Source,
         ckptctl: "0".into(),
         cpuinfo: Some("c".repeat(3 << 20)),
+        key_digests: Default::default(),
     }
 }
 
