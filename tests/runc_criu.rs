@@ -54,6 +54,8 @@ fn ready() -> bool {
 struct World {
     dir: tempfile::TempDir,
     ids: Vec<String>,
+    /// The network namespace (a test "host") runc runs in, if not this one.
+    netns: Option<String>,
 }
 
 impl World {
@@ -62,6 +64,7 @@ impl World {
         let w = World {
             dir,
             ids: Vec::new(),
+            netns: None,
         };
         w.make_bundle();
         w
@@ -113,7 +116,14 @@ impl World {
     }
 
     fn runc(&self) -> Command {
-        let mut c = Command::new("runc");
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = common::netns::Hosts::enter(ns);
+                c.arg("runc");
+                c
+            }
+            None => Command::new("runc"),
+        };
         c.arg("--root").arg(self.root());
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -647,4 +657,179 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
     let out = apply(&ck);
     let _ = refused(&out, 4, "apply::host-config", "criu.host_config");
     assert_eq!(w.status(&id).as_deref(), Some("running"));
+}
+
+/// A migrate profile for container `id` (no `runtime_root`: each host's
+/// runc, `$CKPTCTL_RUNC`, names its own root), images shared by both hosts.
+fn migrate_profile(
+    w: &World,
+    id: &str,
+    dst_ip: &str,
+    port: u16,
+    bundle: &str,
+    timeout: &str,
+) -> PathBuf {
+    write(
+        w.path(),
+        "migrate.toml",
+        &format!(
+            "version = 1\nname = \"mig\"\naction = \"migrate\"\n[target]\ncontainer = \"{id}\"\n[images]\ndir = \"imgs-mig\"\n[restore]\nbundle = \"{bundle}\"\npidfile = \"mig.pid\"\n[migration]\ndestination = \"{dst_ip}\"\ncontrol_port = {port}\nstep_timeout = \"{timeout}\"\n"
+        ),
+    )
+}
+
+/// A runc for one host: the real runc with that host's `--root`.
+fn host_runc(w: &World, root: &Path) -> PathBuf {
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let f = write(
+        w.path(),
+        &format!("runc-{}", root.file_name().unwrap().to_str().unwrap()),
+        &format!(
+            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
+            real.trim(),
+            root.display()
+        ),
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f
+}
+
+/// `ckptctl apply PROFILE --role ROLE` inside netns `ns` with runc `runc`.
+fn role(ns: &str, profile: &Path, role: &str, runc: &Path) -> Command {
+    let mut c = common::netns::Hosts::enter(ns);
+    c.arg(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(profile)
+        .args(["--role", role])
+        .env("CKPTCTL_RUNC", runc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn migrates_a_counting_container_between_two_netns_hosts() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("mig", true);
+    let dst_root = w.path().join("runc-root-dst");
+    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let dst_state = |id: &str| {
+        let out = common::netns::Hosts::enter(&hosts.dst)
+            .arg(&dst_runc)
+            .args(["state", id])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+
+    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .spawn()
+        .unwrap();
+    let out = dest.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("\"ready\"") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the destination never said ready");
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    // Whatever happens below, the restored container goes at the end.
+    struct Delete(Command);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = self.0.stderr(Stdio::null()).status();
+        }
+    }
+    let mut del = common::netns::Hosts::enter(&hosts.dst);
+    del.arg(&dst_runc).args(["delete", "-f", &id]);
+    let _delete = Delete(del);
+    let report = ok(&src);
+    assert_eq!(
+        dst.status.code(),
+        Some(0),
+        "destination:\n{dst_stdout}\n{}",
+        String::from_utf8_lossy(&dst.stderr)
+    );
+    assert_eq!(report["event"], "migrated", "{report}");
+    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
+    // Gone at the source, running at the destination, counting on.
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let state = dst_state(&id).expect("no container at the destination");
+    assert_eq!(state["status"], "running", "{state}");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+}
+
+#[test]
+fn container_migration_without_the_bundle_at_the_destination_touches_nothing() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("nobundle", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(
+        &w,
+        &id,
+        &hosts.dst_ip(),
+        free_port(),
+        "bundle-not-here",
+        "3s",
+    );
+    // The destination refuses before it listens: the source finds no one
+    // within its step_timeout.
+    let dst = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .output()
+        .unwrap();
+    refused(&dst, 2, "apply::bundle-invalid", "restore.bundle");
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let msg = refused(&src, 4, "migrate::timeout", "migration.step_timeout");
+    assert!(
+        msg.contains(&format!("container `{id}` was not touched")),
+        "{msg}"
+    );
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the container stopped counting at the source"
+    );
+    assert!(!w.path().join("imgs-mig/ckptctl.complete").exists());
 }

@@ -176,13 +176,6 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
     if let Err(e) = flags_fit(&p, args.run.pid, args.run.role, ui) {
         return e;
     }
-    if p.action_or_default() == crate::profile::model::Action::Migrate
-        && crate::runtime::args::is_container(&p)
-    {
-        let f = crate::runtime::failure::no_container_migration();
-        report_failure(&f, &p, root, &sources, ui);
-        return f.exit;
-    }
     if p.action_or_default() == crate::profile::model::Action::Migrate {
         let Some(role) = role(args.run.role) else {
             ui.error(format!(

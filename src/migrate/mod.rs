@@ -47,6 +47,7 @@
 //! tree) on an `error`, a timeout or a closed connection.
 
 pub mod config;
+pub mod container;
 pub mod cpu;
 pub mod destination;
 pub mod handshake;
@@ -110,9 +111,14 @@ pub fn run(
         false,
     );
     let mut run = Session::open(p, reporter, record, session)?;
-    let result = refuse_unsupported(&mut run).and_then(|()| match opts.role {
-        Role::Destination => destination(&mut run, &opts, &mig),
-        Role::Source => source(&mut run, &opts, &mig),
+    let result = refuse_unsupported(&mut run).and_then(|()| {
+        if crate::runtime::args::is_container(p) {
+            return container::run(&mut run, &opts, &mig);
+        }
+        match opts.role {
+            Role::Destination => destination(&mut run, &opts, &mig),
+            Role::Source => source(&mut run, &opts, &mig),
+        }
     });
     run.finish(result, &record_name(opts.role))
 }

@@ -216,7 +216,7 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
 
 /// One runc run: its CRIU log removed first (so a log after it is this
 /// run's), the run timed in the record, a failure explained.
-fn run_step(
+pub(crate) fn run_step(
     run: &mut Session<'_>,
     runc: &Runc,
     step: &RuncStep,
