@@ -833,3 +833,37 @@ fn container_migration_without_the_bundle_at_the_destination_touches_nothing() {
     );
     assert!(!w.path().join("imgs-mig/ckptctl.complete").exists());
 }
+
+#[test]
+fn container_migration_with_a_page_server_is_refused_at_its_key() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("ps", true);
+    let p = w.profile(
+        "mig-ps",
+        "migrate",
+        &id,
+        "[images]\ndir = \"imgs-ps\"\n[restore]\nbundle = \"bundle\"\n[page_server]\naddress = \"127.0.0.1\"\nport = 27999\n[migration]\ndestination = \"127.0.0.1\"\ncontrol_port = 27998\n",
+    );
+    for r in ["destination", "source"] {
+        let out = ckptctl(&[
+            "--output",
+            "json",
+            "apply",
+            p.to_str().unwrap(),
+            "--role",
+            r,
+        ]);
+        let msg = refused(&out, 2, "apply::container-migration", "page_server");
+        assert!(msg.contains("nothing was touched"), "{msg}");
+    }
+    let plan = ckptctl(&["plan", p.to_str().unwrap(), "--role", "source"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("`page_server` cannot be kept"),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+}

@@ -25,7 +25,7 @@ use crate::runtime::failure::{exists, not_found, not_running};
 use crate::runtime::runc::{self, Runc};
 
 use super::MigrateOptions;
-use super::config::{Mig, lazy_local, sends_images};
+use super::config::Mig;
 use super::destination::{accept_source, check_source, listen, receive_dump};
 use super::handshake::{conn_failure, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome};
@@ -40,7 +40,9 @@ pub(crate) fn run(
     mig: &Mig,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
-    refuse_variants(run)?;
+    if let Some(f) = crate::runtime::failure::container_migration_refusal(p) {
+        return Err(f);
+    }
     crate::runtime::apply::host_config(p)?;
     let root = p
         .target
@@ -57,35 +59,6 @@ pub(crate) fn run(
     match opts.role {
         Role::Source => source(run, &runc, mig),
         Role::Destination => destination(run, &runc, opts, mig),
-    }
-}
-
-/// What a container migration does not run: the page server, sent images
-/// and lazy pages (runc gives no hook to send the non-page images before
-/// the container ends, nor a restore left stopped).
-fn refuse_variants(run: &Session<'_>) -> Result<(), Failure> {
-    let p = run.profile();
-    let key = if p.page_server.is_some() {
-        Some("page_server")
-    } else if sends_images(p) {
-        Some("migration.images")
-    } else if lazy_local(p) {
-        Some("lazy_pages")
-    } else {
-        None
-    };
-    match key {
-        None => Ok(()),
-        Some(k) => {
-            let mut f = crate::runtime::failure::no_container_migration();
-            f.message = format!(
-                "a container migrates stop-and-copy through a shared `images.dir` only; `{k}` is not supported for a container: nothing was touched"
-            );
-            f.hint = Some(format!(
-                "remove `{k}` and give both hosts the same `images.dir` (`migration.images = \"shared\"`)"
-            ));
-            Err(f.key(k))
-        }
     }
 }
 

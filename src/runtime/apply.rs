@@ -83,7 +83,14 @@ pub fn apply(
     let result = state.and_then(|state| match p.action_or_default() {
         Action::Checkpoint => checkpoint(&mut run, &runc, state, &opts),
         Action::Restore => restore(&mut run, &runc, state, &opts),
-        Action::Migrate => Err(crate::runtime::failure::no_container_migration()),
+        // `ckptctl apply --role` runs a migration (crate::migrate).
+        Action::Migrate => Err(Failure::new(
+            Code::ApplyContainerMigration,
+            "apply",
+            "a migrate profile runs as `apply --role destination` and `apply --role source`",
+            Exit::Usage,
+        )
+        .hint("run `ckptctl apply PROFILE --role destination` on the destination host, then `--role source` on the source host")),
     });
     run.finish(result, RUN_RECORD)
 }

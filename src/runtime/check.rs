@@ -18,6 +18,15 @@ pub fn container(p: &Profile, root: FileId, dumps: bool, pf: &mut Preflight) {
     let fail = |pf: &mut Preflight, check: &str, f: crate::failure::Failure| {
         pf.problem(Severity::Error, check, f.diagnostic(Some(p), Some(root)));
     };
+    if p.action_or_default() == crate::profile::model::Action::Migrate {
+        match crate::runtime::failure::container_migration_refusal(p) {
+            Some(f) => fail(pf, "container migration", f),
+            None => pf.ok(
+                "container migration",
+                "stop-and-copy through the shared `images.dir`".to_string(),
+            ),
+        }
+    }
     match crate::runtime::apply::host_config(p) {
         Ok(()) => {
             let files = crate::runtime::apply::host_config_files();

@@ -12,6 +12,7 @@ use crate::apply::session::Session;
 use crate::criu::{CriuError, KnownCause};
 use crate::failure::Exit;
 use crate::failure::{Code, Failure};
+use crate::profile::Profile;
 use crate::runtime::args::RuncStep;
 use crate::runtime::runc::{Ran, last_message};
 
@@ -155,16 +156,37 @@ pub fn exists(step: &str, id: &str, status: &str) -> Failure {
     )
 }
 
-/// `apply --role` of a migrate profile with a container: not in this
-/// version (runc offers no hook to hand a frozen container over, so the
-/// two-phase handover of a process migration cannot be kept).
-pub fn no_container_migration() -> Failure {
-    Failure::new(
-        Code::ApplyContainerMigration,
-        "apply",
-        "migrating a container is not implemented in this version: nothing was touched",
-        Exit::Usage,
+/// What a container migration cannot run: it is stop-and-copy through an
+/// `images.dir` both hosts see. A page server, sent images or lazy pages
+/// would need runc to hand over the non-page images (or restore stopped)
+/// before the container ends, and runc has no hook for that. `None` when
+/// the profile migrates as it is.
+pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
+    let key = if p.page_server.is_some() {
+        "page_server"
+    } else if p
+        .migration
+        .as_ref()
+        .is_some_and(|m| m.value.images() == crate::profile::model::ImagesMode::Send)
+    {
+        "migration.images"
+    } else if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
+        "lazy_pages"
+    } else {
+        return None;
+    };
+    Some(
+        Failure::new(
+            Code::ApplyContainerMigration,
+            "prepare",
+            format!(
+                "a container migrates stop-and-copy through an `images.dir` both hosts see; `{key}` cannot be kept for a container (runc has no hook to hand the images over before the container ends): nothing was touched"
+            ),
+            Exit::Usage,
+        )
+        .key(key)
+        .hint(format!(
+            "remove `{key}` and give both hosts the same `images.dir`, or checkpoint and restore with two profiles"
+        )),
     )
-    .key("target.container")
-    .hint("checkpoint with a `checkpoint` profile and restore on the other host with a `restore` profile (shared or copied images), or migrate the process tree by pid")
 }

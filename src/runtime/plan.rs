@@ -32,11 +32,20 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
     };
     let mut out = Vec::new();
     if p.action_or_default() == crate::profile::model::Action::Migrate {
-        let f = crate::runtime::failure::no_container_migration();
-        out.push(step(
-            "refused",
-            format!("{}; {}", f.message, f.hint.unwrap_or_default()),
-        ));
+        if let Some(f) = crate::runtime::failure::container_migration_refusal(p) {
+            out.push(step(
+                "refused",
+                format!("{}; {}", f.message, f.hint.unwrap_or_default()),
+            ));
+        } else {
+            out.push(step(
+                "control connection",
+                match role {
+                    Some(Role::Destination) => format!("check that no container `{id}` exists in this host's runc root and the bundle is valid, then listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; wait for `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
+                    _ => format!("check that container `{id}` runs, connect to the destination: hello, ready; `runc checkpoint` into {dir} (the container ends here once the checkpoint is complete), `dumped`, then wait for `restored`; a failed restore there leaves the complete checkpoint in {dir}"),
+                },
+            ));
+        }
     }
     let mut prep = if dumps {
         step(
