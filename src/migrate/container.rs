@@ -225,12 +225,22 @@ fn destination(
             page_server_port: None,
         })
         .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
-        receive_dump(
-            run,
-            c,
-            mig.step_timeout,
-            &mut send::Received::default(),
-            note,
+        receive_dump(run, c, mig.step_timeout, &mut send::Received::default(), note).map_err(
+            |mut f| {
+                if f.code != Code::MigratePeerFailed {
+                    // The source may have checkpointed (and so ended) its
+                    // container: these images may be the only copy. They
+                    // stay marked incomplete, never quarantined.
+                    f.keep_images = true;
+                    f.message.push_str(
+                        "; whether the source's container was checkpointed is unknown, so images.dir is kept (marked incomplete)",
+                    );
+                    f.hint = Some(format!(
+                        "if container `{id}` is gone at the source, restore images.dir here with a `restore` profile and `--force`; if it still runs there, nothing is lost"
+                    ));
+                }
+                f
+            },
         )?;
         restore_here(run, runc, &id, c, mig)
     })();
