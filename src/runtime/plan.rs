@@ -31,22 +31,7 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
         format!("{dir} and {work}")
     };
     let mut out = Vec::new();
-    if p.action_or_default() == crate::profile::model::Action::Migrate {
-        if let Some(f) = crate::runtime::failure::container_migration_refusal(p) {
-            out.push(step(
-                "refused",
-                format!("{}; {}", f.message, f.hint.unwrap_or_default()),
-            ));
-        } else {
-            out.push(step(
-                "control connection",
-                match role {
-                    Some(Role::Destination) => format!("check that no container `{id}` exists in this host's runc root and the bundle is valid, then listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; wait for `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
-                    _ => format!("check that container `{id}` runs, connect to the destination: hello, ready; `runc checkpoint` into {dir} (the container ends here once the checkpoint is complete), `dumped`, then wait for `restored`; a failed restore there leaves the complete checkpoint in {dir}"),
-                },
-            ));
-        }
-    }
+    let migrate = p.action_or_default() == crate::profile::model::Action::Migrate;
     let mut prep = if dumps {
         step(
             "prepare",
@@ -68,7 +53,50 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
     if dumps {
         prep.writes.push(format!("{dir}/ckptctl.incomplete"));
     }
+    if migrate {
+        // The destination locks and marks the shared images.dir; the
+        // source only checks its container and the directories.
+        prep = match role {
+            Some(Role::Destination) => step(
+                "prepare",
+                format!(
+                    "check runc (>= {}), that the bundle has a config.json and that no container `{id}` exists in this host's runc root, before listening (a refusal here never touches the source); create {dirs} (0700), lock {dir}/.ckptctl.lock, mark {dir} incomplete",
+                    crate::runtime::runc::MIN_VERSION_TEXT
+                ),
+            ),
+            _ => step(
+                "prepare",
+                format!(
+                    "check runc (>= {}) and that container `{id}` is running (`runc state`); {dirs} are the destination's (shared), created 0700 if missing",
+                    crate::runtime::runc::MIN_VERSION_TEXT
+                ),
+            ),
+        };
+        if role == Some(Role::Destination) {
+            prep.writes = vec![
+                dir.clone(),
+                format!("{dir}/.ckptctl.lock"),
+                format!("{dir}/ckptctl.incomplete"),
+            ];
+        }
+    }
     out.push(prep);
+    if migrate {
+        if let Some(f) = crate::runtime::failure::container_migration_refusal(p) {
+            out.push(step(
+                "refused",
+                format!("{}; {}", f.message, f.hint.unwrap_or_default()),
+            ));
+        } else {
+            out.push(step(
+                "control connection",
+                match role {
+                    Some(Role::Destination) => format!("listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; wait for `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
+                    _ => format!("connect to the destination: hello, ready; `runc checkpoint` into {dir} (the container ends here once the checkpoint is complete), `dumped`, then wait for `restored`; a failed restore there leaves the complete checkpoint in {dir}"),
+                },
+            ));
+        }
+    }
     for s in &all {
         let mut ps = step(&s.name(), describe(p, s, &id));
         ps.criu = Some(match s {
@@ -89,7 +117,12 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
         }
         out.push(ps);
     }
-    let mut fin = if dumps {
+    let mut fin = if dumps && migrate {
+        step(
+            "finish",
+            "send the destination a summary; write the run record (with runc's version)".into(),
+        )
+    } else if dumps {
         step(
             "finish",
             format!(
@@ -102,8 +135,12 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
             "read the restored pid from runc's pid file; write the run record (with runc's version)".into(),
         )
     };
-    fin.writes = vec![format!("{work}/ckptctl-run.json")];
-    if dumps {
+    let record = match (migrate, role) {
+        (true, Some(r)) => crate::migrate::record_name(r),
+        _ => "ckptctl-run.json".into(),
+    };
+    fin.writes = vec![format!("{work}/{record}")];
+    if dumps && !migrate {
         fin.writes.insert(0, format!("{dir}/ckptctl.complete"));
     }
     out.push(fin);
