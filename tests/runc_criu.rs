@@ -867,3 +867,89 @@ fn container_migration_with_a_page_server_is_refused_at_its_key() {
     );
     assert_eq!(w.status(&id).as_deref(), Some("running"));
 }
+
+/// runc has no post-dump hook: once `runc checkpoint` succeeded the source's
+/// container has ended. A restore that then fails at the destination (here
+/// its bundle's rootfs vanished after its checks) leaves no copy running
+/// but a complete checkpoint, which both sides name; it restores.
+#[test]
+fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("lost", true);
+    // The destination's own bundle: a copy of the source's.
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(w.bundle())
+        .arg(w.path().join("bundle-dst"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle-dst", "30s");
+    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .spawn()
+        .unwrap();
+    let out = dest.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("\"ready\"") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the destination never said ready");
+    // Checked and listening: now its bundle loses its rootfs.
+    std::fs::rename(
+        w.path().join("bundle-dst/rootfs"),
+        w.path().join("rootfs-gone"),
+    )
+    .unwrap();
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let images = w.path().join("imgs-mig");
+    let (c, _, msg) = diag(&src);
+    assert_ne!(code(&src), 0);
+    assert_eq!(c, "migrate::peer-failed", "{msg}");
+    assert!(msg.contains("could not restore the container"), "{msg}");
+    assert!(msg.contains("complete checkpoint"), "{msg}");
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    // After its ready line, the destination's diagnostics.
+    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
+    let (dcode, dkey, dmsg) = diag(&Output {
+        status: dst.status,
+        stdout: rest.as_bytes().to_vec(),
+        stderr: dst.stderr,
+    });
+    assert_eq!(
+        (dcode.as_str(), dkey.as_str()),
+        ("apply::bundle-invalid", "restore.bundle")
+    );
+    assert!(dmsg.contains("is the only copy"), "{dmsg}");
+    // No copy runs; the checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    assert!(images.join("ckptctl.complete").is_file());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
