@@ -41,6 +41,10 @@
 //! handshake on the destination's port is logged and ignored like any
 //! stray connection, until `step_timeout`.
 //!
+//! A runc container (`target.container`) migrates stop-and-copy through a
+//! shared `images.dir` over the same protocol, runc doing the dump and the
+//! restore ([`container`]).
+//!
 //! The source tree is only killed once the destination reported it
 //! restored: the source answers CRIU's `post-dump` callback only after the
 //! `restored` message, and answers it with failure (CRIU then resumes the
