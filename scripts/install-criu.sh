@@ -45,7 +45,11 @@ LIBDIR_REL="usr/lib/${MULTIARCH}"
 #   patchelf  - rewrites the trixie criu binary's interpreter and rpath
 #   openssl   - the TLS migration tests make their certificates with it
 #   python3-protobuf - what trixie's pycriu (crit) imports
-RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf openssl python3-protobuf)
+#   runc      - the OCI runtime a `[target] container` profile drives (1.1.5
+#               checkpoints and restores with CRIU 4.1.1; it runs the criu on
+#               PATH, so this script's criu)
+#   busybox-static - the container tests build their bundle's rootfs from it
+RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf openssl python3-protobuf runc busybox-static)
 
 # Trixie packages unpacked into the private prefix. criu + libcompel1 are
 # pinned to CRIU_DEB_VERSION; the libraries take trixie's current version.

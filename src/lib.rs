@@ -24,5 +24,6 @@ pub mod private_file;
 pub mod profile;
 pub mod render;
 pub mod reporter;
+pub mod runtime;
 pub mod source;
 pub mod validate;

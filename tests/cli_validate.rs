@@ -54,7 +54,7 @@ fn examples_folder_validates_with_exit_0() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "human mode writes nothing on stdout");
     let err = stderr(&o);
-    assert!(err.contains("checked 16 profiles: 16 valid, 0 invalid (2 checked as `extends` base); 0 errors, 0 warnings"), "{err}");
+    assert!(err.contains("checked 20 profiles: 20 valid, 0 invalid (2 checked as `extends` base); 0 errors, 0 warnings"), "{err}");
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn files_and_folders_mixed_each_profile_once() {
         &root(),
     );
     assert_eq!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("checked 16 profiles"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("checked 20 profiles"), "{}", stderr(&o));
 }
 
 #[test]

@@ -41,6 +41,11 @@ fn golden_plans_of_the_examples() {
         ("checkpoint", &["examples/checkpoint.toml"]),
         ("restore-veth", &["examples/restore-veth.toml"]),
         (
+            "container-checkpoint",
+            &["examples/container-checkpoint.toml"],
+        ),
+        ("container-restore", &["examples/container-restore.toml"]),
+        (
             "migrate-lazy-destination",
             &["examples/migrate-lazy.toml", "--role", "destination"],
         ),

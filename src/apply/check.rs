@@ -42,7 +42,8 @@ pub struct Preflight {
 }
 
 impl Preflight {
-    fn ok(&mut self, check: &str, detail: impl Into<String>) {
+    /// A check that passed.
+    pub(crate) fn ok(&mut self, check: &str, detail: impl Into<String>) {
         self.findings.push(Finding {
             check: check.into(),
             status: Severity::Info,
@@ -50,7 +51,8 @@ impl Preflight {
         });
     }
 
-    fn problem(&mut self, sev: Severity, check: &str, diag: Diagnostic) {
+    /// A check that found a problem, as a diagnostic.
+    pub(crate) fn problem(&mut self, sev: Severity, check: &str, diag: Diagnostic) {
         self.findings.push(Finding {
             check: check.into(),
             status: sev,
@@ -239,9 +241,15 @@ pub fn preflight(
         }
     }
 
+    let container = crate::runtime::args::is_container(p);
+    if container {
+        // runc runs CRIU: its configuration files, runc and the container.
+        crate::runtime::check::container(p, root, dumps, &mut pf);
+    }
     // Host configuration files.
     let host_files = host_config_files();
     match p.criu().host_config() {
+        _ if container => {}
         HostConfig::Ignore => pf.ok(
             "host config",
             if host_files.is_empty() {
@@ -343,7 +351,7 @@ pub fn preflight(
     }
 
     // Target process.
-    if dumps {
+    if dumps && !container {
         match crate::apply::target::resolve_pid(p, pid) {
             Ok(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
                 pf.ok("target", format!("pid {pid} is running"))

@@ -18,32 +18,8 @@ use crate::render::CriuStep;
 pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile();
     let pid = resolve_pid(p, opts.pid)?;
-    // Everything that can be checked is checked before the directory is
-    // touched, so a refused run never damages an existing checkpoint.
-    run.claim_images_dir(opts.force)?;
-    if let Some(parent) = p.images().parent {
-        if !run.images_dir().join(&parent.value).is_dir() {
-            return Err(Failure::new(
-                Code::ApplyParentMissing,
-                "prepare",
-                format!(
-                    "`images.parent` {:?} is not a directory next to the images ({})",
-                    parent.value,
-                    run.images_dir().join(&parent.value).display()
-                ),
-                Exit::Usage,
-            )
-            .key("images.parent")
-            .hint(
-                "point `images.parent` at the images of an earlier dump, relative to `images.dir`",
-            ));
-        }
-    }
+    prepare_images(run, opts.force)?;
     let pre_dump = p.checkpoint().pre_dump.map(|pd| pd.value);
-    if pre_dump.is_some() {
-        feature_gate(run, Feature::DirtyTracking)?;
-    }
-    run.mark_images_incomplete()?;
     match dump_steps(run, pid, pre_dump) {
         Ok(out) => Ok(out),
         Err(mut f) if run.post_dump_passed() => {
@@ -69,6 +45,40 @@ pub(crate) fn checkpoint(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<O
             Err(f)
         }
     }
+}
+
+/// Before a dump writes anything (process or container): the images and
+/// work directories claimed (private, locked, an existing checkpoint kept
+/// unless `force`), the parent present, dirty tracking probed for
+/// pre-copy, and the directory marked incomplete.
+pub(crate) fn prepare_images(run: &mut Session<'_>, force: bool) -> Result<(), Failure> {
+    let p = run.profile();
+    // Everything that can be checked is checked before the directory is
+    // touched, so a refused run never damages an existing checkpoint.
+    run.claim_images_dir(force)?;
+    if let Some(parent) = p.images().parent {
+        if !run.images_dir().join(&parent.value).is_dir() {
+            return Err(Failure::new(
+                Code::ApplyParentMissing,
+                "prepare",
+                format!(
+                    "`images.parent` {:?} is not a directory next to the images ({})",
+                    parent.value,
+                    run.images_dir().join(&parent.value).display()
+                ),
+                Exit::Usage,
+            )
+            .key("images.parent")
+            .hint(
+                "point `images.parent` at the images of an earlier dump, relative to `images.dir`",
+            ));
+        }
+    }
+    if p.checkpoint().pre_dump.is_some() {
+        feature_gate(run, Feature::DirtyTracking)?;
+    }
+    run.mark_images_incomplete()?;
+    Ok(())
 }
 
 /// Pre-dump rounds, the dump and the completion marker.

@@ -83,6 +83,10 @@ pub struct RunRecord {
     pub criu: Option<String>,
     /// CRIU version.
     pub criu_version: Option<String>,
+    /// The container runtime that ran CRIU (`{name, version, path}`), for
+    /// a `[target] container` profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<serde_json::Value>,
     /// Host name and kernel.
     pub host: Host,
     /// Unix time of the start.
@@ -187,6 +191,7 @@ impl RunRecord {
             role: None,
             criu: None,
             criu_version: None,
+            runtime: None,
             host: Host::this(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -8,6 +8,7 @@ use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir, work_dir_ke
 use super::session::Session;
 use super::{ApplyOptions, Outcome, RunStats};
 use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::lazy::LazyDaemon;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::stats::StatsSummary;
 use crate::failure::Exit;
@@ -80,6 +81,71 @@ pub fn refuse_live_pidfile(p: &crate::profile::Profile) -> Result<(), Failure> {
 
 pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
     let p = run.profile();
+    check_checkpoint(run, opts.force)?;
+    let images = open_dir(run.images_dir())?;
+    let work = open_dir(run.work_dir())?;
+    let mut daemon = lazy_start(run)?;
+    let o = run.opts(&CriuStep::Restore, None, &images, &work);
+    let log = run.work_dir().join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", run.images_dir().display()));
+    let resp = run.call(
+        "restore",
+        CriuReq::with_opts(CriuReqType::Restore, o),
+        CriuReqType::Restore,
+        log,
+    );
+    let resp = match resp {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(d) = daemon.as_mut() {
+                d.kill();
+            }
+            return Err(f);
+        }
+    };
+    let pid = resp.restore.map(|r| r.pid);
+    if let Some(d) = daemon {
+        lazy_finish(run, d, pid)?;
+    }
+    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
+        write_pidfile(&pf.value.resolved, pid).map_err(|e| {
+            Failure::new(
+                Code::ApplyPidfile,
+                "write pidfile",
+                format!(
+                    "restored pid {pid}, but cannot write {}: {e}",
+                    pf.value.resolved.display()
+                ),
+                Exit::CriuFailed,
+            )
+            .key("restore.pidfile")
+        })?;
+    }
+    Ok(restored(run, pid))
+}
+
+/// The outcome of a restore (process or container) that produced `pid`,
+/// with CRIU's restore statistics.
+pub(crate) fn restored(run: &Session<'_>, pid: Option<i32>) -> Outcome {
+    Outcome {
+        action: "restore".into(),
+        pid,
+        images_dir: run.images_dir().to_path_buf(),
+        work_dir: run.work_dir().to_path_buf(),
+        stats: RunStats {
+            criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+            pre_dump_rounds: Vec::new(),
+        },
+        record: None,
+        total_s: 0.0,
+    }
+}
+
+/// Before a restore (process or container), under the images directory's
+/// lock: a complete checkpoint whose files match its manifest (an
+/// incomplete one only with `force`), and a private work directory.
+pub(crate) fn check_checkpoint(run: &mut Session<'_>, force: bool) -> Result<(), Failure> {
+    let p = run.profile();
     if run.images_dir().is_dir() {
         guard::check_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
         run.hold_lock(
@@ -88,9 +154,9 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
     }
     // Looked at under the lock: no dump can be writing it now.
     match guard::images_state(run.images_dir()) {
-        ImagesState::Complete if !opts.force => verify_images(run.images_dir())?,
+        ImagesState::Complete if !force => verify_images(run.images_dir())?,
         ImagesState::Complete | ImagesState::Foreign => {}
-        ImagesState::Incomplete if opts.force => {
+        ImagesState::Incomplete if force => {
             run.progress("restoring an incomplete checkpoint (--force)")
         }
         state => {
@@ -125,48 +191,42 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
         }
     }
     guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
-    let images = open_dir(run.images_dir())?;
-    let work = open_dir(run.work_dir())?;
+    Ok(())
+}
+
+/// With `lazy_pages.enabled`: probe userfaultfd, start the local
+/// lazy-pages daemon and tell the status fd it is ready.
+pub(crate) fn lazy_start(run: &mut Session<'_>) -> Result<Option<LazyDaemon>, Failure> {
+    let p = run.profile();
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
-    let mut daemon = None;
     if lazy {
         feature_gate(run, Feature::LazyPages)?;
         let d = run.start_lazy_daemon(Duration::from_secs(60))?;
         run.status_ready();
-        daemon = Some(d);
+        return Ok(Some(d));
     }
-    let o = run.opts(&CriuStep::Restore, None, &images, &work);
-    let log = run.work_dir().join(CriuStep::Restore.log_file());
-    run.progress(&format!("restore from {}", run.images_dir().display()));
-    let resp = run.call(
-        "restore",
-        CriuReq::with_opts(CriuReqType::Restore, o),
-        CriuReqType::Restore,
-        log,
-    );
-    let resp = match resp {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(d) = daemon.as_mut() {
-                d.kill();
-            }
-            return Err(f);
+    Ok(None)
+}
+
+/// After a lazy restore: wait until every page arrived; if the daemon
+/// failed first, end the restored tree (its memory is incomplete).
+pub(crate) fn lazy_finish(
+    run: &mut Session<'_>,
+    mut d: LazyDaemon,
+    pid: Option<i32>,
+) -> Result<(), Failure> {
+    run.progress("waiting for the lazy pages to arrive");
+    let ok = run.wait_lazy_daemon(&mut d);
+    if !ok {
+        // Pages that never arrived would read as zeros once the daemon
+        // is gone: the restored tree cannot be trusted, so end it.
+        if let Some(pid) = pid.filter(|p| *p > 0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-    };
-    let pid = resp.restore.map(|r| r.pid);
-    if let Some(mut d) = daemon {
-        run.progress("waiting for the lazy pages to arrive");
-        let ok = run.wait_lazy_daemon(&mut d);
-        if !ok {
-            // Pages that never arrived would read as zeros once the daemon
-            // is gone: the restored tree cannot be trusted, so end it.
-            if let Some(pid) = pid.filter(|p| *p > 0) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let mut f = Failure::new(
+        let mut f = Failure::new(
                 Code::ApplyLazyPages,
                 "lazy-pages transfer",
                 format!(
@@ -177,38 +237,11 @@ pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outc
             )
             .key("lazy_pages.enabled")
             .hint("the images are unchanged: restore again (without lazy pages to avoid the daemon)");
-            f.log_lines = crate::failure::log_excerpt(&d.log);
-            f.log = Some(d.log.clone());
-            return Err(f);
-        }
+        f.log_lines = crate::failure::log_excerpt(&d.log);
+        f.log = Some(d.log.clone());
+        return Err(f);
     }
-    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
-        write_pidfile(&pf.value.resolved, pid).map_err(|e| {
-            Failure::new(
-                Code::ApplyPidfile,
-                "write pidfile",
-                format!(
-                    "restored pid {pid}, but cannot write {}: {e}",
-                    pf.value.resolved.display()
-                ),
-                Exit::CriuFailed,
-            )
-            .key("restore.pidfile")
-        })?;
-    }
-    let stats = RunStats {
-        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
-        pre_dump_rounds: Vec::new(),
-    };
-    Ok(Outcome {
-        action: "restore".into(),
-        pid,
-        images_dir: run.images_dir().to_path_buf(),
-        work_dir: run.work_dir().to_path_buf(),
-        stats,
-        record: None,
-        total_s: 0.0,
-    })
+    Ok(())
 }
 
 /// Write a pidfile atomically: a fresh temporary file (never an existing

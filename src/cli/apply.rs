@@ -212,7 +212,18 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         status_fd,
         force: args.force,
     };
-    let result = crate::apply::apply(&p, &args.run.profile.display().to_string(), ui, opts);
+    let result = if crate::runtime::args::is_container(&p) {
+        if args.run.pid.is_some() {
+            ui.error(format!(
+                "`{}` targets a container: runc finds its process, so `--pid` does not apply",
+                args.run.profile.display()
+            ));
+            return Exit::Usage;
+        }
+        crate::runtime::apply::apply(&p, &args.run.profile.display().to_string(), ui, opts)
+    } else {
+        crate::apply::apply(&p, &args.run.profile.display().to_string(), ui, opts)
+    };
     match result {
         Ok(out) => {
             report_success(&out, ui);

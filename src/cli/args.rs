@@ -194,6 +194,8 @@ pub enum RenderFormat {
     CriuConf,
     /// The RPC request options as JSON.
     RpcJson,
+    /// The runc (and criu) command lines of a `[target] container` profile.
+    RuncArgs,
 }
 
 /// Side of a migration.

@@ -51,6 +51,7 @@ pub fn explain(args: &ExplainArgs, ui: &Ui) -> Exit {
                 "type": (meta.kind)(),
                 "default": (meta.default)(),
                 "criu": meta.criu,
+                "runc": crate::runtime::caps::runc(key).map(crate::runtime::caps::describe),
             }));
         }
     } else {

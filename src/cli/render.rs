@@ -32,6 +32,19 @@ pub fn run(args: &RenderArgs, ui: &Ui) -> Exit {
         ));
         return Exit::Usage;
     };
+    let container = crate::runtime::args::is_container(&profile);
+    if container != (args.format == RenderFormat::RuncArgs) {
+        ui.error(if container {
+            format!(
+                "`{display}` targets a container: runc builds CRIU's options from its own flags, so only `--format runc-args` shows what apply runs"
+            )
+        } else {
+            format!(
+                "`{display}` has no `target.container`: `--format runc-args` is for container profiles; use criu-args, criu-conf or rpc-json"
+            )
+        });
+        return Exit::Usage;
+    }
     let role = args.role.map(|r| match r {
         RoleArg::Source => Role::Source,
         RoleArg::Destination => Role::Destination,
@@ -55,10 +68,14 @@ pub fn render_text(
     pid: Option<i32>,
     format: RenderFormat,
 ) -> Result<String, crate::render::RenderError> {
+    if format == RenderFormat::RuncArgs {
+        return Ok(runc_text(profile, role));
+    }
     let steps = steps(profile, role);
     let n = steps.len();
     let mut out = String::new();
     match format {
+        RenderFormat::RuncArgs => {}
         RenderFormat::RpcJson => {
             let list: Vec<serde_json::Value> = steps
                 .iter()
@@ -92,4 +109,23 @@ pub fn render_text(
         }
     }
     Ok(out)
+}
+
+/// What `render --format runc-args` prints: each step's argument vector,
+/// quoted for reading (apply never runs a shell).
+pub fn runc_text(profile: &crate::profile::Profile, role: Option<Role>) -> String {
+    use crate::runtime::args::{argv, steps};
+    let steps = steps(profile, role);
+    let n = steps.len();
+    let mut out = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        out.push_str(&format!("# step {}/{n}: {s}\n", i + 1));
+        let line: Vec<String> = argv(profile, s, "runc", "criu")
+            .iter()
+            .map(|a| crate::render::shell_quote(a))
+            .collect();
+        out.push_str(&line.join(" "));
+        out.push('\n');
+    }
+    out
 }

@@ -12,6 +12,24 @@ use crate::criu::KnownCause;
 pub enum Code {
     /// `apply::bad-pid`: `target.pid` does not fit a pid.
     ApplyBadPid,
+    /// `apply::bundle-invalid`: `restore.bundle` is not an OCI bundle runc can restore into.
+    ApplyBundleInvalid,
+    /// `apply::container-exists`: A container restore would reuse an ID runc already has.
+    ApplyContainerExists,
+    /// `apply::container-migration`: `apply --role` of a migrate profile whose target is a container (not in this version).
+    ApplyContainerMigration,
+    /// `apply::container-not-found`: runc knows no container with the ID of `target.container`.
+    ApplyContainerNotFound,
+    /// `apply::container-not-running`: The container to checkpoint exists but does not run.
+    ApplyContainerNotRunning,
+    /// `apply::host-config`: runc's CRIU would read host CRIU configuration files while the profile says `criu.host_config = "ignore"`.
+    ApplyHostConfig,
+    /// `apply::runc-failed`: runc failed in a way ckptctl knows no more about; the message is runc's own.
+    ApplyRuncFailed,
+    /// `apply::runc-missing`: A container profile needs runc and there is none (or it cannot be run).
+    ApplyRuncMissing,
+    /// `apply::runc-too-old`: runc is older than 1.1 (or its version cannot be read).
+    ApplyRuncTooOld,
     /// `apply::busy`: Another `ckptctl apply` holds the lock of this images directory, or a criu process started by an earlier …
     ApplyBusy,
     /// `apply::dir`: A directory could not be created, opened or written (the message names it and the OS error).
@@ -145,6 +163,15 @@ impl Code {
     pub const ALL: &'static [Code] = &[
         Code::ApplyBadPid,
         Code::ApplyBusy,
+        Code::ApplyBundleInvalid,
+        Code::ApplyContainerExists,
+        Code::ApplyContainerMigration,
+        Code::ApplyContainerNotFound,
+        Code::ApplyContainerNotRunning,
+        Code::ApplyHostConfig,
+        Code::ApplyRuncFailed,
+        Code::ApplyRuncMissing,
+        Code::ApplyRuncTooOld,
         Code::ApplyDir,
         Code::ApplyImagesDamaged,
         Code::ApplyImagesExist,
@@ -214,6 +241,15 @@ impl Code {
         match self {
             Code::ApplyBadPid => "apply::bad-pid",
             Code::ApplyBusy => "apply::busy",
+            Code::ApplyBundleInvalid => "apply::bundle-invalid",
+            Code::ApplyContainerExists => "apply::container-exists",
+            Code::ApplyContainerMigration => "apply::container-migration",
+            Code::ApplyContainerNotFound => "apply::container-not-found",
+            Code::ApplyContainerNotRunning => "apply::container-not-running",
+            Code::ApplyHostConfig => "apply::host-config",
+            Code::ApplyRuncFailed => "apply::runc-failed",
+            Code::ApplyRuncMissing => "apply::runc-missing",
+            Code::ApplyRuncTooOld => "apply::runc-too-old",
             Code::ApplyDir => "apply::dir",
             Code::ApplyImagesDamaged => "apply::images-damaged",
             Code::ApplyImagesExist => "apply::images-exist",

@@ -306,7 +306,7 @@ pub(crate) fn destination_session(
 }
 
 /// The control connection's listening socket, on `migration.destination`.
-fn listen(mig: &Mig) -> Result<TcpListener, Failure> {
+pub(crate) fn listen(mig: &Mig) -> Result<TcpListener, Failure> {
     proto::listen(&mig.destination, mig.control_port).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             return Failure::new(
@@ -337,7 +337,7 @@ fn listen(mig: &Mig) -> Result<TcpListener, Failure> {
 
 /// Accept until a peer says hello (or `error`), all within one
 /// `step_timeout`.
-fn accept_source(
+pub(crate) fn accept_source(
     run: &Session<'_>,
     mig: &Mig,
     listener: &TcpListener,
@@ -441,7 +441,11 @@ fn accept_source(
 /// The source's hello: an `error`, another profile or CRIU, or a CPU this
 /// host's CRIU refuses stops here, before the source freezes anything.
 /// Returns our hello.
-fn check_source(run: &mut Session<'_>, theirs: &Msg, note: &str) -> Result<Msg, Failure> {
+pub(crate) fn check_source(
+    run: &mut Session<'_>,
+    theirs: &Msg,
+    note: &str,
+) -> Result<Msg, Failure> {
     if let Msg::Error { message, exit } = theirs {
         return Err(peer_error("hello", message, *exit, note));
     }

@@ -48,12 +48,17 @@
 //! handshake on the destination's port is logged and ignored like any
 //! stray connection, until `step_timeout`.
 //!
+//! A runc container (`target.container`) migrates stop-and-copy through a
+//! shared `images.dir` over the same protocol, runc doing the dump and the
+//! restore ([`container`]).
+//!
 //! The source tree is only killed once the destination reported it
 //! restored: the source answers CRIU's `post-dump` callback only after the
 //! `restored` message, and answers it with failure (CRIU then resumes the
 //! tree) on an `error`, a timeout or a closed connection.
 
 pub mod config;
+pub mod container;
 pub mod cpu;
 pub mod destination;
 pub mod handover;
@@ -119,9 +124,14 @@ pub fn run(
         false,
     );
     let mut run = Session::open(p, reporter, record, session)?;
-    let result = refuse_unsupported(&mut run).and_then(|()| match opts.role {
-        Role::Destination => destination(&mut run, &opts, &mig),
-        Role::Source => source(&mut run, &opts, &mig),
+    let result = refuse_unsupported(&mut run).and_then(|()| {
+        if crate::runtime::args::is_container(p) {
+            return container::run(&mut run, &opts, &mig);
+        }
+        match opts.role {
+            Role::Destination => destination(&mut run, &opts, &mig),
+            Role::Source => source(&mut run, &opts, &mig),
+        }
     });
     run.finish(result, &record_name(opts.role))
 }

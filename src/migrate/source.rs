@@ -46,36 +46,8 @@ pub(crate) fn source(
         run.claim_images_dir(opts.force)?;
         run.mark_images_incomplete()?;
     }
-    let started = run.record.elapsed();
-    let t0 = Instant::now();
-    let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
-        conn_failure("connect", e, Exit::NotReady, &untouched)
-            .hint("start `ckptctl apply PROFILE --role destination` on the destination first (it prints a ready event), and check `migration.destination` / `control_port`")
-    });
-    let conn = match (conn, &mig.tls) {
-        (Ok(c), Some(m)) => {
-            let left = to
-                .saturating_sub(t0.elapsed())
-                .max(Duration::from_millis(500));
-            m.client()
-                .map_err(tls_config_failure)
-                .and_then(|cfg| {
-                    let name = tls::server_name(&mig.destination).map_err(tls_config_failure)?;
-                    c.tls_client(cfg, name, left)
-                        .map_err(|e| conn_failure("TLS handshake", e, Exit::NotReady, &untouched))
-                })
-                .inspect(|_| {
-                    run.progress("control connection: TLS, the destination's certificate verified")
-                })
-        }
-        (c, _) => c,
-    };
-    run.record
-        .step("connect", started, conn.is_ok(), None, Vec::new());
+    let conn = connect(run, mig, &untouched);
     let mut conn = Some(conn?);
-    if let Some(c) = conn.as_mut() {
-        c.write_limit = to;
-    }
     let result = source_session(run, mig, pid, &mut conn, &untouched);
     if let Err(f) = &result {
         // After the commit an error would contradict the decision.
@@ -107,27 +79,7 @@ pub(crate) fn source_session(
             Exit::NotReady,
         ));
     };
-    let mut ours = hello(p, run.criu_version(), Role::Source);
-    if let Msg::Hello { cpuinfo, .. } = &mut ours {
-        *cpuinfo = Some(send::base64_encode(&cpu::dump(run)?));
-    }
-    c.send(&ours)
-        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, untouched))?;
-    let theirs = c
-        .recv(to, "hello")
-        .map_err(|e| conn_failure("hello", e, Exit::NotReady, untouched))?;
-    if let Msg::Error { message, exit } = &theirs {
-        return Err(peer_error("hello", message, *exit, untouched));
-    }
-    check_hello(&ours, &theirs, Role::Source)?;
-    let ps_port = match c
-        .recv(to, "ready")
-        .map_err(|e| conn_failure("ready", e, Exit::NotReady, untouched))?
-    {
-        Msg::Ready { page_server_port } => page_server_port,
-        Msg::Error { message, exit } => return Err(peer_error("ready", &message, exit, untouched)),
-        other => return Err(protocol("ready", &other)),
-    };
+    let ps_port = greet(run, c, to, untouched)?;
 
     // Shared images: the destination created and locked images.dir; sent
     // images: we did (claim_images_dir).
@@ -379,4 +331,73 @@ fn decide(run: &Session<'_>, decision: Decision, pid: i32, restored_pid: Option<
             format!(" (the decision could not be recorded: {e})")
         }
     }
+}
+
+/// The control connection to the destination (TLS when the profile says
+/// so), its time in the run record; `untouched` ends each failure message.
+pub(crate) fn connect(run: &mut Session<'_>, mig: &Mig, untouched: &str) -> Result<Conn, Failure> {
+    let to = mig.step_timeout;
+    let started = run.record.elapsed();
+    let t0 = Instant::now();
+    let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
+        conn_failure("connect", e, Exit::NotReady, untouched)
+            .hint("start `ckptctl apply PROFILE --role destination` on the destination first (it prints a ready event), and check `migration.destination` / `control_port`")
+    });
+    let conn = match (conn, &mig.tls) {
+        (Ok(c), Some(m)) => {
+            let left = to
+                .saturating_sub(t0.elapsed())
+                .max(Duration::from_millis(500));
+            m.client()
+                .map_err(tls_config_failure)
+                .and_then(|cfg| {
+                    let name = tls::server_name(&mig.destination).map_err(tls_config_failure)?;
+                    c.tls_client(cfg, name, left)
+                        .map_err(|e| conn_failure("TLS handshake", e, Exit::NotReady, untouched))
+                })
+                .inspect(|_| {
+                    run.progress("control connection: TLS, the destination's certificate verified")
+                })
+        }
+        (c, _) => c,
+    };
+    run.record
+        .step("connect", started, conn.is_ok(), None, Vec::new());
+    let mut c = conn?;
+    c.write_limit = to;
+    Ok(c)
+}
+
+/// Hello both ways (versions, profile digest, this CPU), then the
+/// destination's `ready`: the page server's port, if it has one.
+pub(crate) fn greet(
+    run: &mut Session<'_>,
+    c: &mut Conn,
+    to: Duration,
+    untouched: &str,
+) -> Result<Option<i32>, Failure> {
+    let p = run.profile();
+    let mut ours = hello(p, run.criu_version(), Role::Source);
+    if let Msg::Hello { cpuinfo, .. } = &mut ours {
+        *cpuinfo = Some(send::base64_encode(&cpu::dump(run)?));
+    }
+    c.send(&ours)
+        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, untouched))?;
+    let theirs = c
+        .recv(to, "hello")
+        .map_err(|e| conn_failure("hello", e, Exit::NotReady, untouched))?;
+    if let Msg::Error { message, exit } = &theirs {
+        return Err(peer_error("hello", message, *exit, untouched));
+    }
+    check_hello(&ours, &theirs, Role::Source)?;
+    let ps_port = match c
+        .recv(to, "ready")
+        .map_err(|e| conn_failure("ready", e, Exit::NotReady, untouched))?
+    {
+        Msg::Ready { page_server_port } => page_server_port,
+        Msg::Error { message, exit } => return Err(peer_error("ready", &message, exit, untouched)),
+        other => return Err(protocol("ready", &other)),
+    };
+
+    Ok(ps_port)
 }

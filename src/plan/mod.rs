@@ -57,6 +57,9 @@ fn step(name: &str, what: impl Into<String>) -> PlanStep {
 
 /// Build the plan for a profile; `pid` is `--pid` if given.
 pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
+    if crate::runtime::args::is_container(p) {
+        return crate::runtime::plan::plan(p, role);
+    }
     let dir = render::images_dir(p);
     let work = render::work_dir(p);
     let action = p.action_or_default();

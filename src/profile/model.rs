@@ -39,6 +39,10 @@ string_enum!(
     ImagesMode { Shared = "shared", Send = "send" }
 );
 string_enum!(
+    /// The OCI runtime that owns a `[target] container`.
+    Runtime { Runc = "runc" }
+);
+string_enum!(
     /// Whether CRIU reads host configuration files.
     HostConfig { Ignore = "ignore", Inherit = "inherit" }
 );
@@ -115,12 +119,18 @@ section! {
 }
 
 section! {
-    /// The process tree to checkpoint. At most one of `pid` and `pidfile`; `apply --pid N` overrides both.
+    /// The process tree to checkpoint: a pid, a pidfile, or a container. At most one of `pid` and `pidfile`; `apply --pid N` overrides both; `container` excludes all three.
     optional Target {
         /// Root of the process tree.
         pid: Int<1, 2147483647> => "-t/--tree, RPC pid";
         /// File holding the pid (relative to the profile's folder).
         pidfile: PathValue => "-t/--tree, RPC pid (read from the file at apply time)";
+        /// ID of a container owned by `runtime`: the container to checkpoint, or (restore) the ID to restore it as.
+        container: String => "the runtime's <container-id> (CRIU gets the container's init pid from it)";
+        /// The OCI runtime that owns the container; only `runc` (also when absent).
+        runtime: Runtime => "the runtime ckptctl runs (it starts CRIU itself)";
+        /// The runtime's state directory (`runc --root`); default: the runtime's own.
+        runtime_root: PathValue => "runc --root";
     }
 }
 
@@ -211,6 +221,8 @@ section! {
         lsm_profile: LsmProfile => "--lsm-profile, RPC lsm_profile";
         /// Use the older mount namespace restore.
         mntns_compat_mode: bool => "--mntns-compat-mode, RPC mntns_compat_mode" = false;
+        /// OCI bundle to restore a container into; required when `target.container` is set, refused otherwise.
+        bundle: PathValue => "runc restore --bundle (the runtime sets CRIU's root from it)";
     }
 }
 

@@ -58,7 +58,31 @@ pub fn profile_schema() -> Json {
         top.insert("required".into(), json!(["version"]));
         *obj = top;
     }
+    annotate_runc(&mut s, "");
     s
+}
+
+/// Append how runc carries each key (from [`crate::runtime::caps`]) to its
+/// description.
+fn annotate_runc(schema: &mut Json, prefix: &str) {
+    let Some(Json::Object(props)) = schema.get_mut("properties") else {
+        return;
+    };
+    for (name, sub) in props.iter_mut() {
+        let path = crate::profile::section::join(prefix, name);
+        if let Some(carry) = crate::runtime::caps::runc(&path) {
+            if let Some(Json::String(d)) = sub.get_mut("description") {
+                d.push_str(&format!(
+                    "\nWith a container: {}",
+                    crate::runtime::caps::describe(carry)
+                ));
+            }
+        }
+        annotate_runc(sub, &path);
+        if let Some(items) = sub.get_mut("items") {
+            annotate_runc(items, &path);
+        }
+    }
 }
 
 /// Pretty JSON text with a trailing newline, as committed.
@@ -79,6 +103,12 @@ pub fn explain(key: &str) -> Option<String> {
     }
     if !meta.criu.is_empty() {
         out.push_str(&format!("CRIU:    {}\n", meta.criu));
+    }
+    if let Some(carry) = crate::runtime::caps::runc(key) {
+        out.push_str(&format!(
+            "runc:    {}\n",
+            crate::runtime::caps::describe(carry)
+        ));
     }
     if let Some(sub) = (meta.sub)() {
         out.push_str("\nkeys:\n");

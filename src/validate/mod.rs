@@ -2,6 +2,8 @@
 //! `extends`-merged) profile. Each rule pushes a diagnostic at the offending
 //! value (the later key when two are involved) and never stops early.
 
+pub mod container;
+
 use std::path::{Component, Path};
 
 use crate::diag::Diagnostic;
@@ -30,6 +32,7 @@ pub fn check(p: &Profile, files: &[FileId], sources: &SourceMap) -> Vec<Diagnost
     v.required(p);
     v.images(p);
     v.target(p);
+    v.out.extend(crate::validate::container::rules(p));
     v.action_sections(p);
     v.checkpoint(p);
     v.restore(p);
@@ -245,7 +248,8 @@ impl Rules<'_> {
         };
         match action.value {
             Action::Restore => {
-                if let Some(t) = &p.target {
+                // A restore names the container ID it restores as.
+                if let Some(t) = p.target.as_ref().filter(|t| t.value.container.is_none()) {
                     self.push(ignored("target", "when `action = \"restore\"`", t.key_span));
                 }
             }

@@ -197,6 +197,22 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The `--status-fd` still open, as a raw fd (for a runtime that hands
+    /// it to CRIU itself).
+    pub fn status_raw(&self) -> Option<std::os::fd::RawFd> {
+        self.status
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .map(StatusFd::raw)
+    }
+
+    /// Close the `--status-fd` (its reader sees EOF).
+    pub fn status_close(&mut self) {
+        if let Some(s) = self.status.as_mut() {
+            s.close();
+        }
+    }
+
     /// Keep `swrk` for the next request (after a `keep_open` request).
     pub fn keep_spare(&mut self, swrk: Swrk) {
         self.spare = Some(swrk);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark (as root): `ckptctl apply` of a container checkpoint profile
+# against the equivalent plain `runc checkpoint` command, on the same
+# counting busybox container (leave_running, so both dump the same
+# container), alternating, RUNS times each, each into a fresh directory.
+# Prints wall time per run and the ratio of the medians ckptctl/runc. Never
+# fails on noise; exits non-zero only if a checkpoint fails.
+#
+#   RUNS=9 bash scripts/bench-runc.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RUNS=${RUNS:-9}
+CKPTCTL=${CKPTCTL:-target/release/ckptctl}
+[[ -x "$CKPTCTL" ]] || cargo build --release --locked --quiet
+CRIU=${CKPTCTL_CRIU:-$(command -v criu)}
+RUNC=${CKPTCTL_RUNC:-$(command -v runc)}
+BUSYBOX=$(command -v busybox || echo /bin/busybox)
+export RUNS CKPTCTL CRIU RUNC BUSYBOX
+exec python3 - <<'PY'
+import json, os, shutil, statistics, subprocess, tempfile, time
+
+runs = int(os.environ["RUNS"])
+ckptctl, criu, runc = os.path.abspath(os.environ["CKPTCTL"]), os.environ["CRIU"], os.environ["RUNC"]
+
+with tempfile.TemporaryDirectory(prefix="ckptctl-bench-runc-") as d:
+    os.chmod(d, 0o700)
+    bundle, root = os.path.join(d, "bundle"), os.path.join(d, "runc-root")
+    os.makedirs(os.path.join(bundle, "rootfs/bin"))
+    shutil.copy(os.environ["BUSYBOX"], os.path.join(bundle, "rootfs/bin/busybox"))
+    for a in ("sh", "sleep", "mv"):
+        os.symlink("busybox", os.path.join(bundle, "rootfs/bin", a))
+    subprocess.run([runc, "spec", "--bundle", bundle], check=True)
+    cfg = json.load(open(os.path.join(bundle, "config.json")))
+    cfg["process"]["terminal"] = False
+    cfg["process"].pop("rlimits", None)
+    cfg["process"]["args"] = ["/bin/sh", "-c",
+        "i=0; while :; do i=$((i+1)); echo $i > /count.tmp; mv -f /count.tmp /count; sleep 0.05; done"]
+    cfg["root"]["readonly"] = False
+    json.dump(cfg, open(os.path.join(bundle, "config.json"), "w"))
+    cid = f"ckptctl-bench-{os.getpid()}"
+    subprocess.run([runc, "--root", root, "run", "-d", "--bundle", bundle, cid], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def run_ckptctl(i):
+            prof = os.path.join(d, f"bench-{i}.toml")
+            open(prof, "w").write(
+                f'version = 1\nname = "bench"\naction = "checkpoint"\n[target]\ncontainer = "{cid}"\n'
+                f'runtime_root = "runc-root"\n[images]\ndir = "ckptctl-{i}"\n[checkpoint]\nleave_running = true\n')
+            t = time.monotonic()
+            out = subprocess.run([ckptctl, "-q", "--criu", criu, "apply", prof], capture_output=True, text=True,
+                                 env=dict(os.environ, CKPTCTL_RUNC=runc))
+            if out.returncode != 0:
+                raise SystemExit(f"ckptctl failed:\n{out.stderr}")
+            return time.monotonic() - t
+
+        def run_runc(i):
+            img = os.path.join(d, f"runc-{i}"); os.makedirs(img, mode=0o700)
+            cmd = [runc, "--root", root, "--criu", criu, "checkpoint", "--image-path", img, "--work-path", img,
+                   "--leave-running", "--manage-cgroups-mode", "soft", cid]
+            t = time.monotonic()
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"runc checkpoint failed:\n{out.stderr}")
+            return time.monotonic() - t
+
+        rows = {"ckptctl": [], "runc": []}
+        for i in range(runs):
+            order = [("ckptctl", run_ckptctl), ("runc", run_runc)]
+            if i % 2: order.reverse()
+            for name, fn in order:
+                rows[name].append(fn(i))
+                print(f"run {i+1} {name:8s} wall {rows[name][-1]*1000:8.1f} ms")
+    finally:
+        subprocess.run([runc, "--root", root, "delete", "-f", cid], stderr=subprocess.DEVNULL)
+
+c, r = statistics.median(rows["ckptctl"]), statistics.median(rows["runc"])
+print(f"\n{runs} alternating runs each (medians), same container, leave_running")
+print(f"wall time: ckptctl apply {c*1000:.1f} ms / runc checkpoint {r*1000:.1f} ms = ratio {c/r:.3f} (goal <= 1.05)")
+PY

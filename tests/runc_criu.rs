@@ -1,0 +1,955 @@
+//! `ckptctl apply` of container profiles through the real runc and the real
+//! CRIU, as root: a counting busybox container in a bundle the tests build
+//! (temp dir, private runc --root, unique IDs, everything deleted in Drop).
+//! Skipped with a reason without root/CRIU/runc/busybox;
+//! CKPTCTL_TEST_REQUIRE_CRIU makes a skip a failure (CI).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{
+    BIN, ckptctl, code, criu_page_server, free_port, json, require_root_and_criu,
+    spawn_with_status_fd, tmp, wait_until, write,
+};
+
+/// The counting loop: the counter file is written whole, then renamed.
+const COUNT: &str =
+    "i=0; while :; do i=$((i+1)); echo $i > /count.tmp; mv -f /count.tmp /count; sleep 0.05; done";
+
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Root, CRIU, runc and busybox-static (scripts/install-criu.sh installs them).
+fn ready() -> bool {
+    if !require_root_and_criu() {
+        return false;
+    }
+    let runc = Command::new("runc").arg("--version").output();
+    let missing = match (&runc, busybox()) {
+        (Ok(o), Some(_)) if o.status.success() => return true,
+        (Ok(_) | Err(_), None) => "busybox (busybox-static)",
+        _ => "runc",
+    };
+    if std::env::var_os(common::REQUIRE_CRIU_ENV).is_some() {
+        panic!(
+            "{} is set but {missing} is not installed",
+            common::REQUIRE_CRIU_ENV
+        );
+    }
+    eprintln!("skipped: needs {missing}");
+    false
+}
+
+/// A test's world: a temp dir with the bundle, runc's state root, profiles
+/// and images; the containers it made are deleted on drop.
+struct World {
+    dir: tempfile::TempDir,
+    ids: Vec<String>,
+    /// The network namespace (a test "host") runc runs in, if not this one.
+    netns: Option<String>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tmp();
+        let w = World {
+            dir,
+            ids: Vec::new(),
+            netns: None,
+        };
+        w.make_bundle();
+        w
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.path().join("bundle")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path().join("runc-root")
+    }
+
+    /// rootfs with busybox and its applets; config.json from `runc spec`,
+    /// terminal off, no rlimits (refused in this sandbox), writable root.
+    fn make_bundle(&self) {
+        let b = self.bundle();
+        let bin = b.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(busybox().unwrap(), bin.join("busybox")).unwrap();
+        for applet in ["sh", "sleep", "mv", "cat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let st = Command::new("runc")
+            .args(["spec", "--bundle"])
+            .arg(&b)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let cfg = b.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        v["process"]["terminal"] = false.into();
+        v["process"].as_object_mut().unwrap().remove("rlimits");
+        v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", COUNT]);
+        v["root"]["readonly"] = false.into();
+        std::fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// A container ID unique to this test process.
+    fn id(&mut self, name: &str) -> String {
+        let id = format!("ck12-{}-{name}", std::process::id());
+        self.ids.push(id.clone());
+        id
+    }
+
+    fn runc(&self) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = common::netns::Hosts::enter(ns);
+                c.arg("runc");
+                c
+            }
+            None => Command::new("runc"),
+        };
+        c.arg("--root").arg(self.root());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// `runc run -d` (or `runc create` when `start` is false) of the counter.
+    fn start(&mut self, name: &str, start: bool) -> String {
+        let id = self.id(name);
+        // The container inherits runc's stdio: /dev/null (CRIU cannot dump
+        // a file outside the container's mounts); runc's errors go to --log.
+        let err = self.path().join(format!("runc-{name}.log"));
+        let st = self
+            .runc()
+            .arg("--log")
+            .arg(&err)
+            .args([if start { "run" } else { "create" }])
+            .args(if start { &["-d"][..] } else { &[][..] })
+            .arg("--bundle")
+            .arg(self.bundle())
+            .arg(&id)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "runc: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        if start {
+            assert!(
+                wait_until(Duration::from_secs(10), || self.count() > 2),
+                "the container does not count"
+            );
+        }
+        id
+    }
+
+    fn count(&self) -> u64 {
+        std::fs::read_to_string(self.bundle().join("rootfs/count"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `runc state`'s status, or None when the container does not exist.
+    fn status(&self, id: &str) -> Option<String> {
+        let out = self
+            .runc()
+            .stdout(Stdio::piped())
+            .arg("state")
+            .arg(id)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["status"].as_str().map(String::from)
+    }
+
+    fn profile(&self, name: &str, action: &str, id: &str, extra: &str) -> PathBuf {
+        write(
+            self.path(),
+            &format!("{name}.toml"),
+            &format!(
+                "version = 1\nname = \"{name}\"\naction = \"{action}\"\n[target]\ncontainer = \"{id}\"\nruntime_root = \"runc-root\"\n{extra}"
+            ),
+        )
+    }
+
+    fn checkpoint(&self, name: &str, id: &str, extra: &str) -> PathBuf {
+        self.profile(
+            name,
+            "checkpoint",
+            id,
+            &format!("[images]\ndir = \"imgs-{name}\"\n{extra}"),
+        )
+    }
+
+    fn restore(&self, name: &str, id: &str, images: &str, extra: &str) -> PathBuf {
+        self.profile(
+            name,
+            "restore",
+            id,
+            &format!(
+                "[images]\ndir = \"{images}\"\nwork_dir = \"work-{name}\"\n[restore]\nbundle = \"bundle\"\npidfile = \"{name}.pid\"\n{extra}"
+            ),
+        )
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = self
+                .runc()
+                .args(["delete", "-f", id])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn apply(p: &Path) -> Output {
+    ckptctl(&["--output", "json", "apply", p.to_str().unwrap()])
+}
+
+/// The one diagnostic of a failed apply: (code, key, message).
+fn diag(out: &Output) -> (String, String, String) {
+    let v = json(out);
+    let d = &v["diagnostics"][0];
+    (
+        d["code"].as_str().unwrap_or("").into(),
+        d["key"].as_str().unwrap_or("").into(),
+        d["message"].as_str().unwrap_or("").into(),
+    )
+}
+
+/// A refused apply or check: its exit code, and its one diagnostic's code
+/// and key; returns the message.
+fn refused(out: &Output, exit: i32, want_code: &str, want_key: &str) -> String {
+    assert_eq!(code(out), exit, "{}", String::from_utf8_lossy(&out.stderr));
+    let (c, key, msg) = diag(out);
+    assert_eq!((c.as_str(), key.as_str()), (want_code, want_key), "{msg}");
+    msg
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert_eq!(
+        code(out),
+        0,
+        "stderr:\n{}\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    json(out)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn checkpoint_and_restore_a_counting_container() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("trip", true);
+    let ck = w.checkpoint("ck", &id, "");
+    let v = ok(&apply(&ck));
+    assert_eq!(v["action"], "checkpoint");
+    // Without leave_running, runc removes the container after the dump.
+    assert_eq!(w.status(&id), None);
+    let imgs = w.path().join("imgs-ck");
+    assert_eq!(mode(&imgs), 0o700);
+    assert!(imgs.join("ckptctl.complete").is_file());
+    for e in std::fs::read_dir(&imgs).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(imgs.join("ckptctl-run.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["runtime"]["name"], "runc");
+    assert!(
+        rec["runtime"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("1.")
+    );
+    let at_dump = w.count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        w.count(),
+        at_dump,
+        "the container still counts after its checkpoint"
+    );
+
+    let rs = w.restore("rs", &id, "imgs-ck", "");
+    let v = ok(&apply(&rs));
+    assert_eq!(v["action"], "restore");
+    let pid: i32 = std::fs::read_to_string(w.path().join("rs.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(v["pid"], pid);
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at_dump + 3),
+        "the restored container does not go on counting from {at_dump}"
+    );
+    assert_eq!(mode(&w.path().join("work-rs")), 0o700);
+}
+
+#[test]
+fn leave_running_keeps_the_container_counting() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("leave", true);
+    let ck = w.checkpoint("ck", &id, "[checkpoint]\nleave_running = true\n");
+    ok(&apply(&ck));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let after = w.count();
+    assert!(wait_until(Duration::from_secs(10), || w.count() > after + 3));
+    assert!(w.path().join("imgs-ck/ckptctl.complete").is_file());
+}
+
+#[test]
+fn page_server_checkpoint_sends_the_pages() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("ps", true);
+    let port = free_port();
+    let dst = w.path().join("dst");
+    let mut server = criu_page_server(&dst, "127.0.0.1", port, &[]);
+    let ck = w.checkpoint(
+        "ck",
+        &id,
+        &format!("[checkpoint]\nleave_running = true\n[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    );
+    ok(&apply(&ck));
+    let _ = server.wait();
+    let pages: Vec<_> = std::fs::read_dir(&dst)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .collect();
+    assert!(!pages.is_empty(), "no pages arrived at the page server");
+    let local_pages = std::fs::read_dir(w.path().join("imgs-ck"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("pages-"));
+    assert!(!local_pages, "pages were written locally instead");
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+}
+
+#[test]
+fn lazy_restore_signals_the_status_fd() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("lazy", true);
+    ok(&apply(&w.checkpoint("ck", &id, "")));
+    let at_dump = w.count();
+    let rs = w.restore("rs", &id, "imgs-ck", "[lazy_pages]\nenabled = true\n");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["apply", "--status-fd", "3"])
+        .arg(&rs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (child, ready) = spawn_with_status_fd(&mut cmd);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        ready,
+        "no ready byte: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(w.path().join("work-rs/lazy-pages.log").is_file());
+    assert!(wait_until(Duration::from_secs(10), || w.count() > at_dump + 3));
+}
+
+#[test]
+fn unknown_container_is_named_at_its_key() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.id("nosuch");
+    let ck = w.checkpoint("ck", &id, "");
+    let out = apply(&ck);
+    let msg = refused(&out, 2, "apply::container-not-found", "target.container");
+    assert!(msg.contains(&id), "{msg}");
+    assert!(
+        !w.path().join("imgs-ck").exists(),
+        "a refused run touched the images dir"
+    );
+    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    assert!(
+        v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "apply::container-not-found" && d["key"] == "target.container"),
+        "{v}"
+    );
+}
+
+#[test]
+fn container_that_does_not_run_is_refused() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("created", false);
+    let out = apply(&w.checkpoint("ck", &id, ""));
+    let msg = refused(&out, 2, "apply::container-not-running", "target.container");
+    assert!(msg.contains("created"), "{msg}");
+}
+
+#[test]
+fn restore_into_an_id_in_use_is_refused() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("busy", true);
+    ok(&apply(&w.checkpoint(
+        "ck",
+        &id,
+        "[checkpoint]\nleave_running = true\n",
+    )));
+    let rs = w.restore("rs", &id, "imgs-ck", "");
+    let out = apply(&rs);
+    let _ = refused(&out, 2, "apply::container-exists", "target.container");
+    let out = ckptctl(&["--output", "json", "check", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn runc_missing_or_too_old_is_an_environment_error() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.id("env");
+    let ck = w.checkpoint("ck", &id, "");
+    let run = |runc: &Path| {
+        Command::new(BIN)
+            .args(["--output", "json", "apply"])
+            .arg(&ck)
+            .env("CKPTCTL_RUNC", runc)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&w.path().join("no-runc-here"));
+    let _ = refused(&out, 4, "apply::runc-missing", "target.runtime");
+    // A runc older than 1.1 cannot be installed here: a script that
+    // answers `--version` as runc 1.0.0-rc93 did stands in for it.
+    let old = w.path().join("old-runc");
+    std::fs::write(&old, "#!/bin/sh\necho 'runc version 1.0.0-rc93'\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&old);
+    assert_eq!(code(&out), 4);
+    let (c, _, msg) = diag(&out);
+    assert_eq!(c, "apply::runc-too-old");
+    assert!(msg.contains("1.0.0-rc93"), "{msg}");
+}
+
+#[test]
+fn bad_bundle_incomplete_and_changed_checkpoints_are_refused() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("guard", true);
+    ok(&apply(&w.checkpoint("ck", &id, "")));
+    // A bundle without config.json.
+    std::fs::create_dir_all(w.path().join("empty-bundle")).unwrap();
+    let rs = w.restore("rs", &id, "imgs-ck", "");
+    let text = std::fs::read_to_string(&rs)
+        .unwrap()
+        .replace("bundle = \"bundle\"", "bundle = \"empty-bundle\"");
+    std::fs::write(&rs, text).unwrap();
+    let out = apply(&rs);
+    let _ = refused(&out, 2, "apply::bundle-invalid", "restore.bundle");
+    // A checkpoint changed after it completed.
+    let imgs = w.path().join("imgs-ck");
+    let pages = std::fs::read_dir(&imgs)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .unwrap()
+        .path();
+    let len = std::fs::metadata(&pages).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pages)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = apply(&w.restore("rs2", &id, "imgs-ck", ""));
+    assert_eq!(code(&out), 2);
+    assert_eq!(diag(&out).0, "apply::images-damaged");
+    assert_eq!(
+        w.status(&id),
+        None,
+        "a refused restore started the container"
+    );
+    // An incomplete checkpoint: the dump failed (no page server listens).
+    let id2 = w.start("guard2", true);
+    let port = free_port();
+    let out = apply(&w.checkpoint(
+        "bad",
+        &id2,
+        &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    ));
+    assert_eq!(code(&out), 3);
+    assert_eq!(w.status(&id2).as_deref(), Some("running"));
+    let id3 = w.id("guard3");
+    let out = apply(&w.restore("rs3", &id3, "imgs-bad", ""));
+    assert_eq!(code(&out), 2);
+    assert_eq!(diag(&out).0, "apply::incomplete-checkpoint");
+}
+
+/// runc's own message for an unreachable page server is one bare line;
+/// ckptctl names the key and the cause from CRIU's log.
+#[test]
+fn unreachable_page_server_side_by_side_with_plain_runc() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("side", true);
+    let port = free_port();
+    let plain_imgs = w.path().join("plain");
+    std::fs::create_dir_all(&plain_imgs).unwrap();
+    let plain = w
+        .runc()
+        .arg("checkpoint")
+        .arg("--image-path")
+        .arg(&plain_imgs)
+        .arg("--work-path")
+        .arg(&plain_imgs)
+        .args([
+            "--leave-running",
+            "--page-server",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("criu failed: type NOTIFY errno 0"), "{said}");
+    assert!(
+        !said.contains("page server") && !said.contains("connect"),
+        "{said}"
+    );
+
+    let ck = w.checkpoint(
+        "ck",
+        &id,
+        &format!("[checkpoint]\nleave_running = true\n[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+    );
+    let out = apply(&ck);
+    let msg = refused(
+        &out,
+        3,
+        "criu::page-server-unreachable",
+        "page_server.address",
+    );
+    assert!(msg.contains("page server could not be reached"), "{msg}");
+    let v = json(&out);
+    let lines = v["failure"]["log_lines"].to_string();
+    assert!(
+        lines.contains("Can't connect to server 127.0.0.1"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("criu failed: type NOTIFY errno 0"),
+        "{lines}"
+    );
+    // Both left the container running and no directory that looks complete.
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    assert!(!w.path().join("imgs-ck/ckptctl.complete").exists());
+    assert!(w.path().join("imgs-ck/ckptctl.incomplete").exists());
+}
+
+/// runc has CRIU read /etc/criu/runc.conf on its own: with the default
+/// `criu.host_config = "ignore"` both `check` and `apply` refuse, at that key.
+#[test]
+fn runc_conf_breaks_hermeticity_and_is_reported() {
+    if !ready() {
+        return;
+    }
+    let conf = Path::new("/etc/criu/runc.conf");
+    if conf.exists() {
+        // Someone's real file: report through the same path, never touch it.
+        eprintln!("note: {} exists; not replacing it", conf.display());
+    }
+    struct Remove(bool);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = std::fs::remove_file("/etc/criu/runc.conf");
+                let _ = std::fs::remove_dir("/etc/criu");
+            }
+        }
+    }
+    let _guard = if conf.exists() {
+        Remove(false)
+    } else {
+        std::fs::create_dir_all("/etc/criu").unwrap();
+        std::fs::write(conf, "# written by ckptctl's runc_criu test\n").unwrap();
+        Remove(true)
+    };
+    let mut w = World::new();
+    let id = w.start("conf", true);
+    let ck = w.checkpoint("ck", &id, "");
+    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 4);
+    let v = json(&out);
+    assert!(
+        v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["key"] == "criu.host_config"
+                && d["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("/etc/criu/runc.conf")),
+        "{v}"
+    );
+    let out = apply(&ck);
+    let _ = refused(&out, 4, "apply::host-config", "criu.host_config");
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+}
+
+/// A migrate profile for container `id` (no `runtime_root`: each host's
+/// runc, `$CKPTCTL_RUNC`, names its own root), images shared by both hosts.
+fn migrate_profile(
+    w: &World,
+    id: &str,
+    dst_ip: &str,
+    port: u16,
+    bundle: &str,
+    timeout: &str,
+) -> PathBuf {
+    write(
+        w.path(),
+        "migrate.toml",
+        &format!(
+            "version = 1\nname = \"mig\"\naction = \"migrate\"\n[target]\ncontainer = \"{id}\"\n[images]\ndir = \"imgs-mig\"\n[restore]\nbundle = \"{bundle}\"\npidfile = \"mig.pid\"\n[migration]\ndestination = \"{dst_ip}\"\ncontrol_port = {port}\nstep_timeout = \"{timeout}\"\n"
+        ),
+    )
+}
+
+/// A runc for one host: the real runc with that host's `--root`.
+fn host_runc(w: &World, root: &Path) -> PathBuf {
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let f = write(
+        w.path(),
+        &format!("runc-{}", root.file_name().unwrap().to_str().unwrap()),
+        &format!(
+            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
+            real.trim(),
+            root.display()
+        ),
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f
+}
+
+/// `ckptctl apply PROFILE --role ROLE` inside netns `ns` with runc `runc`.
+fn role(ns: &str, profile: &Path, role: &str, runc: &Path) -> Command {
+    let mut c = common::netns::Hosts::enter(ns);
+    c.arg(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(profile)
+        .args(["--role", role])
+        .env("CKPTCTL_RUNC", runc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn migrates_a_counting_container_between_two_netns_hosts() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("mig", true);
+    let dst_root = w.path().join("runc-root-dst");
+    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let dst_state = |id: &str| {
+        let out = common::netns::Hosts::enter(&hosts.dst)
+            .arg(&dst_runc)
+            .args(["state", id])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+
+    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .spawn()
+        .unwrap();
+    let out = dest.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("\"ready\"") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the destination never said ready");
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    // Whatever happens below, the restored container goes at the end.
+    struct Delete(Command);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = self.0.stderr(Stdio::null()).status();
+        }
+    }
+    let mut del = common::netns::Hosts::enter(&hosts.dst);
+    del.arg(&dst_runc).args(["delete", "-f", &id]);
+    let _delete = Delete(del);
+    let report = ok(&src);
+    assert_eq!(
+        dst.status.code(),
+        Some(0),
+        "destination:\n{dst_stdout}\n{}",
+        String::from_utf8_lossy(&dst.stderr)
+    );
+    assert_eq!(report["event"], "migrated", "{report}");
+    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
+    // Gone at the source, running at the destination, counting on.
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let state = dst_state(&id).expect("no container at the destination");
+    assert_eq!(state["status"], "running", "{state}");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+}
+
+#[test]
+fn container_migration_without_the_bundle_at_the_destination_touches_nothing() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("nobundle", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(
+        &w,
+        &id,
+        &hosts.dst_ip(),
+        free_port(),
+        "bundle-not-here",
+        "3s",
+    );
+    // The destination refuses before it listens: the source finds no one
+    // within its step_timeout.
+    let dst = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .output()
+        .unwrap();
+    refused(&dst, 2, "apply::bundle-invalid", "restore.bundle");
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let msg = refused(&src, 4, "migrate::timeout", "migration.step_timeout");
+    assert!(
+        msg.contains(&format!("container `{id}` was not touched")),
+        "{msg}"
+    );
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the container stopped counting at the source"
+    );
+    assert!(!w.path().join("imgs-mig/ckptctl.complete").exists());
+}
+
+#[test]
+fn container_migration_with_a_page_server_is_refused_at_its_key() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("ps", true);
+    let p = w.profile(
+        "mig-ps",
+        "migrate",
+        &id,
+        "[images]\ndir = \"imgs-ps\"\n[restore]\nbundle = \"bundle\"\n[page_server]\naddress = \"127.0.0.1\"\nport = 27999\n[migration]\ndestination = \"127.0.0.1\"\ncontrol_port = 27998\n",
+    );
+    for r in ["destination", "source"] {
+        let out = ckptctl(&[
+            "--output",
+            "json",
+            "apply",
+            p.to_str().unwrap(),
+            "--role",
+            r,
+        ]);
+        let msg = refused(&out, 2, "apply::container-migration", "page_server");
+        assert!(msg.contains("nothing was touched"), "{msg}");
+    }
+    let plan = ckptctl(&["plan", p.to_str().unwrap(), "--role", "source"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("`page_server` cannot be kept"),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+}
+
+/// runc has no post-dump hook: once `runc checkpoint` succeeded the source's
+/// container has ended. A restore that then fails at the destination (here
+/// its bundle's rootfs vanished after its checks) leaves no copy running
+/// but a complete checkpoint, which both sides name; it restores.
+#[test]
+fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("lost", true);
+    // The destination's own bundle: a copy of the source's.
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(w.bundle())
+        .arg(w.path().join("bundle-dst"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle-dst", "30s");
+    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .spawn()
+        .unwrap();
+    let out = dest.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("\"ready\"") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the destination never said ready");
+    // Checked and listening: now its bundle loses its rootfs.
+    std::fs::rename(
+        w.path().join("bundle-dst/rootfs"),
+        w.path().join("rootfs-gone"),
+    )
+    .unwrap();
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let images = w.path().join("imgs-mig");
+    let (c, _, msg) = diag(&src);
+    assert_ne!(code(&src), 0);
+    assert_eq!(c, "migrate::peer-failed", "{msg}");
+    assert!(msg.contains("could not restore the container"), "{msg}");
+    assert!(msg.contains("complete checkpoint"), "{msg}");
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    // After its ready line, the destination's diagnostics.
+    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
+    let (dcode, dkey, dmsg) = diag(&Output {
+        status: dst.status,
+        stdout: rest.as_bytes().to_vec(),
+        stderr: dst.stderr,
+    });
+    assert_eq!(
+        (dcode.as_str(), dkey.as_str()),
+        ("apply::bundle-invalid", "restore.bundle")
+    );
+    assert!(dmsg.contains("is the only copy"), "{dmsg}");
+    // No copy runs; the checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    assert!(images.join("ckptctl.complete").is_file());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
