@@ -123,7 +123,7 @@ pub fn preflight(
         }
     };
     if let Some(f) = &found {
-        match crate::apply::engine::criu_version(&f.path) {
+        match crate::apply::bootstrap::criu_version(&f.path) {
             Ok(v) => {
                 pf.criu_version = Some(v.to_string());
                 let min = p
@@ -340,7 +340,7 @@ pub fn preflight(
 
     // Target process.
     if dumps {
-        match crate::apply::engine::resolve_pid(p, pid) {
+        match crate::apply::target::resolve_pid(p, pid) {
             Ok(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
                 pf.ok("target", format!("pid {pid} is running"))
             }

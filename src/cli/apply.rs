@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::apply::engine::{ApplyOptions, Outcome};
 use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
+use crate::apply::{ApplyOptions, Outcome};
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
@@ -162,7 +162,7 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         status_fd,
         force: args.force,
     };
-    let result = crate::apply::engine::apply(&p, &args.run.profile.display().to_string(), ui, opts);
+    let result = crate::apply::apply(&p, &args.run.profile.display().to_string(), ui, opts);
     match result {
         Ok(out) => {
             report_success(&out, ui);

@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::apply::engine::{Run, open_dir};
+use crate::apply::bootstrap::open_dir;
 use crate::apply::guard;
 use crate::apply::report::Failure;
+use crate::apply::session::Run;
 use crate::cli::output::Exit;
 use crate::criu::NotifyReply;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
@@ -19,7 +20,7 @@ pub const MAX_CPUINFO: usize = 1 << 20;
 fn scratch(run: &Run<'_>, name: &str) -> Result<PathBuf, Failure> {
     let dir = run.work_dir().join(name);
     guard::ensure_private_dir(&dir)
-        .map_err(|e| crate::apply::engine::dir_failure(e, "images.work_dir"))?;
+        .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.work_dir"))?;
     let _ = std::fs::remove_file(dir.join("cpuinfo.img"));
     Ok(dir)
 }

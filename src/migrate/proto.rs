@@ -320,7 +320,7 @@ pub struct Conn {
 }
 
 fn interrupted() -> bool {
-    crate::apply::engine::INTERRUPTED.load(Ordering::SeqCst)
+    crate::apply::signals::INTERRUPTED.load(Ordering::SeqCst)
 }
 
 impl Conn {

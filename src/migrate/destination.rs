@@ -1,0 +1,608 @@
+//! `--role destination`: listen, receive the dump, restore (left
+//! stopped), and resume only once the source has ended its copy.
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use crate::apply::bootstrap::{dir_failure, open_dir};
+use crate::apply::guard::{self, DirLock, ImagesState};
+use crate::apply::report::Failure;
+use crate::apply::session::Run;
+use crate::apply::status_fd::StatusFd;
+use crate::apply::{checkpoint, restore};
+use crate::cli::output::Exit;
+use crate::criu::CriuVersion;
+use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::render::{CriuStep, Role};
+
+use super::MigrateOptions;
+use super::config::{Mig, lazy_local, sends_images, tls_config_failure};
+use super::handshake::{
+    check_hello, conn_failure, hello, peer_error, protocol, tell_peer, tls_failure,
+};
+use super::outcome::{Downtime, MigrateOutcome, dump_summary};
+use super::page_server::{PageServer, start_page_server, wait_page_server};
+use super::proto::{Conn, ConnError, Msg};
+use super::{cpu, proto, send};
+
+pub(crate) fn destination(
+    run: &mut Run<'_>,
+    opts: &MigrateOptions,
+    mig: &Mig,
+    version: &CriuVersion,
+    status: &mut Option<StatusFd>,
+) -> Result<MigrateOutcome, Failure> {
+    let p = run.profile();
+    let images_dir = run.images_dir().to_path_buf();
+    let work_dir = run.work_dir().to_path_buf();
+    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
+    let _lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
+    if matches!(
+        guard::images_state(&images_dir),
+        ImagesState::Complete | ImagesState::Foreign
+    ) && !opts.force
+    {
+        return Err(Failure::new(
+            "apply::images-exist",
+            "prepare",
+            format!("{} already holds a checkpoint", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+        .hint("pass `--force` to replace it, or choose another `images.dir`"));
+    }
+    // A forced run replaces an old checkpoint: drop its markers first.
+    let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
+    guard::mark_incomplete(&images_dir).map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "prepare",
+            format!("cannot write to {}: {e}", images_dir.display()),
+            Exit::Usage,
+        )
+        .key("images.dir")
+    })?;
+    let images = open_dir(&images_dir)?;
+    let work = open_dir(&work_dir)?;
+
+    let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            return Failure::new(
+                "migrate::listen",
+                "listen",
+                format!(
+                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
+                    mig.destination
+                ),
+                Exit::NotReady,
+            )
+            .key("migration.destination")
+            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
+        }
+        Failure::new(
+            "migrate::listen",
+            "listen",
+            format!(
+                "cannot listen on port {} for the control connection: {e}",
+                mig.control_port
+            ),
+            Exit::NotReady,
+        )
+        .key("migration.control_port")
+        .hint("choose a free `migration.control_port`")
+    })?;
+
+    let mut ps = if p.page_server.is_some() {
+        Some(start_page_server(run, mig, &images, &work)?)
+    } else {
+        None
+    };
+    let ps_port = ps.as_ref().and_then(|s| s.port);
+
+    if let Some(s) = status.as_mut() {
+        s.ready();
+    }
+    let ready_event = json!({"event": "ready", "role": "destination", "control_port": mig.control_port, "page_server_port": ps_port});
+    run.ui_data_line(&ready_event);
+    run.progress(&format!(
+        "ready: control connection on port {}{}; waiting up to {} s for the source",
+        mig.control_port,
+        ps_port
+            .map(|p| format!(", page server on port {p}"))
+            .unwrap_or_default(),
+        mig.step_timeout.as_secs()
+    ));
+
+    let mut conn = None;
+    let result = destination_session(
+        run, mig, version, &listener, &mut conn, &mut ps, &images, &work,
+    );
+    if let Err(f) = &result {
+        tell_peer(&mut conn, f);
+        if !f.keep_images {
+            let _ = guard::quarantine(&images_dir);
+        }
+    }
+    drop(ps);
+    result
+}
+
+impl Run<'_> {
+    /// One JSON line on stdout (events and the final report).
+    fn ui_data_line(&self, v: &Json) {
+        let mut s = serde_json::to_string(v).unwrap_or_default();
+        s.push('\n');
+        self.ui().data(s);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn destination_session(
+    run: &mut Run<'_>,
+    mig: &Mig,
+    version: &CriuVersion,
+    listener: &TcpListener,
+    conn: &mut Option<Conn>,
+    ps: &mut Option<PageServer>,
+    images: &OwnedFd,
+    work: &OwnedFd,
+) -> Result<MigrateOutcome, Failure> {
+    let p = run.profile();
+    let to = mig.step_timeout;
+    let note = "; nothing was restored here";
+    // Accept until a peer says hello: a port scan or a health check that
+    // connects and says nothing (or something else) must not end the
+    // migration. All of it within one step_timeout.
+    let deadline = Instant::now() + to;
+    let server_tls = match &mig.tls {
+        Some(m) => Some(m.server().map_err(tls_config_failure)?),
+        None => None,
+    };
+    // The last TLS refusal: what the timeout reports if no source gets in.
+    let mut refused: Option<(std::net::SocketAddr, rustls::Error)> = None;
+    let (c, theirs) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut c = match proto::accept(listener, left) {
+            Ok(c) => c,
+            Err(e) => {
+                if let (ConnError::Timeout(..), Some((peer, t))) = (&e, &refused) {
+                    let mut f = tls_failure("wait for the source", t, note);
+                    f.message = format!(
+                        "no source completed the TLS handshake within {} s; the last attempt, from {peer}, failed: {}",
+                        to.as_secs(),
+                        f.message
+                    );
+                    return Err(f);
+                }
+                return Err(conn_failure("wait for the source", e, Exit::NotReady, note));
+            }
+        };
+        c.write_limit = to;
+        // A real source says hello at once; a silent peer gets 10 s (for
+        // the TLS handshake, then again for its hello).
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        if let Some(cfg) = &server_tls {
+            let peer = c.peer;
+            c = match c.tls_server(cfg.clone(), left) {
+                Ok(c) => c,
+                Err(e) => {
+                    run.progress(&format!(
+                        "ignored a connection from {peer}: TLS handshake failed: {e}"
+                    ));
+                    if let ConnError::Tls(t) = e {
+                        refused = Some((peer, t));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(conn_failure(
+                            "wait for the source",
+                            proto::ConnError::Timeout(
+                                to.as_secs_f64(),
+                                "the source's hello".into(),
+                            ),
+                            Exit::NotReady,
+                            note,
+                        ));
+                    }
+                    continue;
+                }
+            };
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        match c.recv(left, "hello") {
+            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => break (c, m),
+            Ok(other) => run.progress(&format!(
+                "ignored a connection from {} that sent `{}` instead of hello",
+                c.peer,
+                other.name()
+            )),
+            Err(e) => run.progress(&format!("ignored a connection from {}: {e}", c.peer)),
+        }
+        c.shutdown();
+        if Instant::now() >= deadline {
+            return Err(conn_failure(
+                "wait for the source",
+                proto::ConnError::Timeout(to.as_secs_f64(), "the source's hello".into()),
+                Exit::NotReady,
+                note,
+            ));
+        }
+    };
+    run.progress(&format!(
+        "source connected from {}{}",
+        c.peer,
+        if c.is_tls() {
+            " (TLS, certificate verified)"
+        } else {
+            ""
+        }
+    ));
+    let c = conn.insert(c);
+    if let Msg::Error { message, exit } = &theirs {
+        return Err(peer_error("hello", message, *exit, note));
+    }
+    let ours = hello(p, version, Role::Destination);
+    check_hello(&ours, &theirs, Role::Destination)?;
+    // CPU compatibility, with CRIU's own check, before the source freezes.
+    if let Msg::Hello { cpuinfo: None, .. } = &theirs {
+        return Err(Failure::new(
+            "migrate::cpu-check",
+            "cpuinfo check",
+            "the source sent no CPU information (an older ckptctl?)",
+            Exit::Usage,
+        )
+        .hint("run the same ckptctl version on both hosts"));
+    }
+    if let Msg::Hello {
+        cpuinfo: Some(img), ..
+    } = &theirs
+    {
+        let bytes = send::base64_decode(img).map_err(|e| {
+            Failure::new(
+                "migrate::cpu-check",
+                "cpuinfo check",
+                format!("the source's cpuinfo image is not base64: {e}"),
+                Exit::CriuFailed,
+            )
+        })?;
+        cpu::check(run, &bytes)?;
+        run.progress("CPU check passed (CRIU cpuinfo)");
+    }
+    c.send(&ours)
+        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
+    c.send(&Msg::Ready {
+        page_server_port: ps.as_ref().and_then(|s| s.port),
+    })
+    .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
+
+    let started = run.record.elapsed();
+    run.progress("waiting for the source's dump");
+    let send = sends_images(p);
+    let dir = run.images_dir().to_path_buf();
+    let mut received = send::Received::default();
+    let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
+    if transfer.is_err() {
+        // Nothing of a failed transfer stays behind to mix with the next.
+        received.discard(&dir);
+    }
+    transfer?;
+
+    if let Some(s) = ps.as_mut() {
+        wait_page_server(run, s, to)?;
+    }
+    let images_dir = run.images_dir().to_path_buf();
+
+    // Post-copy from the images here: the daemon serves the pages to the
+    // restored tree, which can run before they are all in memory.
+    let mut daemon = if lazy_local(p) {
+        Some(run.start_lazy_daemon(to)?)
+    } else {
+        None
+    };
+
+    // Restored stopped (render sets leave_stopped for migrate restores): the
+    // tree only runs here once the source has ended its copy.
+    let o = run.opts(&CriuStep::Restore, None, images, work);
+    let log = run.work_dir().join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", images_dir.display()));
+    let t_restore = Instant::now();
+    let resp = run
+        .call(
+            "restore",
+            CriuReq::with_opts(CriuReqType::Restore, o),
+            CriuReqType::Restore,
+            log,
+        )
+        .inspect_err(|_| {
+            if let Some(d) = daemon.as_mut() {
+                d.kill();
+            }
+        })?;
+    let restore_s = t_restore.elapsed().as_secs_f64();
+    let pid = resp.restore.map(|r| r.pid);
+    let stopped = Stopped(pid.filter(|p| *p > 0));
+    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
+        // The tree runs here now: a pidfile problem is reported, not fatal.
+        if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
+            run.ui().error(format!(
+                "restored pid {pid}, but cannot write {}: {e}",
+                pf.value.resolved.display()
+            ));
+        }
+    }
+    let restore_stats = checkpoint::stats_json(&run.work_dir().join("stats-restore"), &[]);
+    if let Err(e) = c.send(&Msg::Restored {
+        pid,
+        stats: restore_stats.clone(),
+    }) {
+        // The source never heard of this copy: it resumes its own.
+        stopped.kill();
+        return Err(conn_failure(
+            "restored",
+            e.into(),
+            Exit::CriuFailed,
+            "; the stopped copy restored here was killed, the source keeps its tree",
+        ));
+    }
+
+    let mut downtime = Downtime {
+        restore_s: Some(restore_s),
+        ..Downtime::default()
+    };
+    let mut stats = json!({"restore": restore_stats.get("restore").cloned().unwrap_or(Json::Null)});
+    // The source's summary is its commit: CRIU has ended the tree there.
+    // Only then does the copy here run; an `error` means the source kept
+    // its tree (the copy here is killed); silence is left to the operator.
+    match c.recv(to, "summary") {
+        Ok(Msg::Summary {
+            stats: dump_stats,
+            downtime_s,
+        }) => {
+            stopped.resume();
+            dump_summary(&dump_stats, &mut downtime);
+            downtime.downtime_s = Some(downtime_s);
+            stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
+            if let Some(d) = daemon.as_mut() {
+                // Fault injection for the tests (as CRIU has `CRIU_FAULT`):
+                // the daemon dies right after the resume.
+                if std::env::var_os("CKPTCTL_FAULT")
+                    .is_some_and(|v| v == "lazy-daemon-dies-after-resume")
+                {
+                    if let Some(dp) = d.pid().and_then(|p| i32::try_from(p).ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(dp),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        run.progress(&format!(
+                            "fault injected: killed the lazy-pages daemon (pid {dp})"
+                        ));
+                    }
+                }
+                run.progress("running; waiting for the lazy pages to arrive");
+                let t = Instant::now();
+                let ok = run.wait_lazy_daemon(d);
+                downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
+                if !ok {
+                    // Pages that never arrived would read as zeros: the copy
+                    // cannot be trusted. The images here are complete, so
+                    // the tree can be restored from them again.
+                    stopped.kill();
+                    let _ = guard::mark_complete(
+                        &images_dir,
+                        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+                    );
+                    let mut f = Failure::new(
+                        "apply::lazy-pages",
+                        "lazy-pages transfer",
+                        format!(
+                            "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                        ),
+                        Exit::CriuFailed,
+                    )
+                    .key("lazy_pages.enabled")
+                    .hint(format!(
+                        "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
+                        images_dir.display()
+                    ));
+                    f.log_lines = crate::apply::report::log_excerpt(&d.log);
+                    f.log = Some(d.log.clone());
+                    // The source has ended its tree: these images are now
+                    // the only copy. Never quarantine them.
+                    f.keep_images = true;
+                    return Err(f);
+                }
+            }
+        }
+        Ok(Msg::Error { message, exit }) => {
+            stopped.kill();
+            let _ = guard::quarantine(&images_dir);
+            return Err(peer_error(
+                "handover",
+                &message,
+                exit,
+                "; the source kept its tree, and the stopped copy restored here was killed",
+            ));
+        }
+        other => {
+            let why = match other {
+                Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
+                Err(e) => e.to_string(),
+            };
+            // Whether the source ended its tree is unknown, so the images
+            // may be the only copy: marked incomplete (restore wants
+            // `--force`), never quarantined.
+            let _ = guard::mark_incomplete(&images_dir);
+            let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
+            // A lazily restored copy may only be left for resuming once the
+            // daemon has delivered every page; otherwise it is killed and
+            // the images are what is left.
+            let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
+            let mut f = if complete {
+                Failure::new(
+                    "migrate::handover-unknown",
+                    "handover",
+                    format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
+                    Exit::CriuFailed,
+                )
+                .hint(format!(
+                    "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children (or restore {} with `--force`); if it still runs there, kill this one",
+                    images_dir.display()
+                ))
+            } else {
+                stopped.kill();
+                Failure::new(
+                    "migrate::handover-unknown",
+                    "handover",
+                    format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
+                    Exit::CriuFailed,
+                )
+                .hint(format!(
+                    "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
+                    images_dir.display()
+                ))
+            };
+            f.keep_images = true;
+            return Err(f);
+        }
+    }
+    c.shutdown();
+    guard::mark_complete(
+        &images_dir,
+        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+    )
+    .map_err(|e| {
+        Failure::new(
+            "apply::dir",
+            "finish",
+            format!("the tree runs here, but the images cannot be marked complete: {e}"),
+            Exit::CriuFailed,
+        )
+        .key("images.dir")
+        .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
+    })?;
+    Ok(MigrateOutcome {
+        event: "migrated",
+        role: "destination",
+        pid,
+        restored_pid: pid,
+        downtime,
+        stats,
+        images_dir,
+        record: None,
+        total_s: 0.0,
+    })
+}
+
+/// A restored tree left stopped (CRIU `leave_stopped`) until the handover
+/// is decided.
+pub(crate) struct Stopped(Option<i32>);
+
+impl Stopped {
+    /// Let it run: SIGCONT to every task of the tree.
+    fn resume(&self) {
+        if let Some(p) = self.0 {
+            signal_tree(p, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
+    /// End it: SIGKILL to every task of the tree.
+    fn kill(&self) {
+        if let Some(p) = self.0 {
+            signal_tree(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Destination: wait for the source's dump, taking its `image` messages
+/// (when `send`) up to `dumped`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn receive_dump(
+    run: &mut Run<'_>,
+    c: &mut Conn,
+    to: Duration,
+    send: bool,
+    dir: &Path,
+    received: &mut send::Received,
+    note: &str,
+    started: f64,
+) -> Result<(), Failure> {
+    loop {
+        // `image` lines carry a whole file: allow their size, only then.
+        let max = if send {
+            proto::MAX_IMAGE_LINE
+        } else {
+            proto::MAX_LINE
+        };
+        let m = c
+            .recv_max(to, "dumped", max)
+            .map_err(|e| conn_failure("wait for the dump", e, Exit::CriuFailed, note))?;
+        match m {
+            Msg::Image {
+                name,
+                size,
+                sha256,
+                offset,
+                data,
+            } if send => {
+                received
+                    .accept(dir, &name, size, &sha256, offset, &data)
+                    .map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+            }
+            Msg::Dumped { images, .. } => {
+                if send {
+                    received.finish(dir, images).map_err(|mut f| {
+                        f.message.push_str(note);
+                        f
+                    })?;
+                    run.progress(&format!(
+                        "received {} images ({} bytes) over the control connection",
+                        received.names.len(),
+                        received.total
+                    ));
+                }
+                run.record
+                    .step("source dumped", started, true, None, Vec::new());
+                return Ok(());
+            }
+            Msg::Error { message, exit } => return Err(peer_error("dump", &message, exit, note)),
+            other => return Err(protocol("dumped", &other)),
+        }
+    }
+}
+
+/// Send `sig` to `root` and all its descendants (children first listed
+/// through /proc, then signalled top-down).
+pub(crate) fn signal_tree(root: i32, sig: nix::sys::signal::Signal) {
+    let mut todo = vec![root];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        if all.contains(&p) || all.len() > 100_000 {
+            continue;
+        }
+        all.push(p);
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                todo.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    for p in all {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+    }
+}

@@ -1,0 +1,147 @@
+//! The destination's page server: started before the source connects,
+//! waited for once the dump disconnected.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::apply::report::Failure;
+use crate::apply::session::Run;
+use crate::cli::output::Exit;
+use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::swrk::expect_success;
+use crate::criu::{NotifyReply, Swrk};
+use crate::render::CriuStep;
+
+use super::config::Mig;
+
+/// The destination's page server: killed unless it exited by itself.
+pub(crate) struct PageServer {
+    pub(crate) swrk: Option<Swrk>,
+    pub(crate) pid: Option<i32>,
+    pub(crate) port: Option<i32>,
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        self.swrk.take();
+    }
+}
+
+pub(crate) fn start_page_server(
+    run: &mut Run<'_>,
+    mig: &Mig,
+    images: &OwnedFd,
+    work: &OwnedFd,
+) -> Result<PageServer, Failure> {
+    let step = CriuStep::PageServer { round: None };
+    let o = run.opts(&step, None, images, work);
+    let log = run.work_dir().join(step.log_file());
+    let started = run.record.elapsed();
+    let mut swrk = run.swrk()?;
+    swrk.set_timeout(Some(mig.step_timeout));
+    let req = CriuReq {
+        keep_open: Some(true),
+        ..CriuReq::with_opts(CriuReqType::PageServerChld, o)
+    };
+    run.progress("starting the page server");
+    // CRIU answers PAGE_SERVER_CHLD with a response of type PAGE_SERVER.
+    let resp = swrk
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|mut r| {
+            if r.r#type == CriuReqType::PageServerChld as i32 {
+                r.r#type = CriuReqType::PageServer as i32;
+            }
+            expect_success("page server", CriuReqType::PageServer, r)
+        });
+    match resp {
+        Ok(r) => {
+            run.record
+                .step("page server ready", started, true, Some(log), Vec::new());
+            let info = r.ps.unwrap_or_default();
+            Ok(PageServer {
+                swrk: Some(swrk),
+                pid: info.pid,
+                port: info.port,
+            })
+        }
+        Err(e) => {
+            run.record.step(
+                "page server ready",
+                started,
+                false,
+                Some(log.clone()),
+                Vec::new(),
+            );
+            Err(run.criu_failure("page server", e, Some(log)))
+        }
+    }
+}
+
+/// WAIT_PID for the page server: it exits once the dump disconnected.
+pub(crate) fn wait_page_server(
+    run: &mut Run<'_>,
+    ps: &mut PageServer,
+    to: Duration,
+) -> Result<(), Failure> {
+    let (Some(pid), Some(mut swrk)) = (ps.pid, ps.swrk.take()) else {
+        return Ok(());
+    };
+    let started = run.record.elapsed();
+    let log = run
+        .work_dir()
+        .join(CriuStep::PageServer { round: None }.log_file());
+    swrk.set_timeout(Some(to));
+    let req = CriuReq {
+        pid: u32::try_from(pid).ok(),
+        ..CriuReq::new(CriuReqType::WaitPid)
+    };
+    let resp = swrk
+        .call(&req, &mut |_| NotifyReply::ok())
+        .and_then(|r| expect_success("wait for the page server", CriuReqType::WaitPid, r));
+    let _ = swrk.finish();
+    let status = match resp {
+        Ok(r) => r.status,
+        Err(e) => {
+            run.record.step(
+                "page server done",
+                started,
+                false,
+                Some(log.clone()),
+                Vec::new(),
+            );
+            return Err(run.criu_failure("page server", e, Some(log)));
+        }
+    };
+    ps.pid = None; // reaped
+    let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
+    run.record.step(
+        "page server done",
+        started,
+        ok,
+        Some(log.clone()),
+        Vec::new(),
+    );
+    if !ok {
+        let lines = crate::apply::report::log_excerpt(&log);
+        let mut f = Failure::new(
+            "migrate::page-server",
+            "page server",
+            format!(
+                "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"
+            ),
+            Exit::CriuFailed,
+        )
+        .key("page_server.port")
+        .hint("read the page-server log lines below (a port taken, a full disk, a broken connection); the source keeps its tree, start both roles again");
+        f.log = Some(log);
+        f.log_lines = lines;
+        return Err(f);
+    }
+    Ok(())
+}
