@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::netns::{
     BIN, Dest, Migrated, Net, Procs, alive, read_all, run_source_and_finish, show,
-    start_destination, start_memory_workload, start_workload, stray_connection, wait_child,
-    write_profile,
+    start_destination, start_destination_with_own_images, start_memory_workload, start_workload,
+    stray_connection, wait_child, write_profile,
 };
 use common::{first_child, read_counter, require_root_and_criu, wait_until};
 
@@ -227,25 +227,7 @@ fn migrates_with_images_sent_over_the_control_connection() {
     let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
     let profile = write_profile(tmp.path(), &net, "30s", "images = \"send\"\n");
     let images = tmp.path().join("images");
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&images)
-            .unwrap();
-    }
-    let q = |p: &Path| format!("'{}'", p.display());
-    let script = format!(
-        "mount -t tmpfs -o mode=0700,size=256m tmpfs {img} && exec {bin} apply {prof} --role destination --status-fd 3",
-        img = q(&images),
-        bin = q(Path::new(BIN)),
-        prof = q(&profile),
-    );
-
-    let mut cmd = Net::enter(&net.dst);
-    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-        .arg(&script);
-    let dest = start_destination(cmd);
+    let dest = start_destination_with_own_images(&net, &profile, &images, "256m");
     // The destination's images.dir is not ours: nothing of it shows here.
     assert!(
         !images.join(".ckptctl.lock").exists(),

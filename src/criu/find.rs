@@ -161,7 +161,12 @@ pub struct FeatureCheck {
 }
 
 /// Run `criu --no-default-config check --feature NAME` and interpret it.
+/// [`super::probe::LAZY_PAGE_SERVER`] is answered by
+/// [`super::probe::lazy_page_server`] (no `criu check` sees it).
 pub fn check_feature(criu: &Path, name: &str) -> Result<FeatureCheck, CriuError> {
+    if name == super::probe::LAZY_PAGE_SERVER {
+        return Ok(super::probe::lazy_page_server());
+    }
     let out = Command::new(criu)
         .args([
             OsStr::new("--no-default-config"),

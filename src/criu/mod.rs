@@ -1,5 +1,6 @@
 //! Driving CRIU: RPC messages, the `criu swrk` client, log and stats
-//! parsing, error classification and locating the binary.
+//! parsing, error classification, locating the binary and probing what the
+//! host allows.
 //!
 //! The facts this module relies on are collected in
 //! `shared/reference/criu.md`; messages matched by [`errors::known_cause`]
@@ -8,6 +9,7 @@
 pub mod errors;
 pub mod find;
 pub mod log;
+pub mod probe;
 pub mod rpc;
 pub mod stats;
 pub mod swrk;

@@ -97,8 +97,10 @@ pub(crate) fn destination(
         .hint("choose a free `migration.control_port`")
     })?;
 
-    let mut ps = if p.page_server.is_some() {
-        Some(start_page_server(run, mig, &images, &work)?)
+    // Pre-copy: each round gets its page server once the source asks, and
+    // the final dump's comes after the rounds (its parent is the last one).
+    let mut ps = if p.page_server.is_some() && p.checkpoint().pre_dump.is_none() {
+        Some(start_page_server(run, mig, None, None, &images, &work)?)
     } else {
         None
     };
@@ -282,6 +284,9 @@ pub(crate) fn destination_session(
         page_server_port: ps.as_ref().and_then(|s| s.port),
     })
     .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
+    if p.checkpoint().pre_dump.is_some() {
+        *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
+    }
 
     let started = run.record.elapsed();
     run.progress("waiting for the source's dump");

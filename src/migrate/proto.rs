@@ -53,6 +53,24 @@ pub enum Msg {
         /// Port of the destination's page server (none without one).
         page_server_port: Option<i32>,
     },
+    /// Source → destination (pre-copy): pre-dump round `round` starts; the
+    /// destination answers `ready` with the port of that round's page
+    /// server (none without `[page_server]`).
+    PreDump {
+        /// 1-based round.
+        round: u32,
+    },
+    /// Source → destination (pre-copy): round `round` is done. The
+    /// destination waits for that round's page server, then answers
+    /// `ready`: with `last`, with the port of the final dump's page server.
+    PreDumped {
+        /// 1-based round.
+        round: u32,
+        /// Pages the round wrote (its stats-dump).
+        pages_written: Option<u64>,
+        /// The rounds end here (the convergence rule or `iterations`).
+        last: bool,
+    },
     /// Source → destination (`images = "send"`), before `dumped`: one
     /// chunk of a non-page image file. A file's chunks come in order, one
     /// file after another; an empty file is one chunk with no data.
@@ -108,6 +126,8 @@ impl Msg {
         match self {
             Msg::Hello { .. } => "hello",
             Msg::Ready { .. } => "ready",
+            Msg::PreDump { .. } => "pre_dump",
+            Msg::PreDumped { .. } => "pre_dumped",
             Msg::Image { .. } => "image",
             Msg::Dumped { .. } => "dumped",
             Msg::Restored { .. } => "restored",

@@ -171,21 +171,19 @@ pub(crate) fn source_session(
     guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
-    let step = CriuStep::Dump { pre_dump_rounds: 0 };
+    // Pre-copy: the rounds first, while the tree runs; the final dump's
+    // page server is the one announced after the last round.
+    let (rounds_done, rounds, ps_port) = if p.checkpoint().pre_dump.is_some() {
+        let (n, r, port) = super::precopy::source_rounds(run, mig, pid, c, untouched)?;
+        (n, r, port)
+    } else {
+        (0, Vec::new(), ps_port)
+    };
+    let step = CriuStep::Dump {
+        pre_dump_rounds: rounds_done,
+    };
     let mut o = run.opts(&step, Some(pid), &images, &work);
-    if let Some(ps) = o.ps.as_mut() {
-        if ps.address.is_none() {
-            ps.address = Some(
-                mig.destination
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            );
-        }
-        if let Some(port) = ps_port {
-            ps.port = Some(port);
-        }
-    }
+    super::precopy::aim_at_destination(&mut o, mig, ps_port);
     let log = work_dir.join(step.log_file());
     run.progress(&format!(
         "dump of pid {pid}{}",
@@ -303,7 +301,7 @@ pub(crate) fn source_session(
             ));
         }
     };
-    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &[]);
+    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &rounds);
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,

@@ -323,9 +323,6 @@ fn migrate_refusal(p: &Profile) -> Option<String> {
             "post-copy from the source's memory (remote lazy pages) cannot run on this kernel (migrate::lazy-unsupported); without `lazy_pages.address` the destination restores lazily from its own images".into(),
         );
     }
-    if p.checkpoint().pre_dump.is_some() {
-        return Some("pre-copy migration (`[checkpoint.pre_dump]`) is not supported yet (migrate::pre-copy-unsupported)".into());
-    }
     if sends_images(p) && p.page_server.is_none() {
         return Some(
             "`migration.images = \"send\"` needs `[page_server]` for the pages (migrate::send-needs-page-server)".into(),
@@ -363,6 +360,18 @@ fn describe(cs: &CriuStep, target: &str) -> String {
 }
 
 impl Plan {
+    /// Put a `refused` step first: `apply` stops there, before touching
+    /// anything (a feature this host lacks, found by a probe).
+    pub fn refuse(&mut self, why: &str) {
+        self.steps.insert(
+            0,
+            step(
+                "refused",
+                format!("`apply` stops here, before touching anything: {why}"),
+            ),
+        );
+    }
+
     /// Human text.
     pub fn text(&self) -> String {
         let mut out = format!("plan for `{}` ({}", self.profile, self.action);

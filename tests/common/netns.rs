@@ -337,6 +337,35 @@ pub fn start_destination(mut cmd: Command) -> Dest {
     }
 }
 
+/// `images = "send"`: the destination role in DST, in its own mount
+/// namespace with a private tmpfs of `size` over `images`, so it starts
+/// empty and gets its images only through the migration.
+pub fn start_destination_with_own_images(
+    net: &Net,
+    profile: &Path,
+    images: &Path,
+    size: &str,
+) -> Dest {
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(images)
+            .unwrap();
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,size={size} tmpfs {img} && exec {bin} apply {prof} --role destination --status-fd 3",
+        img = q(images),
+        bin = q(Path::new(BIN)),
+        prof = q(profile),
+    );
+    let mut cmd = Net::enter(&net.dst);
+    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(&script);
+    start_destination(cmd)
+}
+
 /// What a finished migration left.
 pub struct Migrated {
     pub dst_stdout: String,
