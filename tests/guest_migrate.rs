@@ -1,7 +1,9 @@
-//! Guest lane (`scripts/test-vm.sh`, cargo feature `guest-tests`): pre-copy
-//! migration between two network-namespace hosts, against the real CRIU on
-//! a kernel with soft-dirty tracking, with `images = "shared"` and
-//! `"send"`. The process goes on counting at the destination.
+//! Guest lane (`scripts/test-vm.sh`, cargo feature `guest-tests`): pre-copy,
+//! post-copy from the source's memory, and both, between two
+//! network-namespace hosts, against the real CRIU on a kernel with
+//! soft-dirty tracking, as root with CAP_SYS_RESOURCE (the lazy page
+//! server's pipe), with `images = "shared"` and `"send"`. The process goes
+//! on counting at the destination.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 mod common;
@@ -42,23 +44,47 @@ fn record(images: &Path, role: &str) -> serde_json::Value {
     .unwrap()
 }
 
-/// Migrate a 64 MiB counter with pre-copy; `send` picks the images mode.
-fn pre_copy_migration(send: bool) {
-    if !require_criu_features(&["mem_dirty_track"]) {
+#[derive(Clone, Copy, PartialEq)]
+enum Strategy {
+    PreCopy,
+    PostCopy,
+    Both,
+}
+
+/// Migrate a 64 MiB counter with `strategy`; `send` picks the images mode.
+fn migration(strategy: Strategy, send: bool) {
+    let pre = strategy != Strategy::PostCopy;
+    let post = strategy != Strategy::PreCopy;
+    let mut needs = vec![];
+    if pre {
+        needs.push("mem_dirty_track");
+    }
+    if post {
+        needs.extend(["uffd-noncoop", ckptctl::criu::probe::LAZY_PAGE_SERVER]);
+    }
+    if !require_criu_features(&needs) {
         return;
     }
     let net = Net::new();
     let tmp = common::images_dir();
     let mut procs = Procs::default();
     let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 64);
-    let extra = if send {
-        format!("images = \"send\"\n{PRE_COPY}")
-    } else {
-        PRE_COPY.to_string()
-    };
+    let mut extra = String::new();
+    if send {
+        extra.push_str("images = \"send\"\n");
+    }
+    if pre {
+        extra.push_str(PRE_COPY);
+    }
+    if post {
+        extra.push_str(&format!(
+            "\n[lazy_pages]\nenabled = true\naddress = \"{}\"\nport = 27403\n",
+            net.src_ip()
+        ));
+    }
     let profile = write_profile(tmp.path(), &net, "120s", &extra);
     let prof = profile.to_str().unwrap();
-    // This kernel has what pre-copy needs: check and plan say so.
+    // This host has what the strategy needs: check and plan say so.
     let (code, out) = ckptctl_code(&[
         "check",
         prof,
@@ -89,14 +115,23 @@ fn pre_copy_migration(send: bool) {
         report,
         ..
     } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
-    assert!(
-        dst_stderr.contains("pre-dump round 1 arrived"),
-        "{dst_stderr}"
-    );
+    if pre {
+        assert!(
+            dst_stderr.contains("pre-dump round 1 arrived"),
+            "{dst_stderr}"
+        );
+    }
     assert!(
         report["downtime"]["downtime_s"].as_f64().is_some(),
         "{report}"
     );
+    if post {
+        // The tree ran at the destination while pages went on flowing.
+        assert!(
+            report["downtime"]["lazy_after_resume_s"].as_f64().is_some(),
+            "{report}"
+        );
+    }
 
     // The old tree is gone, the new one counts on.
     assert!(
@@ -110,21 +145,44 @@ fn pre_copy_migration(send: bool) {
         "counter stopped at {c0} after migration"
     );
 
-    // The source's record: the rounds, the first one carrying the memory,
-    // and a final dump that took most pages from them.
     let rec = record(&images, "source");
     assert_eq!(rec["outcome"], "ok", "{rec}");
+    let dump = &rec["stats"]["criu"]["dump"];
+    if post {
+        // Post-copy alone: the 64 MiB were not restored eagerly, they came
+        // lazily while the tree ran at the destination. (After pre-copy
+        // rounds the pages already copied may be restored from them.)
+        let restored = rec["stats"]["criu"]["restore"]["pages_restored"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            pre || restored < 16_384,
+            "restored {restored} pages eagerly: {rec}"
+        );
+        assert!(
+            rec["stats"]["downtime"]["lazy_after_resume_s"]
+                .as_f64()
+                .is_some(),
+            "{rec}"
+        );
+    }
+    if !pre {
+        return;
+    }
+    // The rounds, the first one carrying the memory.
     let rounds = rec["stats"]["criu"]["pre_dump_rounds"]
         .as_array()
         .unwrap_or_else(|| panic!("no pre_dump_rounds: {rec}"));
     assert!(!rounds.is_empty() && rounds.len() <= 3, "{rec}");
     let first = rounds[0]["pages_written"].as_u64().unwrap();
     assert!(first >= 16_384, "first round wrote {first} pages: {rec}");
-    let dump = &rec["stats"]["criu"]["dump"];
-    let skipped = dump["pages_skipped_parent"].as_u64().unwrap();
-    let written = dump["pages_written"].as_u64().unwrap();
-    assert!(skipped >= 16_000, "final dump skipped {skipped}: {rec}");
-    assert!(written * 4 < first, "final dump wrote {written}: {rec}");
+    if !post {
+        // A final dump that took most pages from the rounds.
+        let skipped = dump["pages_skipped_parent"].as_u64().unwrap();
+        let written = dump["pages_written"].as_u64().unwrap();
+        assert!(skipped >= 16_000, "final dump skipped {skipped}: {rec}");
+        assert!(written * 4 < first, "final dump wrote {written}: {rec}");
+    }
     if !send {
         // Shared images: the rounds' directories, chained by parent.
         for (i, _) in rounds.iter().enumerate() {
@@ -137,10 +195,30 @@ fn pre_copy_migration(send: bool) {
 
 #[test]
 fn pre_copy_migration_with_shared_images_keeps_counting() {
-    pre_copy_migration(false);
+    migration(Strategy::PreCopy, false);
 }
 
 #[test]
 fn pre_copy_migration_with_sent_images_keeps_counting() {
-    pre_copy_migration(true);
+    migration(Strategy::PreCopy, true);
+}
+
+#[test]
+fn post_copy_from_the_source_memory_with_shared_images_keeps_counting() {
+    migration(Strategy::PostCopy, false);
+}
+
+#[test]
+fn post_copy_from_the_source_memory_with_sent_images_keeps_counting() {
+    migration(Strategy::PostCopy, true);
+}
+
+#[test]
+fn pre_copy_then_post_copy_with_shared_images_keeps_counting() {
+    migration(Strategy::Both, false);
+}
+
+#[test]
+fn pre_copy_then_post_copy_with_sent_images_keeps_counting() {
+    migration(Strategy::Both, true);
 }

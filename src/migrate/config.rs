@@ -197,14 +197,6 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
                 .key("lazy_pages.address")
                 .hint("run both roles where the source's lazy page server can work (CAP_SYS_RESOURCE, or `sysctl fs.pipe-max-size=4194304`); or remove `lazy_pages.address` to restore lazily from the destination's own images, or `[lazy_pages]` to migrate stop-and-copy"));
             }
-            return Err(Failure::new(
-                "migrate::lazy-unsupported",
-                "prepare",
-                "post-copy migration from the source's memory (remote lazy pages) is not supported by `apply --role` yet",
-                Exit::Usage,
-            )
-            .key("lazy_pages.address")
-            .hint("remove `lazy_pages.address` to restore lazily from the destination's own images, or remove `[lazy_pages]` to migrate stop-and-copy"));
         }
     }
     if p.checkpoint().pre_dump.is_some() {

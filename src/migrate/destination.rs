@@ -28,6 +28,7 @@ use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::page_server::{PageServer, start_page_server, wait_page_server};
 use super::proto::{Conn, ConnError, Msg};
 use super::{cpu, proto, send};
+use crate::render::lazy_remote;
 
 pub(crate) fn destination(
     run: &mut Run<'_>,
@@ -99,7 +100,8 @@ pub(crate) fn destination(
 
     // Pre-copy: each round gets its page server once the source asks, and
     // the final dump's comes after the rounds (its parent is the last one).
-    let mut ps = if p.page_server.is_some() && p.checkpoint().pre_dump.is_none() {
+    let mut ps = if p.page_server.is_some() && p.checkpoint().pre_dump.is_none() && !lazy_remote(p)
+    {
         Some(start_page_server(run, mig, None, None, &images, &work)?)
     } else {
         None
@@ -293,6 +295,7 @@ pub(crate) fn destination_session(
     let send = sends_images(p);
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
+    received.pages = lazy_remote(p);
     let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
     if transfer.is_err() {
         // Nothing of a failed transfer stays behind to mix with the next.
@@ -308,6 +311,9 @@ pub(crate) fn destination_session(
     // Post-copy from the images here: the daemon serves the pages to the
     // restored tree, which can run before they are all in memory.
     let mut daemon = if lazy_local(p) {
+        Some(run.start_lazy_daemon(to)?)
+    } else if lazy_remote(p) {
+        super::postcopy::wait_serving(c, to, note)?;
         Some(run.start_lazy_daemon(to)?)
     } else {
         None
@@ -395,6 +401,10 @@ pub(crate) fn destination_session(
                 let t = Instant::now();
                 let ok = run.wait_lazy_daemon(d);
                 downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
+                if !ok && lazy_remote(p) {
+                    stopped.kill();
+                    return Err(super::postcopy::lost_at_destination(d, pid));
+                }
                 if !ok {
                     // Pages that never arrived would read as zeros: the copy
                     // cannot be trusted. The images here are complete, so

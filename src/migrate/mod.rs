@@ -55,6 +55,7 @@ pub mod destination;
 pub mod handshake;
 pub mod outcome;
 pub mod page_server;
+pub mod postcopy;
 pub mod precopy;
 pub mod proto;
 pub mod send;

@@ -220,7 +220,9 @@ pub(crate) fn destination_rounds(
                     send_ready(c, None)?;
                     continue;
                 }
-                let ps = if with_ps {
+                // Post-copy from the source's memory: no page server for the
+                // final (lazy) dump, its pages are served from the source.
+                let ps = if with_ps && !crate::render::lazy_remote(run.profile()) {
                     Some(start_page_server(
                         run,
                         mig,

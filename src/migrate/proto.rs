@@ -96,6 +96,9 @@ pub enum Msg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         images: Option<u32>,
     },
+    /// Source → destination (post-copy from the source's memory), after
+    /// `dumped`: CRIU serves the pages now; start the lazy-pages daemon.
+    Serving,
     /// Destination → source: the tree runs here now.
     Restored {
         /// Restored root pid (destination's view).
@@ -130,6 +133,7 @@ impl Msg {
             Msg::PreDumped { .. } => "pre_dumped",
             Msg::Image { .. } => "image",
             Msg::Dumped { .. } => "dumped",
+            Msg::Serving => "serving",
             Msg::Restored { .. } => "restored",
             Msg::Summary { .. } => "summary",
             Msg::Error { .. } => "error",

@@ -26,6 +26,7 @@ use super::handshake::{check_hello, conn_failure, hello, peer_error, protocol, t
 use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::proto::{Conn, Msg};
 use super::{cpu, proto, send, tls};
+use crate::render::lazy_remote;
 
 pub(crate) fn source(
     run: &mut Run<'_>,
@@ -183,8 +184,13 @@ pub(crate) fn source_session(
         pre_dump_rounds: rounds_done,
     };
     let mut o = run.opts(&step, Some(pid), &images, &work);
-    super::precopy::aim_at_destination(&mut o, mig, ps_port);
     let log = work_dir.join(step.log_file());
+    if lazy_remote(p) {
+        // Post-copy from this host's memory: the pages stay here, served.
+        let send = sends_images(p).then(|| send::snapshot(&images_dir).with_pages());
+        return super::postcopy::source_lazy(run, mig, pid, c, o, send, &rounds, log);
+    }
+    super::precopy::aim_at_destination(&mut o, mig, ps_port);
     run.progress(&format!(
         "dump of pid {pid}{}",
         ps_port
