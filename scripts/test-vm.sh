@@ -5,6 +5,7 @@
 # machine's root filesystem (virtme-ng, software emulation).
 #
 #   bash scripts/test-vm.sh [--install-only] [-- ARGS for the test binaries]
+#   bash scripts/test-vm.sh --bench     # the guest benchmark instead of the tests
 #
 # 1. Installs what it needs, idempotently, from the package registries only:
 #    qemu-system-x86, kmod and busybox-static (apt); the newest bookworm
@@ -16,6 +17,10 @@
 #    machines), runs every guest test binary inside it one test at a time with
 #    CRIU named explicitly (CKPTCTL_CRIU), and carries the verdict and the logs
 #    back through a --rwdir directory: the launcher's exit code does not.
+#
+# --bench runs scripts/bench/guest_migrate.py in the guest instead (4 GiB of
+# guest memory: it migrates a 1 GiB process): the migration strategies side
+# by side, printed as ratios (the guest is emulated).
 #
 # Exit code: 0 when every guest test passed; 1 otherwise. With
 # CKPTCTL_TEST_REQUIRE_CRIU=1 (CI), a guest that does not boot or a test that
@@ -35,7 +40,7 @@ ROOT="$(pwd)"
 
 VM_DIR="${CKPTCTL_VM_DIR:-/var/cache/ckptctl-vm}"
 VM_TIMEOUT="${CKPTCTL_VM_TIMEOUT:-780}"
-VM_MEMORY="${CKPTCTL_VM_MEMORY:-2G}"
+VM_MEMORY="${CKPTCTL_VM_MEMORY:-}"
 VM_CPUS="${CKPTCTL_VM_CPUS:-2}"
 VM_CRIU="${CKPTCTL_VM_CRIU:-/usr/local/bin/criu}"
 VNG_VERSION="1.42"
@@ -54,10 +59,12 @@ die() {
 }
 
 install_only=0
+bench=0
 test_args=()
 while (($#)); do
     case "$1" in
     --install-only) install_only=1 ;;
+    --bench) bench=1 ;;
     --)
         shift
         test_args=("$@")
@@ -167,13 +174,21 @@ if ((install_only)); then
 fi
 
 [[ -x "$VM_CRIU" ]] || die "no CRIU at $VM_CRIU (bash scripts/install-criu.sh installs it)"
+if [[ -z "$VM_MEMORY" ]]; then
+    if ((bench)); then VM_MEMORY=4G; else VM_MEMORY=2G; fi
+fi
 
 # --- 2. build the guest tests on the host -------------------------------------
 
-log "building the guest tests (cargo feature guest-tests)"
-mapfile -t BINS < <(
-    cargo test --locked --features guest-tests --no-run --message-format=json --test 'guest_*' |
-        python3 -c 'import json, sys
+if ((bench)); then
+    log "building ckptctl for the guest benchmark"
+    cargo build --locked --bin ckptctl
+    BINS=()
+else
+    log "building the guest tests (cargo feature guest-tests)"
+    mapfile -t BINS < <(
+        cargo test --locked --features guest-tests --no-run --message-format=json --test 'guest_*' |
+            python3 -c 'import json, sys
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -183,9 +198,10 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in t.get("kind", []) \
             and t.get("name", "").startswith("guest_"):
         print(m["executable"])'
-)
-((${#BINS[@]} > 0)) || die "no guest test binary was built (tests/guest_*.rs)"
-log "guest test binaries: ${BINS[*]##*/}"
+    )
+    ((${#BINS[@]} > 0)) || die "no guest test binary was built (tests/guest_*.rs)"
+    log "guest test binaries: ${BINS[*]##*/}"
+fi
 
 # --- 3. run them in the guest ---------------------------------------------------
 
@@ -206,6 +222,7 @@ fi
     printf 'export CKPTCTL_CRIU=%q\n' "$VM_CRIU"
     printf 'BINS=(%s)\n' "$(printf '%q ' "${BINS[@]}")"
     printf 'ARGS=(%s)\n' "$(printf '%q ' "${test_args[@]}")"
+    printf 'BENCH=%q\n' "$bench"
     cat <<'GUEST'
 # The console fd (and any other inherited fd) must not reach a workload:
 # CRIU cannot dump it. Keep stdio on a log file in the results directory.
@@ -223,6 +240,11 @@ for f in mem_dirty_track uffd-noncoop; do
 done
 mount | grep -E ' on /(tmp)? ' || true
 cd "$ROOT" || exit 1
+if [[ "$BENCH" == 1 ]]; then
+    CKPTCTL="$ROOT/target/debug/ckptctl" python3 "$ROOT/scripts/bench/guest_migrate.py" 2>&1 | tee -a "$RES/bench.log"
+    echo "${PIPESTATUS[0]}" >"$RES/verdict"
+    exit 0
+fi
 rc=0
 for bin in "${BINS[@]}"; do
     echo "==> ${bin##*/}"
@@ -253,6 +275,11 @@ if [[ -s "$RES/guest.log" ]]; then
 fi
 
 verdict="$(cat "$RES/verdict" 2>/dev/null || true)"
+if ((bench)) && [[ -n "$verdict" ]]; then
+    log "wall time: $((SECONDS - START)) s"
+    [[ "$verdict" == "0" ]] || die "the guest benchmark ran nothing"
+    exit 0
+fi
 if [[ -z "$verdict" ]]; then
     echo "---------------------------------------- console (last 60 lines)"
     tail -n 60 "$RES/console.log" || true
