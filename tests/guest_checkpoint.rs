@@ -95,9 +95,10 @@ fn checkpoint_with_pre_dump_rounds_then_restore_keeps_counting() {
     let dump = &v["stats"]["dump"];
     let written = dump["pages_written"].as_u64().unwrap();
     let skipped = dump["pages_skipped_parent"].as_u64().unwrap();
+    // Most of it: the workload goes on dirtying a few pages per loop.
     assert!(
-        skipped >= 16_000,
-        "final dump skipped only {skipped} pages: {v}"
+        skipped * 4 >= first * 3,
+        "final dump skipped only {skipped} pages of the first round's {first}: {v}"
     );
     assert!(
         written * 4 < first,
