@@ -11,17 +11,27 @@
 # touched, and the trixie apt source only ever lives in a private apt state
 # directory under a temp dir, so the system's apt can never pull trixie.
 #
+# It also installs `crit`, CRIU's own image decoder (trixie's python3-pycriu,
+# pure Python, unpacked into its own prefix; it runs under bookworm's python3
+# with bookworm's python3-protobuf), which the tests compare `ckptctl
+# inspect` with. A wrapper on PATH sets PYTHONPATH; the system's python
+# packages are not touched.
+#
 # Environment overrides (all optional):
 #   CKPTCTL_CRIU_PREFIX   private prefix      (default /opt/ckptctl-criu)
 #   CKPTCTL_CRIU_LINK     symlink on PATH     (default /usr/local/bin/criu)
 #   CKPTCTL_CRIU_VERSION  trixie deb version  (default 4.1.1-1)
-#   CKPTCTL_CRIU_FORCE=1  reinstall even if a working criu is found
+#   CKPTCTL_CRIU_FORCE=1  reinstall even if a working criu (and crit) is found
+#   CKPTCTL_CRIT_PREFIX   crit's prefix       (default /opt/ckptctl-crit)
+#   CKPTCTL_CRIT_LINK     crit wrapper        (default /usr/local/bin/crit)
 set -euo pipefail
 
 PREFIX="${CKPTCTL_CRIU_PREFIX:-/opt/ckptctl-criu}"
 LINK="${CKPTCTL_CRIU_LINK:-/usr/local/bin/criu}"
 CRIU_DEB_VERSION="${CKPTCTL_CRIU_VERSION:-4.1.1-1}"
 FORCE="${CKPTCTL_CRIU_FORCE:-0}"
+CRIT_PREFIX="${CKPTCTL_CRIT_PREFIX:-/opt/ckptctl-crit}"
+CRIT_LINK="${CKPTCTL_CRIT_LINK:-/usr/local/bin/crit}"
 DEBIAN_MIRROR="http://deb.debian.org/debian"
 KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 MULTIARCH="x86_64-linux-gnu"
@@ -34,7 +44,8 @@ LIBDIR_REL="usr/lib/${MULTIARCH}"
 #   util-linux- unshare/setsid for pid-namespace workloads
 #   patchelf  - rewrites the trixie criu binary's interpreter and rpath
 #   openssl   - the TLS migration tests make their certificates with it
-RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf openssl)
+#   python3-protobuf - what trixie's pycriu (crit) imports
+RUNTIME_PKGS=(iptables nftables iproute2 util-linux patchelf openssl python3-protobuf)
 
 # Trixie packages unpacked into the private prefix. criu + libcompel1 are
 # pinned to CRIU_DEB_VERSION; the libraries take trixie's current version.
@@ -112,6 +123,7 @@ install_runtime_pkgs
 
 # --- 2. is a good criu already there? --------------------------------------
 
+CRIU_OK=0
 if [[ "$FORCE" != "1" ]]; then
     # A working criu at our own install location: make sure the link exists.
     if criu_is_good "$PREFIX/usr/sbin/criu"; then
@@ -127,48 +139,53 @@ if [[ "$FORCE" != "1" ]]; then
     if onpath="$(command -v criu 2>/dev/null)" && criu_is_good "$onpath"; then
         log "a working criu is already installed; nothing to do"
         report "$onpath"
-        exit 0
+        CRIU_OK=1
     fi
-    if criu_is_good "$LINK"; then
+    if ((!CRIU_OK)) && criu_is_good "$LINK"; then
         log "a working criu is installed at $LINK, but PATH ($PATH) resolves criu elsewhere"
         report "$LINK"
-        exit 0
+        CRIU_OK=1
     fi
 fi
-
-# --- 3. download criu and its libraries from trixie -------------------------
-
-START=$SECONDS
-WORK="$(mktemp -d /tmp/install-criu.XXXXXX)"
-STAGE="${PREFIX}.new.$$"
-cleanup() { rm -rf -- "$WORK" "$STAGE"; }
-trap cleanup EXIT
 
 # A private apt configuration: its own sources dir (holding only trixie.sources),
 # lists dir and no binary caches. The system's /etc/apt/sources.list.d and
 # /var/lib/apt/lists are never modified, so nothing can pull trixie's libc into
 # the bookworm system, even if this script is interrupted half-way.
-mkdir -p "$WORK/etc/sources.list.d" "$WORK/lists/partial" "$WORK/debs"
-: >"$WORK/etc/sources.list"
-cat >"$WORK/etc/sources.list.d/trixie.sources" <<EOF
-Types: deb
-URIs: ${DEBIAN_MIRROR}
-Suites: trixie
-Components: main
-Signed-By: ${KEYRING}
-EOF
-APT_TRIXIE=(
-    -o "Dir::Etc::SourceList=$WORK/etc/sources.list"
-    -o "Dir::Etc::SourceParts=$WORK/etc/sources.list.d"
-    -o "Dir::State::Lists=$WORK/lists"
-    -o "Dir::Cache::pkgcache="
-    -o "Dir::Cache::srcpkgcache="
-    -o "Acquire::Languages=none"
-    -o "APT::Sandbox::User=root"
-)
+WORK=""
+STAGE=""
+APT_TRIXIE=()
+cleanup() {
+    if [[ -n "$WORK" ]]; then rm -rf -- "$WORK"; fi
+    if [[ -n "$STAGE" ]]; then rm -rf -- "$STAGE"; fi
+}
+trap cleanup EXIT
+trixie_index() {
+    [[ -z "$WORK" ]] || return 0
+    WORK="$(mktemp -d /tmp/install-criu.XXXXXX)"
+    mkdir -p "$WORK/etc/sources.list.d" "$WORK/lists/partial" "$WORK/debs" "$WORK/crit-debs"
+    : >"$WORK/etc/sources.list"
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
+        "$DEBIAN_MIRROR" "$KEYRING" >"$WORK/etc/sources.list.d/trixie.sources"
+    APT_TRIXIE=(
+        -o "Dir::Etc::SourceList=$WORK/etc/sources.list"
+        -o "Dir::Etc::SourceParts=$WORK/etc/sources.list.d"
+        -o "Dir::State::Lists=$WORK/lists"
+        -o "Dir::Cache::pkgcache="
+        -o "Dir::Cache::srcpkgcache="
+        -o "Acquire::Languages=none"
+        -o "APT::Sandbox::User=root"
+    )
+    log "fetching the trixie package index (private apt state in $WORK)"
+    apt-get -q "${APT_TRIXIE[@]}" update >/dev/null
+}
 
-log "fetching the trixie package index (private apt state in $WORK)"
-apt-get -q "${APT_TRIXIE[@]}" update >/dev/null
+install_criu() {
+# --- 3. download criu and its libraries from trixie -------------------------
+
+START=$SECONDS
+trixie_index
+STAGE="${PREFIX}.new.$$"
 
 log "downloading criu ${CRIU_DEB_VERSION} and libraries from trixie"
 (
@@ -247,3 +264,46 @@ fi
 
 log "installed in $((SECONDS - START)) s"
 report "$LINK"
+}
+
+if ((!CRIU_OK)); then
+    install_criu
+fi
+
+# --- 7. crit (CRIU's image decoder), for the tests --------------------------
+
+crit_is_good() {
+    [[ -x "$CRIT_LINK" ]] && timeout 60 "$CRIT_LINK" --version >/dev/null 2>&1
+}
+
+if [[ "$FORCE" != "1" ]] && crit_is_good; then
+    log "crit is installed at $CRIT_LINK ($("$CRIT_LINK" --version))"
+else
+    trixie_index
+    log "downloading python3-pycriu ${CRIU_DEB_VERSION} (crit) from trixie"
+    (
+        cd "$WORK/crit-debs"
+        if ! apt-get -q "${APT_TRIXIE[@]}" download "python3-pycriu=${CRIU_DEB_VERSION}" >/dev/null; then
+            log "warning: python3-pycriu=${CRIU_DEB_VERSION} not in trixie; taking trixie's current one"
+            apt-get -q "${APT_TRIXIE[@]}" download python3-pycriu >/dev/null
+        fi
+    )
+    STAGE="${CRIT_PREFIX}.new.$$"
+    rm -rf -- "$STAGE"
+    for deb in "$WORK"/crit-debs/*.deb; do
+        dpkg -x "$deb" "$STAGE"
+    done
+    [[ -d "$STAGE/usr/lib/python3/dist-packages/pycriu" ]] ||
+        die "pycriu missing from the trixie package"
+    rm -rf -- "$CRIT_PREFIX"
+    mv -- "$STAGE" "$CRIT_PREFIX"
+    mkdir -p "$(dirname "$CRIT_LINK")"
+    {
+        printf '#!/bin/sh\n'
+        printf '# crit from trixie python3-pycriu, installed by ckptctl scripts/install-criu.sh\n'
+        printf 'PYTHONPATH="%s/usr/lib/python3/dist-packages" exec /usr/bin/python3 -m crit "$@"\n' "$CRIT_PREFIX"
+    } >"$CRIT_LINK"
+    chmod 0755 "$CRIT_LINK"
+    crit_is_good || die "crit installed at $CRIT_LINK does not run"
+    log "crit installed at $CRIT_LINK ($("$CRIT_LINK" --version))"
+fi

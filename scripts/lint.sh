@@ -16,5 +16,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check
 
-echo "==> cargo clippy --locked --all-targets --features guest-tests -- -D warnings"
-cargo clippy --locked --all-targets --features guest-tests -- -D warnings
+echo "==> cargo clippy --locked --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+# fault-injection: the tests' builds; guest-tests: the guest lane's targets.
+echo "==> cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings"
+cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings

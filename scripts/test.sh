@@ -31,8 +31,12 @@ else
     printf 'criu: not on PATH\n'
 fi
 
-echo "==> cargo build --locked --all-targets"
-cargo build --locked --all-targets
+# The tests inject faults through `CKPTCTL_FAULT`, which only builds with
+# this feature (never in release builds): every build and test here has it.
+FEATURES=(--features fault-injection)
+
+echo "==> cargo build --locked --all-targets ${FEATURES[*]}"
+cargo build --locked --all-targets "${FEATURES[@]}"
 
 failed_phases=()
 
@@ -46,8 +50,8 @@ run_phase() {
     fi
 }
 
-run_phase "doc tests" cargo test --locked --doc -- "$@"
-run_phase "unit tests" cargo test --locked --no-fail-fast --lib --bins -- "$@"
+run_phase "doc tests" cargo test --locked "${FEATURES[@]}" --doc -- "$@"
+run_phase "unit tests" cargo test --locked "${FEATURES[@]}" --no-fail-fast --lib --bins -- "$@"
 
 # Integration test targets, if any. Targets that need a cargo feature (the
 # guest lane's tests/guest_*.rs, feature guest-tests) are left out: this
@@ -67,7 +71,7 @@ if ((${#integration_tests[@]} > 0)); then
         test_flags+=(--test "$t")
     done
     run_phase "integration tests" \
-        cargo test --locked --no-fail-fast "${test_flags[@]}" -- --test-threads=1 "$@"
+        cargo test --locked "${FEATURES[@]}" --no-fail-fast "${test_flags[@]}" -- --test-threads=1 "$@"
 else
     echo "==> no integration test targets under tests/"
 fi

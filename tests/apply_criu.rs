@@ -11,12 +11,15 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{kill9, read_counter, require_root_and_criu, wait_until};
+use common::{
+    ckptctl, code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until,
+    write,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+use common::BIN;
 
 /// A counter loop started with `unshare` flags; the loop opens its counter
 /// file itself and has stdio on /dev/null.
@@ -112,44 +115,6 @@ fn alive(pid: i32) -> bool {
 
 fn gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("ckptctl-apply-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
 }
 
 fn checkpoint_profile(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf {
@@ -472,6 +437,12 @@ fn a_second_apply_on_the_same_images_is_refused() {
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::busy");
     assert!(p.alive());
+    // The refusal has its own record; the holder's latest record is left
+    // to the holder.
+    assert!(!imgs.join("ckptctl-run.json").exists());
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].1["failure"]["code"], "apply::busy");
 }
 
 #[test]
@@ -732,14 +703,6 @@ fn page_server_dump_then_restore_from_the_server_side() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     p.extra.push(restored_pid(d.path()));
     assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -1180,4 +1143,87 @@ fn check_on_a_migration_destination_needs_no_target() {
         .cloned()
         .unwrap();
     assert_eq!(d0["key"], "migration.control_port");
+}
+
+fn run_history(work: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut v: Vec<(String, serde_json::Value)> = std::fs::read_dir(work.join("ckptctl-runs"))
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (
+                    name,
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap(),
+                )
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_refused_second_checkpoint_keeps_the_record_of_the_good_one() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let p = Proc::start(d.path(), &["--pid"]);
+    let ck = checkpoint_profile(d.path(), "hist", p.pid, "");
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let imgs = d.path().join("imgs");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(good["outcome"], "ok");
+    // The same profile again: refused, the directory holds a checkpoint.
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::images-exist");
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(latest["outcome"], "ok", "the good record was replaced");
+    assert_eq!(latest["pid"], good["pid"]);
+    assert_eq!(latest["started_unix"], good["started_unix"]);
+    // Both attempts have their own record, in order; the newest is last.
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0].1["outcome"], "ok");
+    assert_eq!(h[0].1["pid"], good["pid"]);
+    assert_eq!(h[1].1["outcome"], "failed");
+    assert_eq!(h[1].1["failure"]["code"], "apply::images-exist");
+    assert!(h[1].0.contains("failed"), "{}", h[1].0);
+    for (name, _) in &h {
+        let mode = std::fs::metadata(imgs.join("ckptctl-runs").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    assert_eq!(
+        std::fs::metadata(imgs.join("ckptctl-runs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // A restore refused before CRIU runs (CRIU too old for the profile)
+    // does not replace it either, and is recorded too.
+    let rs = write(
+        d.path(),
+        "rs.toml",
+        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\n[criu]\nmin_version = \"99.0\"\n",
+    );
+    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
+    let latest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_eq!(latest["outcome"], "ok");
+    assert_eq!(latest["action"], "checkpoint");
+    let h = run_history(&imgs);
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[2].1["action"], "restore");
+    assert_eq!(h[2].1["failure"]["code"], "criu::too-old");
 }

@@ -1,5 +1,5 @@
-//! `ckptctl validate` as users run it: exit codes, the JSON shape fixed by
-//! spec/profile.md, the summary line, folders, `extends` bases in a folder,
+//! `ckptctl validate` as users run it: exit codes, the JSON shape of
+//! docs/diagnostics.md, the summary line, folders, `extends` bases in a folder,
 //! colour and stdout/stderr discipline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 

@@ -2,7 +2,9 @@
 //! resolved at the revision), golden outputs, formatting-only changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) {
@@ -49,19 +51,7 @@ fn ckptctl(dir: &Path, args: &[&str]) -> (i32, String) {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/diff")
-        .join(name);
-    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        expected == actual,
-        "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
+    common::golden("diff", name, actual);
 }
 
 #[test]

@@ -12,27 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Workload, require_root_and_criu, wait_until};
+use common::{Workload, ckptctl, free_port, require_root_and_criu, tmp, wait_until};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
-
-fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("ckptctl-exposure-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
-fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use common::BIN;
 
 fn ok(o: &Output) {
     assert_eq!(
@@ -194,14 +176,6 @@ fn shell_metacharacters_in_paths_reach_criu_as_plain_names() {
     ]);
     assert!(matches!(o.status.code(), Some(2..=4)), "{o:?}");
     assert!(!marker.exists(), "a shell ran profile text");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Local addresses (hex, as in /proc/net/tcp*) listening on `port`.

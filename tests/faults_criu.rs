@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{kill9, read_counter, require_root_and_criu, wait_until};
+use common::{
+    code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until, write,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+use common::BIN;
 
 /// A Python process in its own pid namespace holding `mib` MiB of touched
 /// memory (so a dump takes long enough to be interrupted half-way) and
@@ -101,21 +103,6 @@ fn children(pid: u32) -> Vec<i32> {
         .collect()
 }
 
-fn tmp() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("ckptctl-faults-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    d
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn checkpoint_profile(dir: &Path, pid: i32, extra: &str) -> PathBuf {
     write(
         dir,
@@ -147,20 +134,6 @@ fn apply(args: &[&str]) -> Command {
 
 fn run(args: &[&str]) -> Output {
     apply(args).output().unwrap()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 /// Size of the largest `pages-*.img` in `dir`.
@@ -377,14 +350,6 @@ fn page_server(dir: &Path, port: u16) -> Child {
     common::criu_page_server(dir, "127.0.0.1", port, &["-o", "ps.log"])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn page_server_gone_mid_transfer_leaves_the_target_running() {
     if !require_root_and_criu() {
@@ -570,6 +535,60 @@ fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at + 2));
 }
 
+/// CRIU dies at the very end of a restore (SIGKILLed in its `post-restore`
+/// callback, injected with `CKPTCTL_FAULT=criu-dies-after-restore`: the
+/// window is too short to hit from outside). Its restorer has already
+/// cleared the tree's parent-death signal, so the whole restored tree
+/// would run on, orphaned, behind a failed restore. ckptctl, the child
+/// subreaper of the restore, ends it and says so; the checkpoint is
+/// untouched and restores.
+#[test]
+fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let d = tmp();
+    let mut m = Mem::start(d.path(), 32);
+    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let out = run(&[ck.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    let needle = m.counter.display().to_string();
+    let rs = restore_profile(d.path(), "imgs");
+    let out = apply(&[rs.to_str().unwrap()])
+        .env("CKPTCTL_FAULT", "criu-dies-after-restore")
+        .output()
+        .unwrap();
+    let left = processes_mentioning(&needle);
+    m.extra.extend(&left);
+    assert!(
+        left.is_empty(),
+        "a restored process runs on: {left:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    let f = &json(&out)["failure"];
+    assert_eq!(f["code"], "criu::killed", "{f}");
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains("ended") && msg.contains("restored"),
+        "the failure says what was cleaned up: {msg}"
+    );
+    let at = m.count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.count(), at, "something still counts");
+    // The checkpoint is untouched: it restores and counts on.
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    m.extra.push(pid);
+    assert!(wait_until(Duration::from_secs(10), || m.count() > at + 2));
+}
+
 #[test]
 fn a_criu_that_cannot_run_is_environment_not_ready() {
     if !require_root_and_criu() {
@@ -663,6 +682,11 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
 
 #[test]
 fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
     if !require_root_and_criu() {
         return;
     }

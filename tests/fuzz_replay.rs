@@ -1,5 +1,5 @@
 //! The bodies of the cargo-fuzz targets `fuzz_extends`, `fuzz_policy`,
-//! `fuzz_criu_log`, `fuzz_stats` and `fuzz_rpc` on stable Rust: every
+//! `fuzz_criu_log`, `fuzz_stats`, `fuzz_rpc` and `fuzz_images` on stable Rust: every
 //! committed seed of `fuzz/corpus/<target>/`, plus a few hundred
 //! deterministic byte mutations of them. The bodies are the same files the
 //! fuzz targets include, so both paths run identical code.
@@ -14,6 +14,8 @@
 mod criu_log;
 #[path = "../fuzz/fuzz_targets/body_extends.rs"]
 mod extends;
+#[path = "../fuzz/fuzz_targets/body_images.rs"]
+mod images;
 #[path = "../fuzz/fuzz_targets/body_policy.rs"]
 mod policy;
 #[path = "../fuzz/fuzz_targets/body_rpc.rs"]
@@ -130,6 +132,61 @@ fn criu_log_seeds_and_mutations() {
 #[test]
 fn stats_seeds_and_mutations() {
     replay("fuzz_stats", stats::fuzz_one, 3000);
+}
+
+#[test]
+fn images_seeds_and_mutations() {
+    replay("fuzz_images", images::fuzz_one, 600);
+}
+
+/// The base checkpoint of `fuzz_images` reads whole, with what was put in
+/// it (so a mutation that breaks nothing is still checked end to end).
+#[test]
+fn images_base_checkpoint_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    images::write_checkpoint(d.path(), usize::MAX, &[]);
+    let c =
+        ckptctl::images::read(d.path(), ckptctl::images::ReadOptions { cmdline: true }).unwrap();
+    assert_eq!(c.processes.len(), 2);
+    let root = &c.processes[0];
+    assert_eq!(
+        root.cmdline.as_deref(),
+        Some(&["sh".to_string(), "-c".into(), "true".into()][..])
+    );
+    assert_eq!(root.threads.len(), 2);
+    assert_eq!(root.threads[1].comm, "worker");
+    assert_eq!(root.memory.vmas, 2);
+    assert_eq!(root.memory.dumped_bytes, 8192);
+    assert_eq!(root.memory.lazy_bytes, 4096);
+    assert_eq!(root.memory.parent_bytes, 8192);
+    assert_eq!(root.files.len(), 6);
+    let json = serde_json::to_value(&root.files).unwrap();
+    assert_eq!(json[2]["type"], "inet-socket");
+    assert_eq!(json[2]["src"], "127.0.0.1");
+    assert_eq!(json[2]["dst"], "10.0.0.1");
+    assert_eq!(json[2]["state"], "ESTABLISHED");
+    assert_eq!(json[3]["name"], "@abs");
+    assert_eq!(json[4]["path"], "/bin/sh");
+    assert_eq!(json[4]["index"], 3);
+    assert_eq!(json[5]["type"], "unresolved");
+    assert_eq!(json[5]["kind"], "eventfd");
+    assert_eq!(c.mounts.len(), 1);
+    assert_eq!(c.mounts[0].fstype, "tmpfs");
+    // Every image cut anywhere is an error at an offset inside the file,
+    // never a panic.
+    for (i, name) in images::FILES.iter().enumerate() {
+        let whole = images::base(name);
+        if name.starts_with("pages-") {
+            continue;
+        }
+        for cut in [1, 4, 7, whole.len() / 2 + 1, whole.len() - 1] {
+            images::write_checkpoint(d.path(), i, &whole[..cut.min(whole.len())]);
+            let e = ckptctl::images::read(d.path(), ckptctl::images::ReadOptions { cmdline: true })
+                .expect_err(&format!("{name} cut at {cut}"));
+            assert!(e.file.ends_with(name), "{name} cut at {cut}: {e}");
+            assert!(e.offset <= cut as u64, "{name} cut at {cut}: {e}");
+        }
+    }
 }
 
 #[test]
@@ -334,6 +391,19 @@ fn encoded_seeds_are_committed() {
     for (target, list) in [
         ("fuzz_rpc", encode::responses()),
         ("fuzz_stats", encode::stats()),
+        (
+            "fuzz_images",
+            images::FILES
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !n.starts_with("pages-"))
+                .map(|(i, n)| {
+                    let mut b = vec![u8::try_from(i).unwrap()];
+                    b.extend(images::base(n));
+                    b
+                })
+                .collect(),
+        ),
     ] {
         let dir = corpus(target);
         for b in list {

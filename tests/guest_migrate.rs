@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{
+use common::migrate_hosts::{
     BIN, Dest, Migrated, Net, Procs, alive, run_source_and_finish, start_destination,
     start_destination_with_own_images, start_memory_workload, write_profile,
 };

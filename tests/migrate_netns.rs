@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::{
+use common::migrate_hosts::{
     BIN, Dest, Migrated, Net, Procs, alive, read_all, run_source_and_finish, show,
     start_destination, start_destination_with_own_images, start_memory_workload, start_workload,
     stray_connection, wait_child, write_profile,
@@ -463,6 +463,86 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
     );
 }
 
+/// The destination's CRIU dies at the very end of its restore (SIGKILLed
+/// in its `post-restore` callback, `CKPTCTL_FAULT=criu-dies-after-restore`):
+/// its restorer had already cleared the tree's parent-death signal and CRIU
+/// no longer holds it stopped, so the restored copy would run next to the
+/// source's, which resumes because the restore failed. The destination,
+/// child subreaper of the restore, ends that copy: exactly one copy runs,
+/// the source's.
+#[test]
+fn a_destination_criu_dying_after_its_restore_leaves_only_the_source_copy() {
+    if !require_root_and_criu() {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 32);
+    let profile = write_profile(tmp.path(), &net, "30s", "");
+    let mut cmd = Net::enter(&net.dst);
+    cmd.env("CKPTCTL_FAULT", "criu-dies-after-restore")
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = start_destination(cmd);
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut child, Duration::from_secs(60));
+    procs.children.push(child);
+    let dst_out = out_t.join().unwrap();
+    let dst_err = err_t.join().unwrap();
+    let needle = counter.display().to_string();
+    let copies: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|p: &i32| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.split('\0').next().is_some_and(|a| a.ends_with("python3")) && c.contains(&needle)
+            }) && alive(*p)
+        })
+        .collect();
+    procs.pids.extend(&copies);
+    assert_eq!(
+        copies,
+        vec![init],
+        "exactly the source's copy runs\n{dst_err}\n{}",
+        show(&src)
+    );
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(3),
+        "{dst_out}\n{dst_err}"
+    );
+    assert!(
+        dst_err.contains("ended") && dst_err.contains("restored"),
+        "the destination says what it cleaned up:\n{dst_err}"
+    );
+    assert_ne!(src.status.code(), Some(0), "{}", show(&src));
+    assert_eq!(
+        copies,
+        vec![init],
+        "exactly the source's copy runs\n{dst_err}"
+    );
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
+        "the source's copy does not count on"
+    );
+}
+
 /// Test certificates, made with the `openssl` command: a CA and one
 /// certificate (with key) per host, with the given subject alternative
 /// names (`IP:10.0.0.1,IP:10.0.0.2`).
@@ -831,6 +911,11 @@ fn migrates_post_copy_from_the_destination_images() {
 /// checkpoint, and a plain restore from them brings the process back.
 #[test]
 fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
     if !require_root_and_criu() {
         return;
     }

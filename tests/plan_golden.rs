@@ -4,6 +4,8 @@
 //! a reviewed change.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,21 +16,7 @@ fn root() -> PathBuf {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = root().join("tests/golden/plan").join(name);
-    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
+    common::golden("plan", name, actual);
 }
 
 fn plan(args: &[&str]) -> String {

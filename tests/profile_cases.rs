@@ -13,7 +13,7 @@
 //! "no diagnostics at all". Lines starting with `#` are comments.
 //!
 //! To (re)write the sidecars from what ckptctl reports (then review the diff
-//! by hand against spec/profile.md): `UPDATE_CASES=1 cargo test --test profile_cases`.
+//! by hand against docs/diagnostics.md): `UPDATE_CASES=1 cargo test --test profile_cases`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
 use std::path::{Path, PathBuf};

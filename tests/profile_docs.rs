@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 const NAMESPACES: &[&str] = &[
     "profile", "policy", "criu", "import", "apply", "diff", "render", "plan", "check", "migrate",
+    "inspect",
 ];
 
 fn root() -> PathBuf {
@@ -116,6 +117,38 @@ fn every_other_code_is_documented() {
     );
 }
 
+/// Run failures carry a typed `Code`: every variant has its section, and
+/// every documented apply/criu/migrate code is a variant.
+#[test]
+fn every_failure_code_is_documented_and_every_documented_one_exists() {
+    use ckptctl::failure::Code;
+    let docs = documented();
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !docs.contains(*c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "failure codes without a \"### `code`\" section in docs/diagnostics.md:\n  {}",
+        missing.join("\n  ")
+    );
+    let variants: BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    let stale: Vec<&String> = docs
+        .iter()
+        .filter(|d| {
+            ["apply::", "criu::", "migrate::"]
+                .iter()
+                .any(|n| d.starts_with(n))
+        })
+        .filter(|d| !variants.contains(d.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "documented but not a failure::Code: {stale:?}"
+    );
+}
+
 #[test]
 fn documented_codes_exist_and_are_unique() {
     let doc = std::fs::read_to_string(root().join("docs/diagnostics.md")).unwrap();
@@ -157,8 +190,8 @@ fn profile_examples_are_corpus_cases_that_emit_the_code() {
 
 /// Every test `docs/reliability.md` names (`file::function` in backticks)
 /// exists as `#[test] fn function` in `tests/file.rs`, and every test of
-/// `tests/faults_criu.rs`, `tests/hostile_input.rs` and
-/// `tests/exposure_criu.rs` has a row: the table and the tests cannot drift.
+/// `tests/faults_criu.rs`, `tests/hostile_input.rs`,
+/// `tests/exposure_criu.rs` and `tests/chaos.rs` has a row: the table and the tests cannot drift.
 #[test]
 fn reliability_table_names_real_tests() {
     let doc = std::fs::read_to_string(root().join("docs/reliability.md")).unwrap();
@@ -188,7 +221,7 @@ fn reliability_table_names_real_tests() {
             "{file}::{func} is not a #[test]"
         );
     }
-    for file in ["faults_criu", "hostile_input", "exposure_criu"] {
+    for file in ["faults_criu", "hostile_input", "exposure_criu", "chaos"] {
         let src = std::fs::read_to_string(root().join("tests").join(format!("{file}.rs"))).unwrap();
         for part in src.split("#[test]").skip(1) {
             let func = part

@@ -3,6 +3,8 @@
 //! `CKPTCTL_UPDATE_GOLDEN=1` to rewrite the expected files after a reviewed change.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ckptctl::cli::args::RenderFormat;
@@ -28,22 +30,7 @@ fn load_ok(path: &Path) -> Profile {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = dir().join(name);
-    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        panic!(
-            "{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}"
-        );
-    }
+    common::golden("render", name, actual);
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! structure that code-scanning UIs need. `CKPTCTL_UPDATE_GOLDEN=1` rewrites.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,17 +29,7 @@ fn review(output: &str) -> (i32, String, String) {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = dir().join(name);
-    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        expected == actual,
-        "{name} differs.\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
+    common::golden("review", name, actual);
 }
 
 #[test]

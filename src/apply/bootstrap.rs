@@ -7,14 +7,14 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::session::Run;
+use super::session::Session;
 use crate::apply::guard::{self};
 use crate::apply::record::RunRecord;
-use crate::apply::report::{Failure, cause_advice};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
 use crate::criu::{CriuError, CriuVersion, FoundCriu, NotifyReply, Swrk, find_criu};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure, cause_advice};
 use crate::profile::Profile;
 use crate::profile::model::HostConfig;
 
@@ -44,13 +44,13 @@ pub fn prepare_criu(
     record: &mut RunRecord,
 ) -> Result<(FoundCriu, CriuVersion, Swrk), Failure> {
     let found = find_criu(flag).map_err(|e| {
-        Failure::new("criu::missing", "find criu", e.to_string(), Exit::NotReady)
+        Failure::new(Code::CriuMissing, "find criu", e.to_string(), Exit::NotReady)
             .hint("install CRIU >= 4.0 (scripts/install-criu.sh), or pass `--criu PATH` / set $CKPTCTL_CRIU")
     })?;
     let broken = |e: CriuError| {
         let inherit = p.criu().host_config() == HostConfig::Inherit;
         let f = Failure::new(
-            "criu::broken",
+            Code::CriuBroken,
             "version",
             format!(
                 "{} does not answer the VERSION request: {e}",
@@ -89,7 +89,7 @@ pub fn prepare_criu(
     for (key, need, what) in version_gates(p) {
         if v.number() < need {
             return Err(Failure::new(
-                "criu::too-old",
+                Code::CriuTooOld,
                 "version",
                 format!(
                     "CRIU {v} is too old for {what}: it needs CRIU {}.{}",
@@ -156,7 +156,7 @@ pub fn version_gates(p: &Profile) -> Vec<(&'static str, u32, String)> {
 pub fn open_dir(path: &Path) -> Result<OwnedFd, Failure> {
     File::open(path).map(OwnedFd::from).map_err(|e| {
         Failure::new(
-            "apply::dir",
+            Code::ApplyDir,
             "prepare",
             format!("cannot open {}: {e}", path.display()),
             Exit::Usage,
@@ -171,11 +171,11 @@ pub fn dir_failure(e: guard::DirError, key: &str) -> Failure {
         _ => Exit::Usage,
     };
     let code = match e {
-        guard::DirError::Busy { .. } | guard::DirError::OrphanCriu { .. } => "apply::busy",
-        guard::DirError::WorldWritable { .. } => "apply::world-writable",
-        guard::DirError::NotOwned { .. } => "apply::not-owned",
-        guard::DirError::UnsafeSymlink { .. } => "apply::unsafe-symlink",
-        _ => "apply::dir",
+        guard::DirError::Busy { .. } | guard::DirError::OrphanCriu { .. } => Code::ApplyBusy,
+        guard::DirError::WorldWritable { .. } => Code::ApplyWorldWritable,
+        guard::DirError::NotOwned { .. } => Code::ApplyNotOwned,
+        guard::DirError::UnsafeSymlink { .. } => Code::ApplyUnsafeSymlink,
+        _ => Code::ApplyDir,
     };
     let hint = match e {
         guard::DirError::Busy { .. } => {
@@ -205,7 +205,7 @@ pub fn dirs(p: &Profile) -> Result<(PathBuf, PathBuf), Failure> {
     let img = p.images();
     let dir = img.dir.map(|d| d.value.resolved).ok_or_else(|| {
         Failure::new(
-            "apply::no-images-dir",
+            Code::ApplyNoImagesDir,
             "prepare",
             "`images.dir` is not set",
             Exit::Usage,
@@ -218,23 +218,6 @@ pub fn dirs(p: &Profile) -> Result<(PathBuf, PathBuf), Failure> {
     Ok((dir, work))
 }
 
-/// With `criu.host_config = "ignore"`, CRIU must not read
-/// `$CRIU_CONFIG_FILE` either: `--no-default-config` does not cover it, so
-/// it is removed from the environment CRIU inherits.
-pub fn hermetic_env(p: &Profile) {
-    if p.criu().host_config() == HostConfig::Ignore
-        && std::env::var_os("CRIU_CONFIG_FILE").is_some()
-    {
-        #[allow(unsafe_code)]
-        // SAFETY: called at the start of apply, before ckptctl starts any
-        // thread (CRIU's output readers start later), so no other thread
-        // reads the environment concurrently.
-        unsafe {
-            std::env::remove_var("CRIU_CONFIG_FILE");
-        }
-    }
-}
-
 pub(crate) fn work_dir_key(p: &Profile) -> &'static str {
     if p.images().work_dir.is_some() {
         "images.work_dir"
@@ -243,12 +226,34 @@ pub(crate) fn work_dir_key(p: &Profile) -> &'static str {
     }
 }
 
-/// Probe CRIU features; a missing one fails with the profile key that needs it.
-pub fn feature_gate(
-    run: &mut Run<'_>,
-    want: CriuFeatures,
-    key: &'static str,
-) -> Result<(), Failure> {
+/// A CRIU feature a profile may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Soft-dirty memory tracking, for `checkpoint.pre_dump`.
+    DirtyTracking,
+    /// userfaultfd lazy pages, for `lazy_pages.enabled`.
+    LazyPages,
+}
+
+/// Probe a CRIU feature; a missing one fails with the profile key that
+/// needs it.
+pub fn feature_gate(run: &mut Session<'_>, feature: Feature) -> Result<(), Failure> {
+    let (want, key) = match feature {
+        Feature::DirtyTracking => (
+            CriuFeatures {
+                mem_track: Some(true),
+                ..Default::default()
+            },
+            "checkpoint.pre_dump",
+        ),
+        Feature::LazyPages => (
+            CriuFeatures {
+                lazy_pages: Some(true),
+                ..Default::default()
+            },
+            "lazy_pages.enabled",
+        ),
+    };
     let mut s = run.swrk()?;
     // keep_open: the same swrk then serves the next step.
     let req = CriuReq {
@@ -262,7 +267,7 @@ pub fn feature_gate(
         .map_err(|e| run.criu_failure("feature check", e, None))?
         .features
         .unwrap_or_default();
-    run.spare = Some(s);
+    run.keep_spare(s);
     let missing = (want.mem_track == Some(true) && got.mem_track != Some(true))
         || (want.lazy_pages == Some(true) && got.lazy_pages != Some(true));
     if missing {
@@ -271,9 +276,9 @@ pub fn feature_gate(
         } else {
             crate::criu::KnownCause::LazyPagesUnsupported
         };
-        let (hint, _) = cause_advice(cause, "feature check", run.profile);
+        let (hint, _) = cause_advice(cause, "feature check", run.profile());
         return Err(Failure::new(
-            cause.code(),
+            cause.into(),
             "feature check",
             format!("this host cannot run `{key}`: {}", cause.summary()),
             Exit::NotReady,

@@ -8,10 +8,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::apply::guard::{ImagesState, images_state};
-use crate::apply::report::span_for_key;
 use crate::criu::probe::LAZY_PAGE_SERVER;
 use crate::criu::{FeatureCheck, FoundCriu, check_feature, find_criu};
 use crate::diag::{Diagnostic, Severity};
+use crate::failure::span_for_key;
 use crate::profile::Profile;
 use crate::profile::model::{Action, HostConfig, NetworkLock};
 use crate::render::Role;

@@ -320,19 +320,14 @@ pub fn images_state(dir: &Path) -> ImagesState {
 /// being written.
 pub fn mark_incomplete(dir: &Path) -> std::io::Result<()> {
     remove_if_exists(&dir.join(COMPLETE_MARKER))?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(INCOMPLETE_MARKER))?;
-    writeln!(
-        f,
-        "a ckptctl dump started here (pid {}) and has not finished",
-        std::process::id()
-    )?;
-    f.sync_all()
+    crate::private_file::write(
+        &dir.join(INCOMPLETE_MARKER),
+        format!(
+            "a ckptctl dump started here (pid {}) and has not finished\n",
+            std::process::id()
+        )
+        .as_bytes(),
+    )
 }
 
 /// Once CRIU has written every image: the directory is a checkpoint. The
@@ -347,26 +342,28 @@ pub fn mark_complete(dir: &Path, summary: &serde_json::Value) -> std::io::Result
             serde_json::to_value(manifest).unwrap_or_default(),
         );
     }
-    let summary = &summary;
-    let tmp = dir.join(format!("{COMPLETE_MARKER}.tmp"));
+    write_json_atomic(dir, COMPLETE_MARKER, &summary)?;
+    remove_if_exists(&dir.join(INCOMPLETE_MARKER))?;
+    Ok(())
+}
+
+/// Write `value` as `dir/name` (0600) all at once: into `name.tmp`,
+/// flushed, renamed over `name`, and the directory flushed. A reader sees
+/// the old file or the whole new one, never a part.
+pub fn write_json_atomic(dir: &Path, name: &str, value: &serde_json::Value) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     {
         remove_if_exists(&tmp)?;
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = crate::private_file::create(&tmp, crate::private_file::Existing::Refuse)?;
         f.write_all(
-            serde_json::to_string_pretty(summary)
+            serde_json::to_string_pretty(value)
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
         f.write_all(b"\n")?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(COMPLETE_MARKER))?;
-    remove_if_exists(&dir.join(INCOMPLETE_MARKER))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

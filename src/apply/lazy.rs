@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 
 /// Fd number of the status pipe inside the daemon.
@@ -36,7 +36,7 @@ impl LazyDaemon {
     ) -> Result<LazyDaemon, Failure> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages",
                 format!("pipe: {e}"),
                 Exit::CriuFailed,
@@ -49,35 +49,16 @@ impl LazyDaemon {
             .arg("--status-fd")
             .arg(STATUS_FD.to_string());
         let _ = (images, work);
-        // Own process group: Ctrl-C must not kill the daemon while the
-        // restored tree still needs its pages.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let w_raw = w.as_raw_fd();
-        #[allow(unsafe_code)]
-        // SAFETY: runs between fork and exec; umask/dup2/fcntl are
-        // async-signal-safe.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                // Its log (and any page it saves) is private, as for swrk.
-                libc::umask(0o077);
-                if w_raw == STATUS_FD {
-                    if libc::fcntl(STATUS_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(w_raw, STATUS_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Its own process group (Ctrl-C must not kill the daemon while the
+        // restored tree still needs its pages), a private log.
+        crate::criu::child::prepare(&mut cmd, w.as_raw_fd(), STATUS_FD);
         let log = work.join("lazy-pages.log");
         let child = cmd.spawn().map_err(|e| {
             Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages",
                 format!("cannot start {} lazy-pages: {e}", criu.display()),
                 Exit::NotReady,
@@ -92,9 +73,9 @@ impl LazyDaemon {
             Ok(()) => Ok(d),
             Err(why) => {
                 d.kill();
-                let lines = crate::apply::report::log_excerpt(&log);
+                let lines = crate::failure::log_excerpt(&log);
                 let mut f = Failure::new(
-                    "apply::lazy-pages",
+                    Code::ApplyLazyPages,
                     "lazy-pages",
                     format!("the lazy-pages daemon did not become ready: {why}"),
                     Exit::CriuFailed,
@@ -150,13 +131,25 @@ impl Drop for LazyDaemon {
 }
 
 fn wait_ready(r: &OwnedFd, timeout: Duration) -> Result<(), String> {
-    let ms = u16::try_from(timeout.as_millis().min(60_000)).unwrap_or(60_000);
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(r), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
-        Ok(0) => return Err(format!("no ready byte within {} s", timeout.as_secs())),
-        Ok(_) => {}
-        Err(nix::errno::Errno::EINTR) => return Err("interrupted by a signal".into()),
-        Err(e) => return Err(format!("poll: {e}")),
+    // poll takes at most ~65 s at a time: wait in slices until the whole
+    // timeout has passed, so the message names the wait that really ran.
+    let started = std::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(format!(
+                "no ready byte within {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        let ms = u16::try_from(left.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(r), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => return Err("interrupted by a signal".into()),
+            Err(e) => return Err(format!("poll: {e}")),
+        }
     }
     let mut f = std::fs::File::from(r.try_clone().map_err(|e| e.to_string())?);
     let mut b = [0u8; 1];
@@ -165,5 +158,26 @@ fn wait_ready(r: &OwnedFd, timeout: Duration) -> Result<(), String> {
         Ok(0) => Err("it exited before it was ready".into()),
         Ok(_) => Err("unexpected status byte".into()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message names the wait that really ran (it said "within 0 s"
+    /// for a sub-second timeout, and 60 s was the most it waited).
+    #[test]
+    fn ready_wait_reports_the_timeout_it_used() {
+        let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let t = std::time::Instant::now();
+        let why = wait_ready(&r, Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(300), "{why}");
+        let secs: f64 = why
+            .strip_prefix("no ready byte within ")
+            .and_then(|s| s.strip_suffix(" s"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{why}"));
+        assert!((0.3..5.0).contains(&secs), "{why}");
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::guard::{COMPLETE_MARKER, INCOMPLETE_MARKER, INVENTORY_QUARANTINE, LOCK_FILE};
-use crate::migrate::sha256::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// Images larger than this are recorded by size only (page images are
 /// always recorded by size only: hashing them would add to every dump).
@@ -66,7 +66,9 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Manifest) -> std::io::
         let name = entry.file_name().to_string_lossy().into_owned();
         let ft = entry.file_type()?;
         let rel = format!("{prefix}{name}");
-        if ft.is_dir() && depth < MAX_DEPTH {
+        if ft.is_dir() && name == crate::apply::record::RUN_HISTORY {
+            // ckptctl's run history grows after the dump.
+        } else if ft.is_dir() && depth < MAX_DEPTH {
             walk(&entry.path(), &format!("{rel}/"), depth + 1, out)?;
         } else if ft.is_file() && !is_ours_or_log(&name) {
             let size = entry.metadata()?.len();
@@ -156,6 +158,12 @@ mod tests {
         std::fs::create_dir(d.path().join("pre-1")).unwrap();
         std::fs::write(d.path().join("pre-1/pagemap-1.img"), b"pm").unwrap();
         std::os::unix::fs::symlink("pre-1", d.path().join("parent")).unwrap();
+        std::fs::create_dir(d.path().join("ckptctl-runs")).unwrap();
+        std::fs::write(
+            d.path().join("ckptctl-runs/000001-1-checkpoint-ok.json"),
+            b"{}",
+        )
+        .unwrap();
         let m = build(d.path()).unwrap();
         assert_eq!(
             m.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -167,6 +175,11 @@ mod tests {
 
         std::fs::write(d.path().join("dump.log"), b"another log").unwrap();
         std::fs::write(d.path().join("restore.log"), b"new").unwrap();
+        std::fs::write(
+            d.path().join("ckptctl-runs/000002-2-restore-ok.json"),
+            b"{}",
+        )
+        .unwrap();
         assert!(verify(d.path(), &m).is_empty());
 
         let f = std::fs::OpenOptions::new()

@@ -15,11 +15,11 @@ pub mod bootstrap;
 pub mod check;
 pub mod checkpoint;
 pub mod converge;
+pub mod fault;
 pub mod guard;
 pub mod lazy;
 pub mod manifest;
 pub mod record;
-pub mod report;
 pub mod restore;
 pub mod session;
 pub mod signals;
@@ -30,14 +30,14 @@ pub mod watch;
 use std::path::PathBuf;
 
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
-use crate::cli::output::{Exit, Ui};
+use crate::criu::stats::StatsSummary;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::profile::model::Action;
-use bootstrap::{dirs, hermetic_env, prepare_criu};
-use session::Run;
-use signals::install_signal_handlers;
+use crate::reporter::Reporter;
+use session::{Session, SessionOptions};
 
 /// Run-time inputs of an apply.
 #[derive(Debug, Default)]
@@ -64,87 +64,72 @@ pub struct Outcome {
     /// Work directory.
     pub work_dir: PathBuf,
     /// CRIU statistics.
-    pub stats: serde_json::Value,
+    pub stats: RunStats,
     /// The run record.
     pub record: Option<PathBuf>,
     /// Wall time, seconds.
     pub total_s: f64,
 }
 
+/// The statistics of a run: CRIU's, plus the pre-dump rounds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    /// CRIU's `stats-dump` / `stats-restore`.
+    #[serde(flatten)]
+    pub criu: StatsSummary,
+    /// Pages written by each pre-dump round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pre_dump_rounds: Vec<PreDumpRound>,
+}
+
+/// One pre-dump round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreDumpRound {
+    /// 1-based round.
+    pub round: u32,
+    /// Pages it wrote (when its stats could be read).
+    pub pages_written: Option<u64>,
+}
+
+impl session::finish::Finished for Outcome {
+    fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+
+    fn record_stats(&self) -> serde_json::Value {
+        serde_json::to_value(&self.stats).unwrap_or_default()
+    }
+
+    fn recorded(&mut self, record: Option<PathBuf>, total_s: f64) {
+        self.record = record;
+        self.total_s = total_s;
+    }
+}
+
 /// Run `apply` for a checkpoint or restore profile.
 pub fn apply(
     p: &Profile,
     profile_file: &str,
-    ui: &Ui,
+    reporter: &dyn Reporter,
     mut opts: ApplyOptions,
 ) -> Result<Outcome, (Failure, Option<RunRecord>)> {
-    install_signal_handlers();
-    let action = p.action_or_default();
-    let mut record = RunRecord::for_profile(p, profile_file);
-    hermetic_env(p);
-    let (criu, _version, spare) = match prepare_criu(p, opts.criu.as_deref(), &mut record) {
-        Ok(x) => x,
-        Err(f) => return Err((f, Some(record))),
-    };
-    let (images_dir, work_dir) = dirs(p).map_err(|f| (f, None))?;
-    let mut run = Run {
-        profile: p,
-        ui,
-        criu,
-        images_dir,
-        work_dir,
-        record,
-        status: opts.status_fd.take(),
-        spare: Some(spare),
-        lock: None,
-        pid_flag: opts.pid.is_some(),
-        commit_at_post_dump: None,
-        post_dump_committed: false,
-        watch_target: None,
-    };
-    let result = match action {
+    let record = RunRecord::for_profile(p, profile_file);
+    let session = SessionOptions::new(
+        opts.criu.take(),
+        opts.pid.is_some(),
+        opts.status_fd.take(),
+        true,
+    );
+    let mut run = Session::open(p, reporter, record, session)?;
+    let result = match p.action_or_default() {
         Action::Checkpoint => checkpoint::checkpoint(&mut run, &opts),
         Action::Restore => restore::restore(&mut run, &opts),
         Action::Migrate => Err(Failure::new(
-            "apply::role-required",
+            Code::ApplyRoleRequired,
             "apply",
             "a migrate profile runs as two halves: `--role source` and `--role destination`",
             Exit::Usage,
         )),
     };
-    if let Some(s) = run.status.as_mut() {
-        s.close();
-    }
-    let write_to = if run.work_dir.is_dir() {
-        Some(run.work_dir.clone())
-    } else {
-        None
-    };
-    match result {
-        Ok(mut out) => {
-            run.record.outcome = "ok".into();
-            run.record.pid = out.pid;
-            run.record.stats = out.stats.clone();
-            out.record = write_to.and_then(|d| run.record.write(&d).ok());
-            out.total_s = run.record.total_s;
-            // Released only now: a concurrent apply must not see the
-            // directory before its run record is written.
-            run.lock = None;
-            Ok(out)
-        }
-        Err(f) => {
-            run.record.fail(&f);
-            // Never into a directory that was refused (not ours, open to
-            // others, a planted symlink) or that another apply holds.
-            let ours = run.lock.is_some()
-                || (f.code != "apply::busy"
-                    && write_to
-                        .as_deref()
-                        .is_some_and(|d| guard::check_dir(d).is_ok()));
-            if let (Some(d), true) = (write_to, ours) {
-                let _ = run.record.write(&d);
-            }
-            Err((f, Some(run.record)))
-        }
-    }
+    run.finish(result, record::RUN_RECORD)
 }

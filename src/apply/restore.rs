@@ -4,14 +4,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::bootstrap::{dir_failure, feature_gate, open_dir, work_dir_key};
-use super::checkpoint::stats_json;
-use super::session::Run;
-use super::{ApplyOptions, Outcome};
+use super::bootstrap::{Feature, dir_failure, feature_gate, open_dir, work_dir_key};
+use super::session::Session;
+use super::{ApplyOptions, Outcome, RunStats};
 use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
-use crate::criu::rpc::{CriuFeatures, CriuReq, CriuReqType};
+use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 /// Check a complete checkpoint against the manifest ckptctl recorded when
@@ -30,7 +30,7 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
         n => format!(" (and {} more)", n - 1),
     };
     Err(Failure::new(
-        "apply::images-damaged",
+        Code::ApplyImagesDamaged,
         "restore",
         format!(
             "cannot restore: {} changed after the checkpoint completed: {}{more}",
@@ -43,16 +43,17 @@ fn verify_images(dir: &Path) -> Result<(), Failure> {
     .hint("restore from an intact copy of the checkpoint, or checkpoint again; `--force` skips this check"))
 }
 
-pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
-    let p = run.profile;
-    if run.images_dir.is_dir() {
-        guard::check_dir(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-        run.lock =
-            Some(DirLock::acquire(&run.images_dir).map_err(|e| dir_failure(e, "images.dir"))?);
+pub(crate) fn restore(run: &mut Session<'_>, opts: &ApplyOptions) -> Result<Outcome, Failure> {
+    let p = run.profile();
+    if run.images_dir().is_dir() {
+        guard::check_dir(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?;
+        run.hold_lock(
+            DirLock::acquire(run.images_dir()).map_err(|e| dir_failure(e, "images.dir"))?,
+        );
     }
     // Looked at under the lock: no dump can be writing it now.
-    match guard::images_state(&run.images_dir) {
-        ImagesState::Complete if !opts.force => verify_images(&run.images_dir)?,
+    match guard::images_state(run.images_dir()) {
+        ImagesState::Complete if !opts.force => verify_images(run.images_dir())?,
         ImagesState::Complete | ImagesState::Foreign => {}
         ImagesState::Incomplete if opts.force => {
             run.progress("restoring an incomplete checkpoint (--force)")
@@ -67,12 +68,12 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
             };
             return Err(Failure::new(
                 if state == ImagesState::Incomplete {
-                    "apply::incomplete-checkpoint"
+                    Code::ApplyIncompleteCheckpoint
                 } else {
-                    "criu::not-a-checkpoint"
+                    Code::CriuNotACheckpoint
                 },
                 "restore",
-                format!("cannot restore: {} {what}", run.images_dir.display()),
+                format!("cannot restore: {} {what}", run.images_dir().display()),
                 Exit::Usage,
             )
             .key("images.dir")
@@ -83,29 +84,20 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
             }));
         }
     }
-    guard::ensure_private_dir(&run.work_dir).map_err(|e| dir_failure(e, work_dir_key(p)))?;
-    let images = open_dir(&run.images_dir)?;
-    let work = open_dir(&run.work_dir)?;
+    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, work_dir_key(p)))?;
+    let images = open_dir(run.images_dir())?;
+    let work = open_dir(run.work_dir())?;
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     let mut daemon = None;
     if lazy {
-        feature_gate(
-            run,
-            CriuFeatures {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "lazy_pages.enabled",
-        )?;
+        feature_gate(run, Feature::LazyPages)?;
         let d = run.start_lazy_daemon(Duration::from_secs(60))?;
-        if let Some(s) = run.status.as_mut() {
-            s.ready();
-        }
+        run.status_ready();
         daemon = Some(d);
     }
     let o = run.opts(&CriuStep::Restore, None, &images, &work);
-    let log = run.work_dir.join(CriuStep::Restore.log_file());
-    run.progress(&format!("restore from {}", run.images_dir.display()));
+    let log = run.work_dir().join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", run.images_dir().display()));
     let resp = run.call(
         "restore",
         CriuReq::with_opts(CriuReqType::Restore, o),
@@ -135,7 +127,7 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
                 );
             }
             let mut f = Failure::new(
-                "apply::lazy-pages",
+                Code::ApplyLazyPages,
                 "lazy-pages transfer",
                 format!(
                     "the lazy-pages daemon failed before every page arrived; the restored tree{} was killed because its memory is incomplete",
@@ -145,7 +137,7 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
             )
             .key("lazy_pages.enabled")
             .hint("the images are unchanged: restore again (without lazy pages to avoid the daemon)");
-            f.log_lines = crate::apply::report::log_excerpt(&d.log);
+            f.log_lines = crate::failure::log_excerpt(&d.log);
             f.log = Some(d.log.clone());
             return Err(f);
         }
@@ -153,7 +145,7 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
     if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
         write_pidfile(&pf.value.resolved, pid).map_err(|e| {
             Failure::new(
-                "apply::pidfile",
+                Code::ApplyPidfile,
                 "write pidfile",
                 format!(
                     "restored pid {pid}, but cannot write {}: {e}",
@@ -164,20 +156,20 @@ pub(crate) fn restore(run: &mut Run<'_>, opts: &ApplyOptions) -> Result<Outcome,
             .key("restore.pidfile")
         })?;
     }
-    let stats = stats_json(&run.work_dir.join("stats-restore"), &[]);
+    let stats = RunStats {
+        criu: StatsSummary::of_file(&run.work_dir().join("stats-restore")),
+        pre_dump_rounds: Vec::new(),
+    };
     Ok(Outcome {
         action: "restore".into(),
         pid,
-        images_dir: run.images_dir.clone(),
-        work_dir: run.work_dir.clone(),
+        images_dir: run.images_dir().to_path_buf(),
+        work_dir: run.work_dir().to_path_buf(),
         stats,
         record: None,
         total_s: 0.0,
     })
 }
-
-/// Longest wait for a lazy restore's pages, seconds.
-pub const LAZY_TRANSFER_LIMIT_S: u64 = 3600;
 
 /// Write a pidfile atomically: a fresh temporary file (never an existing
 /// one or a symlink), then a rename over the target.

@@ -1,9 +1,9 @@
 //! The process a checkpoint works on: its pid, and what became of it
 //! after a failed dump.
 
-use super::session::Run;
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
+use super::session::Session;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 
 /// The pid to dump: `--pid`, else `target.pid`, else `target.pidfile`.
@@ -11,7 +11,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     if let Some(pid) = flag {
         if pid <= 0 {
             return Err(Failure::new(
-                "apply::bad-pid",
+                Code::ApplyBadPid,
                 "resolve target",
                 format!("`--pid {pid}` is not a process id"),
                 Exit::Usage,
@@ -24,7 +24,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
     if let Some(pid) = target.and_then(|t| t.pid.as_ref()) {
         return i32::try_from(pid.value.0).map_err(|_| {
             Failure::new(
-                "apply::bad-pid",
+                Code::ApplyBadPid,
                 "resolve target",
                 "`target.pid` is not a valid pid",
                 Exit::Usage,
@@ -46,7 +46,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
                     Limited::TooLarge => "it is larger than 4 KiB".into(),
                 };
                 Failure::new(
-                    "apply::pidfile",
+                    Code::ApplyPidfile,
                     "resolve target",
                     format!("cannot read `target.pidfile` {}: {why}", path.display()),
                     Exit::Usage,
@@ -62,7 +62,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
             .filter(|p| *p > 0)
             .ok_or_else(|| {
                 Failure::new(
-                    "apply::pidfile",
+                    Code::ApplyPidfile,
                     "resolve target",
                     format!(
                         "`target.pidfile` {} does not hold a pid: {:?}",
@@ -75,7 +75,7 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
             });
     }
     Err(Failure::new(
-        "apply::no-target",
+        Code::ApplyNoTarget,
         "resolve target",
         "no process to checkpoint",
         Exit::Usage,
@@ -87,23 +87,25 @@ pub fn resolve_pid(p: &Profile, flag: Option<i32>) -> Result<i32, Failure> {
 /// After a failed dump: say whether the target still runs (CRIU resumes it
 /// on every error it survives), name a target that exited during the dump,
 /// and give the free space when the images filesystem filled up.
-pub(crate) fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
-    let state = crate::apply::report::TargetState::of(pid);
+pub(crate) fn explain_target(run: &Session<'_>, f: &mut Failure, pid: i32) {
+    let state = crate::failure::TargetState::of(pid);
     f.target = Some(state);
-    if !state.running && !state.stopped && matches!(f.code, "criu::failed" | "apply::target-exited")
+    if !state.running
+        && !state.stopped
+        && matches!(f.code, Code::CriuFailed | Code::ApplyTargetExited)
     {
-        if f.code == "criu::failed" {
-            f.code = "apply::target-exited";
+        if f.code == Code::CriuFailed {
+            f.code = Code::ApplyTargetExited;
             f.message = format!(
                 "{} failed: the target (pid {pid}) exited while it was being dumped",
                 f.step
             );
         }
         f.hint = Some("nothing was dumped that could be restored: find out why the process ended (its own logs, `dmesg` for the OOM killer), start it again and rerun apply".into());
-        f.key = if run.pid_flag {
+        f.key = if run.pid_flag() {
             None
         } else if run
-            .profile
+            .profile()
             .target
             .as_ref()
             .is_some_and(|t| t.value.pidfile.is_some())
@@ -113,8 +115,8 @@ pub(crate) fn explain_target(run: &Run<'_>, f: &mut Failure, pid: i32) {
             Some("target.pid".into())
         };
     }
-    if f.code == crate::criu::KnownCause::NoSpace.code() {
-        if let Ok(st) = nix::sys::statvfs::statvfs(&run.images_dir) {
+    if f.code == Code::from(crate::criu::KnownCause::NoSpace) {
+        if let Ok(st) = nix::sys::statvfs::statvfs(run.images_dir()) {
             let free = st.blocks_available() * st.fragment_size();
             let total = st.blocks() * st.fragment_size();
             f.message.push_str(&format!(

@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
-use crate::apply::report::Failure;
 use crate::apply::status_fd::StatusFd;
 use crate::apply::{ApplyOptions, Outcome};
 use crate::cli::args::{ApplyArgs, CheckArgs, PlanArgs, RoleArg};
+use crate::cli::output::human_bytes;
 use crate::cli::output::{Exit, Ui};
 use crate::diag::Severity;
+use crate::failure::Failure;
+use crate::migrate::MigrateOutcome;
 use crate::profile::{LoadOptions, Profile, load};
 use crate::render::Role;
 use crate::source::{FileId, SourceMap};
@@ -163,7 +165,7 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
         };
         return match crate::migrate::run(&p, &args.run.profile.display().to_string(), ui, opts) {
             Ok(out) => {
-                crate::migrate::print_outcome(&out, ui);
+                print_outcome(&out, ui);
                 Exit::Ok
             }
             Err((f, _)) => {
@@ -191,6 +193,48 @@ pub fn apply(args: &ApplyArgs, ui: &Ui) -> Exit {
     }
 }
 
+/// Print the report: human text on stderr, one JSON line on stdout.
+fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
+    let d = &out.downtime;
+    if !ui.json() {
+        let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+        let mut text = match out.role {
+            crate::render::Role::Destination => format!(
+                "migrated: restored pid {}",
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
+            ),
+            _ => format!(
+                "migrated: pid {} left this host (restored as pid {} on the destination)",
+                out.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+                out.restored_pid
+                    .map_or_else(|| "?".into(), |p| p.to_string())
+            ),
+        };
+        text.push_str(&format!(
+            "\n  frozen time:   {}\n  downtime:      {} (dump start to restore end)\n  restore:       {}\n  pages moved:   {}\n  total:         {:.2} s",
+            ms(d.frozen_ms),
+            ms(d.downtime_s.map(|s| s * 1000.0)),
+            ms(d.restore_s.map(|s| s * 1000.0)),
+            d.pages_moved.map_or_else(|| "-".into(), |p| format!("{p} ({:.1} MiB)", (p * 4096) as f64 / f64::from(1u32 << 20))),
+            out.total_s
+        ));
+        if let Some(l) = d.lazy_after_resume_s {
+            text.push_str(&format!(
+                "\n  post-copy:     pages loaded lazily for {} after the tree resumed",
+                ms(Some(l * 1000.0))
+            ));
+        }
+        if let Some(r) = &out.record {
+            text.push_str(&format!("\n  run record:    {}", r.display()));
+        }
+        ui.note(text);
+    }
+    let mut s = serde_json::to_string(out).unwrap_or_default();
+    s.push('\n');
+    ui.data(s);
+}
+
 fn report_success(out: &Outcome, ui: &Ui) {
     if ui.json() {
         ui.data_json(&serde_json::to_value(out).unwrap_or_default());
@@ -203,47 +247,34 @@ fn report_success(out: &Outcome, ui: &Ui) {
     }
     line.push_str(&format!(" in {:.2} s", out.total_s));
     ui.note(line);
-    if let Some(d) = s.get("dump") {
-        let get = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if let Some(d) = &s.criu.dump {
+        let ms = |us: u32| f64::from(us) / 1000.0;
         ui.note(format!(
             "  frozen time:   {:.1} ms\n  freezing time: {:.1} ms\n  memory dump:   {:.1} ms, write {:.1} ms\n  pages:         {} scanned, {} written ({}), {} skipped from parent, {} lazy",
-            get("frozen_time_us") as f64 / 1000.0,
-            get("freezing_time_us") as f64 / 1000.0,
-            get("memdump_time_us") as f64 / 1000.0,
-            get("memwrite_time_us") as f64 / 1000.0,
-            get("pages_scanned"),
-            get("pages_written"),
-            human_bytes(get("pages_written") * 4096),
-            get("pages_skipped_parent"),
-            get("pages_lazy"),
+            ms(d.frozen_time_us),
+            ms(d.freezing_time_us),
+            ms(d.memdump_time_us),
+            ms(d.memwrite_time_us),
+            d.pages_scanned,
+            d.pages_written,
+            human_bytes(d.pages_written * 4096),
+            d.pages_skipped_parent,
+            d.pages_lazy,
         ));
     }
-    if let Some(r) = s.get("restore") {
-        let get = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if let Some(r) = &s.criu.restore {
         ui.note(format!(
             "  restore time:  {:.1} ms (forking {:.1} ms)\n  pages:         {} compared, {} skipped COW, {} restored",
-            get("restore_time_us") as f64 / 1000.0,
-            get("forking_time_us") as f64 / 1000.0,
-            get("pages_compared"),
-            get("pages_skipped_cow"),
-            get("pages_restored"),
+            f64::from(r.restore_time_us) / 1000.0,
+            f64::from(r.forking_time_us) / 1000.0,
+            r.pages_compared,
+            r.pages_skipped_cow,
+            r.pages_restored.unwrap_or(0),
         ));
     }
     ui.note(format!("  images:        {}", out.images_dir.display()));
     if let Some(r) = &out.record {
         ui.note(format!("  run record:    {}", r.display()));
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = b as f64;
-    if b >= 1 << 30 {
-        format!("{:.1} GiB", f / f64::from(1u32 << 30))
-    } else if b >= 1 << 20 {
-        format!("{:.1} MiB", f / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", f / 1024.0)
     }
 }
 

@@ -71,8 +71,13 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the profile: checkpoint, restore, or one half of a migration.
     Apply(ApplyArgs),
-    /// Review profiles against a policy (built-in rules and constraints).
+    /// Review profiles against a policy (built-in rules and constraints), or what a checkpoint holds against its `[contents]` rules.
     Review(ReviewArgs),
+    /// What a checkpoint holds (processes, memory, files, sockets, mounts) and every run that touched it; reads the images itself.
+    Inspect(InspectArgs),
+    /// The checkpoints under some folders: state, profile, when, size, pid, and whether a restored copy runs now.
+    #[command(visible_alias = "status")]
+    Ls(LsArgs),
     /// Semantic diff of two profiles (paths, or REV:PATH read from git).
     Diff(DiffArgs),
     /// Turn a CRIU configuration file into a profile.
@@ -192,6 +197,37 @@ pub struct ReviewArgs {
     /// Profile files or folders.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// An images directory, or a profile (its `images.dir` and `images.work_dir`).
+    #[arg(value_name = "DIR|PROFILE")]
+    pub target: PathBuf,
+    /// Only the process tree.
+    #[arg(long)]
+    pub ps_tree: bool,
+    /// Only the open files.
+    #[arg(long)]
+    pub files: bool,
+    /// Only the sockets.
+    #[arg(long)]
+    pub sockets: bool,
+    /// Only the mounts and namespaces.
+    #[arg(long)]
+    pub mounts: bool,
+    /// Only the memory.
+    #[arg(long)]
+    pub memory: bool,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Folders searched for checkpoints (default: the image and work directories of the profiles in the current folder).
+    #[arg(value_name = "DIR")]
+    pub roots: Vec<PathBuf>,
 }
 
 /// `diff`.

@@ -7,6 +7,7 @@ pub mod args;
 mod diff;
 pub mod import;
 mod info;
+mod inspect;
 pub mod output;
 pub mod render;
 pub mod review;
@@ -47,6 +48,8 @@ pub fn run(cli: Cli, ui: &Ui) -> Exit {
         Command::Plan(a) => apply::plan(&a, ui),
         Command::Apply(a) => apply::apply(&a, ui),
         Command::Review(a) => review::run(&a, ui),
+        Command::Inspect(a) => inspect::inspect(&a, ui),
+        Command::Ls(a) => inspect::ls(&a, ui),
         Command::Diff(a) => diff::run(&a, ui),
         Command::Import(a) => import::run(&a, ui),
         Command::Completions(a) => info::completions(&a, ui),

@@ -7,26 +7,7 @@ use crate::cli::args::{Cli, ColorChoice, OutputFormat};
 use crate::diag::{Diagnostic, RenderOptions, render_human, to_json_document};
 use crate::source::SourceMap;
 
-/// The spec's exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    /// Success (warnings allowed).
-    Ok = 0,
-    /// Policy denied, or `diff --exit-code` found a change.
-    Denied = 1,
-    /// Usage error, unreadable or invalid profile/policy.
-    Usage = 2,
-    /// CRIU ran and the operation failed.
-    CriuFailed = 3,
-    /// Environment not ready.
-    NotReady = 4,
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(e: Exit) -> Self {
-        std::process::ExitCode::from(e as u8)
-    }
-}
+pub use crate::failure::Exit;
 
 /// How to talk to the user.
 #[derive(Debug, Clone)]
@@ -144,5 +125,76 @@ impl Ui {
             }
             let _ = write!(err, "{}", render_human(d, sources, self.render_options()));
         }
+    }
+}
+
+impl crate::reporter::Reporter for Ui {
+    fn note(&self, msg: &str) {
+        Ui::note(self, msg);
+    }
+
+    fn error(&self, msg: &str) {
+        Ui::error(self, msg);
+    }
+
+    fn data(&self, text: &str) {
+        Ui::data(self, text);
+    }
+
+    fn json(&self) -> bool {
+        Ui::json(self)
+    }
+
+    fn verbose(&self) -> u8 {
+        self.verbose
+    }
+}
+
+/// A byte count for people: KiB, MiB or GiB with one decimal.
+pub fn human_bytes(b: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = b as f64;
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", f / f64::from(1u32 << 30))
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", f / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", f / 1024.0)
+    }
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_019_301), "2026-11-30 06:15:01 UTC");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

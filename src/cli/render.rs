@@ -74,7 +74,7 @@ pub fn render_text(
                 out.push_str(
                     &argv
                         .iter()
-                        .map(|a| shell_quote(a))
+                        .map(|a| crate::render::shell_quote(a))
                         .collect::<Vec<_>>()
                         .join(" "),
                 );
@@ -92,16 +92,4 @@ pub fn render_text(
         }
     }
     Ok(out)
-}
-
-/// Quote one argument for a POSIX shell (the `<PID>` placeholder is left as is).
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-    if safe || s == crate::render::PID_PLACEHOLDER {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }

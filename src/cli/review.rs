@@ -1,9 +1,11 @@
 //! `ckptctl review [--policy POLICY] PATH...`: built-in rules, constraints
-//! and required keys on every profile; human, JSON, SARIF or Markdown.
-//! Exit 1 when any finding is `deny`, 2 when a profile or the policy is
-//! invalid.
+//! and required keys on every profile, and the policy's `[contents]` rules
+//! on every checkpoint directory (one holding CRIU's `inventory.img`);
+//! human, JSON, SARIF or Markdown. Exit 1 when any finding is `deny`, 2
+//! when a profile, a checkpoint or the policy is invalid.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use crate::cli::args::{OutputFormat, ReviewArgs};
 use crate::cli::output::{Exit, Ui};
@@ -18,6 +20,8 @@ pub struct Outcome {
     pub diags: Vec<Diagnostic>,
     /// Profiles reviewed.
     pub profiles: usize,
+    /// Checkpoints reviewed.
+    pub checkpoints: usize,
     /// A profile or the policy was invalid.
     pub invalid: bool,
 }
@@ -36,6 +40,7 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
                     return Outcome {
                         diags,
                         profiles: 0,
+                        checkpoints: 0,
                         invalid: true,
                     };
                 }
@@ -43,8 +48,25 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
         }
         None => Policy::default(),
     };
-    let files = super::validate::collect(&args.paths, &mut diags);
+    let (checkpoint_dirs, paths): (Vec<_>, Vec<_>) = args
+        .paths
+        .iter()
+        .cloned()
+        .partition(|p| p.join("inventory.img").is_file());
+    let checkpoints = checkpoint_dirs.len();
+    let files = if paths.is_empty() {
+        Vec::new()
+    } else {
+        super::validate::collect(&paths, &mut diags)
+    };
     let mut invalid = diags.iter().any(|d| d.severity == Severity::Error);
+    // Findings on checkpoints are denials (exit 1); only a checkpoint that
+    // cannot be reviewed makes the run invalid (exit 2).
+    for dir in &checkpoint_dirs {
+        let (d, bad) = review_checkpoint(dir, &policy, args.policy.as_deref());
+        diags.extend(d);
+        invalid |= bad;
+    }
     let mut loaded = Vec::new();
     let mut bases = HashSet::new();
     for f in &files {
@@ -76,7 +98,35 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
     Outcome {
         diags,
         profiles,
+        checkpoints,
         invalid,
+    }
+}
+
+/// Review one checkpoint directory against the policy's `[contents]`:
+/// the findings, and whether the review could not be made (no
+/// `[contents]`, unreadable images).
+fn review_checkpoint(
+    dir: &Path,
+    policy: &Policy,
+    policy_file: Option<&Path>,
+) -> (Vec<Diagnostic>, bool) {
+    let Some(c) = &policy.contents else {
+        let d = Diagnostic::error(
+            "policy::no-contents-rules",
+            format!(
+                "{} is a checkpoint, and {} has no `[contents]` rules to review it against",
+                dir.display(),
+                policy_file.map_or("the built-in policy".to_string(), |p| format!("`{}`", p.display()))
+            ),
+        )
+        .in_file(dir.display().to_string())
+        .help("add a `[contents]` table (tcp_peer_networks, forbidden_paths, max_memory) to the policy; docs/policy.md");
+        return (vec![d], true);
+    };
+    match crate::images::read(dir, crate::images::ReadOptions { cmdline: false }) {
+        Ok(ck) => (crate::policy::contents::review(c, dir, &ck), false),
+        Err(e) => (vec![super::inspect::image_diagnostic(&e)], true),
     }
 }
 
@@ -84,7 +134,7 @@ pub fn review_paths(args: &ReviewArgs, sources: &mut SourceMap) -> Outcome {
 pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
     let out = review_paths(args, &mut sources);
-    if out.profiles == 0 && !out.invalid {
+    if out.profiles == 0 && out.checkpoints == 0 && !out.invalid {
         ui.error("no profiles found (looked for *.toml, *.yaml, *.yml)");
         return Exit::Usage;
     }
@@ -93,6 +143,9 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
         OutputFormat::Json => {
             let mut doc = to_json_document(&out.diags, &sources);
             doc["summary"] = serde_json::json!({"profiles": out.profiles, "denied": t.errors, "warnings": t.warnings});
+            if out.checkpoints > 0 {
+                doc["summary"]["checkpoints"] = out.checkpoints.into();
+            }
             ui.data_json(&doc);
         }
         OutputFormat::Sarif => ui.data_json(&report::sarif(&out.diags, &sources)),
@@ -101,16 +154,15 @@ pub fn run(args: &ReviewArgs, ui: &Ui) -> Exit {
             ui.data(report::markdown_review(
                 &out.diags,
                 &sources,
-                out.profiles,
+                (out.profiles, out.checkpoints),
                 policy.as_deref(),
             ));
         }
         OutputFormat::Human => {
             ui.human_diagnostics(&out.diags, &sources);
             ui.note(format!(
-                "reviewed {} profile{}: {} denied, {} warning{}",
-                out.profiles,
-                if out.profiles == 1 { "" } else { "s" },
+                "reviewed {}: {} denied, {} warning{}",
+                report::reviewed(out.profiles, out.checkpoints),
                 t.errors,
                 t.warnings,
                 if t.warnings == 1 { "" } else { "s" }

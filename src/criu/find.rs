@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::errors::CriuError;
 
@@ -160,31 +160,48 @@ pub struct FeatureCheck {
     pub message: String,
 }
 
-/// Run `criu --no-default-config check --feature NAME` and interpret it.
-/// [`super::probe::LAZY_PAGE_SERVER`] is answered by
-/// [`super::probe::lazy_page_server`] (no `criu check` sees it).
+/// Longest a `criu check` may take.
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Output of a `criu check` kept per stream.
+pub const CHECK_OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// Run `criu --no-default-config check --feature NAME` (bounded in time and
+/// output) and interpret it. [`super::probe::LAZY_PAGE_SERVER`] is answered
+/// by [`super::probe::lazy_page_server`] (no `criu check` sees it).
 pub fn check_feature(criu: &Path, name: &str) -> Result<FeatureCheck, CriuError> {
     if name == super::probe::LAZY_PAGE_SERVER {
         return Ok(super::probe::lazy_page_server());
     }
-    let out = Command::new(criu)
-        .args([
-            OsStr::new("--no-default-config"),
-            OsStr::new("check"),
-            OsStr::new("--feature"),
-        ])
-        .arg(name)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| CriuError::Spawn {
+    let mut cmd = Command::new(criu);
+    cmd.args([
+        OsStr::new(super::child::NO_DEFAULT_CONFIG),
+        OsStr::new("check"),
+        OsStr::new("--feature"),
+    ])
+    .arg(name)
+    .env_remove("CRIU_CONFIG_FILE");
+    let out = super::child::output_bounded(&mut cmd, CHECK_TIMEOUT, CHECK_OUTPUT_LIMIT).map_err(
+        |source| CriuError::Spawn {
             path: criu.to_path_buf(),
             source,
-        })?;
+        },
+    )?;
+    let Some(status) = out.status else {
+        return Ok(FeatureCheck {
+            name: name.to_string(),
+            supported: false,
+            known: true,
+            message: format!(
+                "`criu check --feature {name}` did not answer within {} s and was killed",
+                CHECK_TIMEOUT.as_secs()
+            ),
+        });
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     Ok(interpret_feature_check(
         name,
-        out.status.success(),
+        status.success(),
         &stdout,
         &stderr,
     ))

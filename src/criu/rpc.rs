@@ -1,6 +1,7 @@
 //! Hand-written prost messages for CRIU's `images/rpc.proto` (proto2).
 //!
-//! Field numbers follow `shared/reference/criu.md` §1.5–1.10. `optional`
+//! Field numbers follow CRIU 4.1.1's `images/rpc.proto` (why they are typed
+//! by hand: docs/architecture.md, Decisions). `optional`
 //! fields are `Option<T>`; `required` scalars are always put on the wire
 //! (notably `CriuOpts::images_dir_fd`, which CRIU's C unpacker insists on).
 

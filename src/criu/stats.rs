@@ -170,7 +170,7 @@ pub fn encode(entry: &StatsEntry) -> Vec<u8> {
 }
 
 /// Plain summary of a stats file for reports (times in microseconds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSummary {
     /// Dump side, if present.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,7 @@ pub struct StatsSummary {
 
 /// Dump statistics.
 #[allow(missing_docs)]
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DumpSummary {
     pub freezing_time_us: u32,
     pub frozen_time_us: u32,
@@ -202,13 +202,23 @@ pub struct DumpSummary {
 
 /// Restore statistics.
 #[allow(missing_docs)]
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreSummary {
     pub pages_compared: u64,
     pub pages_skipped_cow: u64,
     pub pages_restored: Option<u64>,
     pub forking_time_us: u32,
     pub restore_time_us: u32,
+}
+
+impl StatsSummary {
+    /// The summary of a stats file CRIU wrote (empty when it cannot be read:
+    /// a failed step may leave none).
+    pub fn of_file(path: &std::path::Path) -> StatsSummary {
+        read(path)
+            .map(|s| StatsSummary::from(&s))
+            .unwrap_or_default()
+    }
 }
 
 impl From<&StatsEntry> for StatsSummary {

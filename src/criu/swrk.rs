@@ -3,10 +3,9 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fmt;
+
 use std::io::{self, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +21,8 @@ use nix::sys::socket::{
 use prost::Message;
 
 use super::errors::CriuError;
-use super::rpc::{self, CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
+use super::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
+pub use super::version::CriuVersion;
 
 /// Fd number of the server end inside the criu process.
 const SERVER_FD: RawFd = 3;
@@ -164,33 +164,8 @@ impl Swrk {
             .arg(SERVER_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a terminal's Ctrl-C reaches ckptctl,
-            // which makes CRIU abort cleanly (a failed NOTIFY ack), instead
-            // of killing CRIU in the middle of a dump.
-            .process_group(0);
-        let server_raw = server.as_raw_fd();
-        #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls async-signal-safe functions (umask, dup2, fcntl) on plain
-        // integers; it allocates nothing and touches no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Images, logs and stats CRIU writes (it asks for 0644) are
-                // private to their owner: process memory is in them. The
-                // restored tasks get their own umask back from the images.
-                libc::umask(0o077);
-                if server_raw == SERVER_FD {
-                    // dup2 onto itself keeps CLOEXEC: clear it by hand.
-                    if libc::fcntl(SERVER_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(server_raw, SERVER_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .stderr(Stdio::piped());
+        super::child::prepare(&mut cmd, server.as_raw_fd(), SERVER_FD);
         let mut child = cmd.spawn().map_err(|source| CriuError::Spawn {
             path: criu.to_path_buf(),
             source,
@@ -574,264 +549,5 @@ pub fn expect_success(
     Ok(resp)
 }
 
-/// A CRIU version, comparable by runc's number convention.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct CriuVersion {
-    /// Major number.
-    pub major: u32,
-    /// Minor number.
-    pub minor: u32,
-    /// Sublevel (0 when absent).
-    pub sublevel: u32,
-    /// Git id for builds from git; such versions count as the next minor.
-    pub gitid: Option<String>,
-    /// Release name, e.g. `CRIUTIBILITY`.
-    pub name: Option<String>,
-}
-
-impl CriuVersion {
-    /// Build from the VERSION response message.
-    pub fn from_rpc(v: &rpc::CriuVersion) -> Self {
-        let n = |x: i32| u32::try_from(x).unwrap_or(0);
-        Self {
-            major: n(v.major_number),
-            minor: n(v.minor_number),
-            sublevel: v.sublevel.map_or(0, n),
-            gitid: v.gitid.clone().filter(|g| !g.is_empty()),
-            name: v.name.clone(),
-        }
-    }
-
-    /// `major*10000 + minor*100 + sublevel`, rounded up to the next minor
-    /// when `gitid` is set (runc / go-criu convention).
-    pub fn number(&self) -> u32 {
-        let mut v = self
-            .major
-            .saturating_mul(10000)
-            .saturating_add(self.minor.saturating_mul(100))
-            .saturating_add(self.sublevel);
-        if self.gitid.is_some() {
-            v -= v % 100;
-            v = v.saturating_add(100);
-        }
-        v
-    }
-
-    /// Parse `criu --version` output (`Version: 4.1.1`, optionally a
-    /// `GitID: v4.1-12-gabc` line).
-    pub fn parse_cli(output: &str) -> Option<Self> {
-        let mut version = None;
-        let mut gitid = None;
-        for line in output.lines() {
-            if let Some(v) = line.trim().strip_prefix("Version:") {
-                version = Some(v.trim().to_string());
-            } else if let Some(g) = line.trim().strip_prefix("GitID:") {
-                gitid = Some(g.trim().to_string()).filter(|g| !g.is_empty());
-            }
-        }
-        let version = version?;
-        let mut parts = version.split('.').map(|p| p.trim().parse::<u32>());
-        let major = parts.next()?.ok()?;
-        let minor = parts.next()?.ok()?;
-        let sublevel = match parts.next() {
-            Some(p) => p.ok()?,
-            None => 0,
-        };
-        Some(Self {
-            major,
-            minor,
-            sublevel,
-            gitid,
-            name: None,
-        })
-    }
-}
-
-impl fmt::Display for CriuVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)?;
-        if self.sublevel != 0 {
-            write!(f, ".{}", self.sublevel)?;
-        }
-        if let Some(g) = &self.gitid {
-            write!(f, " (gitid {g})")?;
-        }
-        Ok(())
-    }
-}
-
-impl Ord for CriuVersion {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (
-            self.number(),
-            self.major,
-            self.minor,
-            self.sublevel,
-            &self.gitid,
-            &self.name,
-        )
-            .cmp(&(
-                other.number(),
-                other.major,
-                other.minor,
-                other.sublevel,
-                &other.gitid,
-                &other.name,
-            ))
-    }
-}
-
-impl PartialOrd for CriuVersion {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(major: u32, minor: u32, sublevel: u32, gitid: Option<&str>) -> CriuVersion {
-        CriuVersion {
-            major,
-            minor,
-            sublevel,
-            gitid: gitid.map(String::from),
-            name: None,
-        }
-    }
-
-    #[test]
-    fn version_numbers() {
-        assert_eq!(v(4, 1, 1, None).number(), 40101);
-        assert_eq!(v(3, 17, 0, None).number(), 31700);
-        assert_eq!(v(3, 16, 1, Some("v3.16.1-5-gabc")).number(), 31700);
-        assert_eq!(v(4, 1, 1, None).to_string(), "4.1.1");
-        assert_eq!(v(4, 2, 0, None).to_string(), "4.2");
-        assert!(v(4, 1, 1, None) > v(4, 1, 0, None));
-        assert!(v(3, 19, 0, None) < v(4, 0, 0, None));
-        assert!(v(4, 1, 1, Some("g")) > v(4, 1, 9, None));
-    }
-
-    #[test]
-    fn version_from_rpc_and_cli() {
-        let r = rpc::CriuVersion {
-            major_number: 4,
-            minor_number: 1,
-            gitid: None,
-            sublevel: Some(1),
-            extra: None,
-            name: Some("CRIUTIBILITY".into()),
-        };
-        let a = CriuVersion::from_rpc(&r);
-        assert_eq!(a.number(), 40101);
-        let b = CriuVersion::parse_cli("Version: 4.1.1\n").unwrap();
-        assert_eq!(b.number(), 40101);
-        let c = CriuVersion::parse_cli("Version: 3.19\nGitID: v3.19-20-g1234\n").unwrap();
-        assert_eq!(c.number(), 32000);
-        assert!(CriuVersion::parse_cli("garbage").is_none());
-    }
-
-    #[test]
-    fn expect_success_maps_failure() {
-        let resp = CriuResp {
-            r#type: CriuReqType::Dump as i32,
-            success: false,
-            cr_errno: Some(3),
-            cr_errmsg: Some("Error (criu/x.c:1): boom\n".into()),
-            ..CriuResp::default()
-        };
-        match expect_success("dump", CriuReqType::Dump, resp) {
-            Err(CriuError::Failed {
-                cr_errno: Some(3),
-                resp_type,
-                ..
-            }) => {
-                assert_eq!(resp_type, "DUMP")
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        let resp = CriuResp {
-            r#type: 0,
-            success: true,
-            ..CriuResp::default()
-        };
-        assert!(matches!(
-            expect_success("dump", CriuReqType::Dump, resp),
-            Err(CriuError::Protocol { .. })
-        ));
-    }
-
-    #[test]
-    fn spawn_missing_binary() {
-        let e = Swrk::spawn(Path::new("/nonexistent/criu"), &[]).unwrap_err();
-        assert!(matches!(e, CriuError::Spawn { .. }), "{e:?}");
-    }
-
-    /// `sh -c SCRIPT x` stands in for criu: it gets `... swrk 3` as `$1 $2`.
-    fn fake(script: &str) -> Swrk {
-        Swrk::spawn(
-            Path::new("/bin/sh"),
-            &["-c".into(), script.into(), "x".into()],
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn eof_reports_exit_status_and_stderr() {
-        let mut s = fake("echo \"args: $*\" >&2; exit 7");
-        let e = s.call(&CriuReq::new(CriuReqType::Version), &mut |_| {
-            NotifyReply::ok()
-        });
-        match e {
-            Err(CriuError::Died { status, stderr }) => {
-                assert_eq!(status.code(), Some(7));
-                assert!(stderr.contains("args: swrk 3"), "{stderr}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        // Further use reports the same death, no panic.
-        let again = s.send_only(&CriuReq::new(CriuReqType::Version));
-        assert!(matches!(again, Err(CriuError::Died { .. })), "{again:?}");
-    }
-
-    #[test]
-    fn fd3_is_the_socket_and_client_end_does_not_leak() {
-        use std::os::unix::fs::MetadataExt;
-        let mut s = fake("for f in /proc/$$/fd/*; do echo \"$f $(readlink $f)\"; done >&2; exit 0");
-        let client = match &s.sock {
-            Some(fd) => fs_err::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                .unwrap()
-                .ino(),
-            None => unreachable!(),
-        };
-        let e = s.call(&CriuReq::new(CriuReqType::Version), &mut |_| {
-            NotifyReply::ok()
-        });
-        match e {
-            Err(CriuError::Died { status, stderr }) => {
-                assert_eq!(status.code(), Some(0), "{stderr}");
-                assert!(
-                    stderr.lines().any(|l| l.contains("/fd/3 socket:[")),
-                    "fd 3 is not a socket: {stderr}"
-                );
-                assert!(
-                    !stderr.contains(&format!("socket:[{client}]")),
-                    "client end leaked: {stderr}"
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn timeout_kills_child() {
-        let mut s = fake("exec sleep 30");
-        s.set_timeout(Some(Duration::from_millis(200)));
-        let e = s.call(&CriuReq::new(CriuReqType::Version), &mut |_| {
-            NotifyReply::ok()
-        });
-        assert!(matches!(e, Err(CriuError::Timeout { .. })), "{e:?}");
-        assert!(s.pid().is_none(), "child must be reaped");
-    }
-}
+mod tests;

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::bootstrap::{self};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
-use crate::criu::rpc::CriuFeatures;
+use crate::apply::session::Session;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::profile::model::ImagesMode;
 use crate::render::Role;
@@ -33,7 +32,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .map(|m| m.value.clone())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-migration",
+                Code::MigrateNoMigration,
                 "prepare",
                 "a migrate profile needs a `[migration]` table",
                 Exit::Usage,
@@ -46,7 +45,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .map(|d| d.value.0.clone())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-destination",
+                Code::MigrateNoDestination,
                 "prepare",
                 "`migration.destination` is not set",
                 Exit::Usage,
@@ -59,7 +58,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
         .and_then(|p| u16::try_from(p.value.0).ok())
         .ok_or_else(|| {
             Failure::new(
-                "migrate::no-control-port",
+                Code::MigrateNoControlPort,
                 "prepare",
                 "`migration.control_port` is not set",
                 Exit::Usage,
@@ -97,7 +96,7 @@ pub(crate) fn migration(p: &Profile, role: Role) -> Result<Mig, Failure> {
                     };
                     if !m.names(&name) {
                         return Err(Failure::new(
-                            "migrate::tls-config",
+                            Code::MigrateTlsConfig,
                             "prepare",
                             format!(
                                 "this host's certificate {} does not name `{host}`, the address of {why}",
@@ -135,7 +134,7 @@ pub(crate) fn tls_files(p: &Profile) -> Result<Option<tls::TlsFiles>, Failure> {
      -> Result<PathBuf, Failure> {
         let v = v.as_ref().ok_or_else(|| {
             Failure::new(
-                "migrate::tls-config",
+                Code::MigrateTlsConfig,
                 "prepare",
                 format!("`{key}` is not set: the migration control connection is mutual TLS and needs `ca_cert`, `cert` and `key`"),
                 Exit::Usage,
@@ -160,24 +159,17 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 }
 
 pub(crate) fn tls_config_failure(e: tls::TlsConfigError) -> Failure {
-    Failure::new("migrate::tls-config", "prepare", e.message, Exit::Usage)
+    Failure::new(Code::MigrateTlsConfig, "prepare", e.message, Exit::Usage)
         .key(e.key)
         .hint("fix the file or the path in `[page_server.tls]`; both hosts need their own readable PEM files")
 }
 
 /// Refuse what this version cannot run, before anything starts. Both roles
 /// run the same checks on the same profile, so both stop the same way.
-pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
+pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     let p = run.profile();
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
-        bootstrap::feature_gate(
-            run,
-            CriuFeatures {
-                lazy_pages: Some(true),
-                ..Default::default()
-            },
-            "lazy_pages.enabled",
-        )?;
+        bootstrap::feature_gate(run, bootstrap::Feature::LazyPages)?;
         // Without `address`, the destination restores lazily from its own
         // images (post-copy from the destination's disk). With it, the
         // source's CRIU serves the pages from the tree's memory: probe
@@ -186,7 +178,7 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
             let probe = crate::criu::probe::lazy_page_server();
             if !probe.supported {
                 return Err(Failure::new(
-                    "migrate::lazy-unsupported",
+                    Code::MigrateLazyUnsupported,
                     "prepare",
                     format!(
                         "post-copy migration from the source's memory (remote lazy pages) cannot run here: {}",
@@ -202,18 +194,11 @@ pub(crate) fn refuse_unsupported(run: &mut Run<'_>) -> Result<(), Failure> {
     if p.checkpoint().pre_dump.is_some() {
         // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is
         // off (both roles probe, so both stop the same way).
-        bootstrap::feature_gate(
-            run,
-            CriuFeatures {
-                mem_track: Some(true),
-                ..Default::default()
-            },
-            "checkpoint.pre_dump",
-        )?;
+        bootstrap::feature_gate(run, bootstrap::Feature::DirtyTracking)?;
     }
     if sends_images(p) && p.page_server.is_none() {
         return Err(Failure::new(
-            "migrate::send-needs-page-server",
+            Code::MigrateSendNeedsPageServer,
             "prepare",
             "`migration.images = \"send\"` needs `[page_server]`: the pages go to the destination's page server, only the other images travel over the control connection",
             Exit::Usage,

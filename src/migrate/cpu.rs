@@ -7,17 +7,17 @@ use std::path::{Path, PathBuf};
 
 use crate::apply::bootstrap::open_dir;
 use crate::apply::guard;
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
 use crate::criu::NotifyReply;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 
 /// Largest cpuinfo image accepted from the peer.
 pub const MAX_CPUINFO: usize = 1 << 20;
 
-fn scratch(run: &Run<'_>, name: &str) -> Result<PathBuf, Failure> {
+fn scratch(run: &Session<'_>, name: &str) -> Result<PathBuf, Failure> {
     let dir = run.work_dir().join(name);
     guard::ensure_private_dir(&dir)
         .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.work_dir"))?;
@@ -26,7 +26,7 @@ fn scratch(run: &Run<'_>, name: &str) -> Result<PathBuf, Failure> {
 }
 
 fn request(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     kind: CriuReqType,
     dir: &Path,
     log: &str,
@@ -51,14 +51,14 @@ fn request(
 }
 
 /// Source: this host's `cpuinfo.img`, for the hello.
-pub fn dump(run: &mut Run<'_>) -> Result<Vec<u8>, Failure> {
+pub fn dump(run: &mut Session<'_>) -> Result<Vec<u8>, Failure> {
     let dir = scratch(run, ".cpuinfo-source")?;
     let resp = request(run, CriuReqType::CpuinfoDump, &dir, "cpuinfo-dump.log")?;
     expect_success("cpuinfo dump", CriuReqType::CpuinfoDump, resp)
         .map_err(|e| run.criu_failure("cpuinfo dump", e, Some(dir.join("cpuinfo-dump.log"))))?;
     std::fs::read(dir.join("cpuinfo.img")).map_err(|e| {
         Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo dump",
             format!("CRIU wrote no readable cpuinfo.img: {e}"),
             Exit::CriuFailed,
@@ -67,10 +67,10 @@ pub fn dump(run: &mut Run<'_>) -> Result<Vec<u8>, Failure> {
 }
 
 /// Destination: can this CPU run what the source's CPU dumped?
-pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
+pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
     if image.is_empty() || image.len() > MAX_CPUINFO {
         return Err(Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             format!("the source sent a cpuinfo image of {} bytes", image.len()),
             Exit::CriuFailed,
@@ -79,7 +79,7 @@ pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
     let dir = scratch(run, ".cpuinfo-check")?;
     std::fs::write(dir.join("cpuinfo.img"), image).map_err(|e| {
         Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             format!("cannot write the source's cpuinfo image: {e}"),
             Exit::CriuFailed,
@@ -99,7 +99,7 @@ pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
         return Err(run.criu_failure("cpuinfo check", e, Some(dir.join("cpuinfo-check.log"))));
     }
     let mut f = Failure::new(
-        "migrate::cpu-mismatch",
+        Code::MigrateCpuMismatch,
         "cpuinfo check",
         "this CPU lacks features the source's CPU has: a tree dumped there may crash here",
         Exit::NotReady,
@@ -110,6 +110,6 @@ pub fn check(run: &mut Run<'_>, image: &[u8]) -> Result<(), Failure> {
         .cr_errmsg
         .map(|m| crate::criu::errors::clean_errmsg(&m));
     f.log = Some(dir.join("cpuinfo-check.log"));
-    f.log_lines = crate::apply::report::log_excerpt(&dir.join("cpuinfo-check.log"));
+    f.log_lines = crate::failure::log_excerpt(&dir.join("cpuinfo-check.log"));
     Err(f)
 }

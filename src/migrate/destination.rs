@@ -3,24 +3,23 @@
 
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::status_fd::StatusFd;
-use crate::apply::{checkpoint, restore};
-use crate::cli::output::Exit;
-use crate::criu::CriuVersion;
+use crate::apply::bootstrap::open_dir;
+use crate::apply::guard::{self};
+use crate::apply::restore;
+use crate::apply::session::Session;
 use crate::criu::rpc::{CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
 use super::config::{Mig, lazy_local, sends_images, tls_config_failure};
+use super::handover::{self, Learned, SharedRecords, Stopped};
 use super::handshake::{
     check_hello, conn_failure, hello, peer_error, protocol, tell_peer, tls_failure,
 };
@@ -31,72 +30,21 @@ use super::{cpu, proto, send};
 use crate::render::lazy_remote;
 
 pub(crate) fn destination(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     opts: &MigrateOptions,
     mig: &Mig,
-    version: &CriuVersion,
-    status: &mut Option<StatusFd>,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let _lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !opts.force
-    {
-        return Err(Failure::new(
-            "apply::images-exist",
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    // A forced run replaces an old checkpoint: drop its markers first.
-    let _ = std::fs::remove_file(images_dir.join(guard::COMPLETE_MARKER));
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            "apply::dir",
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
+    run.claim_images_dir(opts.force)?;
+    run.mark_images_incomplete()?;
+    // An earlier migration's decision decides nothing here.
+    handover::clear(run.images_dir());
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
 
-    let listener = proto::listen(&mig.destination, mig.control_port).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
-            return Failure::new(
-                "migrate::listen",
-                "listen",
-                format!(
-                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
-                    mig.destination
-                ),
-                Exit::NotReady,
-            )
-            .key("migration.destination")
-            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
-        }
-        Failure::new(
-            "migrate::listen",
-            "listen",
-            format!(
-                "cannot listen on port {} for the control connection: {e}",
-                mig.control_port
-            ),
-            Exit::NotReady,
-        )
-        .key("migration.control_port")
-        .hint("choose a free `migration.control_port`")
-    })?;
+    let listener = listen(mig)?;
 
     // Pre-copy: each round gets its page server once the source asks, and
     // the final dump's comes after the rounds (its parent is the last one).
@@ -108,11 +56,9 @@ pub(crate) fn destination(
     };
     let ps_port = ps.as_ref().and_then(|s| s.port);
 
-    if let Some(s) = status.as_mut() {
-        s.ready();
-    }
+    run.status_ready();
     let ready_event = json!({"event": "ready", "role": "destination", "control_port": mig.control_port, "page_server_port": ps_port});
-    run.ui_data_line(&ready_event);
+    run.reporter().data_line(&ready_event);
     run.progress(&format!(
         "ready: control connection on port {}{}; waiting up to {} s for the source",
         mig.control_port,
@@ -123,9 +69,7 @@ pub(crate) fn destination(
     ));
 
     let mut conn = None;
-    let result = destination_session(
-        run, mig, version, &listener, &mut conn, &mut ps, &images, &work,
-    );
+    let result = destination_session(run, mig, &listener, &mut conn, &mut ps, &images, &work);
     if let Err(f) = &result {
         tell_peer(&mut conn, f);
         if !f.keep_images {
@@ -136,20 +80,9 @@ pub(crate) fn destination(
     result
 }
 
-impl Run<'_> {
-    /// One JSON line on stdout (events and the final report).
-    fn ui_data_line(&self, v: &Json) {
-        let mut s = serde_json::to_string(v).unwrap_or_default();
-        s.push('\n');
-        self.ui().data(s);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn destination_session(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
-    version: &CriuVersion,
     listener: &TcpListener,
     conn: &mut Option<Conn>,
     ps: &mut Option<PageServer>,
@@ -159,6 +92,275 @@ pub(crate) fn destination_session(
     let p = run.profile();
     let to = mig.step_timeout;
     let note = "; nothing was restored here";
+    let (c, theirs) = accept_source(run, mig, listener, note)?;
+    let c = conn.insert(c);
+    let ours = check_source(run, &theirs, note)?;
+    c.send(&ours)
+        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
+    c.send(&Msg::Ready {
+        page_server_port: ps.as_ref().and_then(|s| s.port),
+    })
+    .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
+    if p.checkpoint().pre_dump.is_some() {
+        *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
+    }
+
+    let dir = run.images_dir().to_path_buf();
+    let mut received = send::Received::default();
+    received.pages = lazy_remote(p);
+    let transfer = receive_dump(run, c, to, &mut received, note);
+    if transfer.is_err() {
+        // Nothing of a failed transfer stays behind to mix with the next.
+        received.discard(&dir);
+    }
+    transfer?;
+
+    if let Some(s) = ps.as_mut() {
+        wait_page_server(run, s, to)?;
+    }
+    let images_dir = run.images_dir().to_path_buf();
+
+    // Post-copy from the images here: the daemon serves the pages to the
+    // restored tree, which can run before they are all in memory.
+    let mut daemon = if lazy_local(p) {
+        Some(run.start_lazy_daemon(to)?)
+    } else if lazy_remote(p) {
+        super::postcopy::wait_serving(c, to, note)?;
+        Some(run.start_lazy_daemon(to)?)
+    } else {
+        None
+    };
+
+    // Every image is here: the directory is a whole checkpoint from now
+    // on. If this ckptctl dies after the source committed, the copy it
+    // holds dies with it and these images are the process; a failed
+    // restore quarantines them, an undecided handover marks them
+    // incomplete again.
+    mark_migrated(run, &images_dir).map_err(|e| {
+        Failure::new(
+            Code::ApplyDir,
+            "restore",
+            format!(
+                "cannot mark {} complete before the restore: {e}; nothing was restored here",
+                images_dir.display()
+            ),
+            Exit::CriuFailed,
+        )
+        .key("images.dir")
+        .hint("make `images.dir` writable (and give it room); the source keeps its tree, start both roles again")
+    })?;
+    // Restored stopped (render sets leave_stopped for migrate restores): the
+    // tree only runs here once the source has ended its copy.
+    let o = run.opts(&CriuStep::Restore, None, images, work);
+    let log = run.work_dir().join(CriuStep::Restore.log_file());
+    run.progress(&format!("restore from {}", images_dir.display()));
+    let t_restore = Instant::now();
+    let resp = run
+        .call(
+            "restore",
+            CriuReq::with_opts(CriuReqType::Restore, o),
+            CriuReqType::Restore,
+            log,
+        )
+        .inspect_err(|_| {
+            if let Some(d) = daemon.as_mut() {
+                d.kill();
+            }
+        })?;
+    let restore_s = t_restore.elapsed().as_secs_f64();
+    let pid = resp.restore.map(|r| r.pid);
+    let mut stopped = Stopped::hold(run, pid.filter(|p| *p > 0));
+    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
+        // The tree runs here now: a pidfile problem is reported, not fatal.
+        if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
+            run.reporter().error(&format!(
+                "restored pid {pid}, but cannot write {}: {e}",
+                pf.value.resolved.display()
+            ));
+        }
+    }
+    let restore_stats = StatsSummary::of_file(&run.work_dir().join("stats-restore"));
+    if let Err(e) = c.send(&Msg::Restored {
+        pid,
+        stats: restore_stats.clone(),
+    }) {
+        // The source never heard of this copy: it resumes its own.
+        stopped.kill();
+        return Err(conn_failure(
+            "restored",
+            e.into(),
+            Exit::CriuFailed,
+            "; the stopped copy restored here was killed, the source keeps its tree",
+        ));
+    }
+
+    let mut downtime = Downtime {
+        restore_s: Some(restore_s),
+        ..Downtime::default()
+    };
+    let mut stats = StatsSummary {
+        restore: restore_stats.restore,
+        dump: None,
+    };
+    // The source's decision: its summary (or, with shared images, the
+    // decision file) is its commit: CRIU has ended the tree there. Only
+    // then does the copy here run; an abort means the source kept its tree
+    // (the copy here is killed); silence is left to the operator.
+    let digest = super::handshake::profile_digest(p);
+    let dump_log = run
+        .work_dir()
+        .join(CriuStep::Dump { pre_dump_rounds: 0 }.log_file());
+    let records = SharedRecords {
+        dir: &images_dir,
+        digest: &digest,
+        dump_log: &dump_log,
+    };
+    let shared = (!sends_images(p)).then_some(&records);
+    match handover::await_decision(c, to, shared) {
+        Learned::Commit {
+            stats: dump_stats,
+            downtime_s,
+        } => {
+            stopped.resume();
+            let _ = c.send(&Msg::Running { pid });
+            let dump_stats = dump_stats.unwrap_or_default();
+            dump_summary(&dump_stats, &mut downtime);
+            downtime.downtime_s = Some(downtime_s);
+            stats.dump = dump_stats.dump;
+            if let Some(d) = daemon.as_mut() {
+                if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
+                    run.progress(&format!(
+                        "fault injected: killed the lazy-pages daemon (pid {dp})"
+                    ));
+                }
+                run.progress("running; waiting for the lazy pages to arrive");
+                let t = Instant::now();
+                let ok = run.wait_lazy_daemon(d);
+                downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
+                if !ok && lazy_remote(p) {
+                    stopped.kill();
+                    return Err(super::postcopy::lost_at_destination(d, pid));
+                }
+                if !ok {
+                    // Pages that never arrived would read as zeros: the copy
+                    // cannot be trusted. The images here are complete, so
+                    // the tree can be restored from them again.
+                    stopped.kill();
+                    let _ = mark_migrated(run, &images_dir);
+                    let mut f = Failure::new(
+                        Code::ApplyLazyPages,
+                        "lazy-pages transfer",
+                        format!(
+                            "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                        ),
+                        Exit::CriuFailed,
+                    )
+                    .key("lazy_pages.enabled")
+                    .hint(format!(
+                        "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
+                        images_dir.display()
+                    ));
+                    f.log_lines = crate::failure::log_excerpt(&d.log);
+                    f.log = Some(d.log.clone());
+                    // The source has ended its tree: these images are now
+                    // the only copy. Never quarantine them.
+                    f.keep_images = true;
+                    return Err(f);
+                }
+            }
+        }
+        Learned::Abort { message, exit } => {
+            stopped.kill();
+            let _ = guard::quarantine(&images_dir);
+            return Err(peer_error(
+                "handover",
+                &message,
+                exit,
+                "; the source kept its tree, and the stopped copy restored here was killed",
+            ));
+        }
+        Learned::Unknown(why) => {
+            // A lazily restored copy may only be left for resuming once the
+            // daemon has delivered every page; otherwise it is killed and
+            // the images are what is left.
+            let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
+            return Err(handover::undecided(
+                &mut stopped,
+                &images_dir,
+                &why,
+                shared.is_some(),
+                complete,
+            ));
+        }
+    }
+    c.shutdown();
+    mark_migrated(run, &images_dir)
+    .map_err(|e| {
+        Failure::new(
+            Code::ApplyDir,
+            "finish",
+            format!("the tree runs here, but the images cannot be marked complete: {e}"),
+            Exit::CriuFailed,
+        )
+        .key("images.dir")
+        .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
+    })?;
+    Ok(MigrateOutcome {
+        event: "migrated",
+        role: Role::Destination,
+        pid,
+        restored_pid: pid,
+        downtime,
+        stats: crate::apply::RunStats {
+            criu: stats,
+            pre_dump_rounds: Vec::new(),
+        },
+        images_dir,
+        record: None,
+        total_s: 0.0,
+    })
+}
+
+/// The control connection's listening socket, on `migration.destination`.
+fn listen(mig: &Mig) -> Result<TcpListener, Failure> {
+    proto::listen(&mig.destination, mig.control_port).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            return Failure::new(
+                Code::MigrateListen,
+                "listen",
+                format!(
+                    "`migration.destination` {} is not an address of this host: the control connection listens only there ({e})",
+                    mig.destination
+                ),
+                Exit::NotReady,
+            )
+            .key("migration.destination")
+            .hint("run `--role destination` on the host `migration.destination` names (the page server listens on `page_server.address` the same way)");
+        }
+        Failure::new(
+            Code::MigrateListen,
+            "listen",
+            format!(
+                "cannot listen on port {} for the control connection: {e}",
+                mig.control_port
+            ),
+            Exit::NotReady,
+        )
+        .key("migration.control_port")
+        .hint("choose a free `migration.control_port`")
+    })
+}
+
+/// Accept until a peer says hello (or `error`), all within one
+/// `step_timeout`.
+fn accept_source(
+    run: &Session<'_>,
+    mig: &Mig,
+    listener: &TcpListener,
+    note: &str,
+) -> Result<(Conn, Msg), Failure> {
+    let to = mig.step_timeout;
     // Accept until a peer says hello: a port scan or a health check that
     // connects and says nothing (or something else) must not end the
     // migration. All of it within one step_timeout.
@@ -169,7 +371,7 @@ pub(crate) fn destination_session(
     };
     // The last TLS refusal: what the timeout reports if no source gets in.
     let mut refused: Option<(std::net::SocketAddr, rustls::Error)> = None;
-    let (c, theirs) = loop {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut c = match proto::accept(listener, left) {
             Ok(c) => c,
@@ -222,7 +424,18 @@ pub(crate) fn destination_session(
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(100), Duration::from_secs(10));
         match c.recv(left, "hello") {
-            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => break (c, m),
+            Ok(m @ (Msg::Hello { .. } | Msg::Error { .. })) => {
+                run.progress(&format!(
+                    "source connected from {}{}",
+                    c.peer,
+                    if c.is_tls() {
+                        " (TLS, certificate verified)"
+                    } else {
+                        ""
+                    }
+                ));
+                return Ok((c, m));
+            }
             Ok(other) => run.progress(&format!(
                 "ignored a connection from {} that sent `{}` instead of hello",
                 c.peer,
@@ -239,26 +452,22 @@ pub(crate) fn destination_session(
                 note,
             ));
         }
-    };
-    run.progress(&format!(
-        "source connected from {}{}",
-        c.peer,
-        if c.is_tls() {
-            " (TLS, certificate verified)"
-        } else {
-            ""
-        }
-    ));
-    let c = conn.insert(c);
-    if let Msg::Error { message, exit } = &theirs {
+    }
+}
+
+/// The source's hello: an `error`, another profile or CRIU, or a CPU this
+/// host's CRIU refuses stops here, before the source freezes anything.
+/// Returns our hello.
+fn check_source(run: &mut Session<'_>, theirs: &Msg, note: &str) -> Result<Msg, Failure> {
+    if let Msg::Error { message, exit } = theirs {
         return Err(peer_error("hello", message, *exit, note));
     }
-    let ours = hello(p, version, Role::Destination);
-    check_hello(&ours, &theirs, Role::Destination)?;
+    let ours = hello(run.profile(), run.criu_version(), Role::Destination);
+    check_hello(&ours, theirs, Role::Destination)?;
     // CPU compatibility, with CRIU's own check, before the source freezes.
-    if let Msg::Hello { cpuinfo: None, .. } = &theirs {
+    if let Msg::Hello { cpuinfo: None, .. } = theirs {
         return Err(Failure::new(
-            "migrate::cpu-check",
+            Code::MigrateCpuCheck,
             "cpuinfo check",
             "the source sent no CPU information (an older ckptctl?)",
             Exit::Usage,
@@ -267,11 +476,11 @@ pub(crate) fn destination_session(
     }
     if let Msg::Hello {
         cpuinfo: Some(img), ..
-    } = &theirs
+    } = theirs
     {
         let bytes = send::base64_decode(img).map_err(|e| {
             Failure::new(
-                "migrate::cpu-check",
+                Code::MigrateCpuCheck,
                 "cpuinfo check",
                 format!("the source's cpuinfo image is not base64: {e}"),
                 Exit::CriuFailed,
@@ -280,276 +489,23 @@ pub(crate) fn destination_session(
         cpu::check(run, &bytes)?;
         run.progress("CPU check passed (CRIU cpuinfo)");
     }
-    c.send(&ours)
-        .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
-    c.send(&Msg::Ready {
-        page_server_port: ps.as_ref().and_then(|s| s.port),
-    })
-    .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
-    if p.checkpoint().pre_dump.is_some() {
-        *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
-    }
-
-    let started = run.record.elapsed();
-    run.progress("waiting for the source's dump");
-    let send = sends_images(p);
-    let dir = run.images_dir().to_path_buf();
-    let mut received = send::Received::default();
-    received.pages = lazy_remote(p);
-    let transfer = receive_dump(run, c, to, send, &dir, &mut received, note, started);
-    if transfer.is_err() {
-        // Nothing of a failed transfer stays behind to mix with the next.
-        received.discard(&dir);
-    }
-    transfer?;
-
-    if let Some(s) = ps.as_mut() {
-        wait_page_server(run, s, to)?;
-    }
-    let images_dir = run.images_dir().to_path_buf();
-
-    // Post-copy from the images here: the daemon serves the pages to the
-    // restored tree, which can run before they are all in memory.
-    let mut daemon = if lazy_local(p) {
-        Some(run.start_lazy_daemon(to)?)
-    } else if lazy_remote(p) {
-        super::postcopy::wait_serving(c, to, note)?;
-        Some(run.start_lazy_daemon(to)?)
-    } else {
-        None
-    };
-
-    // Restored stopped (render sets leave_stopped for migrate restores): the
-    // tree only runs here once the source has ended its copy.
-    let o = run.opts(&CriuStep::Restore, None, images, work);
-    let log = run.work_dir().join(CriuStep::Restore.log_file());
-    run.progress(&format!("restore from {}", images_dir.display()));
-    let t_restore = Instant::now();
-    let resp = run
-        .call(
-            "restore",
-            CriuReq::with_opts(CriuReqType::Restore, o),
-            CriuReqType::Restore,
-            log,
-        )
-        .inspect_err(|_| {
-            if let Some(d) = daemon.as_mut() {
-                d.kill();
-            }
-        })?;
-    let restore_s = t_restore.elapsed().as_secs_f64();
-    let pid = resp.restore.map(|r| r.pid);
-    let stopped = Stopped(pid.filter(|p| *p > 0));
-    if let (Some(pid), Some(pf)) = (pid, p.restore().pidfile) {
-        // The tree runs here now: a pidfile problem is reported, not fatal.
-        if let Err(e) = restore::write_pidfile(&pf.value.resolved, pid) {
-            run.ui().error(format!(
-                "restored pid {pid}, but cannot write {}: {e}",
-                pf.value.resolved.display()
-            ));
-        }
-    }
-    let restore_stats = checkpoint::stats_json(&run.work_dir().join("stats-restore"), &[]);
-    if let Err(e) = c.send(&Msg::Restored {
-        pid,
-        stats: restore_stats.clone(),
-    }) {
-        // The source never heard of this copy: it resumes its own.
-        stopped.kill();
-        return Err(conn_failure(
-            "restored",
-            e.into(),
-            Exit::CriuFailed,
-            "; the stopped copy restored here was killed, the source keeps its tree",
-        ));
-    }
-
-    let mut downtime = Downtime {
-        restore_s: Some(restore_s),
-        ..Downtime::default()
-    };
-    let mut stats = json!({"restore": restore_stats.get("restore").cloned().unwrap_or(Json::Null)});
-    // The source's summary is its commit: CRIU has ended the tree there.
-    // Only then does the copy here run; an `error` means the source kept
-    // its tree (the copy here is killed); silence is left to the operator.
-    match c.recv(to, "summary") {
-        Ok(Msg::Summary {
-            stats: dump_stats,
-            downtime_s,
-        }) => {
-            stopped.resume();
-            dump_summary(&dump_stats, &mut downtime);
-            downtime.downtime_s = Some(downtime_s);
-            stats["dump"] = dump_stats.get("dump").cloned().unwrap_or(Json::Null);
-            if let Some(d) = daemon.as_mut() {
-                // Fault injection for the tests (as CRIU has `CRIU_FAULT`):
-                // the daemon dies right after the resume.
-                if std::env::var_os("CKPTCTL_FAULT")
-                    .is_some_and(|v| v == "lazy-daemon-dies-after-resume")
-                {
-                    if let Some(dp) = d.pid().and_then(|p| i32::try_from(p).ok()) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(dp),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                        run.progress(&format!(
-                            "fault injected: killed the lazy-pages daemon (pid {dp})"
-                        ));
-                    }
-                }
-                run.progress("running; waiting for the lazy pages to arrive");
-                let t = Instant::now();
-                let ok = run.wait_lazy_daemon(d);
-                downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
-                if !ok && lazy_remote(p) {
-                    stopped.kill();
-                    return Err(super::postcopy::lost_at_destination(d, pid));
-                }
-                if !ok {
-                    // Pages that never arrived would read as zeros: the copy
-                    // cannot be trusted. The images here are complete, so
-                    // the tree can be restored from them again.
-                    stopped.kill();
-                    let _ = guard::mark_complete(
-                        &images_dir,
-                        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
-                    );
-                    let mut f = Failure::new(
-                        "apply::lazy-pages",
-                        "lazy-pages transfer",
-                        format!(
-                            "the lazy-pages daemon failed before every page arrived; the migrated tree{} was killed because its memory is incomplete",
-                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                        ),
-                        Exit::CriuFailed,
-                    )
-                    .key("lazy_pages.enabled")
-                    .hint(format!(
-                        "the checkpoint in {} is complete: restore it with a restore profile for that directory (without lazy pages)",
-                        images_dir.display()
-                    ));
-                    f.log_lines = crate::apply::report::log_excerpt(&d.log);
-                    f.log = Some(d.log.clone());
-                    // The source has ended its tree: these images are now
-                    // the only copy. Never quarantine them.
-                    f.keep_images = true;
-                    return Err(f);
-                }
-            }
-        }
-        Ok(Msg::Error { message, exit }) => {
-            stopped.kill();
-            let _ = guard::quarantine(&images_dir);
-            return Err(peer_error(
-                "handover",
-                &message,
-                exit,
-                "; the source kept its tree, and the stopped copy restored here was killed",
-            ));
-        }
-        other => {
-            let why = match other {
-                Ok(m) => format!("the source sent `{}` instead of its summary", m.name()),
-                Err(e) => e.to_string(),
-            };
-            // Whether the source ended its tree is unknown, so the images
-            // may be the only copy: marked incomplete (restore wants
-            // `--force`), never quarantined.
-            let _ = guard::mark_incomplete(&images_dir);
-            let here = pid.map_or_else(|| "the restored tree".to_string(), |p| format!("pid {p}"));
-            // A lazily restored copy may only be left for resuming once the
-            // daemon has delivered every page; otherwise it is killed and
-            // the images are what is left.
-            let complete = daemon.as_mut().is_none_or(|d| d.wait(to));
-            let mut f = if complete {
-                Failure::new(
-                    "migrate::handover-unknown",
-                    "handover",
-                    format!("{why}: whether the source ended its copy is unknown, so {here} is left stopped here"),
-                    Exit::CriuFailed,
-                )
-                .hint(format!(
-                    "if the source's process is gone, resume this copy with `kill -CONT` on {here} and its children (or restore {} with `--force`); if it still runs there, kill this one",
-                    images_dir.display()
-                ))
-            } else {
-                stopped.kill();
-                Failure::new(
-                    "migrate::handover-unknown",
-                    "handover",
-                    format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
-                    Exit::CriuFailed,
-                )
-                .hint(format!(
-                    "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
-                    images_dir.display()
-                ))
-            };
-            f.keep_images = true;
-            return Err(f);
-        }
-    }
-    c.shutdown();
-    guard::mark_complete(
-        &images_dir,
-        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
-    )
-    .map_err(|e| {
-        Failure::new(
-            "apply::dir",
-            "finish",
-            format!("the tree runs here, but the images cannot be marked complete: {e}"),
-            Exit::CriuFailed,
-        )
-        .key("images.dir")
-        .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
-    })?;
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: "destination",
-        pid,
-        restored_pid: pid,
-        downtime,
-        stats,
-        images_dir,
-        record: None,
-        total_s: 0.0,
-    })
-}
-
-/// A restored tree left stopped (CRIU `leave_stopped`) until the handover
-/// is decided.
-pub(crate) struct Stopped(Option<i32>);
-
-impl Stopped {
-    /// Let it run: SIGCONT to every task of the tree.
-    fn resume(&self) {
-        if let Some(p) = self.0 {
-            signal_tree(p, nix::sys::signal::Signal::SIGCONT);
-        }
-    }
-
-    /// End it: SIGKILL to every task of the tree.
-    fn kill(&self) {
-        if let Some(p) = self.0 {
-            signal_tree(p, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
+    Ok(ours)
 }
 
 /// Destination: wait for the source's dump, taking its `image` messages
-/// (when `send`) up to `dumped`.
-#[allow(clippy::too_many_arguments)]
+/// (with `images = "send"`) into `images.dir` up to `dumped`.
 pub(crate) fn receive_dump(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     c: &mut Conn,
     to: Duration,
-    send: bool,
-    dir: &Path,
     received: &mut send::Received,
     note: &str,
-    started: f64,
 ) -> Result<(), Failure> {
+    let started = run.record.elapsed();
+    run.progress("waiting for the source's dump");
+    let send = sends_images(run.profile());
+    let dir = run.images_dir().to_path_buf();
+    let dir = dir.as_path();
     loop {
         // `image` lines carry a whole file: allow their size, only then.
         let max = if send {
@@ -597,27 +553,10 @@ pub(crate) fn receive_dump(
     }
 }
 
-/// Send `sig` to `root` and all its descendants (children first listed
-/// through /proc, then signalled top-down).
-pub(crate) fn signal_tree(root: i32, sig: nix::sys::signal::Signal) {
-    let mut todo = vec![root];
-    let mut all = Vec::new();
-    while let Some(p) = todo.pop() {
-        if all.contains(&p) || all.len() > 100_000 {
-            continue;
-        }
-        all.push(p);
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                todo.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    for p in all {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
-    }
+/// Mark the images here a whole checkpoint of the migrated tree.
+fn mark_migrated(run: &Session<'_>, dir: &std::path::Path) -> std::io::Result<()> {
+    guard::mark_complete(
+        dir,
+        &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
+    )
 }

@@ -1,20 +1,19 @@
 //! The control connection's opening: hello, version and digest checks,
 //! and its failures (protocol, connection, TLS, the peer's `error`).
 
-use crate::apply::report::Failure;
-use crate::cli::output::Exit;
 use crate::criu::CriuVersion;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::render::Role;
 
-use super::outcome::role_name;
 use super::proto::{Conn, ConnError, Msg};
-use super::{sha256, tls};
+use super::tls;
 
 /// sha256 of the resolved profile (after `extends` and defaults).
 pub fn profile_digest(p: &Profile) -> String {
     let v = crate::profile::section::section_json(p);
-    sha256::sha256_hex(serde_json::to_string(&v).unwrap_or_default().as_bytes())
+    crate::digest::sha256_hex(serde_json::to_string(&v).unwrap_or_default().as_bytes())
 }
 
 pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
@@ -22,7 +21,7 @@ pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
         profile_digest: profile_digest(p),
         criu_version: v.to_string(),
         criu_version_number: v.number(),
-        role: role_name(role).to_string(),
+        role,
         ckptctl: env!("CARGO_PKG_VERSION").to_string(),
         cpuinfo: None,
     }
@@ -48,13 +47,10 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
     else {
         return Err(protocol("hello", theirs));
     };
-    let want_peer = match we {
-        Role::Source => "destination",
-        Role::Destination => "source",
-    };
-    if role != want_peer {
+    let want_peer = we.peer();
+    if *role != want_peer {
         return Err(Failure::new(
-            "migrate::role-mismatch",
+            Code::MigrateRoleMismatch,
             "hello",
             format!(
                 "the other side runs as `--role {role}` too; one side must be `--role {want_peer}`"
@@ -65,7 +61,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
     let hex64 = |d: &str| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit());
     if !hex64(d2) {
         return Err(Failure::new(
-            "migrate::protocol",
+            Code::MigrateProtocol,
             "hello",
             "the other side sent a profile digest that is not a sha256".to_string(),
             Exit::CriuFailed,
@@ -73,7 +69,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
     }
     if d1 != d2 {
         return Err(Failure::new(
-            "migrate::profile-mismatch",
+            Code::MigrateProfileMismatch,
             "hello",
             format!(
                 "the two sides run different profiles (sha256 {} here, {} there)",
@@ -90,7 +86,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
     };
     if dst_n < src_n {
         return Err(Failure::new(
-            "migrate::criu-version",
+            Code::MigrateCriuVersion,
             "hello",
             format!("the destination's CRIU {dst_v} is older than the source's CRIU {src_v}: it may not read the images"),
             Exit::NotReady,
@@ -103,7 +99,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
 
 pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
     Failure::new(
-        "migrate::protocol",
+        Code::MigrateProtocol,
         waiting_for,
         format!(
             "expected `{waiting_for}` on the control connection, got `{}`",
@@ -120,9 +116,9 @@ pub(crate) fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str
         return tls_failure(step, t, tree_note);
     }
     let code = match e {
-        ConnError::Timeout(..) => "migrate::timeout",
-        ConnError::Interrupted => "apply::interrupted",
-        _ => "migrate::connection",
+        ConnError::Timeout(..) => Code::MigrateTimeout,
+        ConnError::Interrupted => Code::ApplyInterrupted,
+        _ => Code::MigrateConnection,
     };
     let mut f = Failure::new(code, step, format!("{e}{tree_note}"), exit);
     if matches!(e, ConnError::Timeout(..)) {
@@ -134,14 +130,14 @@ pub(crate) fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str
 }
 
 /// The peer stopped with `error`.
-pub(crate) fn peer_error(step: &str, message: &str, exit: u8, tree_note: &str) -> Failure {
+pub(crate) fn peer_error(step: &str, message: &str, exit: Exit, tree_note: &str) -> Failure {
+    // The peer failed: whatever it says, this side never exits 0 or 1.
     let exit = match exit {
-        2 => Exit::Usage,
-        4 => Exit::NotReady,
+        Exit::Usage | Exit::NotReady => exit,
         _ => Exit::CriuFailed,
     };
     Failure::new(
-        "migrate::peer-failed",
+        Code::MigratePeerFailed,
         step,
         format!("the other side stopped: {message}{tree_note}"),
         exit,
@@ -153,7 +149,7 @@ pub(crate) fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
     if let Some(c) = conn.as_mut() {
         let _ = c.send(&Msg::Error {
             message: f.message.clone(),
-            exit: f.exit as u8,
+            exit: f.exit,
         });
         c.shutdown();
     }
@@ -163,7 +159,7 @@ pub(crate) fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
 pub(crate) fn tls_failure(step: &str, e: &rustls::Error, tree_note: &str) -> Failure {
     let (key, exit, text) = tls::explain(e);
     Failure::new(
-        "migrate::tls",
+        Code::MigrateTls,
         step,
         format!("control connection: {text}{tree_note}"),
         exit,
@@ -177,12 +173,12 @@ mod tests {
     use super::*;
 
     /// A hello whose digest is the sha256-shaped repetition of `digest`.
-    fn h(digest: &str, n: u32, role: &str) -> Msg {
+    fn h(digest: &str, n: u32, role: Role) -> Msg {
         Msg::Hello {
             profile_digest: digest.repeat(64 / digest.len().max(1)),
             criu_version: format!("{n}"),
             criu_version_number: n,
-            role: role.into(),
+            role,
             ckptctl: "0".into(),
             cpuinfo: None,
         }
@@ -192,52 +188,55 @@ mod tests {
     fn hello_checks() {
         assert!(
             check_hello(
-                &h("a", 40101, "source"),
-                &h("a", 40101, "destination"),
+                &h("a", 40101, Role::Source),
+                &h("a", 40101, Role::Destination),
                 Role::Source
             )
             .is_ok()
         );
         assert!(
             check_hello(
-                &h("a", 40100, "source"),
-                &h("a", 40200, "destination"),
+                &h("a", 40100, Role::Source),
+                &h("a", 40200, Role::Destination),
                 Role::Source
             )
             .is_ok()
         );
         let f = check_hello(
-            &h("a", 40101, "source"),
-            &h("b", 40101, "destination"),
+            &h("a", 40101, Role::Source),
+            &h("b", 40101, Role::Destination),
             Role::Source,
         )
         .unwrap_err();
-        assert_eq!((f.code, f.exit), ("migrate::profile-mismatch", Exit::Usage));
+        assert_eq!(
+            (f.code, f.exit),
+            (Code::MigrateProfileMismatch, Exit::Usage)
+        );
         let f = check_hello(
-            &h("a", 40101, "destination"),
-            &h("a", 40200, "source"),
+            &h("a", 40101, Role::Destination),
+            &h("a", 40200, Role::Source),
             Role::Destination,
         )
         .unwrap_err();
-        assert_eq!((f.code, f.exit), ("migrate::criu-version", Exit::NotReady));
+        assert_eq!((f.code, f.exit), (Code::MigrateCriuVersion, Exit::NotReady));
         let f = check_hello(
-            &h("a", 40101, "source"),
-            &h("a", 40101, "source"),
+            &h("a", 40101, Role::Source),
+            &h("a", 40101, Role::Source),
             Role::Source,
         )
         .unwrap_err();
-        assert_eq!(f.code, "migrate::role-mismatch");
+        assert_eq!(f.code, Code::MigrateRoleMismatch);
         // A digest that is not a sha256 (here with multi-byte characters)
         // is refused, never sliced.
         let bad = Msg::Hello {
             profile_digest: "a€€€€€€€€€€€€€€€€€€€€€€€".into(),
             criu_version: "4.1.1".into(),
             criu_version_number: 40101,
-            role: "destination".into(),
+            role: Role::Destination,
             ckptctl: "0".into(),
             cpuinfo: None,
         };
-        let f = check_hello(&h("a", 40101, "source"), &bad, Role::Source).unwrap_err();
-        assert_eq!(f.code, "migrate::protocol");
+        let f = check_hello(&h("a", 40101, Role::Source), &bad, Role::Source).unwrap_err();
+        assert_eq!(f.code, Code::MigrateProtocol);
     }
 }

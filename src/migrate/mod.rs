@@ -28,10 +28,17 @@
 //!                                               DUMP (pages -> page server)
 //!                          <- dumped ---------  post-dump NOTIFY: images complete,
 //!   WAIT_PID page server                        tree still frozen; wait
-//!   mark complete, RESTORE
+//!   mark complete, RESTORE (stopped, held
+//!   with PTRACE_O_EXITKILL)
 //!                            -- restored ->     ack post-dump: CRIU kills the tree
-//!                          <- summary --------  (any failure: nack, CRIU resumes it)
+//!                                               (any failure: nack, CRIU resumes it)
+//!                                               record commit/abort in ckptctl.decision
+//!                          <- summary --------  (or error: abort)
+//!   resume the copy          -- running ->      exit 0 only now
 //! ```
+//!
+//! A lost `summary` is read from `ckptctl.decision` (or the source CRIU's
+//! `dump.log`) when the images are shared; see [`handover`].
 //!
 //! With `page_server.tls` set, both CRIU halves (the destination's page
 //! server, the source's dump) get CRIU's `tls*` options with absolute
@@ -52,6 +59,7 @@
 pub mod config;
 pub mod cpu;
 pub mod destination;
+pub mod handover;
 pub mod handshake;
 pub mod outcome;
 pub mod page_server;
@@ -59,32 +67,25 @@ pub mod postcopy;
 pub mod precopy;
 pub mod proto;
 pub mod send;
-pub mod sha256;
 pub mod source;
 pub mod tls;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde_json::json;
-
-use crate::apply::bootstrap;
 use crate::apply::record::RunRecord;
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::signals;
+use crate::apply::session::{Session, SessionOptions};
 use crate::apply::status_fd::StatusFd;
-use crate::cli::output::Ui;
-use crate::criu::{CriuVersion, FoundCriu};
+use crate::failure::Failure;
 use crate::profile::Profile;
 use crate::render::Role;
+use crate::reporter::Reporter;
 
 use config::{migration, refuse_unsupported};
 use destination::destination;
-use outcome::{role_name, write_record};
 use source::source;
 
 pub use handshake::profile_digest;
-pub use outcome::{Downtime, MigrateOutcome, print_outcome, record_name};
+pub use outcome::{Downtime, MigrateOutcome, record_name};
 
 /// Run-time inputs of a migration half.
 #[derive(Debug)]
@@ -105,64 +106,26 @@ pub struct MigrateOptions {
 pub fn run(
     p: &Profile,
     profile_file: &str,
-    ui: &Ui,
+    reporter: &dyn Reporter,
     mut opts: MigrateOptions,
 ) -> Result<MigrateOutcome, (Failure, Option<RunRecord>)> {
-    signals::install_signal_handlers();
     let mut record = RunRecord::for_profile(p, profile_file);
-    record.role = Some(role_name(opts.role).to_string());
-    let mut status = opts.status_fd.take();
-    let prepared = (|| {
-        let mig = migration(p, opts.role)?;
-        let (criu, version) = prepare_criu(p, opts.criu.as_deref(), &mut record)?;
-        let (images_dir, work_dir) = bootstrap::dirs(p)?;
-        Ok((mig, criu, version, images_dir, work_dir))
-    })();
-    let (mig, criu, version, images_dir, work_dir) = match prepared {
-        Ok(x) => x,
+    record.role = Some(opts.role);
+    let mig = match migration(p, opts.role) {
+        Ok(m) => m,
         Err(f) => return Err((f, Some(record))),
     };
-    let mut run = Run::new(p, ui, criu, images_dir, work_dir, record);
+    // Migration steps start their own `criu swrk`: no spare one.
+    let session = SessionOptions::new(
+        opts.criu.take(),
+        opts.pid.is_some(),
+        opts.status_fd.take(),
+        false,
+    );
+    let mut run = Session::open(p, reporter, record, session)?;
     let result = refuse_unsupported(&mut run).and_then(|()| match opts.role {
-        Role::Destination => destination(&mut run, &opts, &mig, &version, &mut status),
-        Role::Source => source(&mut run, &opts, &mig, &version),
+        Role::Destination => destination(&mut run, &opts, &mig),
+        Role::Source => source(&mut run, &opts, &mig),
     });
-    if let Some(s) = status.as_mut() {
-        s.close();
-    }
-    let write_to = if run.work_dir().is_dir() {
-        Some(run.work_dir().to_path_buf())
-    } else {
-        None
-    };
-    match result {
-        Ok(mut out) => {
-            run.record.outcome = "ok".into();
-            run.record.pid = out.pid;
-            run.record.stats = json!({"criu": out.stats, "downtime": out.downtime});
-            out.total_s = run.record.elapsed();
-            out.record = write_to.and_then(|d| write_record(&mut run.record, &d, opts.role).ok());
-            Ok(out)
-        }
-        Err(f) => {
-            run.record.fail(&f);
-            if let Some(d) = write_to {
-                let _ = write_record(&mut run.record, &d, opts.role);
-            }
-            Err((f, Some(run.record)))
-        }
-    }
-}
-
-/// Find CRIU and check its version against the profile, as apply does.
-/// Migration steps start their own `criu swrk`, so the spare one is closed.
-fn prepare_criu(
-    p: &Profile,
-    flag: Option<&Path>,
-    record: &mut RunRecord,
-) -> Result<(FoundCriu, CriuVersion), Failure> {
-    bootstrap::hermetic_env(p);
-    let (found, v, spare) = bootstrap::prepare_criu(p, flag, record)?;
-    let _ = spare.finish();
-    Ok((found, v))
+    run.finish(result, &record_name(opts.role))
 }

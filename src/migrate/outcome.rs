@@ -1,13 +1,13 @@
 //! What a migration half reports: the downtime, the outcome, the run
-//! record per role, and its printing.
+//! record per role.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
-use crate::apply::record::RunRecord;
-use crate::cli::output::Ui;
+use crate::apply::session::finish::Finished;
+use crate::criu::stats::StatsSummary;
 use crate::render::Role;
 
 /// The downtime report of a migration.
@@ -35,7 +35,7 @@ pub struct MigrateOutcome {
     /// Always `migrated`.
     pub event: &'static str,
     /// `source` or `destination`.
-    pub role: &'static str,
+    pub role: Role,
     /// Source: the pid that left; destination: the restored root pid.
     pub pid: Option<i32>,
     /// Destination: the restored root pid (both sides know it).
@@ -43,7 +43,7 @@ pub struct MigrateOutcome {
     /// The downtime report.
     pub downtime: Downtime,
     /// CRIU statistics (dump on the source; both on the destination).
-    pub stats: Json,
+    pub stats: crate::apply::RunStats,
     /// Images directory.
     pub images_dir: PathBuf,
     /// The run record.
@@ -52,89 +52,32 @@ pub struct MigrateOutcome {
     pub total_s: f64,
 }
 
-pub(crate) fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Source => "source",
-        Role::Destination => "destination",
-    }
-}
-
 /// File name of a role's run record: both halves may share one work dir.
 pub fn record_name(r: Role) -> String {
-    format!("ckptctl-run-{}.json", role_name(r))
+    crate::apply::record::latest_name(Some(r))
 }
 
-pub(crate) fn write_record(r: &mut RunRecord, dir: &Path, role: Role) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    r.total_s = (r.elapsed() * 1e6).round() / 1e6;
-    let path = dir.join(record_name(role));
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(
-        serde_json::to_string_pretty(r)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    f.write_all(b"\n")?;
-    Ok(path)
+impl Finished for MigrateOutcome {
+    fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+
+    fn record_stats(&self) -> Json {
+        json!({"criu": self.stats, "downtime": self.downtime})
+    }
+
+    fn recorded(&mut self, record: Option<PathBuf>, total_s: f64) {
+        self.record = record;
+        self.total_s = total_s;
+    }
 }
 
-pub(crate) fn dump_summary(stats: &Json, d: &mut Downtime) {
-    if let Some(dump) = stats.get("dump") {
-        d.frozen_ms = dump
-            .get("frozen_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1000.0);
-        d.pages_moved = dump.get("pages_written").and_then(Json::as_u64);
+pub(crate) fn dump_summary(stats: &StatsSummary, d: &mut Downtime) {
+    if let Some(dump) = &stats.dump {
+        d.frozen_ms = Some(f64::from(dump.frozen_time_us) / 1000.0);
+        d.pages_moved = Some(dump.pages_written);
         d.bytes_moved = d.pages_moved.map(|p| p * 4096);
     }
-}
-
-/// Print the report: human text on stderr, one JSON line on stdout.
-pub fn print_outcome(out: &MigrateOutcome, ui: &Ui) {
-    let d = &out.downtime;
-    if !ui.json() {
-        let ms = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
-        let mut text = match out.role {
-            "destination" => format!(
-                "migrated: restored pid {}",
-                out.restored_pid
-                    .map_or_else(|| "?".into(), |p| p.to_string())
-            ),
-            _ => format!(
-                "migrated: pid {} left this host (restored as pid {} on the destination)",
-                out.pid.map_or_else(|| "?".into(), |p| p.to_string()),
-                out.restored_pid
-                    .map_or_else(|| "?".into(), |p| p.to_string())
-            ),
-        };
-        text.push_str(&format!(
-            "\n  frozen time:   {}\n  downtime:      {} (dump start to restore end)\n  restore:       {}\n  pages moved:   {}\n  total:         {:.2} s",
-            ms(d.frozen_ms),
-            ms(d.downtime_s.map(|s| s * 1000.0)),
-            ms(d.restore_s.map(|s| s * 1000.0)),
-            d.pages_moved.map_or_else(|| "-".into(), |p| format!("{p} ({:.1} MiB)", (p * 4096) as f64 / f64::from(1u32 << 20))),
-            out.total_s
-        ));
-        if let Some(l) = d.lazy_after_resume_s {
-            text.push_str(&format!(
-                "\n  post-copy:     pages loaded lazily for {} after the tree resumed",
-                ms(Some(l * 1000.0))
-            ));
-        }
-        if let Some(r) = &out.record {
-            text.push_str(&format!("\n  run record:    {}", r.display()));
-        }
-        ui.note(text);
-    }
-    let mut s = serde_json::to_string(out).unwrap_or_default();
-    s.push('\n');
-    ui.data(s);
 }
 
 #[cfg(test)]

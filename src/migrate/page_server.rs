@@ -4,12 +4,12 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
 use crate::criu::{NotifyReply, Swrk};
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::CriuStep;
 
 use super::config::Mig;
@@ -40,7 +40,7 @@ impl Drop for PageServer {
 /// `after_rounds` pre-dump rounds (parent `pre-<n>`; what the rounds that
 /// actually ran decide, not `iterations`).
 pub(crate) fn start_page_server(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
     round: Option<u32>,
     after_rounds: Option<u32>,
@@ -97,7 +97,7 @@ pub(crate) fn start_page_server(
 
 /// WAIT_PID for the page server: it exits once the dump disconnected.
 pub(crate) fn wait_page_server(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     ps: &mut PageServer,
     to: Duration,
 ) -> Result<(), Failure> {
@@ -140,9 +140,9 @@ pub(crate) fn wait_page_server(
         Vec::new(),
     );
     if !ok {
-        let lines = crate::apply::report::log_excerpt(&log);
+        let lines = crate::failure::log_excerpt(&log);
         let mut f = Failure::new(
-            "migrate::page-server",
+            Code::MigratePageServer,
             "page server",
             format!(
                 "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"

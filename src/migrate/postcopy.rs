@@ -28,23 +28,26 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use crate::apply::checkpoint;
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::cli::output::Exit;
+use crate::apply::session::Session;
+use crate::apply::{PreDumpRound, RunStats};
+use crate::criu::restored::signal_tree;
 use crate::criu::rpc::CriuResp;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
+use crate::criu::stats::StatsSummary;
 use crate::criu::swrk::expect_success;
 use crate::criu::{CriuError, NotifyReply};
+use crate::failure::{Code, Exit, Failure, TargetState};
+use crate::render::Role;
 
 use super::config::Mig;
-use super::destination::signal_tree;
+use super::handover::{self, Decision};
 use super::handshake::{conn_failure, peer_error, protocol};
 use super::outcome::{Downtime, MigrateOutcome};
 use super::proto::{Conn, Msg};
 use super::send;
+use super::source::decide;
 
 /// What the dump thread reports.
 enum Event {
@@ -55,7 +58,7 @@ enum Event {
 }
 
 /// `lazy_pages.address` as CRIU's listening address.
-fn lazy_address(run: &Run<'_>) -> Option<String> {
+fn lazy_address(run: &Session<'_>) -> Option<String> {
     run.profile()
         .lazy_pages
         .as_ref()
@@ -67,13 +70,13 @@ fn lazy_address(run: &Run<'_>) -> Option<String> {
 /// page transfer. `send`: the images to send (`images = "send"`).
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 pub(crate) fn source_lazy(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
     pid: i32,
     c: &mut Conn,
     mut o: CriuOpts,
     send: Option<send::Before>,
-    rounds: &[Json],
+    rounds: Vec<PreDumpRound>,
     log: std::path::PathBuf,
 ) -> Result<MigrateOutcome, Failure> {
     let to = mig.step_timeout;
@@ -82,7 +85,6 @@ pub(crate) fn source_lazy(
         ps.address = lazy_address(run);
     }
     let images_dir = run.images_dir().to_path_buf();
-    let work_dir = run.work_dir().to_path_buf();
     run.progress(&format!(
         "lazy dump of pid {pid}; its pages will be served on {}:{}",
         lazy_address(run).unwrap_or_default(),
@@ -131,7 +133,7 @@ pub(crate) fn source_lazy(
                 Err(e) => e,
                 Ok(_) => {
                     return Err(Failure::new(
-                        "migrate::no-post-dump",
+                        Code::MigrateNoPostDump,
                         "dump",
                         "CRIU finished the lazy dump without the post-dump callback, so the tree could not be handed over safely",
                         Exit::CriuFailed,
@@ -140,13 +142,13 @@ pub(crate) fn source_lazy(
             };
             let mut f = run.criu_failure("dump", e, Some(log));
             f.message.push_str(&resumed);
-            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.target = Some(TargetState::of(pid));
             return Err(f);
         }
         Err(_) => {
             let _ = thread.join();
             return Err(Failure::new(
-                "migrate::no-post-dump",
+                Code::MigrateNoPostDump,
                 "dump",
                 "the dump ended without a result",
                 Exit::CriuFailed,
@@ -187,7 +189,7 @@ pub(crate) fn source_lazy(
     if !serving {
         let _ = thread.join();
         return Err(before_commit(Failure::new(
-            "migrate::lazy-serve",
+            Code::MigrateLazyServe,
             "lazy page server",
             format!(
                 "CRIU's lazy page server did not listen on port {} within {} s",
@@ -223,8 +225,11 @@ pub(crate) fn source_lazy(
         }
     };
     let downtime_s = t_dump.elapsed().as_secs_f64();
+    // The decision: commit. Written before the destination hears it, so
+    // that with shared images it can read it with the link gone.
+    let decided = decide(run, Decision::Commit, pid, restored_pid);
     let committed = c.send(&Msg::Summary {
-        stats: json!({}),
+        stats: StatsSummary::default(),
         downtime_s,
     });
     if let Err(e) = committed {
@@ -236,8 +241,10 @@ pub(crate) fn source_lazy(
     run.progress(&format!(
         "the tree resumed at the destination {downtime_s:.2} s after the dump started; serving its pages"
     ));
-    // 5. Pages flow until the daemon has taken the last one.
+    // 5. The destination confirms that its copy runs (`running`), and
+    //    pages flow until its daemon has taken the last one.
     let t_commit = Instant::now();
+    let confirmed = handover::await_running(c, to);
     let res = loop {
         match rx.recv() {
             Ok(Event::Done(r)) => break r,
@@ -261,7 +268,7 @@ pub(crate) fn source_lazy(
         // resumed copy here would be a second, stale one.
         signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
         let mut f = run.criu_failure("lazy page transfer", e, Some(log));
-        f.code = "migrate::post-copy-lost";
+        f.code = Code::MigratePostCopyLost;
         f.key = Some("lazy_pages.address".into());
         f.message = format!(
             "the lazy page transfer broke off {lazy_s:.1} s after the tree resumed at the destination: pages that never arrived exist nowhere else, so the process is lost (post-copy's inherent risk); the copy CRIU resumed here (pid {pid}) was killed, as it would be a second, stale one"
@@ -269,12 +276,24 @@ pub(crate) fn source_lazy(
         f.hint = Some("use pre-copy (`[checkpoint.pre_dump]`) or post-copy from the destination's images (no `lazy_pages.address`) where losing the process is not acceptable".into());
         return Err(f);
     }
+    if let Err(why) = confirmed {
+        // Every page was taken, but whether the copy there runs is unknown.
+        let rp = restored_pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let mut f = Failure::new(
+            Code::MigrateUnconfirmed,
+            "handover",
+            format!(
+                "committed: every page was served and CRIU ended process {pid} here{decided}, but the destination did not confirm that its copy (pid {rp}) runs ({why}); that copy may be stopped, killed or running"
+            ),
+            Exit::CriuFailed,
+        )
+        .key("migration.step_timeout")
+        .hint("on the destination, look at `ckptctl.stopped` in its images.dir: resume that copy (`kill -CONT` on it and its children) if it is stopped; a killed copy of a post-copy migration is lost (its pages were served from here)");
+        f.keep_images = true;
+        return Err(f);
+    }
     // CRIU 4.1.1's stats-dump of a lazy dump is not usable (seen in the
     // guest: zero page counts, a frozen time of 3 500 s): only the rounds'.
-    let mut stats = checkpoint::stats_json(&work_dir.join("stats-dump"), rounds);
-    if let Some(o) = stats.as_object_mut() {
-        o.remove("dump");
-    }
     let downtime = Downtime {
         downtime_s: Some(downtime_s),
         lazy_after_resume_s: Some(lazy_s),
@@ -283,17 +302,19 @@ pub(crate) fn source_lazy(
     run.progress(&format!(
         "every page taken {lazy_s:.2} s after the resume; CRIU ended the tree here"
     ));
-    let mut all = stats;
-    if let Some(r) = restore_stats.get("restore") {
-        all["restore"] = r.clone();
-    }
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "source",
+        role: Role::Source,
         pid: Some(pid),
         restored_pid,
         downtime,
-        stats: all,
+        stats: RunStats {
+            criu: StatsSummary {
+                dump: None,
+                restore: restore_stats.restore,
+            },
+            pre_dump_rounds: rounds,
+        },
         images_dir,
         record: None,
         total_s: 0.0,
@@ -346,7 +367,7 @@ pub(crate) fn wait_serving(c: &mut Conn, to: Duration, note: &str) -> Result<(),
 /// lost: post-copy's inherent risk.
 pub(crate) fn lost_at_destination(d: &crate::apply::lazy::LazyDaemon, pid: Option<i32>) -> Failure {
     let mut f = Failure::new(
-        "migrate::post-copy-lost",
+        Code::MigratePostCopyLost,
         "lazy-pages transfer",
         format!(
             "the lazy-pages daemon stopped before every page arrived from the source; the migrated tree{} was killed because its memory is incomplete, and the pages still on the source are lost with it (post-copy's inherent risk)",
@@ -356,7 +377,7 @@ pub(crate) fn lost_at_destination(d: &crate::apply::lazy::LazyDaemon, pid: Optio
     )
     .key("lazy_pages.address")
     .hint("use pre-copy (`[checkpoint.pre_dump]`) or post-copy from the destination's images (no `lazy_pages.address`) where losing the process is not acceptable");
-    f.log_lines = crate::apply::report::log_excerpt(&d.log);
+    f.log_lines = crate::failure::log_excerpt(&d.log);
     f.log = Some(d.log.clone());
     f
 }

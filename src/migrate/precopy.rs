@@ -22,19 +22,16 @@
 //! `images.dir` themselves and every `ready` carries no port.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::{Value as Json, json};
-
+use crate::apply::PreDumpRound;
 use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::signals::INTERRUPTED;
+use crate::apply::session::Session;
+use crate::apply::signals::interrupted;
 use crate::apply::{converge, guard};
-use crate::cli::output::Exit;
 use crate::criu::rpc::{CriuOpts, CriuReq, CriuReqType};
 use crate::criu::stats;
+use crate::failure::{Code, Exit, Failure};
 use crate::render::CriuStep;
 
 use super::config::Mig;
@@ -65,12 +62,12 @@ pub(crate) fn aim_at_destination(o: &mut CriuOpts, mig: &Mig, port: Option<i32>)
 /// destination and pushed to its page server. Returns how many ran, each
 /// round's stats, and the port of the page server for the final dump.
 pub(crate) fn source_rounds(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
     pid: i32,
     c: &mut Conn,
     untouched: &str,
-) -> Result<(u32, Vec<Json>, Option<i32>), Failure> {
+) -> Result<(u32, Vec<PreDumpRound>, Option<i32>), Failure> {
     let p = run.profile();
     let Some(pd) = p.checkpoint().pre_dump.map(|s| s.value) else {
         return Ok((0, Vec::new(), None));
@@ -81,9 +78,9 @@ pub(crate) fn source_rounds(
     let mut prev: Option<u64> = None;
     let mut rounds = Vec::new();
     for round in 1..=max {
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if interrupted() {
             return Err(Failure::new(
-                "apply::interrupted",
+                Code::ApplyInterrupted,
                 "pre-dump",
                 format!(
                     "interrupted by a signal after {} pre-dump round(s){untouched}",
@@ -108,14 +105,13 @@ pub(crate) fn source_rounds(
             port.map(|p| format!(", pages to the page server on port {p}"))
                 .unwrap_or_default()
         ));
-        run.watch_target = Some(pid);
+        run.watch(pid);
         let res = run.call(
             &step.to_string(),
             CriuReq::with_opts(CriuReqType::SinglePreDump, o),
             CriuReqType::SinglePreDump,
             log,
         );
-        run.watch_target = None;
         res.map_err(|mut f| {
             f.message.push_str(untouched);
             f
@@ -130,7 +126,10 @@ pub(crate) fn source_rounds(
             Some(w) => converge::stop_reason(prev, w, &pd),
             None => None,
         };
-        rounds.push(json!({"round": round, "pages_written": written, "stop": stop}));
+        rounds.push(PreDumpRound {
+            round,
+            pages_written: written,
+        });
         let last = stop.is_some() || round == max;
         match &stop {
             Some(why) => run.progress(&format!("pre-copy converged after round {round}: {why}")),
@@ -170,7 +169,7 @@ fn ready(c: &mut Conn, to: Duration, step: &str, note: &str) -> Result<Option<i3
 /// round, when the profile has one), then start the page server for the
 /// final dump on top of the last round. Returns that page server.
 pub(crate) fn destination_rounds(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
     c: &mut Conn,
     images: &OwnedFd,

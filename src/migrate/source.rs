@@ -3,25 +3,24 @@
 //! restored it.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
+use crate::apply::RunStats;
 use crate::apply::bootstrap::{dir_failure, open_dir};
-use crate::apply::guard::{self, DirLock, ImagesState};
-use crate::apply::report::Failure;
-use crate::apply::session::Run;
-use crate::apply::signals::INTERRUPTED;
-use crate::apply::{checkpoint, target};
-use crate::cli::output::Exit;
+use crate::apply::guard::{self};
+use crate::apply::session::{PostDump, PostDumpPoint, Session};
+use crate::apply::target;
 use crate::criu::rpc::{CriuReq, CriuReqType};
-use crate::criu::swrk::expect_success;
-use crate::criu::{CriuVersion, NotifyReply};
+use crate::criu::stats::StatsSummary;
+use crate::failure::Exit;
+use crate::failure::{Code, Failure};
 use crate::render::{CriuStep, Role};
 
 use super::MigrateOptions;
 use super::config::{Mig, sends_images, tls_config_failure};
+use super::handover::{self, Decision, DecisionRecord};
 use super::handshake::{check_hello, conn_failure, hello, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::proto::{Conn, Msg};
@@ -29,10 +28,9 @@ use super::{cpu, proto, send, tls};
 use crate::render::lazy_remote;
 
 pub(crate) fn source(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     opts: &MigrateOptions,
     mig: &Mig,
-    version: &CriuVersion,
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let pid = target::resolve_pid(p, opts.pid)?;
@@ -45,11 +43,11 @@ pub(crate) fn source(
         to.as_secs()
     ));
     // Sent images: this host's images.dir is ours alone; lock it first.
-    let own_lock = if sends_images(p) {
-        Some(prepare_own_images(run, opts.force)?)
-    } else {
-        None
-    };
+    let own_images = sends_images(p);
+    if own_images {
+        run.claim_images_dir(opts.force)?;
+        run.mark_images_incomplete()?;
+    }
     let started = run.record.elapsed();
     let t0 = Instant::now();
     let conn = proto::connect(&mig.destination, mig.control_port, to).map_err(|e| {
@@ -80,54 +78,23 @@ pub(crate) fn source(
     if let Some(c) = conn.as_mut() {
         c.write_limit = to;
     }
-    let result = source_session(run, mig, version, pid, &mut conn, &untouched);
+    let result = source_session(run, mig, pid, &mut conn, &untouched);
     if let Err(f) = &result {
-        tell_peer(&mut conn, f);
+        // After the commit an error would contradict the decision.
+        if f.code != Code::MigrateUnconfirmed {
+            tell_peer(&mut conn, f);
+        }
     }
-    if own_lock.is_some() {
+    if own_images {
         // Without its pages this directory is never a checkpoint.
         let _ = guard::quarantine(run.images_dir());
     }
     result
 }
 
-/// `images = "send"`, source: create and lock its own images.dir, refuse
-/// an existing checkpoint without `--force`, mark it incomplete.
-pub(crate) fn prepare_own_images(run: &Run<'_>, force: bool) -> Result<DirLock, Failure> {
-    let images_dir = run.images_dir().to_path_buf();
-    guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    guard::ensure_private_dir(run.work_dir()).map_err(|e| dir_failure(e, "images.work_dir"))?;
-    let lock = DirLock::acquire(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
-    if matches!(
-        guard::images_state(&images_dir),
-        ImagesState::Complete | ImagesState::Foreign
-    ) && !force
-    {
-        return Err(Failure::new(
-            "apply::images-exist",
-            "prepare",
-            format!("{} already holds a checkpoint", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-        .hint("pass `--force` to replace it, or choose another `images.dir`"));
-    }
-    guard::mark_incomplete(&images_dir).map_err(|e| {
-        Failure::new(
-            "apply::dir",
-            "prepare",
-            format!("cannot write to {}: {e}", images_dir.display()),
-            Exit::Usage,
-        )
-        .key("images.dir")
-    })?;
-    Ok(lock)
-}
-
 pub(crate) fn source_session(
-    run: &mut Run<'_>,
+    run: &mut Session<'_>,
     mig: &Mig,
-    version: &CriuVersion,
     pid: i32,
     conn: &mut Option<Conn>,
     untouched: &str,
@@ -136,13 +103,13 @@ pub(crate) fn source_session(
     let to = mig.step_timeout;
     let Some(c) = conn.as_mut() else {
         return Err(Failure::new(
-            "migrate::connection",
+            Code::MigrateConnection,
             "connect",
             "no control connection",
             Exit::NotReady,
         ));
     };
-    let mut ours = hello(p, version, Role::Source);
+    let mut ours = hello(p, run.criu_version(), Role::Source);
     if let Msg::Hello { cpuinfo, .. } = &mut ours {
         *cpuinfo = Some(send::base64_encode(&cpu::dump(run)?));
     }
@@ -165,7 +132,7 @@ pub(crate) fn source_session(
     };
 
     // Shared images: the destination created and locked images.dir; sent
-    // images: we did (prepare_own_images).
+    // images: we did (claim_images_dir).
     let images_dir = run.images_dir().to_path_buf();
     let work_dir = run.work_dir().to_path_buf();
     guard::ensure_private_dir(&images_dir).map_err(|e| dir_failure(e, "images.dir"))?;
@@ -188,7 +155,7 @@ pub(crate) fn source_session(
     if lazy_remote(p) {
         // Post-copy from this host's memory: the pages stay here, served.
         let send = sends_images(p).then(|| send::snapshot(&images_dir).with_pages());
-        return super::postcopy::source_lazy(run, mig, pid, c, o, send, &rounds, log);
+        return super::postcopy::source_lazy(run, mig, pid, c, o, send, rounds, log);
     }
     super::precopy::aim_at_destination(&mut o, mig, ps_port);
     run.progress(&format!(
@@ -200,65 +167,41 @@ pub(crate) fn source_session(
 
     // Sent images: only what this dump writes, not an earlier run's files.
     let send = sends_images(p).then(|| send::snapshot(&images_dir));
-    let started = run.record.elapsed();
     let t_dump = Instant::now();
-    let mut swrk = run.swrk()?;
     // CRIU can hang when the tree dies under it: the watchdog ends it.
-    let watch =
-        crate::apply::watch::TargetWatch::start(pid, swrk.pid(), crate::apply::watch::GRACE);
-    let disarm = watch.disarm_handle();
-    // None: post-dump not reached; Some(Ok(pid)): restored there; Some(Err): vetoed.
-    let mut handoff: Option<Result<(Option<i32>, Json), Failure>> = None;
-    let mut notes: Vec<(String, f64)> = Vec::new();
-    let base = started;
-    let res = {
-        let mut cb = |n: &crate::criu::Notify| {
-            notes.push((n.script.clone(), base + t_dump.elapsed().as_secs_f64()));
-            if n.script == "post-dump" {
-                // From here CRIU may end the tree itself.
-                disarm.store(false, Ordering::SeqCst);
-                let r = hand_over(
-                    c,
-                    to,
-                    t_dump,
-                    send.as_ref().map(|b| (images_dir.as_path(), b)),
-                );
-                // `restored` is the commit point: from here a signal no longer
-                // vetoes, or both copies would be lost or both would run.
-                let reply = if r.is_ok() {
-                    NotifyReply::ok()
-                } else {
-                    NotifyReply::fail()
-                };
-                handoff = Some(r);
-                return reply;
-            }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                NotifyReply::fail()
-            } else {
-                NotifyReply::ok()
-            }
-        };
-        swrk.call(&CriuReq::with_opts(CriuReqType::Dump, o), &mut cb)
+    run.watch(pid);
+    let mut handover = Handover {
+        c: &mut *c,
+        to,
+        t_dump,
+        send: send.as_ref().map(|b| (images_dir.as_path(), b)),
+        result: None,
     };
-    let watchdog_fired = watch.finish();
-    let res = res.and_then(|r| expect_success("dump", CriuReqType::Dump, r));
-    let _ = swrk.finish();
+    let ex = run.exchange(
+        "dump",
+        &CriuReq::with_opts(CriuReqType::Dump, o),
+        CriuReqType::Dump,
+        log.clone(),
+        Some(&mut handover),
+    )?;
+    // None: post-dump not reached; Some(Ok(pid)): restored there; Some(Err): vetoed.
+    let handoff = handover.result.take();
+    let watchdog_fired = ex.watchdog_fired;
+    let res = ex.response;
     let downtime_s = t_dump.elapsed().as_secs_f64();
-    run.record
-        .step("dump", started, res.is_ok(), Some(log.clone()), notes);
 
     let resumed = format!("; CRIU resumed process {pid} here");
     let (restored_pid, restore_stats) = match (res, handoff) {
         (Ok(_), Some(Ok(r))) => r,
         (Err(_), Some(Err(mut f))) => {
+            let _ = decide(run, Decision::Abort, pid, None);
             f.message.push_str(&resumed);
             return Err(f);
         }
         (Err(e), None) => {
             let mut f = run.criu_failure("dump", e, Some(log));
             if watchdog_fired {
-                f.code = "apply::target-exited";
+                f.code = Code::ApplyTargetExited;
                 f.message = format!(
                     "dump failed: process {pid} exited while it was being dumped, and CRIU stopped answering; ckptctl ended CRIU after {} s",
                     crate::apply::watch::GRACE.as_secs()
@@ -267,7 +210,7 @@ pub(crate) fn source_session(
             } else {
                 f.message.push_str(&resumed);
             }
-            f.target = Some(crate::apply::report::TargetState::of(pid));
+            f.target = Some(crate::failure::TargetState::of(pid));
             return Err(f);
         }
         (Err(e), Some(Ok((rp, _)))) => {
@@ -276,17 +219,19 @@ pub(crate) fn source_session(
             // is the only one, so it gets the commit; if the tree still
             // runs here, the error makes the destination kill its copy.
             let mut f = run.criu_failure("dump", e, Some(log));
-            let here = crate::apply::report::TargetState::of(pid);
+            let here = crate::failure::TargetState::of(pid);
             f.target = Some(here);
             let rp = rp.map_or_else(|| "?".to_string(), |p| p.to_string());
             if here.running {
+                let _ = decide(run, Decision::Abort, pid, None);
                 f.message = format!(
                     "{}; process {pid} still runs here, so the copy restored at the destination (pid {rp}) is killed",
                     f.message
                 );
             } else {
+                let _ = decide(run, Decision::Commit, pid, None);
                 let _ = c.send(&Msg::Summary {
-                    stats: json!({}),
+                    stats: StatsSummary::default(),
                     downtime_s,
                 });
                 c.shutdown();
@@ -300,18 +245,41 @@ pub(crate) fn source_session(
         (Ok(_), Some(Err(f))) => return Err(f),
         (Ok(_), None) => {
             return Err(Failure::new(
-                "migrate::no-post-dump",
+                Code::MigrateNoPostDump,
                 "dump",
                 "CRIU finished the dump without the post-dump callback, so the tree could not be handed over safely",
                 Exit::CriuFailed,
             ));
         }
     };
-    let stats = checkpoint::stats_json(&work_dir.join("stats-dump"), &rounds);
+    let stats = StatsSummary::of_file(&work_dir.join("stats-dump"));
+    // The decision: commit. Written before the destination hears it, so
+    // that with shared images it can read it with the link gone.
+    let decided = decide(run, Decision::Commit, pid, restored_pid);
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
     });
+    // "migrated" only once the destination says its copy runs.
+    if let Err(why) = handover::await_running(c, to) {
+        c.shutdown();
+        let rp = restored_pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let mut f = Failure::new(
+            Code::MigrateUnconfirmed,
+            "handover",
+            format!(
+                "committed: CRIU ended process {pid} here{decided}, but the destination did not confirm that its copy (pid {rp}) runs ({why}); that copy may be stopped, killed or running"
+            ),
+            Exit::CriuFailed,
+        )
+        .key("migration.step_timeout")
+        .hint(format!(
+            "on the destination, look at `ckptctl.stopped` in its images.dir: resume that copy (`kill -CONT` on it and its children) if it is stopped; if no copy is left, restore the checkpoint there (the decision here was commit: {})",
+            images_dir.join(handover::DECISION_FILE).display()
+        ));
+        f.keep_images = true;
+        return Err(f);
+    }
     c.shutdown();
     let mut downtime = Downtime {
         downtime_s: Some(downtime_s),
@@ -319,20 +287,20 @@ pub(crate) fn source_session(
     };
     dump_summary(&stats, &mut downtime);
     let mut all = stats;
-    if let Some(r) = restore_stats.get("restore") {
-        all["restore"] = r.clone();
-        downtime.restore_s = r
-            .get("restore_time_us")
-            .and_then(Json::as_u64)
-            .map(|us| us as f64 / 1e6);
+    if let Some(r) = restore_stats.restore {
+        downtime.restore_s = Some(f64::from(r.restore_time_us) / 1e6);
+        all.restore = Some(r);
     }
     Ok(MigrateOutcome {
         event: "migrated",
-        role: "source",
+        role: Role::Source,
         pid: Some(pid),
         restored_pid,
         downtime,
-        stats: all,
+        stats: RunStats {
+            criu: all,
+            pre_dump_rounds: rounds,
+        },
         images_dir,
         record: None,
         total_s: 0.0,
@@ -347,7 +315,7 @@ pub(crate) fn hand_over(
     to: Duration,
     t_dump: Instant,
     send: Option<(&Path, &send::Before)>,
-) -> Result<(Option<i32>, Json), Failure> {
+) -> Result<(Option<i32>, StatsSummary), Failure> {
     let images = match send {
         Some((dir, before)) => Some(send::send_images(c, dir, before)?),
         None => None,
@@ -365,5 +333,60 @@ pub(crate) fn hand_over(
         Msg::Restored { pid, stats } => Ok((pid, stats)),
         Msg::Error { message, exit } => Err(peer_error("restore", &message, exit, "")),
         other => Err(protocol("restored", &other)),
+    }
+}
+
+/// The post-dump hook of the source: the images are complete and the tree
+/// is frozen; hand it over (see [`hand_over`]).
+struct Handover<'c> {
+    c: &'c mut Conn,
+    to: Duration,
+    t_dump: Instant,
+    send: Option<(&'c Path, &'c send::Before)>,
+    /// The destination's answer: restored there (its pid and stats), or
+    /// the failure that vetoed the handover.
+    result: Option<Result<(Option<i32>, StatsSummary), Failure>>,
+}
+
+impl PostDump for Handover<'_> {
+    fn post_dump(&mut self, at: &PostDumpPoint) -> bool {
+        // From here CRIU may end the tree itself.
+        at.disarm_watchdog();
+        let r = hand_over(self.c, self.to, self.t_dump, self.send);
+        // `restored` is the commit point: from here a signal no longer
+        // vetoes, or both copies would be lost or both would run.
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+}
+
+/// Record the coordinator's decision in this host's images.dir. Returns a
+/// note for messages: where it is, or why it could not be written.
+pub(crate) fn decide(
+    run: &Session<'_>,
+    decision: Decision,
+    pid: i32,
+    restored_pid: Option<i32>,
+) -> String {
+    let dir = run.images_dir();
+    let rec = DecisionRecord {
+        decision,
+        source_pid: pid,
+        restored_pid,
+        profile: super::handshake::profile_digest(run.profile()),
+    };
+    match handover::record_decision(dir, &rec) {
+        Ok(()) => format!(
+            " (recorded in {})",
+            dir.join(handover::DECISION_FILE).display()
+        ),
+        Err(e) => {
+            run.progress(&format!(
+                "cannot record the decision in {}: {e}",
+                dir.display()
+            ));
+            format!(" (the decision could not be recorded: {e})")
+        }
     }
 }

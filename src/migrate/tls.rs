@@ -24,7 +24,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
-use crate::cli::output::Exit;
+use crate::failure::Exit;
 
 /// The TLS files of `page_server.tls`, as absolute paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,11 @@ pub struct TlsConfigError {
 
 fn cfg_err(key: &'static str, message: String) -> TlsConfigError {
     TlsConfigError { key, message }
+}
+
+/// A problem with the file at `key`: "`key`: PATH what".
+fn file_err(key: &'static str, path: &Path, what: impl std::fmt::Display) -> TlsConfigError {
+    cfg_err(key, format!("`{key}`: {} {what}", path.display()))
 }
 
 /// A PEM file: a regular file of at most 1 MiB (a FIFO or a device named
@@ -89,86 +94,45 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// Read and parse every file; each problem names its key.
     pub fn load(f: &TlsFiles) -> Result<TlsMaterial, TlsConfigError> {
-        let ca = read("page_server.tls.ca_cert", &f.ca_cert)?;
+        const CA: &str = "page_server.tls.ca_cert";
+        const CRL: &str = "page_server.tls.ca_crl";
+        const CERT: &str = "page_server.tls.cert";
+        const KEY: &str = "page_server.tls.key";
+        let ca = read(CA, &f.ca_cert)?;
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(&ca) {
-            let c = c.map_err(|e| {
-                cfg_err(
-                    "page_server.tls.ca_cert",
-                    format!(
-                        "`page_server.tls.ca_cert`: {} is not PEM: {e}",
-                        f.ca_cert.display()
-                    ),
-                )
-            })?;
+            let c = c.map_err(|e| file_err(CA, &f.ca_cert, format!("is not PEM: {e}")))?;
             roots.add(c).map_err(|e| {
-                cfg_err(
-                    "page_server.tls.ca_cert",
-                    format!(
-                        "`page_server.tls.ca_cert`: {} holds a certificate that cannot be a trust anchor: {e}",
-                        f.ca_cert.display()
-                    ),
+                file_err(
+                    CA,
+                    &f.ca_cert,
+                    format!("holds a certificate that cannot be a trust anchor: {e}"),
                 )
             })?;
         }
         if roots.is_empty() {
-            return Err(cfg_err(
-                "page_server.tls.ca_cert",
-                format!(
-                    "`page_server.tls.ca_cert`: {} holds no PEM certificate",
-                    f.ca_cert.display()
-                ),
-            ));
+            return Err(file_err(CA, &f.ca_cert, "holds no PEM certificate"));
         }
         let mut crls = Vec::new();
         if let Some(p) = &f.ca_crl {
-            let text = read("page_server.tls.ca_crl", p)?;
+            let text = read(CRL, p)?;
             for c in CertificateRevocationListDer::pem_slice_iter(&text) {
-                crls.push(c.map_err(|e| {
-                    cfg_err(
-                        "page_server.tls.ca_crl",
-                        format!("`page_server.tls.ca_crl`: {} is not PEM: {e}", p.display()),
-                    )
-                })?);
+                crls.push(c.map_err(|e| file_err(CRL, p, format!("is not PEM: {e}")))?);
             }
             if crls.is_empty() {
-                return Err(cfg_err(
-                    "page_server.tls.ca_crl",
-                    format!("`page_server.tls.ca_crl`: {} holds no PEM CRL", p.display()),
-                ));
+                return Err(file_err(CRL, p, "holds no PEM CRL"));
             }
         }
-        let text = read("page_server.tls.cert", &f.cert)?;
+        let text = read(CERT, &f.cert)?;
         let chain = CertificateDer::pem_slice_iter(&text)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                cfg_err(
-                    "page_server.tls.cert",
-                    format!(
-                        "`page_server.tls.cert`: {} is not PEM: {e}",
-                        f.cert.display()
-                    ),
-                )
-            })?;
+            .map_err(|e| file_err(CERT, &f.cert, format!("is not PEM: {e}")))?;
         if chain.is_empty() {
-            return Err(cfg_err(
-                "page_server.tls.cert",
-                format!(
-                    "`page_server.tls.cert`: {} holds no PEM certificate",
-                    f.cert.display()
-                ),
-            ));
+            return Err(file_err(CERT, &f.cert, "holds no PEM certificate"));
         }
-        let text = read("page_server.tls.key", &f.key)?;
-        let key = PrivateKeyDer::from_pem_slice(&text).map_err(|e| {
-            cfg_err(
-                "page_server.tls.key",
-                format!(
-                    "`page_server.tls.key`: {} holds no PEM private key: {e}",
-                    f.key.display()
-                ),
-            )
-        })?;
+        let text = read(KEY, &f.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&text)
+            .map_err(|e| file_err(KEY, &f.key, format!("holds no PEM private key: {e}")))?;
         let m = TlsMaterial {
             roots: Arc::new(roots),
             crls,

@@ -388,7 +388,7 @@ impl Plan {
                 let argv: Vec<String> = s
                     .argv
                     .iter()
-                    .map(|a| crate::cli::render::shell_quote(a))
+                    .map(|a| crate::render::shell_quote(a))
                     .collect();
                 out.push_str(&format!("   as CLI: {}\n", argv.join(" ")));
             }

@@ -6,6 +6,7 @@
 //! Levels: `allow` silences a rule, `warn` makes its findings warnings,
 //! `deny` makes them errors (and `review` exits 1).
 
+pub mod contents;
 pub mod report;
 pub mod review;
 pub mod rules;
@@ -149,6 +150,8 @@ pub struct Policy {
     pub constraints: Vec<Constraint>,
     /// `[[require]]`.
     pub requires: Vec<Require>,
+    /// `[contents]`: rules on what a checkpoint holds.
+    pub contents: Option<contents::Contents>,
 }
 
 impl Policy {
@@ -174,7 +177,14 @@ impl Policy {
     }
 }
 
-const TOP_KEYS: &[&str] = &["version", "rules", "constraint", "require", "scope"];
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "rules",
+    "constraint",
+    "require",
+    "scope",
+    "contents",
+];
 const CONSTRAINT_KEYS: &[&str] = &[
     "key", "allow", "deny", "min", "max", "networks", "prefix", "level", "reason", "profiles",
     "paths",
@@ -529,6 +539,9 @@ pub fn decode(tree: &Node, file: FileId, diags: &mut Vec<Diagnostic>) -> Policy 
     if let Some(e) = tree.get("rules") {
         policy.rules = p.rules_table(&e.value, "rules");
     }
+    if let Some(e) = tree.get("contents") {
+        policy.contents = contents::decode(&mut p, &e.value);
+    }
     let items = |p: &mut P<'_>, name: &str| -> Vec<(usize, Node)> {
         match tree.get(name) {
             None => Vec::new(),
@@ -777,6 +790,18 @@ pub fn policy_schema() -> Json {
                     "reason": {"type": "string", "description": "Shown with the finding."},
                     "profiles": globs, "paths": globs,
                 }},
+            },
+            "contents": {
+                "type": "object",
+                "description": "Rules on what a checkpoint holds, checked by `ckptctl review --policy P DIR` on its images.",
+                "additionalProperties": false,
+                "properties": {
+                    "tcp_peer_networks": {"type": "array", "items": {"type": "string"}, "description": "Established TCP connections must have their peer in one of these CIDR networks (or addresses)."},
+                    "forbidden_paths": {"type": "array", "items": {"type": "string"}, "description": "No open file, working directory, root or executable under these absolute folders."},
+                    "max_memory": bound,
+                    "level": level,
+                    "reason": {"type": "string", "description": "Shown with the findings."},
+                },
             },
             "require": {
                 "type": "array",

@@ -187,11 +187,22 @@ pub fn markdown_table(diags: &[Diagnostic], sources: &SourceMap) -> String {
     out
 }
 
-/// The Markdown summary of a review.
+/// What a review covered: "3 profiles", "1 checkpoint", "2 profiles and 1
+/// checkpoint".
+pub fn reviewed(profiles: usize, checkpoints: usize) -> String {
+    let n = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
+    match (profiles, checkpoints) {
+        (p, 0) => n(p, "profile"),
+        (0, c) => n(c, "checkpoint"),
+        (p, c) => format!("{} and {}", n(p, "profile"), n(c, "checkpoint")),
+    }
+}
+
+/// The Markdown summary of a review of profiles and checkpoints.
 pub fn markdown_review(
     diags: &[Diagnostic],
     sources: &SourceMap,
-    profiles: usize,
+    (profiles, checkpoints): (usize, usize),
     policy: Option<&str>,
 ) -> String {
     let t = Tally::of(diags);
@@ -204,9 +215,8 @@ pub fn markdown_review(
     };
     let mut out = format!("## ckptctl review: {verdict}\n\n");
     out.push_str(&format!(
-        "{} profile{} reviewed against {}: **{} denied**, **{} warning{}**.\n\n",
-        profiles,
-        if profiles == 1 { "" } else { "s" },
+        "{} reviewed against {}: **{} denied**, **{} warning{}**.\n\n",
+        reviewed(profiles, checkpoints),
         policy.map_or("the built-in rules".to_string(), |p| format!("`{p}`")),
         t.errors,
         t.warnings,

@@ -174,6 +174,18 @@ pub fn rpc_json_of(inv: &Invocation) -> Json {
     })
 }
 
+/// Quote one argument for a POSIX shell (the `<PID>` placeholder is left as is).
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if safe || s == super::PID_PLACEHOLDER {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,38 @@ use std::fmt;
 
 use crate::profile::model::{Action, Profile};
 
-/// Which side of a migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which side of a migration (`source`, `destination` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The host the process tree leaves (dumps).
     Source,
     /// The host it arrives on (page server, lazy-pages daemon, restore).
     Destination,
+}
+
+impl Role {
+    /// `source` or `destination`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        }
+    }
+
+    /// The other side.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Source => Role::Destination,
+            Role::Destination => Role::Source,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One CRIU invocation that `apply` runs.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod migrate_hosts;
 pub mod netns;
 
 use std::io;
@@ -324,4 +325,96 @@ pub fn criu_page_server(dir: &Path, address: &str, port: u16, extra: &[&str]) ->
     let (child, ready) = spawn_with_status_fd(&mut cmd);
     assert!(ready, "criu page-server did not get ready");
     child
+}
+
+/// The ckptctl binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+
+/// `ckptctl ARGS` with no colour and stdin closed, not yet run.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    c
+}
+
+/// Run `ckptctl ARGS` to the end.
+pub fn ckptctl(args: &[&str]) -> std::process::Output {
+    command(args).output().expect("run ckptctl")
+}
+
+/// Its exit code (-1 when killed by a signal).
+pub fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Its stdout as JSON; the panic shows both streams.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A fresh 0700 directory under /tmp, removed on drop.
+pub fn tmp() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new()
+        .prefix("ckptctl-test-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    d
+}
+
+/// Write `text` to `dir/name`, returning the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Every `.rs` file below `dir`.
+pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Compare `actual` with the golden file `tests/golden/<kind>/<name>`; with
+/// `CKPTCTL_UPDATE_GOLDEN=1` write it instead (review the diff by hand).
+pub fn golden(kind: &str, name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(kind)
+        .join(name);
+    if std::env::var_os("CKPTCTL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with CKPTCTL_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{name} differs from its golden file.\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
 }

@@ -1,22 +1,74 @@
-//! Turning a failed step into what the user needs: the step, CRIU's
-//! `cr_errmsg`, the log path and the few log lines that matter, a known
-//! cause with a hint, and the profile key to change (with its span).
+//! A failed run (apply, migrate) as what the user needs: a typed [`Code`],
+//! the [`Exit`] code, the step, CRIU's `cr_errmsg`, the log path and the
+//! few log lines that matter, a known cause with a hint, and the profile
+//! key to change (with its span). Neutral: everything that runs CRIU and
+//! the CLI that prints it use this module; it uses neither.
+
+pub mod code;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cli::output::Exit;
 use crate::criu::KnownCause;
 use crate::diag::Diagnostic;
 use crate::profile::Profile;
 use crate::source::{FileId, Span};
 
+pub use code::Code;
+
+/// The spec's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Success (warnings allowed).
+    Ok = 0,
+    /// Policy denied, or `diff --exit-code` found a change.
+    Denied = 1,
+    /// Usage error, unreadable or invalid profile/policy.
+    Usage = 2,
+    /// CRIU ran and the operation failed.
+    CriuFailed = 3,
+    /// Environment not ready.
+    NotReady = 4,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+impl Serialize for Exit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Exit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d).map(Exit::from_code)
+    }
+}
+
+impl Exit {
+    /// The exit code a peer reported (`error` message of a migration);
+    /// anything unknown is a failed operation.
+    pub fn from_code(code: u8) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            1 => Exit::Denied,
+            2 => Exit::Usage,
+            4 => Exit::NotReady,
+            _ => Exit::CriuFailed,
+        }
+    }
+}
+
 /// A failed apply, ready to print.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     /// Stable code (`criu::pid-not-found`, `criu::failed`, `apply::...`).
-    pub code: &'static str,
+    pub code: Code,
     /// One line: what failed and why.
     pub message: String,
     /// The step that failed (`dump`, `restore`, `lazy-pages`, ...).
@@ -48,7 +100,7 @@ pub struct Failure {
 
 impl Failure {
     /// A failure that is not CRIU's (bad input, environment).
-    pub fn new(code: &'static str, step: &str, message: impl Into<String>, exit: Exit) -> Self {
+    pub fn new(code: Code, step: &str, message: impl Into<String>, exit: Exit) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -82,7 +134,7 @@ impl Failure {
     /// As a diagnostic pointing at the profile key (or its table, or the
     /// top of the file when the key is not written).
     pub fn diagnostic(&self, profile: Option<&Profile>, root: Option<FileId>) -> Diagnostic {
-        let mut d = Diagnostic::error(self.code, self.message.clone());
+        let mut d = Diagnostic::error(self.code.as_str(), self.message.clone());
         if let Some(k) = &self.key {
             d = d.key(k.clone());
             if let (Some(p), Some(root)) = (profile, root) {

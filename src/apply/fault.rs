@@ -1,0 +1,54 @@
+//! Fault injection for the tests, as CRIU has `CRIU_FAULT`: `CKPTCTL_FAULT`
+//! names a fault to inject at a moment too short to hit from outside. It
+//! exists only in builds with the `fault-injection` cargo feature
+//! (`scripts/test.sh` builds the tests with it); release builds ignore the
+//! variable.
+
+#[cfg(feature = "fault-injection")]
+fn active(name: &str) -> bool {
+    std::env::var_os("CKPTCTL_FAULT").is_some_and(|v| v == name)
+}
+
+#[cfg(feature = "fault-injection")]
+fn kill(pid: Option<u32>) -> Option<i32> {
+    let pid = pid.and_then(|p| i32::try_from(p).ok())?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    Some(pid)
+}
+
+/// `criu-dies-after-commit`: CRIU (`criu_pid`) is killed right after the
+/// checkpoint was marked complete in its post-dump callback.
+pub fn criu_dies_after_commit(criu_pid: Option<u32>) {
+    #[cfg(feature = "fault-injection")]
+    if active("criu-dies-after-commit") {
+        kill(criu_pid);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = criu_pid;
+}
+
+/// `criu-dies-after-restore`: CRIU (`criu_pid`) is killed in its
+/// `post-restore` callback, when every task is restored and no longer bound
+/// to it.
+pub fn criu_dies_after_restore(criu_pid: Option<u32>) {
+    #[cfg(feature = "fault-injection")]
+    if active("criu-dies-after-restore") {
+        kill(criu_pid);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = criu_pid;
+}
+
+/// `lazy-daemon-dies-after-resume`: the lazy-pages daemon (`daemon_pid`)
+/// is killed right after the migrated tree resumed; returns the pid killed.
+pub fn lazy_daemon_dies_after_resume(daemon_pid: Option<u32>) -> Option<i32> {
+    #[cfg(feature = "fault-injection")]
+    if active("lazy-daemon-dies-after-resume") {
+        return kill(daemon_pid);
+    }
+    let _ = daemon_pid;
+    None
+}

@@ -1,0 +1,176 @@
+//! `ckptctl ls`: the checkpoints under some roots, each with its state,
+//! the run that made it, its size, and whether a restored copy runs now.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::runs::{self, RunSummary};
+use crate::apply::guard::{COMPLETE_MARKER, INCOMPLETE_MARKER};
+
+/// How deep under a root checkpoints are looked for.
+pub const MAX_DEPTH: usize = 4;
+/// Most directories visited under one root.
+pub const MAX_DIRS: usize = 10_000;
+
+/// One checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// Images directory.
+    pub dir: PathBuf,
+    /// complete / incomplete / foreign.
+    pub state: &'static str,
+    /// The action of the run that made it (checkpoint, or migrate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Profile name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Unix time it was taken (the completion, else the run's start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_unix: Option<u64>,
+    /// Bytes of the files in the directory (parents not counted).
+    pub size_bytes: u64,
+    /// The pid that was dumped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    /// A restored copy that runs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<runs::Running>,
+    /// The dumped root's command name (from the images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+}
+
+/// What a walk found: checkpoint directories and directories with run
+/// records.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Directories holding a checkpoint (or a ckptctl marker).
+    pub checkpoints: Vec<PathBuf>,
+    /// Directories holding run records.
+    pub record_dirs: Vec<PathBuf>,
+}
+
+fn is_checkpoint(d: &Path) -> bool {
+    d.join("inventory.img").is_file()
+        || d.join(COMPLETE_MARKER).is_file()
+        || d.join(INCOMPLETE_MARKER).is_file()
+}
+
+fn has_records(d: &Path) -> bool {
+    d.join(crate::apply::record::RUN_HISTORY).is_dir() || !runs::latest_files(d).is_empty()
+}
+
+/// Walk `roots` (symlinks are not followed; `parent` links are not
+/// checkpoints of their own).
+pub fn find(roots: &[PathBuf]) -> Found {
+    let mut found = Found::default();
+    let mut seen = std::collections::HashSet::new();
+    for root in roots {
+        let mut stack = vec![(root.clone(), 0usize)];
+        let mut visited = 0;
+        while let Some((d, depth)) = stack.pop() {
+            visited += 1;
+            if visited > MAX_DIRS {
+                break;
+            }
+            let Ok(canon) = d.canonicalize() else {
+                continue;
+            };
+            if !seen.insert(canon) {
+                continue;
+            }
+            if is_checkpoint(&d) {
+                found.checkpoints.push(d.clone());
+            }
+            if has_records(&d) {
+                found.record_dirs.push(d.clone());
+            }
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            let mut subs: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| e.file_name() != crate::apply::record::RUN_HISTORY)
+                .map(|e| e.path())
+                .collect();
+            subs.sort();
+            stack.extend(subs.into_iter().rev().map(|s| (s, depth + 1)));
+        }
+    }
+    found.checkpoints.sort();
+    found
+}
+
+fn dir_size(d: &Path) -> u64 {
+    std::fs::read_dir(d)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Describe the checkpoint in `dir`; `records` are every run found (for
+/// restores of it made from other work directories).
+pub fn describe(dir: &Path, records: &[RunSummary]) -> Listed {
+    let own = runs::runs(dir);
+    let made = own
+        .iter()
+        .rev()
+        .find(|r| {
+            r.outcome == "ok" && r.action != "restore" && r.role.as_deref() != Some("destination")
+        })
+        .or_else(|| own.iter().rev().find(|r| r.action != "restore"));
+    let marker = runs::marker_light(dir);
+    let comm = crate::images::pstree(dir)
+        .ok()
+        .and_then(|t| t.first().map(|p| p.pid))
+        .and_then(|pid| crate::images::root_comm(dir, pid));
+    let running = comm
+        .as_deref()
+        .and_then(|c| runs::running_copy(dir, c, records));
+    Listed {
+        dir: dir.to_path_buf(),
+        state: runs::state_word(dir),
+        action: made.map(|r| r.action.clone()),
+        profile: marker
+            .as_ref()
+            .and_then(|m| m.profile.clone())
+            .or_else(|| made.map(|r| r.profile.clone())),
+        taken_unix: marker
+            .as_ref()
+            .and_then(|m| m.completed_unix)
+            .or_else(|| made.map(|r| r.started_unix)),
+        size_bytes: dir_size(dir),
+        pid: marker
+            .as_ref()
+            .and_then(|m| m.pid)
+            .or_else(|| made.and_then(|r| r.pid)),
+        running,
+        comm,
+    }
+}
+
+/// Every checkpoint under `roots`, described.
+pub fn list(roots: &[PathBuf]) -> Vec<Listed> {
+    let found = find(roots);
+    let records: Vec<RunSummary> = found
+        .record_dirs
+        .iter()
+        .flat_map(|d| runs::runs(d))
+        .collect();
+    found
+        .checkpoints
+        .iter()
+        .map(|d| describe(d, &records))
+        .collect()
+}
