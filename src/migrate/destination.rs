@@ -553,8 +553,13 @@ pub(crate) fn receive_dump(
     }
 }
 
-/// Mark the images here a whole checkpoint of the migrated tree.
+/// Mark the images here a whole checkpoint of the migrated tree. Not with
+/// post-copy from the source's memory: the lazy pages never reach this
+/// directory, so it stays marked incomplete (it cannot be restored).
 fn mark_migrated(run: &Session<'_>, dir: &std::path::Path) -> std::io::Result<()> {
+    if lazy_remote(run.profile()) {
+        return Ok(());
+    }
     guard::mark_complete(
         dir,
         &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),
