@@ -5,7 +5,8 @@
 #
 # Clippy denies warnings; Cargo.toml's [lints] deny unwrap/expect/panic/todo/
 # unimplemented outside tests (clippy.toml and each tests/*.rs allow them in
-# tests). Exits non-zero on the first failure.
+# tests). The guest tests (feature guest-tests, run by scripts/test-vm.sh) are
+# linted too. Exits non-zero on the first failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,5 +18,6 @@ cargo fmt --all --check
 
 echo "==> cargo clippy --locked --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
-echo "==> cargo clippy --locked --all-targets --features fault-injection -- -D warnings"
-cargo clippy --locked --all-targets --features fault-injection -- -D warnings
+# fault-injection: the tests' builds; guest-tests: the guest lane's targets.
+echo "==> cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings"
+cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings

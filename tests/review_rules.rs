@@ -45,6 +45,12 @@ fn cases() -> Vec<(&'static str, String, usize, usize)> {
             16,
         ),
         ("policy::network-lock-skip", format!("{BASE}[checkpoint]\nnetwork_lock = \"skip\"\n"), 9, 16),
+        (
+            "policy::post-copy-source-memory",
+            format!("{mig}[lazy_pages]\nenabled = true\naddress = \"127.0.0.1\"\nport = 3\n[migration]\ndestination = \"127.0.0.1\"\ncontrol_port = 1\n"),
+            8,
+            11,
+        ),
     ]
 }
 

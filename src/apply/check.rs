@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::apply::guard::{ImagesState, images_state};
-use crate::criu::{FoundCriu, check_feature, find_criu};
+use crate::criu::probe::LAZY_PAGE_SERVER;
+use crate::criu::{FeatureCheck, FoundCriu, check_feature, find_criu};
 use crate::diag::{Diagnostic, Severity};
 use crate::failure::span_for_key;
 use crate::profile::Profile;
@@ -68,17 +69,23 @@ impl Preflight {
 }
 
 /// Features a profile needs from the kernel/CRIU on the side that dumps
-/// (`dumps`) or restores, with the key that needs it.
+/// (`dumps`) or restores, with the key that needs it. Both roles of a
+/// migration probe what the migration needs from the source (pre-copy,
+/// post-copy from its memory): both refuse it the same way.
 pub fn needed_features(p: &Profile, dumps: bool) -> Vec<(&'static str, &'static str)> {
     let mut f = Vec::new();
     let c = p.checkpoint();
-    if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
+    let migrates = p.action_or_default() == Action::Migrate;
+    if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         f.push(("uffd-noncoop", "lazy_pages.enabled"));
+        if l.value.address.is_some() && (dumps || migrates) {
+            f.push((LAZY_PAGE_SERVER, "lazy_pages.address"));
+        }
+    }
+    if (dumps || migrates) && c.pre_dump.is_some() {
+        f.push(("mem_dirty_track", "checkpoint.pre_dump"));
     }
     if dumps {
-        if c.pre_dump.is_some() {
-            f.push(("mem_dirty_track", "checkpoint.pre_dump"));
-        }
         if p.images().parent.is_some() {
             f.push(("mem_dirty_track", "images.parent"));
         }
@@ -87,6 +94,81 @@ pub fn needed_features(p: &Profile, dumps: bool) -> Vec<(&'static str, &'static 
         }
     }
     f
+}
+
+/// True when the profile's CRIU steps on this host dump (everything but a
+/// restore and a migration's destination).
+pub fn dumps(p: &Profile, role: Option<Role>) -> bool {
+    match p.action_or_default() {
+        Action::Restore => false,
+        Action::Checkpoint => true,
+        Action::Migrate => role != Some(Role::Destination),
+    }
+}
+
+/// One probe of [`needed_features`]: the feature, the key that needs it,
+/// and what the probe found (`Err`: the probe itself could not run).
+pub type FeatureProbe = (
+    &'static str,
+    &'static str,
+    Result<FeatureCheck, crate::criu::CriuError>,
+);
+
+/// Probe every feature the profile needs on this host with `criu` (`criu
+/// check --feature`, and the lazy page server's pipe), each once.
+pub fn probe_features(p: &Profile, role: Option<Role>, criu: &Path) -> Vec<FeatureProbe> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (feature, key) in needed_features(p, dumps(p, role)) {
+        if seen.contains(&feature) {
+            continue;
+        }
+        seen.push(feature);
+        out.push((feature, key, check_feature(criu, feature)));
+    }
+    out
+}
+
+/// The features the probes found missing, as errors at their keys (what
+/// `plan` refuses); nothing when no CRIU is found (the plan is then a
+/// preview that probed nothing) or a probe could not run (`check` says so).
+pub fn missing_features(
+    p: &Profile,
+    root: FileId,
+    criu_flag: Option<&Path>,
+    role: Option<Role>,
+) -> Vec<Diagnostic> {
+    let Ok(found) = find_criu(criu_flag) else {
+        return Vec::new();
+    };
+    probe_features(p, role, &found.path)
+        .into_iter()
+        .filter_map(|(feature, key, r)| match r {
+            Ok(r) if !r.supported => Some(feature_missing(p, root, feature, key, &r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error for a feature the probe found missing, at the key that needs
+/// it (`check::feature-missing`, exit 4).
+pub fn feature_missing(
+    p: &Profile,
+    root: FileId,
+    feature: &str,
+    key: &str,
+    r: &FeatureCheck,
+) -> Diagnostic {
+    Diagnostic::error(
+        "check::feature-missing",
+        format!(
+            "`{key}` needs the `{feature}` feature, which is not available: {}",
+            r.message
+        ),
+    )
+    .at(span_for_key(p, key, root))
+    .key(key)
+    .help(feature_help(feature))
 }
 
 /// Run every check. `pid` is `--pid` if given; `role` is the migration
@@ -100,11 +182,7 @@ pub fn preflight(
 ) -> Preflight {
     let mut pf = Preflight::default();
     // The destination of a migration restores; everything else dumps.
-    let dumps = match p.action_or_default() {
-        Action::Restore => false,
-        Action::Checkpoint => true,
-        Action::Migrate => role != Some(Role::Destination),
-    };
+    let dumps = dumps(p, role);
     let at = |key: &str| span_for_key(p, key, root);
 
     // CRIU binary and version.
@@ -188,27 +266,13 @@ pub fn preflight(
 
     // Kernel features.
     if let Some(f) = &found {
-        let mut seen = Vec::new();
-        for (feature, key) in needed_features(p, dumps) {
-            if seen.contains(&feature) {
-                continue;
-            }
-            seen.push(feature);
-            match check_feature(&f.path, feature) {
+        for (feature, key, probe) in probe_features(p, role, &f.path) {
+            match probe {
                 Ok(r) if r.supported => pf.ok(&format!("feature {feature}"), "supported"),
                 Ok(r) => pf.problem(
                     Severity::Error,
                     &format!("feature {feature}"),
-                    Diagnostic::error(
-                        "check::feature-missing",
-                        format!(
-                            "`{key}` needs the `{feature}` feature, which is not available: {}",
-                            r.message
-                        ),
-                    )
-                    .at(at(key))
-                    .key(key)
-                    .help(feature_help(feature)),
+                    feature_missing(p, root, feature, key, &r),
                 ),
                 Err(e) => pf.problem(
                     Severity::Error,
@@ -452,6 +516,9 @@ fn feature_help(feature: &str) -> &'static str {
         }
         "uffd-noncoop" => {
             "lazy pages need userfaultfd with non-cooperative events; disable [lazy_pages] on this host"
+        }
+        LAZY_PAGE_SERVER => {
+            "serving lazy pages from the source's memory needs CAP_SYS_RESOURCE (or `sysctl fs.pipe-max-size=4194304`) on the source; remove `lazy_pages.address` to restore lazily from the destination's own images, or remove [lazy_pages]"
         }
         "network_lock_nftables" => {
             "this CRIU or kernel cannot lock the network with nftables; use `network_lock = \"iptables\"`"

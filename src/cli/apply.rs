@@ -139,20 +139,37 @@ pub fn plan(args: &PlanArgs, ui: &Ui) -> Exit {
 
 fn show_plan(path: &Path, role_arg: Option<RoleArg>, pid: Option<i32>, ui: &Ui) -> Exit {
     let mut sources = SourceMap::new();
-    let (p, _) = match load_for_run(path, ui, &mut sources) {
+    let (p, root) = match load_for_run(path, ui, &mut sources) {
         Ok(x) => x,
         Err(e) => return e,
     };
     if let Err(e) = flags_fit(&p, pid, role_arg, ui) {
         return e;
     }
-    let plan = crate::plan::plan(&p, role(role_arg), pid);
+    let role = role(role_arg);
+    let mut plan = crate::plan::plan(&p, role, pid);
+    // What this host lacks, probed (not guessed from a version): `apply`
+    // would refuse it up front, so the plan does too, at the key.
+    let missing = crate::apply::check::missing_features(&p, root, ui.criu.as_deref(), role);
+    for d in missing.iter().rev() {
+        plan.refuse(&d.message);
+    }
     if ui.json() {
-        ui.data_json(&serde_json::to_value(&plan).unwrap_or_default());
+        let mut v = serde_json::to_value(&plan).unwrap_or_default();
+        if !missing.is_empty() {
+            v["diagnostics"] =
+                crate::diag::to_json_document(&missing, &sources)["diagnostics"].clone();
+        }
+        ui.data_json(&v);
     } else {
         ui.data(plan.text());
+        ui.human_diagnostics(&missing, &sources);
     }
-    Exit::Ok
+    if missing.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::NotReady
+    }
 }
 
 /// `apply PROFILE`.

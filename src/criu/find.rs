@@ -166,8 +166,12 @@ pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 pub const CHECK_OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// Run `criu --no-default-config check --feature NAME` (bounded in time and
-/// output) and interpret it.
+/// output) and interpret it. [`super::probe::LAZY_PAGE_SERVER`] is answered
+/// by [`super::probe::lazy_page_server`] (no `criu check` sees it).
 pub fn check_feature(criu: &Path, name: &str) -> Result<FeatureCheck, CriuError> {
+    if name == super::probe::LAZY_PAGE_SERVER {
+        return Ok(super::probe::lazy_page_server());
+    }
     let mut cmd = Command::new(criu);
     cmd.args([
         OsStr::new(super::child::NO_DEFAULT_CONFIG),

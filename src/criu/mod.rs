@@ -1,5 +1,6 @@
 //! Driving CRIU: RPC messages, the `criu swrk` client, log and stats
-//! parsing, error classification and locating the binary.
+//! parsing, error classification, locating the binary and probing what the
+//! host allows.
 //!
 //! Messages matched by [`errors::known_cause`] were captured from CRIU
 //! 4.1.1 (the cases are in `src/criu/errors.rs`'s tests); the real-CRIU
@@ -10,6 +11,7 @@ pub mod child;
 pub mod errors;
 pub mod find;
 pub mod log;
+pub mod probe;
 pub mod restored;
 pub mod rpc;
 pub mod stats;

@@ -124,6 +124,8 @@ pub enum Code {
     MigrateImageIo,
     /// `migrate::image-rejected`: With `images = "send"`, an image was refused: a name that is not a plain `*.img` file (`/`, `..`, a …
     MigrateImageRejected,
+    /// `migrate::lazy-serve`: After the post-dump callback, the source's lazy page server did not listen on `lazy_pages.port` in time.
+    MigrateLazyServe,
     /// `migrate::lazy-unsupported`: Post-copy from the source's memory (`[lazy_pages]` with an `address`) cannot run here: the source's lazy …
     MigrateLazyUnsupported,
     /// `migrate::listen`: The destination cannot listen on `migration.control_port`.
@@ -140,8 +142,8 @@ pub enum Code {
     MigratePageServer,
     /// `migrate::peer-failed`: The other side reported an error and stopped; its message is quoted.
     MigratePeerFailed,
-    /// `migrate::pre-copy-unsupported`: Pre-copy migration is not supported by `apply --role` yet.
-    MigratePreCopyUnsupported,
+    /// `migrate::post-copy-lost`: The post-copy page transfer broke off after the destination resumed the tree: the process is lost.
+    MigratePostCopyLost,
     /// `migrate::profile-mismatch`: The two sides run different profiles (their sha256 digests differ).
     MigrateProfileMismatch,
     /// `migrate::protocol`: An unexpected message on the control connection.
@@ -218,6 +220,7 @@ impl Code {
         Code::MigrateResolveGone,
         Code::MigrateImageIo,
         Code::MigrateImageRejected,
+        Code::MigrateLazyServe,
         Code::MigrateLazyUnsupported,
         Code::MigrateListen,
         Code::MigrateNoControlPort,
@@ -226,7 +229,7 @@ impl Code {
         Code::MigrateNoPostDump,
         Code::MigratePageServer,
         Code::MigratePeerFailed,
-        Code::MigratePreCopyUnsupported,
+        Code::MigratePostCopyLost,
         Code::MigrateProfileMismatch,
         Code::MigrateProtocol,
         Code::MigrateRoleMismatch,
@@ -296,6 +299,7 @@ impl Code {
             Code::MigrateResolveGone => "migrate::resolve-gone",
             Code::MigrateImageIo => "migrate::image-io",
             Code::MigrateImageRejected => "migrate::image-rejected",
+            Code::MigrateLazyServe => "migrate::lazy-serve",
             Code::MigrateLazyUnsupported => "migrate::lazy-unsupported",
             Code::MigrateListen => "migrate::listen",
             Code::MigrateNoControlPort => "migrate::no-control-port",
@@ -304,7 +308,7 @@ impl Code {
             Code::MigrateNoPostDump => "migrate::no-post-dump",
             Code::MigratePageServer => "migrate::page-server",
             Code::MigratePeerFailed => "migrate::peer-failed",
-            Code::MigratePreCopyUnsupported => "migrate::pre-copy-unsupported",
+            Code::MigratePostCopyLost => "migrate::post-copy-lost",
             Code::MigrateProfileMismatch => "migrate::profile-mismatch",
             Code::MigrateProtocol => "migrate::protocol",
             Code::MigrateRoleMismatch => "migrate::role-mismatch",

@@ -171,30 +171,30 @@ pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
     if let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) {
         bootstrap::feature_gate(run, bootstrap::Feature::LazyPages)?;
         // Without `address`, the destination restores lazily from its own
-        // images (post-copy from the destination's disk): that runs. Pages
-        // served from the source's memory do not, on this kernel.
+        // images (post-copy from the destination's disk). With it, the
+        // source's CRIU serves the pages from the tree's memory: probe
+        // what that needs here (both roles, so both stop the same way).
         if l.value.address.is_some() {
-            return Err(Failure::new(
-                Code::MigrateLazyUnsupported,
-                "prepare",
-                "post-copy migration from the source's memory (remote lazy pages) cannot run here: the source's lazy page server fails with `page-pipe: tee: Operation not permitted` once the destination connects on this kernel, so `ckptctl` does not start it",
-                Exit::NotReady,
-            )
-            .key("lazy_pages.address")
-            .hint("remove `lazy_pages.address` to restore lazily from the destination's own images, or remove `[lazy_pages]` to migrate stop-and-copy"));
+            let probe = crate::criu::probe::lazy_page_server();
+            if !probe.supported {
+                return Err(Failure::new(
+                    Code::MigrateLazyUnsupported,
+                    "prepare",
+                    format!(
+                        "post-copy migration from the source's memory (remote lazy pages) cannot run here: {}",
+                        probe.message
+                    ),
+                    Exit::NotReady,
+                )
+                .key("lazy_pages.address")
+                .hint("run both roles where the source's lazy page server can work (CAP_SYS_RESOURCE, or `sysctl fs.pipe-max-size=4194304`); or remove `lazy_pages.address` to restore lazily from the destination's own images, or `[lazy_pages]` to migrate stop-and-copy"));
+            }
         }
     }
     if p.checkpoint().pre_dump.is_some() {
-        // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is off.
+        // Exit 4 naming `checkpoint.pre_dump` when soft-dirty tracking is
+        // off (both roles probe, so both stop the same way).
         bootstrap::feature_gate(run, bootstrap::Feature::DirtyTracking)?;
-        return Err(Failure::new(
-            Code::MigratePreCopyUnsupported,
-            "prepare",
-            "pre-copy migration (`[checkpoint.pre_dump]`) is not supported by `apply --role` yet",
-            Exit::Usage,
-        )
-        .key("checkpoint.pre_dump")
-        .hint("remove `[checkpoint.pre_dump]` to migrate stop-and-copy"));
     }
     if sends_images(p) && p.page_server.is_none() {
         return Err(Failure::new(

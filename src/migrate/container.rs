@@ -183,7 +183,10 @@ fn source_session(
         pid: Some(pid),
         restored_pid: restored.0,
         downtime,
-        stats: all,
+        stats: crate::apply::RunStats {
+            criu: all,
+            pre_dump_rounds: Vec::new(),
+        },
         images_dir,
         record: None,
         total_s: 0.0,
@@ -348,7 +351,10 @@ fn restore_here(
         pid,
         restored_pid: pid,
         downtime,
-        stats: all,
+        stats: crate::apply::RunStats {
+            criu: all,
+            pre_dump_rounds: Vec::new(),
+        },
         images_dir,
         record: None,
         total_s: 0.0,

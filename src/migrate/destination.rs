@@ -27,6 +27,7 @@ use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::page_server::{PageServer, start_page_server, wait_page_server};
 use super::proto::{Conn, ConnError, Msg};
 use super::{cpu, proto, send};
+use crate::render::lazy_remote;
 
 pub(crate) fn destination(
     run: &mut Session<'_>,
@@ -45,8 +46,11 @@ pub(crate) fn destination(
 
     let listener = listen(mig)?;
 
-    let mut ps = if p.page_server.is_some() {
-        Some(start_page_server(run, mig, &images, &work)?)
+    // Pre-copy: each round gets its page server once the source asks, and
+    // the final dump's comes after the rounds (its parent is the last one).
+    let mut ps = if p.page_server.is_some() && p.checkpoint().pre_dump.is_none() && !lazy_remote(p)
+    {
+        Some(start_page_server(run, mig, None, None, &images, &work)?)
     } else {
         None
     };
@@ -97,9 +101,13 @@ pub(crate) fn destination_session(
         page_server_port: ps.as_ref().and_then(|s| s.port),
     })
     .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
+    if p.checkpoint().pre_dump.is_some() {
+        *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
+    }
 
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
+    received.pages = lazy_remote(p);
     let transfer = receive_dump(run, c, to, &mut received, note);
     if transfer.is_err() {
         // Nothing of a failed transfer stays behind to mix with the next.
@@ -115,6 +123,9 @@ pub(crate) fn destination_session(
     // Post-copy from the images here: the daemon serves the pages to the
     // restored tree, which can run before they are all in memory.
     let mut daemon = if lazy_local(p) {
+        Some(run.start_lazy_daemon(to)?)
+    } else if lazy_remote(p) {
+        super::postcopy::wait_serving(c, to, note)?;
         Some(run.start_lazy_daemon(to)?)
     } else {
         None
@@ -226,6 +237,10 @@ pub(crate) fn destination_session(
                 let t = Instant::now();
                 let ok = run.wait_lazy_daemon(d);
                 downtime.lazy_after_resume_s = Some(t.elapsed().as_secs_f64());
+                if !ok && lazy_remote(p) {
+                    stopped.kill();
+                    return Err(super::postcopy::lost_at_destination(d, pid));
+                }
                 if !ok {
                     // Pages that never arrived would read as zeros: the copy
                     // cannot be trusted. The images here are complete, so
@@ -298,7 +313,10 @@ pub(crate) fn destination_session(
         pid,
         restored_pid: pid,
         downtime,
-        stats,
+        stats: crate::apply::RunStats {
+            criu: stats,
+            pre_dump_rounds: Vec::new(),
+        },
         images_dir,
         record: None,
         total_s: 0.0,
@@ -540,8 +558,13 @@ pub(crate) fn receive_dump(
     }
 }
 
-/// Mark the images here a whole checkpoint of the migrated tree.
+/// Mark the images here a whole checkpoint of the migrated tree. Not with
+/// post-copy from the source's memory: the lazy pages never reach this
+/// directory, so it stays marked incomplete (it cannot be restored).
 fn mark_migrated(run: &Session<'_>, dir: &std::path::Path) -> std::io::Result<()> {
+    if lazy_remote(run.profile()) {
+        return Ok(());
+    }
     guard::mark_complete(
         dir,
         &json!({"profile": run.record.profile, "criu": run.record.criu_version, "migrated": true}),

@@ -3,12 +3,15 @@
 //! control connection (newline-delimited JSON over TCP, see [`proto`]).
 //!
 //! Strategies: stop-and-copy, pages pushed to the destination's page server
-//! (or, without `[page_server]`, written into the shared `images.dir`); and
-//! post-copy from the destination's images (`[lazy_pages]` without an
-//! address): the same transfer, then a lazy RESTORE served by a local
-//! `criu lazy-pages` daemon that goes on filling the tree's memory after it
-//! resumed. Pre-copy and post-copy from the source's memory are refused
-//! (this kernel cannot run them).
+//! (or, without `[page_server]`, written into the shared `images.dir`);
+//! pre-copy (`[checkpoint.pre_dump]`, see [`precopy`]): rounds while the tree
+//! runs, then the final dump on top of them; and post-copy from the
+//! destination's images (`[lazy_pages]` without an address): the same
+//! transfer, then a lazy RESTORE served by a local `criu lazy-pages` daemon
+//! that goes on filling the tree's memory after it resumed. Post-copy from
+//! the source's memory is refused ([`config::refuse_unsupported`] probes
+//! what it needs first). Pre-copy needs soft-dirty tracking: both roles
+//! probe it (CRIU's FEATURE_CHECK) before anything starts.
 //! With `images = "send"` each host has its own `images.dir`: in the
 //! post-dump callback, before `dumped`, the source sends the non-page images
 //! as `image` messages of at most 1 MiB each (see [`send`]).
@@ -65,6 +68,8 @@ pub mod handover;
 pub mod handshake;
 pub mod outcome;
 pub mod page_server;
+pub mod postcopy;
+pub mod precopy;
 pub mod proto;
 pub mod resolve;
 pub mod send;

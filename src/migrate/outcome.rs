@@ -45,7 +45,7 @@ pub struct MigrateOutcome {
     /// The downtime report.
     pub downtime: Downtime,
     /// CRIU statistics (dump on the source; both on the destination).
-    pub stats: StatsSummary,
+    pub stats: crate::apply::RunStats,
     /// Images directory.
     pub images_dir: PathBuf,
     /// The run record.

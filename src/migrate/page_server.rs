@@ -16,6 +16,8 @@ use super::config::Mig;
 
 /// The destination's page server: killed unless it exited by itself.
 pub(crate) struct PageServer {
+    /// The pre-dump round it receives (`None`: the final dump).
+    pub(crate) round: Option<u32>,
     pub(crate) swrk: Option<Swrk>,
     pub(crate) pid: Option<i32>,
     pub(crate) port: Option<i32>,
@@ -33,14 +35,23 @@ impl Drop for PageServer {
     }
 }
 
+/// Start the page server for pre-dump round `round` (into `images`, which
+/// is `pre-<round>`), or for the final dump (`round` None) on top of
+/// `after_rounds` pre-dump rounds (parent `pre-<n>`; what the rounds that
+/// actually ran decide, not `iterations`).
 pub(crate) fn start_page_server(
     run: &mut Session<'_>,
     mig: &Mig,
+    round: Option<u32>,
+    after_rounds: Option<u32>,
     images: &OwnedFd,
     work: &OwnedFd,
 ) -> Result<PageServer, Failure> {
-    let step = CriuStep::PageServer { round: None };
-    let o = run.opts(&step, None, images, work);
+    let step = CriuStep::PageServer { round };
+    let mut o = run.opts(&step, None, images, work);
+    if let Some(n) = after_rounds {
+        o.parent_img = (n > 0).then(|| format!("pre-{n}"));
+    }
     let log = run.work_dir().join(step.log_file());
     let started = run.record.elapsed();
     let mut swrk = run.swrk()?;
@@ -49,7 +60,7 @@ pub(crate) fn start_page_server(
         keep_open: Some(true),
         ..CriuReq::with_opts(CriuReqType::PageServerChld, o)
     };
-    run.progress("starting the page server");
+    run.progress(&format!("starting the {step}"));
     // CRIU answers PAGE_SERVER_CHLD with a response of type PAGE_SERVER.
     let resp = swrk
         .call(&req, &mut |_| NotifyReply::ok())
@@ -65,6 +76,7 @@ pub(crate) fn start_page_server(
                 .step("page server ready", started, true, Some(log), Vec::new());
             let info = r.ps.unwrap_or_default();
             Ok(PageServer {
+                round,
                 swrk: Some(swrk),
                 pid: info.pid,
                 port: info.port,
@@ -95,7 +107,7 @@ pub(crate) fn wait_page_server(
     let started = run.record.elapsed();
     let log = run
         .work_dir()
-        .join(CriuStep::PageServer { round: None }.log_file());
+        .join(CriuStep::PageServer { round: ps.round }.log_file());
     swrk.set_timeout(Some(to));
     let req = CriuReq {
         pid: u32::try_from(pid).ok(),

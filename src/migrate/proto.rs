@@ -2,7 +2,7 @@
 //! TCP, plain or TLS (see [`super::tls`]), every wait bounded by a deadline.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,24 @@ pub enum Msg {
         /// Port of the destination's page server (none without one).
         page_server_port: Option<i32>,
     },
+    /// Source → destination (pre-copy): pre-dump round `round` starts; the
+    /// destination answers `ready` with the port of that round's page
+    /// server (none without `[page_server]`).
+    PreDump {
+        /// 1-based round.
+        round: u32,
+    },
+    /// Source → destination (pre-copy): round `round` is done. The
+    /// destination waits for that round's page server, then answers
+    /// `ready`: with `last`, with the port of the final dump's page server.
+    PreDumped {
+        /// 1-based round.
+        round: u32,
+        /// Pages the round wrote (its stats-dump).
+        pages_written: Option<u64>,
+        /// The rounds end here (the convergence rule or `iterations`).
+        last: bool,
+    },
     /// Source → destination (`images = "send"`), before `dumped`: one
     /// chunk of a non-page image file. A file's chunks come in order, one
     /// file after another; an empty file is one chunk with no data.
@@ -85,6 +103,9 @@ pub enum Msg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         images: Option<u32>,
     },
+    /// Source → destination (post-copy from the source's memory), after
+    /// `dumped`: CRIU serves the pages now; start the lazy-pages daemon.
+    Serving,
     /// Destination → source: the tree runs here now.
     Restored {
         /// Restored root pid (destination's view).
@@ -121,8 +142,11 @@ impl Msg {
         match self {
             Msg::Hello { .. } => "hello",
             Msg::Ready { .. } => "ready",
+            Msg::PreDump { .. } => "pre_dump",
+            Msg::PreDumped { .. } => "pre_dumped",
             Msg::Image { .. } => "image",
             Msg::Dumped { .. } => "dumped",
+            Msg::Serving => "serving",
             Msg::Restored { .. } => "restored",
             Msg::Summary { .. } => "summary",
             Msg::Running { .. } => "running",
@@ -543,90 +567,8 @@ impl Conn {
     }
 }
 
-/// Listen on `host:port` and nowhere else: `host` is the profile's
-/// `migration.destination`, a literal address or a name resolved here. A
-/// host that is none of this machine's addresses is an error
-/// (`AddrNotAvailable`), never a silent fallback to every interface.
-pub fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (bare, port).to_socket_addrs()?.collect(),
-    };
-    let mut last = io::Error::new(
-        io::ErrorKind::AddrNotAvailable,
-        format!("{host} resolves to no address"),
-    );
-    for a in addrs {
-        match TcpListener::bind(a) {
-            Ok(l) => return Ok(l),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Accept one connection within `timeout`.
-pub fn accept(l: &TcpListener, timeout: Duration) -> Result<Conn, ConnError> {
-    l.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if interrupted() {
-            return Err(ConnError::Interrupted);
-        }
-        match l.accept() {
-            Ok((s, _)) => return Ok(Conn::new(s)?),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(ConnError::Io(e)),
-        }
-        if Instant::now() >= deadline {
-            return Err(ConnError::Timeout(
-                timeout.as_secs_f64(),
-                "the source to connect".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Connect to `host:port`, retrying until `timeout` (the destination may
-/// still be starting). Returns the last error on expiry.
-pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, ConnError> {
-    let deadline = Instant::now() + timeout;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let mut last: Option<io::Error> = None;
-    loop {
-        if interrupted() {
-            return Err(ConnError::Interrupted);
-        }
-        match (bare, port).to_socket_addrs() {
-            Ok(addrs) => {
-                for a in addrs {
-                    let left = deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(100));
-                    match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(3))) {
-                        Ok(s) => return Ok(Conn::new(s)?),
-                        Err(e) => last = Some(e),
-                    }
-                }
-            }
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() >= deadline {
-            let why = last.map_or_else(|| "no address".to_string(), |e| e.to_string());
-            return Err(ConnError::Timeout(
-                timeout.as_secs_f64(),
-                format!("a connection to {host}:{port} (last error: {why})"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+mod socket;
+pub use socket::{accept, connect, listen};
 
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,12 @@ fn page_server_image(name: &str) -> bool {
 /// name (no `/`, no `..`, not hidden), a CRIU image (`*.img`), and not one
 /// the page server writes.
 pub fn check_image_name(name: &str) -> Result<(), String> {
+    check_name(name, false)
+}
+
+/// [`check_image_name`]; with `pages`, also the page images (a lazy dump
+/// writes them itself: the pages that are not served lazily).
+fn check_name(name: &str, pages: bool) -> Result<(), String> {
     let bad = |why: &str| Err(format!("image name {name:?} refused: {why}"));
     if name.is_empty() || name.len() > 255 {
         return bad("empty or longer than 255 bytes");
@@ -113,7 +119,7 @@ pub fn check_image_name(name: &str) -> Result<(), String> {
     if !name.ends_with(".img") {
         return bad("not a CRIU image (`*.img`)");
     }
-    if page_server_image(name) {
+    if !pages && page_server_image(name) {
         return bad("the page server writes this image");
     }
     Ok(())
@@ -122,8 +128,8 @@ pub fn check_image_name(name: &str) -> Result<(), String> {
 /// The source sends a file CRIU wrote: `*.img`, except the page server's.
 /// ckptctl's own files (`.ckptctl.lock`, `ckptctl.*`), logs and
 /// `stats-dump` do not end in `.img`.
-fn sendable(name: &str) -> bool {
-    check_image_name(name).is_ok()
+fn sendable(name: &str, pages: bool) -> bool {
+    check_name(name, pages).is_ok()
 }
 
 type Stamp = (u64, u64, i64, i64, i64, i64, u64);
@@ -143,7 +149,16 @@ fn stamp(m: &std::fs::Metadata) -> Stamp {
 /// The files in the source's `images.dir` before the dump: an image left
 /// from an earlier run that this dump did not rewrite is not sent.
 #[derive(Debug, Default)]
-pub struct Before(HashMap<OsString, Stamp>);
+pub struct Before(HashMap<OsString, Stamp>, bool);
+
+impl Before {
+    /// Send the page images too (post-copy from the source's memory: the
+    /// lazy dump writes the pages that are not served lazily itself).
+    pub fn with_pages(mut self) -> Before {
+        self.1 = true;
+        self
+    }
+}
 
 /// Take [`Before`].
 pub fn snapshot(dir: &Path) -> Before {
@@ -179,7 +194,7 @@ pub fn images_to_send(dir: &Path, before: &Before) -> Result<Vec<(String, u64)>,
         let Some(name) = e.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if !sendable(&name) {
+        if !sendable(&name, before.1) {
             continue;
         }
         let m = std::fs::symlink_metadata(e.path()).map_err(io_err)?;
@@ -319,6 +334,8 @@ pub struct Received {
     pub names: BTreeSet<String>,
     /// Bytes written.
     pub total: u64,
+    /// Page images are accepted too (post-copy from the source's memory).
+    pub pages: bool,
     /// The file whose chunks are arriving.
     partial: Option<Partial>,
 }
@@ -379,7 +396,7 @@ impl Received {
                 }
             }
             None => {
-                check_image_name(name).map_err(reject)?;
+                check_name(name, self.pages).map_err(reject)?;
                 if offset != 0 {
                     return Err(reject(format!(
                         "image {name} starts at offset {offset}, not 0"

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::apply::RunStats;
 use crate::apply::bootstrap::{dir_failure, open_dir};
 use crate::apply::guard::{self};
 use crate::apply::session::{PostDump, PostDumpPoint, Session};
@@ -24,6 +25,7 @@ use super::handshake::{check_hello, conn_failure, hello, peer_error, protocol, t
 use super::outcome::{Downtime, MigrateOutcome, dump_summary};
 use super::proto::{Conn, Msg};
 use super::{cpu, proto, send, tls};
+use crate::render::lazy_remote;
 
 pub(crate) fn source(
     run: &mut Session<'_>,
@@ -89,22 +91,25 @@ pub(crate) fn source_session(
     guard::ensure_private_dir(&work_dir).map_err(|e| dir_failure(e, "images.work_dir"))?;
     let images = open_dir(&images_dir)?;
     let work = open_dir(&work_dir)?;
-    let step = CriuStep::Dump { pre_dump_rounds: 0 };
+    // Pre-copy: the rounds first, while the tree runs; the final dump's
+    // page server is the one announced after the last round.
+    let (rounds_done, rounds, ps_port) = if p.checkpoint().pre_dump.is_some() {
+        let (n, r, port) = super::precopy::source_rounds(run, mig, pid, c, untouched)?;
+        (n, r, port)
+    } else {
+        (0, Vec::new(), ps_port)
+    };
+    let step = CriuStep::Dump {
+        pre_dump_rounds: rounds_done,
+    };
     let mut o = run.opts(&step, Some(pid), &images, &work);
-    if let Some(ps) = o.ps.as_mut() {
-        if ps.address.is_none() {
-            ps.address = Some(
-                mig.destination
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            );
-        }
-        if let Some(port) = ps_port {
-            ps.port = Some(port);
-        }
-    }
     let log = work_dir.join(step.log_file());
+    if lazy_remote(p) {
+        // Post-copy from this host's memory: the pages stay here, served.
+        let send = sends_images(p).then(|| send::snapshot(&images_dir).with_pages());
+        return super::postcopy::source_lazy(run, mig, pid, c, o, send, rounds, log);
+    }
+    super::precopy::aim_at_destination(&mut o, mig, ps_port);
     run.progress(&format!(
         "dump of pid {pid}{}",
         ps_port
@@ -247,7 +252,10 @@ pub(crate) fn source_session(
         pid: Some(pid),
         restored_pid,
         downtime,
-        stats: all,
+        stats: RunStats {
+            criu: all,
+            pre_dump_rounds: rounds,
+        },
         images_dir,
         record: None,
         total_s: 0.0,
@@ -310,7 +318,12 @@ impl PostDump for Handover<'_> {
 
 /// Record the coordinator's decision in this host's images.dir. Returns a
 /// note for messages: where it is, or why it could not be written.
-fn decide(run: &Session<'_>, decision: Decision, pid: i32, restored_pid: Option<i32>) -> String {
+pub(crate) fn decide(
+    run: &Session<'_>,
+    decision: Decision,
+    pid: i32,
+    restored_pid: Option<i32>,
+) -> String {
     let dir = run.images_dir();
     let rec = DecisionRecord {
         decision,

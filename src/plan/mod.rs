@@ -85,6 +85,12 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
         _ => "the pid given with --pid".into(),
     };
     let migrate = action == Action::Migrate;
+    if migrate && render::lazy_remote(p) {
+        steps.push(step(
+            "risk",
+            "post-copy from the source's memory: once the destination resumes the tree, the pages not yet taken exist only in the source's memory; if either host dies or the link is cut before the last page arrives, the process is lost (the source's copy is not resumed: it would be a second, stale one)",
+        ));
+    }
     if migrate {
         if let Some(why) = migrate_refusal(p) {
             steps.push(step(
@@ -318,17 +324,6 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
 /// What `apply --role` refuses to run (it stops before any step), with the
 /// code it reports. The plan still shows the steps the profile asks for.
 fn migrate_refusal(p: &Profile) -> Option<String> {
-    if p.lazy_pages
-        .as_ref()
-        .is_some_and(|l| l.value.enabled() && l.value.address.is_some())
-    {
-        return Some(
-            "post-copy from the source's memory (remote lazy pages) cannot run on this kernel (migrate::lazy-unsupported); without `lazy_pages.address` the destination restores lazily from its own images".into(),
-        );
-    }
-    if p.checkpoint().pre_dump.is_some() {
-        return Some("pre-copy migration (`[checkpoint.pre_dump]`) is not supported yet (migrate::pre-copy-unsupported)".into());
-    }
     if sends_images(p) && p.page_server.is_none() {
         return Some(
             "`migration.images = \"send\"` needs `[page_server]` for the pages (migrate::send-needs-page-server)".into(),
@@ -366,6 +361,18 @@ fn describe(cs: &CriuStep, target: &str) -> String {
 }
 
 impl Plan {
+    /// Put a `refused` step first: `apply` stops there, before touching
+    /// anything (a feature this host lacks, found by a probe).
+    pub fn refuse(&mut self, why: &str) {
+        self.steps.insert(
+            0,
+            step(
+                "refused",
+                format!("`apply` stops here, before touching anything: {why}"),
+            ),
+        );
+    }
+
     /// Human text.
     pub fn text(&self) -> String {
         let mut out = format!("plan for `{}` ({}", self.profile, self.action);

@@ -134,6 +134,13 @@ pub const RULES: &[Rule] = &[
         check: tls_no_cn_verify,
     },
     Rule {
+        code: "policy::post-copy-source-memory",
+        default: Level::Warn,
+        summary: "post-copy migration from the source's memory (lazy_pages.address)",
+        rationale: "once the destination resumes the tree, the pages it has not yet taken exist only in the source's memory: if either host dies or the link is cut before the last page arrives, the process is lost; prefer pre-copy ([checkpoint.pre_dump]) or post-copy from the destination's images (no address) where that is not acceptable",
+        check: post_copy_source_memory,
+    },
+    Rule {
         code: "policy::network-lock-skip",
         default: Level::Warn,
         summary: "checkpoint.network_lock = \"skip\"",
@@ -388,5 +395,22 @@ fn network_lock_skip(p: &Profile) -> Vec<Hit> {
             "CRIU does not lock the network during the dump",
         )],
         _ => Vec::new(),
+    }
+}
+
+fn post_copy_source_memory(p: &Profile) -> Vec<Hit> {
+    if p.action_or_default() != Action::Migrate {
+        return Vec::new();
+    }
+    let Some(l) = p.lazy_pages.as_ref().filter(|l| l.value.enabled()) else {
+        return Vec::new();
+    };
+    match &l.value.address {
+        Some(a) => vec![hit(
+            a,
+            "lazy_pages.address",
+            "pages are served from the source's memory after the tree resumed at the destination: a host or link failure before the last page loses the process",
+        )],
+        None => Vec::new(),
     }
 }

@@ -183,8 +183,9 @@ pub(super) fn lazy_enabled(profile: &Profile) -> bool {
         .is_some_and(|l| l.value.enabled())
 }
 
-/// Lazy pages served over the network (an address is set).
-pub(super) fn lazy_remote(profile: &Profile) -> bool {
+/// Lazy pages served over the network (an address is set): post-copy from
+/// the dumping side's memory.
+pub fn lazy_remote(profile: &Profile) -> bool {
     profile
         .lazy_pages
         .as_ref()

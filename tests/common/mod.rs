@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod migrate_hosts;
 pub mod netns;
 
 use std::io;
@@ -86,6 +87,23 @@ impl Workload {
         Self::spawn(dir, true)
     }
 
+    /// A counter like [`Workload::counter_in`]'s (own pid namespace) that
+    /// also holds `mib` MiB of touched memory and rewrites `dirty_kib` KiB
+    /// of it every 50 ms (python3): a workload with pages for pre-copy
+    /// rounds and lazy restores to move, and a dirty rate.
+    pub fn memory_counter_in(dir: &Path, mib: u32, dirty_kib: u32) -> io::Result<Workload> {
+        let counter_file = dir.join("counter");
+        let c = counter_file.display().to_string();
+        let code = format!(
+            "import os,time\nos.closerange(3,65536)\nb=bytearray({mib}<<20)\n\
+             for i in range(0,len(b),4096): b[i]=1\n\
+             i=0\nn=({dirty_kib}*1024)//4096\nwhile True:\n i+=1\n \
+             for k in range(n): b[((i*n+k)*4096)%len(b)]=i&255\n \
+             open({c:?}+'.t','w').write(str(i))\n os.rename({c:?}+'.t',{c:?})\n time.sleep(0.05)\n"
+        );
+        Self::spawn_argv(&["python3", "-c", &code], counter_file, false, Some(dir))
+    }
+
     fn spawn(dir: &Path, mount_ns: bool) -> io::Result<Workload> {
         let counter_file = dir.join("counter");
         let c = counter_file.display();
@@ -94,13 +112,26 @@ impl Workload {
              for fd in /proc/self/fd/*; do fd=${{fd##*/}}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done; \
              i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
         );
+        Self::spawn_argv(&["bash", "-c", &script], counter_file, mount_ns, None)
+    }
+
+    fn spawn_argv(
+        argv: &[&str],
+        counter_file: PathBuf,
+        mount_ns: bool,
+        cwd: Option<&Path>,
+    ) -> io::Result<Workload> {
         let mut cmd = Command::new("unshare");
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
         cmd.args(["--pid", "--fork"]);
         if mount_ns {
             cmd.arg("--mount-proc");
         }
         let child = cmd
-            .args(["setsid", "bash", "-c", &script])
+            .arg("setsid")
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -123,8 +154,8 @@ impl Workload {
             }
             thread::sleep(Duration::from_millis(10));
         }
-        // Wait until the counter moves.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Wait until the counter moves (a guest under emulation is slow).
+        let deadline = Instant::now() + Duration::from_secs(60);
         while w.counter() < 2 {
             if Instant::now() > deadline {
                 return Err(io::Error::other("counter does not advance"));
@@ -157,6 +188,36 @@ impl Workload {
         }
         gone
     }
+}
+
+/// True when CRIU reports every kernel feature in `features` (`criu check
+/// --feature`). Otherwise prints a skip reason and returns false, or panics
+/// when `CKPTCTL_TEST_REQUIRE_CRIU` is set: the guest lane
+/// (`scripts/test-vm.sh`) runs on a kernel that has them.
+pub fn require_criu_features(features: &[&str]) -> bool {
+    if !require_root_and_criu() {
+        return false;
+    }
+    let criu = match criu_path() {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    for f in features {
+        let probe = ckptctl::criu::check_feature(&criu, f)
+            .unwrap_or_else(|e| panic!("criu check --feature {f}: {e}"));
+        if !probe.supported {
+            let reason = format!(
+                "this kernel lacks `{f}` ({}); run it in the guest lane: bash scripts/test-vm.sh",
+                probe.message
+            );
+            if std::env::var_os(REQUIRE_CRIU_ENV).is_some() {
+                panic!("{REQUIRE_CRIU_ENV} is set but the test cannot run: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            return false;
+        }
+    }
+    true
 }
 
 /// Read a counter file (0 when missing or empty).

@@ -1,0 +1,436 @@
+//! Two network-namespace "hosts" for the migration tests: SRC and DST joined
+//! by a veth pair, workloads in their own pid namespace inside SRC, and the
+//! destination and source roles of `ckptctl apply` run under `nsenter --net`
+//! (not `ip netns exec`, which also unshares the mount namespace and would
+//! make CRIU dump a mount namespace). Used by tests/migrate_netns.rs on the
+//! host and tests/guest_migrate.rs in the guest lane.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{first_child, kill9, read_counter, wait_until};
+
+/// The ckptctl binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn run_ok(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Two netns joined by a veth pair: SRC has 10.77.N.1, DST 10.77.N.2.
+pub struct Net {
+    pub src: String,
+    pub dst: String,
+    pub subnet: u32,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let subnet = (std::process::id() % 200 + n * 7) % 250 + 1;
+        let net = Net {
+            src: format!("ckm-src-{id}"),
+            dst: format!("ckm-dst-{id}"),
+            subnet,
+        };
+        let (vs, vd) = (format!("ckms{id}"), format!("ckmd{id}"));
+        run_ok(&["ip", "netns", "add", &net.src]);
+        run_ok(&["ip", "netns", "add", &net.dst]);
+        run_ok(&[
+            "ip", "link", "add", &vs, "type", "veth", "peer", "name", &vd,
+        ]);
+        run_ok(&["ip", "link", "set", &vs, "netns", &net.src]);
+        run_ok(&["ip", "link", "set", &vd, "netns", &net.dst]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &net.src,
+            "addr",
+            "add",
+            &format!("{}/24", net.src_ip()),
+            "dev",
+            &vs,
+        ]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &net.dst,
+            "addr",
+            "add",
+            &format!("{}/24", net.dst_ip()),
+            "dev",
+            &vd,
+        ]);
+        for (ns, dev) in [(&net.src, &vs), (&net.dst, &vd)] {
+            run_ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+    pub fn src_ip(&self) -> String {
+        format!("10.77.{}.1", self.subnet)
+    }
+    pub fn dst_ip(&self) -> String {
+        format!("10.77.{}.2", self.subnet)
+    }
+    pub fn enter(ns: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{ns}"));
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.src, &self.dst] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Everything to SIGKILL at the end.
+#[derive(Default)]
+pub struct Procs {
+    pub children: Vec<Child>,
+    pub pids: Vec<i32>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            kill9(p);
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Counter workload in its own pid namespace inside SRC; returns the init pid.
+pub fn start_workload(net: &Net, dir: &Path, procs: &mut Procs) -> (i32, PathBuf) {
+    let counter = dir.join("counter");
+    let c = counter.display();
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i > '{c}.tmp'; mv -f '{c}.tmp' '{c}'; sleep 0.05; done"
+    );
+    start_in_src(net, dir, procs, &["sh", "-c", &script], counter)
+}
+
+/// A counter like [`start_workload`]'s that also holds `mib` MiB of touched
+/// memory (python3), so that a lazy restore still has pages to deliver
+/// after the resume.
+pub fn start_memory_workload(net: &Net, dir: &Path, procs: &mut Procs, mib: u32) -> (i32, PathBuf) {
+    let counter = dir.join("counter");
+    let c = counter.display().to_string();
+    let code = format!(
+        "import os,time\nb=bytearray({mib}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
+         i=0\nwhile True:\n i+=1\n open({c:?}+'.t','w').write(str(i))\n os.rename({c:?}+'.t',{c:?})\n time.sleep(0.05)\n"
+    );
+    start_in_src(net, dir, procs, &["python3", "-c", &code], counter)
+}
+
+pub fn start_in_src(
+    net: &Net,
+    dir: &Path,
+    procs: &mut Procs,
+    argv: &[&str],
+    counter: PathBuf,
+) -> (i32, PathBuf) {
+    // Its own cwd: the parasite of a dump mounts proc at `./proc.crtools`
+    // (the tree's /proc belongs to another pid namespace), so two trees
+    // dumped at once from one cwd make one dump fail.
+    // The workload closes every inherited fd above 2 first: a lock fd the
+    // test runs under (`flock FILE cargo test`) or a guest's console would
+    // make CRIU refuse the dump.
+    let child = Net::enter(&net.src)
+        .args([
+            "unshare",
+            "--pid",
+            "--fork",
+            "setsid",
+            "bash",
+            "-c",
+            CLOSE_FDS_AND_EXEC,
+            "workload",
+        ])
+        .args(argv)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start workload");
+    let unshare = child.id() as i32;
+    procs.children.push(child);
+    let mut init = 0;
+    assert!(wait_until(Duration::from_secs(10), || {
+        init = first_child(unshare).unwrap_or(0);
+        init > 0
+    }));
+    procs.pids.push(init);
+    assert!(
+        wait_until(Duration::from_secs(60), || read_counter(&counter) >= 2),
+        "counter does not advance"
+    );
+    (init, counter)
+}
+
+/// `bash -c` script: close every fd above 2, then exec `"$@"`.
+pub const CLOSE_FDS_AND_EXEC: &str = "for fd in /proc/self/fd/*; do fd=${fd##*/}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\"; done; exec \"$@\"";
+
+/// From the source host, a connection to the destination's control port
+/// that sends `line` (nothing when empty), waits a moment and closes: a port
+/// scan or health check the destination must ignore.
+pub fn stray_connection(net: &Net, line: &str) {
+    let send = if line.is_empty() {
+        String::new()
+    } else {
+        format!("echo '{line}' >&3; ")
+    };
+    let st = Net::enter(&net.src)
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/27401; {send}sleep 0.3; exec 3>&-",
+                net.dst_ip()
+            ),
+        ])
+        .status()
+        .expect("stray connection");
+    assert!(st.success(), "the stray connection could not connect");
+}
+
+pub fn write_profile(dir: &Path, net: &Net, step_timeout: &str, extra: &str) -> PathBuf {
+    let p = dir.join("migrate.toml");
+    let text = format!(
+        r#"version = 1
+name = "mig-test"
+action = "migrate"
+
+[images]
+dir = "images"
+
+[page_server]
+address = "{dst}"
+port = 27402
+
+[migration]
+destination = "{dst}"
+control_port = 27401
+step_timeout = "{step_timeout}"
+{extra}"#,
+        dst = net.dst_ip()
+    );
+    fs_err::write(&p, text).unwrap();
+    p
+}
+
+pub fn alive(pid: i32) -> bool {
+    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn wait_child(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+pub fn show(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running destination role and the threads reading its output.
+pub struct Dest {
+    pub child: Child,
+    pub out_t: std::thread::JoinHandle<String>,
+    pub err_t: std::thread::JoinHandle<String>,
+}
+
+/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
+/// on a pipe, and wait for its ready byte.
+pub fn start_destination(mut cmd: Command) -> Dest {
+    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
+    // destination may hold the write end.
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let wraw = w.as_raw_fd();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[allow(unsafe_code)]
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wraw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start destination");
+    drop(w);
+    let dest_out = child.stdout.take().unwrap();
+    let dest_err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || read_all(dest_out));
+    let err_t = std::thread::spawn(move || read_all(dest_err));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let status = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if status != b"\0" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "destination not ready (status fd gave {status:?}): {}",
+            err_t.join().unwrap()
+        );
+    }
+    Dest {
+        child,
+        out_t,
+        err_t,
+    }
+}
+
+/// `images = "send"`: the destination role in DST, in its own mount
+/// namespace with a private tmpfs of `size` over `images`, so it starts
+/// empty and gets its images only through the migration.
+pub fn start_destination_with_own_images(
+    net: &Net,
+    profile: &Path,
+    images: &Path,
+    size: &str,
+) -> Dest {
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(images)
+            .unwrap();
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let script = format!(
+        "mount -t tmpfs -o mode=0700,size={size} tmpfs {img} && exec {bin} apply {prof} --role destination --status-fd 3",
+        img = q(images),
+        bin = q(Path::new(BIN)),
+        prof = q(profile),
+    );
+    let mut cmd = Net::enter(&net.dst);
+    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(&script);
+    start_destination(cmd)
+}
+
+/// What a finished migration left.
+pub struct Migrated {
+    pub dst_stdout: String,
+    pub dst_stderr: String,
+    pub report: serde_json::Value,
+    pub new_pid: i32,
+}
+
+/// Run the source role for `init`, wait for the destination, and check
+/// that both sides succeeded and the destination reported the new pid.
+pub fn run_source_and_finish(
+    net: &Net,
+    profile: &Path,
+    init: i32,
+    dest: Dest,
+    procs: &mut Procs,
+) -> Migrated {
+    let Dest {
+        mut child,
+        out_t,
+        err_t,
+    } = dest;
+    let src = Net::enter(&net.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(profile)
+        .args(["--role", "source", "--pid", &init.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run source");
+    let dst_status = wait_child(&mut child, Duration::from_secs(60));
+    if dst_status.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let dst_stdout = out_t.join().unwrap();
+    let dst_stderr = err_t.join().unwrap();
+    let migrated: Option<serde_json::Value> = dst_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "migrated");
+    let new_pid = migrated
+        .as_ref()
+        .and_then(|v| v["restored_pid"].as_i64())
+        .unwrap_or(0) as i32;
+    procs.pids.push(new_pid);
+    procs.children.push(child);
+    assert!(
+        src.status.success(),
+        "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",
+        show(&src)
+    );
+    assert_eq!(
+        dst_status.and_then(|s| s.code()),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert!(
+        new_pid > 0,
+        "no restored pid in destination stdout:\n{dst_stdout}"
+    );
+    Migrated {
+        report: migrated.unwrap_or_default(),
+        dst_stdout,
+        dst_stderr,
+        new_pid,
+    }
+}
