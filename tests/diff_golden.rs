@@ -297,3 +297,29 @@ fn rev_path_is_read_from_the_repository_that_holds_it() {
     assert!(!err.contains("cannot diff invalid profiles"), "{err}");
     assert!(!err.contains("fatal:"), "git's own message: {err}");
 }
+
+/// A file at REV larger than a profile may be is refused from what git
+/// printed, bounded, never read whole.
+#[test]
+fn a_revision_larger_than_a_profile_is_refused() {
+    let r = repo();
+    let big = r.path().join("profiles/big.toml");
+    let mut text = String::from("version = 1\nname = \"big\"\naction = \"checkpoint\"\n");
+    while text.len() <= 1 << 20 {
+        text.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    git(r.path(), &["add", "."]);
+    git(r.path(), &["commit", "-qm", "big"]);
+    let web = r.path().join("profiles/web.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ckptctl"))
+        .current_dir(r.path())
+        .env("COLUMNS", "400")
+        .args(["--color", "never", "diff", "HEAD:profiles/big.toml"])
+        .arg(&web)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("larger than 1024 KiB"), "{err}");
+}

@@ -103,16 +103,30 @@ fn side_error(label: &str, msg: String) -> Diagnostic {
         .help("give a path, or REV:PATH for a file in git")
 }
 
+/// How long one git command may take before it is killed.
+const GIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Run git in `cwd`, bounded like every child ckptctl starts: killed after
+/// [`GIT_TIMEOUT`], and a `show` larger than a profile may be is refused
+/// rather than read whole.
 fn git(args: &[&str], cwd: &Path) -> Result<Vec<u8>, String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .output()
+    let limit = usize::try_from(crate::profile::load::MAX_FILE_SIZE).unwrap_or(usize::MAX);
+    let mut cmd = Command::new("git");
+    cmd.args(args).current_dir(cwd);
+    let out = crate::criu::child::output_bounded(&mut cmd, GIT_TIMEOUT, limit + 1)
         .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    match out.status {
+        None => Err(format!(
+            "`git {}` did not finish within {} s",
+            args.join(" "),
+            GIT_TIMEOUT.as_secs()
+        )),
+        Some(st) if st.success() && out.stdout.len() > limit => Err(format!(
+            "larger than {} KiB, the most a profile may be",
+            limit / 1024
+        )),
+        Some(st) if st.success() => Ok(out.stdout),
+        Some(_) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
     }
 }
 
