@@ -64,14 +64,23 @@ fn refused_everywhere(extra: &str, key: &str, apply_code: &str) {
     let p = profile(d.path(), "gated", extra);
     let p = p.to_str().unwrap();
     for role in ["source", "destination"] {
-        let o = ckptctl(&["--output", "json", "check", p, "--role", role, "--pid", "1"]);
+        // `--pid` names the source's process; the destination refuses it.
+        let pid: &[&str] = if role == "source" {
+            &["--pid", "1"]
+        } else {
+            &[]
+        };
+        let with = |cmd: &'static str| -> Vec<&str> {
+            [&["--output", "json", cmd, p, "--role", role][..], pid].concat()
+        };
+        let o = ckptctl(&with("check"));
         assert_eq!(o.status.code(), Some(4), "check --role {role}: {o:?}");
         assert_eq!(
             diag_key(&json(&o), "check::feature-missing").as_deref(),
             Some(key),
             "check --role {role}: {o:?}"
         );
-        let o = ckptctl(&["--output", "json", "plan", p, "--role", role, "--pid", "1"]);
+        let o = ckptctl(&with("plan"));
         assert_eq!(o.status.code(), Some(4), "plan --role {role}: {o:?}");
         let v = json(&o);
         assert_eq!(
@@ -80,7 +89,7 @@ fn refused_everywhere(extra: &str, key: &str, apply_code: &str) {
             "{v}"
         );
         assert_eq!(v["steps"][0]["name"], "refused", "{v}");
-        let o = ckptctl(&["--output", "json", "apply", p, "--role", role, "--pid", "1"]);
+        let o = ckptctl(&with("apply"));
         assert_eq!(o.status.code(), Some(4), "apply --role {role}: {o:?}");
         assert_eq!(
             diag_key(&json(&o), apply_code).as_deref(),
