@@ -291,6 +291,7 @@ pub(crate) fn destination_session(
                 &why,
                 shared.is_some(),
                 complete,
+                !lazy_remote(p),
                 &run.record.profile_file,
             ));
         }

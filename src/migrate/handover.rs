@@ -298,13 +298,16 @@ pub(crate) fn await_decision(
 /// source ended its tree is unknown, so the images may be the only copy:
 /// marked incomplete (restore wants `--force`), never quarantined. The
 /// copy is left stopped for the operator (`all_pages`), or killed when a
-/// lazy restore did not deliver every page.
+/// lazy restore did not deliver every page. `whole`: `dir` holds every page
+/// (false for post-copy from the source's memory, whose pages were never
+/// written here).
 pub(crate) fn undecided(
     stopped: &mut Stopped,
     dir: &Path,
     why: &str,
     shared: bool,
     all_pages: bool,
+    whole: bool,
     profile_file: &str,
 ) -> Failure {
     let _ = guard::mark_incomplete(dir);
@@ -343,10 +346,17 @@ pub(crate) fn undecided(
             format!("{why}: whether the source ended its copy is unknown, and the lazy-pages daemon did not deliver every page, so {here} was killed"),
             Exit::CriuFailed,
         )
-        .hint(format!(
-            "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
-            dir.display()
-        ))
+        .hint(if whole {
+            format!(
+                "if the source's process is gone, restore {} with `--force` (the checkpoint there is whole); if it still runs there, nothing is lost",
+                dir.display()
+            )
+        } else {
+            format!(
+                "the pages that had not arrived were only in the source's memory, so {} cannot be restored: if the source's process still runs there, nothing is lost; if it is gone, the process is lost (post-copy from the source's memory risks this, as `plan` says)",
+                dir.display()
+            )
+        })
     };
     f.keep_images = true;
     f
