@@ -68,32 +68,54 @@ pub struct SourceFile {
     pub name: String,
     /// The whole text.
     pub text: Arc<str>,
-    /// Byte offsets of line starts.
-    line_starts: Vec<usize>,
+    /// Byte offsets of line starts, worked out the first time a position is
+    /// asked for (most files `validate` reads never need one).
+    line_starts: std::sync::OnceLock<Vec<usize>>,
+    /// The text is ASCII: a character column is a byte column.
+    ascii: bool,
 }
 
 impl SourceFile {
     fn new(path: PathBuf, name: String, text: Arc<str>) -> Self {
-        // A byte-order mark is not a column: line 1 starts after it, as in
-        // the YAML reader, so both formats count columns alike.
-        let mut line_starts = vec![if text.starts_with('\u{feff}') { 3 } else { 0 }];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceFile {
             path,
             name,
+            ascii: text.is_ascii(),
             text,
-            line_starts,
+            line_starts: std::sync::OnceLock::new(),
         }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            // A byte-order mark is not a column: line 1 starts after it, as
+            // in the YAML reader, so both formats count columns alike.
+            let first = if self.text.starts_with('\u{feff}') {
+                3
+            } else {
+                0
+            };
+            std::iter::once(first)
+                .chain(
+                    self.text
+                        .bytes()
+                        .enumerate()
+                        .filter(|&(_, b)| b == b'\n')
+                        .map(|(i, _)| i + 1),
+                )
+                .collect()
+        })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len()).max(self.line_starts[0]);
-        let line = match self.line_starts.binary_search(&offset) {
+        let starts = self.line_starts();
+        let offset = offset.min(self.text.len()).max(starts[0]);
+        let line = match starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[line];
+        let start = starts[line];
         let col = self
             .text
             .get(start..offset)
@@ -103,13 +125,22 @@ impl SourceFile {
 
     /// Byte offset of a 0-based line and 0-based character column.
     pub fn offset_of(&self, line0: usize, col0: usize) -> usize {
-        let Some(&start) = self.line_starts.get(line0) else {
+        let Some(&start) = self.line_starts().get(line0) else {
             return self.text.len();
         };
-        let rest = &self.text[start..];
-        rest.char_indices()
-            .nth(col0)
-            .map_or(self.text.len(), |(i, _)| start + i)
+        self.column_offset(start, col0)
+    }
+
+    /// Byte offset of the character `chars` characters after byte `from`
+    /// (the end of the text when there are fewer).
+    pub fn column_offset(&self, from: usize, chars: usize) -> usize {
+        if self.ascii {
+            return from.saturating_add(chars).min(self.text.len());
+        }
+        self.text
+            .get(from..)
+            .and_then(|rest| rest.char_indices().nth(chars))
+            .map_or(self.text.len(), |(i, _)| from + i)
     }
 }
 
@@ -176,5 +207,19 @@ mod tests {
         // 'd' is after a two-byte 'ç'
         assert_eq!(f.line_col(5), (2, 2));
         assert_eq!(f.offset_of(1, 1), 5);
+    }
+
+    #[test]
+    fn column_offsets_agree_for_ascii_and_other_text() {
+        let mut m = SourceMap::new();
+        let ascii = m.add("a".into(), "a".into(), "ab\ncd = 1\n");
+        let utf8 = m.add("b".into(), "b".into(), "ab\nçd = 1\n");
+        let (a, u) = (m.get(ascii), m.get(utf8));
+        assert_eq!(a.offset_of(1, 1), 4);
+        assert_eq!(u.offset_of(1, 1), 5);
+        // Past the end of the text: its length, never beyond.
+        assert_eq!(a.column_offset(3, 100), a.text.len());
+        assert_eq!(u.column_offset(3, 100), u.text.len());
+        assert_eq!(a.offset_of(9, 0), a.text.len());
     }
 }

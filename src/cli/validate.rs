@@ -20,9 +20,9 @@ pub fn collect(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut out: Vec<(PathBuf, Option<(u64, u64)>)> = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let before = out.len();
+            // Each folder's entries are taken in name order, depth first:
+            // that is already the order of the paths, component by component.
             walk_dir(p, &mut out, diags);
-            out[before..].sort();
         } else if p.exists() || p.as_os_str() != "-" {
             use std::os::unix::fs::MetadataExt;
             let id = std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
@@ -56,11 +56,13 @@ fn walk_dir(dir: &Path, out: &mut Vec<(PathBuf, Option<(u64, u64)>)>, diags: &mu
         Ok(e) => e,
         Err(e) => return unreadable(e, diags),
     };
-    let mut list: Vec<_> = entries.filter_map(Result::ok).collect();
-    list.sort_by_key(|e| e.file_name());
-    for e in list {
+    let mut list: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name(), e))
+        .collect();
+    list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, e) in list {
         let path = e.path();
-        let name = e.file_name();
         let name = name.to_string_lossy();
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
@@ -127,32 +129,40 @@ struct UiView {
     render: crate::diag::RenderOptions,
 }
 
-/// Check one share of the files: load each, publish the `extends` bases
-/// found, wait for the other shares, reload the files that are some
-/// profile's base as bases (keys and types only), render the findings.
+/// Check one share of the files: load each and render its findings at
+/// once (each file with its own source map, so memory stays at one
+/// profile's worth whatever the number of files), publish the `extends`
+/// bases found, wait for the other shares, then check again, as bases (keys
+/// and types only), the files that are some profile's base.
 fn check_share(
     files: &[PathBuf],
     ui: UiView,
     all_bases: &Mutex<HashSet<PathBuf>>,
     barrier: &Barrier,
 ) -> Share {
-    let mut sources = SourceMap::new();
-    let mut loaded = Vec::with_capacity(files.len());
-    let mut found = HashSet::new();
-    // Absolute once here, so loading needs no getcwd per file.
-    let cwd = std::env::current_dir().unwrap_or_default();
-    for f in files {
-        let l = load(
-            &cwd.join(f),
-            &f.display().to_string(),
-            &mut sources,
-            LoadOptions::default(),
-        );
+    // What one file gave: whether it failed, and its findings.
+    struct Checked {
+        failed: bool,
+        items: Vec<Rendered>,
+    }
+    let check = |f: &PathBuf, opts: LoadOptions, found: &mut HashSet<PathBuf>| {
+        let mut sources = SourceMap::new();
+        let l = load(&cwd_join(f), &f.display().to_string(), &mut sources, opts);
         for b in &l.bases {
             found.insert(fs_err::canonicalize(b).unwrap_or_else(|_| b.clone()));
         }
-        loaded.push(l);
-    }
+        let mut items = Vec::new();
+        render_all(&l.diags, &sources, &ui, &mut items);
+        Checked {
+            failed: l.has_errors(),
+            items,
+        }
+    };
+    let mut found = HashSet::new();
+    let mut checked: Vec<Checked> = files
+        .iter()
+        .map(|f| check(f, LoadOptions::default(), &mut found))
+        .collect();
     if let Ok(mut all) = all_bases.lock() {
         all.extend(found);
     }
@@ -161,24 +171,25 @@ fn check_share(
     // Only a file named like some base can be one: canonicalize just those.
     let names: HashSet<&std::ffi::OsStr> = bases.iter().filter_map(|b| b.file_name()).collect();
     let mut share = Share::default();
-    for (f, l) in files.iter().zip(loaded.iter_mut()) {
+    for (f, c) in files.iter().zip(checked.iter_mut()) {
         let is_base = f.file_name().is_some_and(|n| names.contains(n))
             && bases.contains(&fs_err::canonicalize(f).unwrap_or_else(|_| f.clone()));
         if is_base {
             share.bases += 1;
-            *l = load(
-                &cwd.join(f),
-                &f.display().to_string(),
-                &mut sources,
-                LoadOptions { as_base: true },
-            );
+            *c = check(f, LoadOptions { as_base: true }, &mut HashSet::new());
         }
-        if l.has_errors() {
-            share.failed += 1;
-        }
-        render_all(&l.diags, &sources, &ui, &mut share.items);
+        share.failed += usize::from(c.failed);
+        share.items.append(&mut c.items);
     }
     share
+}
+
+/// `f` made absolute against the working directory, read once: loading
+/// then needs no `getcwd` per file.
+fn cwd_join(f: &Path) -> PathBuf {
+    static CWD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CWD.get_or_init(|| std::env::current_dir().unwrap_or_default())
+        .join(f)
 }
 
 /// Run `validate`. The files are shared out between the cores (one

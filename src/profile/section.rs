@@ -61,7 +61,11 @@ pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {
-        format!("{prefix}.{name}")
+        let mut k = String::with_capacity(prefix.len() + 1 + name.len());
+        k.push_str(prefix);
+        k.push('.');
+        k.push_str(name);
+        k
     }
 }
 

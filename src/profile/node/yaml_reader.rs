@@ -40,11 +40,7 @@ impl Offsets<'_> {
             self.col = 0;
             self.byte = self.src.offset_of(line0, 0);
         }
-        let text = &self.src.text;
-        self.byte = text
-            .get(self.byte..)
-            .and_then(|rest| rest.char_indices().nth(col0 - self.col))
-            .map_or(text.len(), |(i, _)| self.byte + i);
+        self.byte = self.src.column_offset(self.byte, col0 - self.col);
         self.col = col0;
         self.byte
     }
@@ -61,7 +57,8 @@ pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
         path: Vec::new(),
         depth: 0,
     };
-    let mut events = Vec::new();
+    // About one event per dozen bytes of a profile.
+    let mut events = Vec::with_capacity(src.text.len() / 12 + 8);
     let mut at = Offsets {
         src,
         line: 0,
@@ -204,17 +201,7 @@ impl YamlBuilder<'_> {
     }
 
     fn node_inner<'i>(&mut self, ev: Event<'i>, span: Span, it: &mut EventIter<'i>) -> Node {
-        self.count += 1;
-        if self.count > YAML_NODE_LIMIT && self.errors.is_empty() {
-            self.errors.push(
-                Diagnostic::error(
-                    "profile::syntax",
-                    "YAML document too large (alias expansion)",
-                )
-                .at(span)
-                .help("a profile has at most 100000 values once aliases are expanded"),
-            );
-        }
+        self.tick(span);
         match ev {
             Event::Scalar(value, style, anchor, tag) => {
                 let span = match style {
@@ -257,33 +244,51 @@ impl YamlBuilder<'_> {
                         end = ksp.end.max(end);
                         break;
                     }
-                    let key = match &kev {
-                        Event::Scalar(v, _, _, _) => Some(v.to_string()),
-                        _ => None,
+                    // A plain or quoted key with no anchor or tag (nearly
+                    // every key) needs no node of its own.
+                    let (key, key_span) = match kev {
+                        Event::Scalar(
+                            v,
+                            ScalarStyle::Plain
+                            | ScalarStyle::SingleQuoted
+                            | ScalarStyle::DoubleQuoted,
+                            0,
+                            None,
+                        ) => {
+                            self.tick(ksp);
+                            (Some(v.into_owned()), ksp)
+                        }
+                        kev => {
+                            let key = match &kev {
+                                Event::Scalar(v, _, _, _) => Some(v.to_string()),
+                                _ => None,
+                            };
+                            (key, self.node(kev, ksp, it).span)
+                        }
                     };
-                    let key_node = self.node(kev, ksp, it);
                     let Some((vev, vsp)) = it.next() else { break };
-                    self.path.push(key.clone().unwrap_or_default());
+                    let plain = key.is_some();
+                    self.path.push(key.unwrap_or_default());
                     let value = self.node(vev, vsp, it);
-                    self.path.pop();
+                    let key = self.path.pop().unwrap_or_default();
                     end = value.span.end.max(end);
-                    let Some(key) = key else {
+                    if !plain {
                         self.errors.push(
                             Diagnostic::error(
                                 "profile::syntax",
                                 "a mapping key must be a plain string",
                             )
-                            .at(key_node.span),
+                            .at(key_span),
                         );
                         continue;
-                    };
+                    }
                     if let Some(first) = entries.iter().find(|e| e.key == key) {
                         self.errors.push(
                             Diagnostic::error(
                                 "profile::duplicate-key",
                                 format!("duplicate key `{key}`"),
                             )
-                            .at(key_node.span)
+                            .at(key_span)
                             .key(self.dotted(&key))
                             .label("defined again here")
                             .related(first.key_span, "first defined here")
@@ -293,7 +298,7 @@ impl YamlBuilder<'_> {
                     }
                     entries.push(Entry {
                         key,
-                        key_span: key_node.span,
+                        key_span,
                         value,
                     });
                 }
@@ -361,6 +366,21 @@ impl YamlBuilder<'_> {
             out.push_str(p);
         }
         out
+    }
+
+    /// Count one value against the document's limit.
+    fn tick(&mut self, span: Span) {
+        self.count += 1;
+        if self.count > YAML_NODE_LIMIT && self.errors.is_empty() {
+            self.errors.push(
+                Diagnostic::error(
+                    "profile::syntax",
+                    "YAML document too large (alias expansion)",
+                )
+                .at(span)
+                .help("a profile has at most 100000 values once aliases are expanded"),
+            );
+        }
     }
 
     fn remember(&mut self, anchor: usize, node: &Node) {

@@ -176,21 +176,23 @@ pub(crate) use string_enum;
 
 /// Shared body of enum decoding: the string, or an error listing the values.
 pub fn decode_enum(node: &Node, key: &str, cx: &mut Cx<'_>, all: &[&str]) -> Option<String> {
-    let list = all
-        .iter()
-        .map(|s| format!("`{s}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // Built only for an error: most values are right.
+    let list = || {
+        all.iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Kind::Str(s) = &node.kind else {
-        cx.type_error(key, node, &format!("a string, one of {list}"));
+        cx.type_error(key, node, &format!("a string, one of {}", list()));
         return None;
     };
     if all.contains(&s.as_str()) {
         return Some(s.clone());
     }
     let help = match closest(s, all.iter().copied()) {
-        Some(c) => format!("did you mean `{c}`? allowed values: {list}"),
-        None => format!("allowed values: {list}"),
+        Some(c) => format!("did you mean `{c}`? allowed values: {}", list()),
+        None => format!("allowed values: {}", list()),
     };
     cx.invalid(
         "profile::unknown-variant",
