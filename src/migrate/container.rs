@@ -221,7 +221,7 @@ fn destination(
         let note = "; nothing was restored here";
         let (c, theirs) = accept_source(run, mig, &listener, note)?;
         let c = conn.insert(c);
-        let ours = check_source(run, &theirs, note)?;
+        let ours = check_source(run, c, &theirs, note)?;
         c.send(&ours)
             .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
         c.send(&Msg::Ready {

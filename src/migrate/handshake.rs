@@ -7,7 +7,7 @@ use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::render::Role;
 
-use super::proto::{Conn, ConnError, Msg};
+use super::proto::{Conn, ConnError, Msg, PROTOCOL};
 use super::tls;
 
 /// Keys whose text says nothing to CRIU: left out of the digest, so two
@@ -56,6 +56,7 @@ fn differing_keys(
 
 pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
     Msg::Hello {
+        protocol: crate::apply::fault::hello_protocol(PROTOCOL),
         profile_digest: profile_digest(p),
         criu_version: v.to_string(),
         criu_version_number: v.number(),
@@ -70,24 +71,33 @@ pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
 pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Failure> {
     let (
         Msg::Hello {
+            protocol: p1,
             profile_digest: d1,
             criu_version: v1,
             criu_version_number: n1,
             key_digests: k1,
+            ckptctl: c1,
             ..
         },
         Msg::Hello {
+            protocol: p2,
             profile_digest: d2,
             criu_version: v2,
             criu_version_number: n2,
             role,
             key_digests: k2,
+            ckptctl: c2,
             ..
         },
     ) = (ours, theirs)
     else {
         return Err(protocol("hello", theirs));
     };
+    // First: another protocol may mean anything by the other fields (a
+    // digest of another profile model would read as "different profiles").
+    if p1 != p2 {
+        return Err(version_mismatch((c1, *p1), (c2, *p2), we));
+    }
     let want_peer = we.peer();
     if *role != want_peer {
         return Err(Failure::new(
@@ -156,6 +166,25 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
         .hint("install the same or a newer CRIU on the destination"));
     }
     Ok(())
+}
+
+/// Two ckptctl whose control protocols differ: (ours, theirs) as
+/// (ckptctl version, protocol).
+fn version_mismatch(ours: (&str, u32), theirs: (&str, u32), we: Role) -> Failure {
+    Failure::new(
+        Code::MigrateVersionMismatch,
+        "hello",
+        format!(
+            "the {peer} runs ckptctl {} (control protocol {}), this host ckptctl {} (control protocol {}): they cannot migrate between each other; the process was not touched",
+            theirs.0,
+            theirs.1,
+            ours.0,
+            ours.1,
+            peer = we.peer(),
+        ),
+        Exit::NotReady,
+    )
+    .hint("install the same ckptctl version on both hosts (`ckptctl --version` on each), then start both roles again")
 }
 
 pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
@@ -236,6 +265,7 @@ mod tests {
     /// A hello whose digest is the sha256-shaped repetition of `digest`.
     fn h(digest: &str, n: u32, role: Role) -> Msg {
         Msg::Hello {
+            protocol: PROTOCOL,
             profile_digest: digest.repeat(64 / digest.len().max(1)),
             criu_version: format!("{n}"),
             criu_version_number: n,
@@ -284,6 +314,34 @@ mod tests {
         assert_eq!(f.key.as_deref(), Some("checkpoint.timeout"));
     }
 
+    /// Another control protocol is named as such, before the digests
+    /// (which may differ too) are compared; a hello without the field is
+    /// protocol 1.
+    #[test]
+    fn another_protocol_is_a_version_mismatch_not_a_profile_mismatch() {
+        let mut old = h("b", 40101, Role::Destination);
+        let mut v = serde_json::to_value(&old).unwrap();
+        v.as_object_mut().unwrap().remove("protocol");
+        old = serde_json::from_value(v).unwrap();
+        if let Msg::Hello {
+            protocol, ckptctl, ..
+        } = &mut old
+        {
+            assert_eq!(*protocol, 1);
+            *ckptctl = "0.0.9".into();
+        }
+        let f = check_hello(&h("a", 40101, Role::Source), &old, Role::Source).unwrap_err();
+        assert_eq!(
+            (f.code, f.exit),
+            (Code::MigrateVersionMismatch, Exit::NotReady)
+        );
+        let want = format!(
+            "the destination runs ckptctl 0.0.9 (control protocol 1), this host ckptctl 0 (control protocol {PROTOCOL})"
+        );
+        assert!(f.message.starts_with(&want), "{}", f.message);
+        assert!(f.hint.unwrap().contains("same ckptctl version"));
+    }
+
     #[test]
     fn hello_checks() {
         assert!(
@@ -329,6 +387,7 @@ mod tests {
         // A digest that is not a sha256 (here with multi-byte characters)
         // is refused, never sliced.
         let bad = Msg::Hello {
+            protocol: PROTOCOL,
             profile_digest: "a€€€€€€€€€€€€€€€€€€€€€€€".into(),
             criu_version: "4.1.1".into(),
             criu_version_number: 40101,
