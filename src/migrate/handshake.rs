@@ -144,8 +144,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
                 d2.chars().take(12).collect::<String>()
             ),
             Exit::Usage,
-        )
-        .hint("run both halves with the same profile file (same content after `extends` and defaults; `description` may differ)");
+        );
         if let [one] = keys.as_slice() {
             f = f.key(one.clone());
         }
@@ -159,11 +158,11 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
         return Err(Failure::new(
             Code::MigrateCriuVersion,
             "hello",
-            format!("the destination's CRIU {dst_v} is older than the source's CRIU {src_v}: it may not read the images"),
+            format!(
+                "the destination's CRIU {dst_v} is older than the source's CRIU {src_v}: it may not read the images"
+            ),
             Exit::NotReady,
-        )
-        .key("criu.min_version")
-        .hint("install the same or a newer CRIU on the destination"));
+        ));
     }
     Ok(())
 }
@@ -184,7 +183,6 @@ fn version_mismatch(ours: (&str, u32), theirs: (&str, u32), we: Role) -> Failure
         ),
         Exit::NotReady,
     )
-    .hint("install the same ckptctl version on both hosts (`ckptctl --version` on each), then start both roles again")
 }
 
 pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
@@ -197,7 +195,6 @@ pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
         ),
         Exit::CriuFailed,
     )
-    .hint("run the same ckptctl version with the same profile on both hosts; the other side's output says what it did")
 }
 
 /// A receive failure as a step failure.
@@ -210,13 +207,7 @@ pub(crate) fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str
         ConnError::Interrupted => Code::ApplyInterrupted,
         _ => Code::MigrateConnection,
     };
-    let mut f = Failure::new(code, step, format!("{e}{tree_note}"), exit);
-    if matches!(e, ConnError::Timeout(..)) {
-        f = f.key("migration.step_timeout").hint(
-            "check the other side's output; raise `migration.step_timeout` if it was only slow",
-        );
-    }
-    f
+    Failure::new(code, step, format!("{e}{tree_note}"), exit)
 }
 
 /// The peer stopped with `error`.
@@ -232,7 +223,6 @@ pub(crate) fn peer_error(step: &str, message: &str, exit: Exit, tree_note: &str)
         format!("the other side stopped: {message}{tree_note}"),
         exit,
     )
-    .hint("fix what the other host's diagnostic names (its own output has the key and the CRIU log), then start both roles again")
 }
 
 pub(crate) fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
@@ -255,7 +245,6 @@ pub(crate) fn tls_failure(step: &str, e: &rustls::Error, tree_note: &str) -> Fai
         exit,
     )
     .key(key)
-    .hint("both hosts' certificates must chain to `page_server.tls.ca_cert`, and the destination's must name `migration.destination` unless `no_cn_verify = true`")
 }
 
 #[cfg(test)]

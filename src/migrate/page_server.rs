@@ -175,9 +175,7 @@ pub(crate) fn wait_page_server(
                 "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"
             ),
             Exit::CriuFailed,
-        )
-        .key("page_server.port")
-        .hint("read the page-server log lines below (a port taken, a full disk, a broken connection); the source keeps its tree, start both roles again");
+        );
         f.log = Some(log);
         f.log_lines = lines;
         return Err(f);
