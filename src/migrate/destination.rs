@@ -316,20 +316,17 @@ pub(crate) fn destination_session(
         .key("images.dir")
         .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
     })?;
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Destination,
+    Ok(MigrateOutcome::migrated(
+        Role::Destination,
         pid,
-        restored_pid: pid,
+        pid,
         downtime,
-        stats: crate::apply::RunStats {
+        crate::apply::RunStats {
             criu: stats,
             pre_dump_rounds: Vec::new(),
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }
 
 /// The control connection's listening socket, on `migration.destination`.
