@@ -169,6 +169,13 @@ fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
     let second = apply(&net.dst, &profile, "destination", &[])
         .output()
         .unwrap();
+    // `ls` (`status`) says so too, from the kernel's lock table and the
+    // lock file, without taking the lock.
+    let ls = Command::new(BIN)
+        .args(["--output", "json", "ls"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     sigkill(&mut dest.child);
     assert_eq!(second.status.code(), Some(4), "{}", show(&second));
     let t = text(&second);
@@ -178,6 +185,19 @@ fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
         swrk[0]
     );
     assert!(t.contains(&want), "wanted {want:?} in:\n{t}");
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let in_use = listed["checkpoints"][0]["in_use"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(format!("({in_use})"), want, "{listed}");
+    // Once the holder is gone, the directory is not in use.
+    let ls = Command::new(BIN)
+        .args(["--output", "json", "ls"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert!(listed["checkpoints"][0]["in_use"].is_null(), "{listed}");
 
     // A source with its own images (`images = "send"`), trying to reach a
     // destination that is not there.

@@ -12,6 +12,12 @@ use nix::fcntl::{Flock, FlockArg};
 mod holder;
 pub use holder::Holder;
 
+/// Who holds the lock of images directory `dir` now, if anyone (see
+/// [`holder::held_by`]).
+pub fn lock_holder(dir: &Path) -> Option<Holder> {
+    holder::held_by(&dir.join(LOCK_FILE))
+}
+
 /// Marker written into an images directory before CRIU starts writing.
 pub const INCOMPLETE_MARKER: &str = "ckptctl.incomplete";
 /// Marker written only after CRIU reported success (holds a short JSON).
@@ -489,7 +495,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            lock_holder(t.path()).and_then(|h| h.pid),
+            Some(std::process::id())
+        );
         drop(a);
+        assert_eq!(lock_holder(t.path()), None);
         DirLock::acquire(t.path()).unwrap();
     }
 

@@ -10,6 +10,9 @@
 //! lock file of an older ckptctl has only `pid` and `criu`).
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// The holder of an images-directory lock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +112,38 @@ impl Holder {
             (None, None) => String::new(),
         }
     }
+}
+
+/// The holder of the lock file `lock` while a process holds it (the
+/// kernel's `/proc/locks` lists an exclusive flock on that file); `None`
+/// when it is free or cannot be read. Read-only on purpose: taking even a
+/// shared lock to find out would make an apply starting at that moment
+/// find the directory busy.
+pub fn held_by(lock: &Path) -> Option<Holder> {
+    let m = std::fs::metadata(lock).ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(m.dev()),
+        libc::minor(m.dev()),
+        m.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 4374 fe:00:10011146 0 EOF` (a waiter's
+    // line has `->` after the number, so it never matches).
+    let owner: u32 = locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let held = f.get(1) == Some(&"FLOCK")
+            && f.get(3) == Some(&"WRITE")
+            && f.get(5) == Some(&id.as_str());
+        if held { f.get(4)?.parse().ok() } else { None }
+    })?;
+    let mut text = String::new();
+    if let Ok(file) = std::fs::File::open(lock) {
+        let _ = file.take(4096).read_to_string(&mut text);
+    }
+    let mut h = Holder::parse(&text);
+    h.pid = h.pid.or(Some(owner));
+    Some(h)
 }
 
 impl fmt::Display for Holder {
