@@ -299,11 +299,6 @@ impl DirLock {
         self.write();
     }
 
-    /// What the lock file says.
-    pub fn holder(&self) -> &Holder {
-        &self.holder
-    }
-
     fn write(&self) {
         let f: &File = &self._lock;
         let _ = f.set_len(0);

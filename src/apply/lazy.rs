@@ -95,7 +95,6 @@ impl LazyDaemon {
                     ),
                     Exit::NotReady,
                 )
-                .key("lazy_pages.enabled")
                 .hint(
                     "the host is out of processes or memory: free some and start both roles again",
                 ));
