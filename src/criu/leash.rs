@@ -39,13 +39,6 @@ pub struct Leash {
     pgid: i32,
 }
 
-impl Leash {
-    /// The group held.
-    pub fn pgid(&self) -> i32 {
-        self.pgid
-    }
-}
-
 impl Drop for Leash {
     /// Release the group: call once its members were reaped (or once they
     /// may outlive ckptctl).
@@ -210,9 +203,8 @@ mod tests {
     }
 
     /// A held group dies when the process that held it exits; a released
-    /// one lives on. The holder is a child process (`sh` running this test
-    /// binary would be heavier): forked here, it holds two `sleep` groups,
-    /// releases one and exits.
+    /// one lives on. The holder is a child forked here: it holds the groups
+    /// of two `sleep`s, releases one and exits at once.
     #[test]
     fn held_groups_die_with_their_holder_and_released_ones_live() {
         let spawn = || {
