@@ -73,3 +73,46 @@ fn every_key_a_failure_names_resolves_in_the_model() {
         "failures name keys the profile model does not have: {unknown:?}"
     );
 }
+
+/// Every `migrate::` code has advice: the profile key to change (one the
+/// model has) or the reason no key is the cause, and a hint; and every
+/// failure made with the code carries them unless its call site names
+/// better ones.
+#[test]
+fn every_migrate_failure_has_a_key_or_a_reason_and_a_hint() {
+    use ckptctl::failure::{Code, Exit, Failure, Points};
+    let model: BTreeSet<String> = ckptctl::profile::schema::all_keys().into_iter().collect();
+    let resolves = |k: &str| {
+        model.contains(k)
+            || ckptctl::profile::schema::explain(k).is_some()
+            || model.iter().any(|m| m.starts_with(&format!("{k}.")))
+    };
+    let mut bad = Vec::new();
+    let migrate: Vec<Code> = Code::ALL
+        .iter()
+        .copied()
+        .filter(|c| c.as_str().starts_with("migrate::"))
+        .collect();
+    assert!(migrate.len() > 25, "{migrate:?}");
+    for c in migrate {
+        let Some((points, hint)) = c.advice() else {
+            bad.push(format!("{c}: no advice"));
+            continue;
+        };
+        if hint.trim().len() < 20 {
+            bad.push(format!("{c}: hint {hint:?}"));
+        }
+        match points {
+            Points::Key(k) if !resolves(k) => bad.push(format!("{c}: key `{k}` not in the model")),
+            Points::Nowhere(why) if why.trim().is_empty() => {
+                bad.push(format!("{c}: no key and no reason"))
+            }
+            _ => {}
+        }
+        let f = Failure::new(c, "step", "message", Exit::CriuFailed);
+        if f.key.as_deref() != points.key() || f.hint.as_deref() != Some(hint) {
+            bad.push(format!("{c}: a failure carries {:?} / {:?}", f.key, f.hint));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}

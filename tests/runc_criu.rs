@@ -757,6 +757,19 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
     });
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the destination never said ready");
+    // A second ckptctl on the destination's images.dir is told whose it
+    // is: the container destination writes the lock record of every role.
+    let second = role(&hosts.dst, &profile, "destination", &dst_runc)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(second.status.code(), Some(4), "{said}");
+    let holder = format!("(pid {}, migrate --role destination; its CRIU ", dest.id());
+    assert!(said.contains(&holder), "wanted {holder:?} in:\n{said}");
     let src = role(&hosts.src, &profile, "source", &src_runc)
         .output()
         .unwrap();

@@ -62,3 +62,24 @@ pub fn summary_lost() -> bool {
     }
     false
 }
+
+/// `old-hello`: this side's hello says control protocol 1, as the hellos
+/// of a ckptctl before the protocol field did (they had no `protocol`,
+/// read as 1); `current` otherwise.
+pub fn hello_protocol(current: u32) -> u32 {
+    #[cfg(feature = "fault-injection")]
+    if active("old-hello") {
+        return 1;
+    }
+    current
+}
+
+/// `destination-dies-with-lazy-daemon-ready`: this ckptctl kills itself
+/// (SIGKILL) once its lazy-pages daemon is ready, before the restore
+/// connects to the daemon.
+pub fn destination_dies_with_lazy_daemon_ready() {
+    #[cfg(feature = "fault-injection")]
+    if active("destination-dies-with-lazy-daemon-ready") {
+        kill(Some(std::process::id()));
+    }
+}

@@ -3,11 +3,20 @@
 //! and the markers that tell a complete checkpoint from an incomplete one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+
+mod holder;
+pub use holder::Holder;
+
+/// Who holds the lock of images directory `dir` now, if anyone (see
+/// [`holder::held_by`]).
+pub fn lock_holder(dir: &Path) -> Option<Holder> {
+    holder::held_by(&dir.join(LOCK_FILE))
+}
 
 /// Marker written into an images directory before CRIU starts writing.
 pub const INCOMPLETE_MARKER: &str = "ckptctl.incomplete";
@@ -66,22 +75,26 @@ pub enum DirError {
         path: PathBuf,
     },
     /// Another apply holds the lock.
-    #[error("another `ckptctl apply` is using `{path}`{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    #[error("another `ckptctl apply` is using `{path}`{}", if holder.is_empty() { String::new() } else { format!(" ({holder})") })]
     Busy {
         /// The directory.
         path: PathBuf,
         /// What the lock file says about its holder.
-        holder: Option<String>,
+        holder: Holder,
     },
     /// A criu started by an earlier apply that was killed still runs.
     #[error(
-        "a criu process (pid {pid}) started by an earlier `ckptctl apply` that was killed is still working in `{path}`"
+        "a criu process (pid {pid}{}) started by an earlier `ckptctl apply` ({}) that was killed is still working in `{path}`",
+        holder.criu_version.as_ref().map(|v| format!(", CRIU {v}")).unwrap_or_default(),
+        holder.ckptctl()
     )]
     OrphanCriu {
         /// The directory.
         path: PathBuf,
         /// The criu process.
         pid: u32,
+        /// What the lock file says about the killed apply.
+        holder: Holder,
     },
 }
 
@@ -104,12 +117,7 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 /// time) that is still running: the apply was killed, its CRIU finishes on
 /// its own.
 fn orphan_criu(lock_text: &str) -> Option<u32> {
-    let mut it = lock_text
-        .lines()
-        .find_map(|l| l.strip_prefix("criu "))?
-        .split_whitespace();
-    let pid: u32 = it.next()?.parse().ok()?;
-    let started: u64 = it.next()?.parse().ok()?;
+    let (pid, started) = Holder::parse(lock_text).criu?;
     (start_time(pid)? == started).then_some(pid)
 }
 
@@ -218,6 +226,8 @@ fn check_symlink(path: &Path) -> Result<(), DirError> {
 pub struct DirLock {
     _lock: Flock<File>,
     path: PathBuf,
+    /// What the lock file says (see [`Holder`]).
+    holder: Holder,
 }
 
 impl DirLock {
@@ -234,25 +244,33 @@ impl DirLock {
             .open(&path)
             .map_err(io(dir))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
+            Ok(lock) => {
                 let mut before = String::new();
                 let _ = (&*lock).take(4096).read_to_string(&mut before);
                 if let Some(pid) = orphan_criu(&before) {
                     return Err(DirError::OrphanCriu {
                         path: dir.to_path_buf(),
                         pid,
+                        holder: Holder::parse(&before),
                     });
                 }
-                let _ = lock.set_len(0);
-                let _ = lock.rewind();
-                let _ = writeln!(&mut *lock, "pid {}", std::process::id());
-                Ok(DirLock { _lock: lock, path })
+                let held = DirLock {
+                    _lock: lock,
+                    path,
+                    holder: Holder {
+                        pid: Some(std::process::id()),
+                        ..Holder::default()
+                    },
+                };
+                held.write();
+                Ok(held)
             }
             Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let holder = std::fs::read_to_string(&path)
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty());
+                let mut text = String::new();
+                if let Ok(f) = File::open(&path) {
+                    let _ = f.take(4096).read_to_string(&mut text);
+                }
+                let holder = Holder::parse(&text);
                 Err(DirError::Busy {
                     path: dir.to_path_buf(),
                     holder,
@@ -265,17 +283,26 @@ impl DirLock {
         }
     }
 
+    /// Say what this ckptctl runs (the action, a migration's role) and
+    /// with which CRIU, for whoever finds the lock taken.
+    pub fn describe(&mut self, action: &str, role: Option<&str>, criu_version: Option<&str>) {
+        self.holder.action = Some(action.to_string());
+        self.holder.role = role.map(str::to_string);
+        self.holder.criu_version = criu_version.map(str::to_string);
+        self.write();
+    }
+
     /// Note the criu process that works for this apply, so that if the
     /// apply is killed, the next one waits for that CRIU to finish.
-    pub fn note_criu(&self, criu_pid: u32) {
-        let text = format!(
-            "pid {}\ncriu {criu_pid} {}\n",
-            std::process::id(),
-            start_time(criu_pid).unwrap_or(0)
-        );
+    pub fn note_criu(&mut self, criu_pid: u32) {
+        self.holder.criu = Some((criu_pid, start_time(criu_pid).unwrap_or(0)));
+        self.write();
+    }
+
+    fn write(&self) {
         let f: &File = &self._lock;
         let _ = f.set_len(0);
-        let _ = f.write_all_at(text.as_bytes(), 0);
+        let _ = f.write_all_at(self.holder.render().as_bytes(), 0);
     }
 
     /// The lock file.
@@ -459,11 +486,16 @@ mod tests {
         let a = DirLock::acquire(t.path()).unwrap();
         match DirLock::acquire(t.path()) {
             Err(DirError::Busy { holder, .. }) => {
-                assert!(holder.unwrap().contains(&std::process::id().to_string()))
+                assert_eq!(holder.pid, Some(std::process::id()))
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            lock_holder(t.path()).and_then(|h| h.pid),
+            Some(std::process::id())
+        );
         drop(a);
+        assert_eq!(lock_holder(t.path()), None);
         DirLock::acquire(t.path()).unwrap();
     }
 

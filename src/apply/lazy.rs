@@ -20,19 +20,26 @@ const STATUS_FD: i32 = 3;
 /// A running lazy-pages daemon.
 pub struct LazyDaemon {
     child: Option<Child>,
+    /// Its process group, SIGKILLed if ckptctl dies while held (see
+    /// [`crate::criu::leash`]).
+    leash: Option<crate::criu::leash::Leash>,
     /// Its log file.
     pub log: PathBuf,
 }
 
 impl LazyDaemon {
     /// Start it and wait until it is ready to serve (`\0` on its status fd),
-    /// at most `timeout`.
+    /// at most `timeout`. `leashed`: it dies with ckptctl until
+    /// [`LazyDaemon::unleash`] (a migration destination, whose restored
+    /// copy dies with ckptctl until it resumes); otherwise it finishes
+    /// serving on its own.
     pub fn start(
         criu: &Path,
         p: &Profile,
         images: &Path,
         work: &Path,
         timeout: Duration,
+        leashed: bool,
     ) -> Result<LazyDaemon, Failure> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             Failure::new(
@@ -65,10 +72,35 @@ impl LazyDaemon {
             )
         })?;
         drop(w);
+        let leash = if leashed {
+            let pgid = i32::try_from(child.id()).unwrap_or(0);
+            Some(crate::criu::leash::hold(pgid))
+        } else {
+            None
+        };
         let mut d = LazyDaemon {
             child: Some(child),
+            leash: None,
             log: log.clone(),
         };
+        match leash {
+            Some(Ok(l)) => d.leash = Some(l),
+            Some(Err(e)) => {
+                d.kill();
+                return Err(Failure::new(
+                    Code::ApplyLazyPages,
+                    "lazy-pages",
+                    format!(
+                        "cannot start the keeper that ends the lazy-pages daemon with ckptctl: {e}"
+                    ),
+                    Exit::NotReady,
+                )
+                .hint(
+                    "the host is out of processes or memory: free some and start both roles again",
+                ));
+            }
+            None => {}
+        }
         match wait_ready(&r, timeout) {
             Ok(()) => Ok(d),
             Err(why) => {
@@ -96,6 +128,7 @@ impl LazyDaemon {
             match c.try_wait() {
                 Ok(Some(st)) => {
                     self.child = None;
+                    self.leash = None;
                     return st.success();
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -121,6 +154,13 @@ impl LazyDaemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.leash = None;
+    }
+
+    /// From now on it finishes serving on its own, even if ckptctl dies
+    /// (the tree it serves runs and needs every page).
+    pub fn unleash(&mut self) {
+        self.leash = None;
     }
 }
 

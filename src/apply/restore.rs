@@ -201,7 +201,7 @@ pub(crate) fn lazy_start(run: &mut Session<'_>) -> Result<Option<LazyDaemon>, Fa
     let lazy = p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled());
     if lazy {
         feature_gate(run, Feature::LazyPages)?;
-        let d = run.start_lazy_daemon(Duration::from_secs(60))?;
+        let d = run.start_lazy_daemon(Duration::from_secs(60), false)?;
         run.status_ready();
         return Ok(Some(d));
     }

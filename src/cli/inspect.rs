@@ -467,6 +467,9 @@ pub fn ls(args: &LsArgs, ui: &Ui) -> Exit {
                 .map_or("no".into(), |r| format!("yes, pid {}", r.pid)),
             l.dir.display()
         );
+        if let Some(h) = &l.in_use {
+            let _ = writeln!(o, "            in use by ckptctl {h}");
+        }
     }
     ui.data(o);
     Exit::Ok

@@ -10,6 +10,7 @@
 pub mod child;
 pub mod errors;
 pub mod find;
+pub mod leash;
 pub mod log;
 pub mod probe;
 pub mod restored;

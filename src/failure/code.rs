@@ -158,6 +158,8 @@ pub enum Code {
     MigrateTls,
     /// `migrate::tls-config`: `page_server.tls` is set and a TLS file cannot be used, found before anything starts (both roles, before …
     MigrateTlsConfig,
+    /// `migrate::version-mismatch`: The two sides run ckptctl versions whose control protocols differ.
+    MigrateVersionMismatch,
 }
 
 impl Code {
@@ -237,6 +239,7 @@ impl Code {
         Code::MigrateTimeout,
         Code::MigrateTls,
         Code::MigrateTlsConfig,
+        Code::MigrateVersionMismatch,
     ];
 
     /// The code as written in diagnostics and JSON (`apply::busy`).
@@ -316,6 +319,7 @@ impl Code {
             Code::MigrateTimeout => "migrate::timeout",
             Code::MigrateTls => "migrate::tls",
             Code::MigrateTlsConfig => "migrate::tls-config",
+            Code::MigrateVersionMismatch => "migrate::version-mismatch",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! key to change (with its span). Neutral: everything that runs CRIU and
 //! the CLI that prints it use this module; it uses neither.
 
+pub mod advice;
 pub mod code;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::diag::Diagnostic;
 use crate::profile::Profile;
 use crate::source::{FileId, Span};
 
+pub use advice::Points;
 pub use code::Code;
 
 /// The spec's exit codes.
@@ -99,8 +101,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure that is not CRIU's (bad input, environment).
+    /// A failure that is not CRIU's (bad input, environment). A
+    /// `migrate::` code starts with its [advice](Code::advice): its key
+    /// (when a key is the cause) and its hint, which the call site may
+    /// replace with more precise ones.
     pub fn new(code: Code, step: &str, message: impl Into<String>, exit: Exit) -> Self {
+        let advice = code.advice();
         Failure {
             code,
             message: message.into(),
@@ -109,8 +115,8 @@ impl Failure {
             cr_errmsg: None,
             log: None,
             log_lines: Vec::new(),
-            hint: None,
-            key: None,
+            hint: advice.map(|(_, h)| h.to_string()),
+            key: advice.and_then(|(p, _)| p.key()).map(str::to_string),
             target: None,
             keep_images: false,
             exit,

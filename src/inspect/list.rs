@@ -40,6 +40,10 @@ pub struct Listed {
     /// The dumped root's command name (from the images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// A ckptctl holds the directory's lock now: what its lock file says
+    /// (pid, action, role, its criu and CRIU version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<String>,
 }
 
 /// What a walk found: checkpoint directories and directories with run
@@ -157,6 +161,7 @@ pub fn describe(dir: &Path, records: &[RunSummary]) -> Listed {
             .or_else(|| made.and_then(|r| r.pid)),
         running,
         comm,
+        in_use: crate::apply::guard::lock_holder(dir).map(|h| h.to_string()),
     }
 }
 

@@ -177,20 +177,17 @@ fn source_session(
     downtime.restore_s = super::outcome::restore_seconds(&restored.1, None);
     let mut all = stats;
     all.restore = restored.1.restore;
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Source,
-        pid: Some(pid),
-        restored_pid: restored.0,
+    Ok(MigrateOutcome::migrated(
+        Role::Source,
+        Some(pid),
+        restored.0,
         downtime,
-        stats: crate::apply::RunStats {
+        crate::apply::RunStats {
             criu: all,
             pre_dump_rounds: Vec::new(),
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }
 
 fn destination(
@@ -221,7 +218,7 @@ fn destination(
         let note = "; nothing was restored here";
         let (c, theirs) = accept_source(run, mig, &listener, note)?;
         let c = conn.insert(c);
-        let ours = check_source(run, &theirs, note)?;
+        let ours = check_source(run, c, &theirs, note)?;
         c.send(&ours)
             .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
         c.send(&Msg::Ready {
@@ -345,18 +342,15 @@ fn restore_here(
         all.dump = dump.dump;
     }
     c.shutdown();
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Destination,
+    Ok(MigrateOutcome::migrated(
+        Role::Destination,
         pid,
-        restored_pid: pid,
+        pid,
         downtime,
-        stats: crate::apply::RunStats {
+        crate::apply::RunStats {
             criu: all,
             pre_dump_rounds: Vec::new(),
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }

@@ -103,8 +103,7 @@ pub fn check(run: &mut Session<'_>, image: &[u8]) -> Result<(), Failure> {
         "cpuinfo check",
         "this CPU lacks features the source's CPU has: a tree dumped there may crash here",
         Exit::NotReady,
-    )
-    .hint("migrate between hosts with the same CPU features (CRIU's cpuinfo check), or to a newer CPU");
+    );
     f.cr_errno = resp.cr_errno;
     f.cr_errmsg = resp
         .cr_errmsg

@@ -94,7 +94,7 @@ pub(crate) fn destination_session(
     let note = "; nothing was restored here";
     let (c, theirs) = accept_source(run, mig, listener, note)?;
     let c = conn.insert(c);
-    let ours = check_source(run, &theirs, note)?;
+    let ours = check_source(run, c, &theirs, note)?;
     c.send(&ours)
         .map_err(|e| conn_failure("hello", e.into(), Exit::NotReady, note))?;
     c.send(&Msg::Ready {
@@ -123,13 +123,16 @@ pub(crate) fn destination_session(
     // Post-copy from the images here: the daemon serves the pages to the
     // restored tree, which can run before they are all in memory.
     let mut daemon = if lazy_local(p) {
-        Some(run.start_lazy_daemon(to)?)
+        Some(run.start_lazy_daemon(to, true)?)
     } else if lazy_remote(p) {
         super::postcopy::wait_serving(c, to, note)?;
-        Some(run.start_lazy_daemon(to)?)
+        Some(run.start_lazy_daemon(to, true)?)
     } else {
         None
     };
+    if daemon.is_some() {
+        crate::apply::fault::destination_dies_with_lazy_daemon_ready();
+    }
 
     // Every image is here: the directory is a whole checkpoint from now
     // on. If this ckptctl dies after the source committed, the copy it
@@ -221,6 +224,11 @@ pub(crate) fn destination_session(
             stats: dump_stats,
             downtime_s,
         } => {
+            // The copy is about to run: from now on its pages must arrive
+            // even if this ckptctl dies.
+            if let Some(d) = daemon.as_mut() {
+                d.unleash();
+            }
             stopped.resume();
             let _ = c.send(&Msg::Running { pid });
             let dump_stats = dump_stats.unwrap_or_default();
@@ -308,20 +316,17 @@ pub(crate) fn destination_session(
         .key("images.dir")
         .hint("the migrated tree is fine; only the checkpoint left in `images.dir` is not marked reusable (check its permissions and free space)")
     })?;
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Destination,
+    Ok(MigrateOutcome::migrated(
+        Role::Destination,
         pid,
-        restored_pid: pid,
+        pid,
         downtime,
-        stats: crate::apply::RunStats {
+        crate::apply::RunStats {
             criu: stats,
             pre_dump_rounds: Vec::new(),
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }
 
 /// The control connection's listening socket, on `migration.destination`.
@@ -462,6 +467,7 @@ pub(crate) fn accept_source(
 /// Returns our hello.
 pub(crate) fn check_source(
     run: &mut Session<'_>,
+    c: &mut Conn,
     theirs: &Msg,
     note: &str,
 ) -> Result<Msg, Failure> {
@@ -469,7 +475,14 @@ pub(crate) fn check_source(
         return Err(peer_error("hello", message, *exit, note));
     }
     let ours = hello(run.profile(), run.criu_version(), Role::Destination);
-    check_hello(&ours, theirs, Role::Destination)?;
+    if let Err(f) = check_hello(&ours, theirs, Role::Destination) {
+        if f.code == Code::MigrateVersionMismatch {
+            // Our hello, so that the source checks the versions itself and
+            // says the same (an `error` would only quote this side).
+            let _ = c.send(&ours);
+        }
+        return Err(f);
+    }
     // CPU compatibility, with CRIU's own check, before the source freezes.
     if let Msg::Hello { cpuinfo: None, .. } = theirs {
         return Err(Failure::new(

@@ -7,7 +7,7 @@ use crate::failure::{Code, Failure};
 use crate::profile::Profile;
 use crate::render::Role;
 
-use super::proto::{Conn, ConnError, Msg};
+use super::proto::{Conn, ConnError, Msg, PROTOCOL};
 use super::tls;
 
 /// Keys whose text says nothing to CRIU: left out of the digest, so two
@@ -56,6 +56,7 @@ fn differing_keys(
 
 pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
     Msg::Hello {
+        protocol: crate::apply::fault::hello_protocol(PROTOCOL),
         profile_digest: profile_digest(p),
         criu_version: v.to_string(),
         criu_version_number: v.number(),
@@ -70,24 +71,33 @@ pub(crate) fn hello(p: &Profile, v: &CriuVersion, role: Role) -> Msg {
 pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Failure> {
     let (
         Msg::Hello {
+            protocol: p1,
             profile_digest: d1,
             criu_version: v1,
             criu_version_number: n1,
             key_digests: k1,
+            ckptctl: c1,
             ..
         },
         Msg::Hello {
+            protocol: p2,
             profile_digest: d2,
             criu_version: v2,
             criu_version_number: n2,
             role,
             key_digests: k2,
+            ckptctl: c2,
             ..
         },
     ) = (ours, theirs)
     else {
         return Err(protocol("hello", theirs));
     };
+    // First: another protocol may mean anything by the other fields (a
+    // digest of another profile model would read as "different profiles").
+    if p1 != p2 {
+        return Err(version_mismatch((c1, *p1), (c2, *p2), we));
+    }
     let want_peer = we.peer();
     if *role != want_peer {
         return Err(Failure::new(
@@ -134,8 +144,7 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
                 d2.chars().take(12).collect::<String>()
             ),
             Exit::Usage,
-        )
-        .hint("run both halves with the same profile file (same content after `extends` and defaults; `description` may differ)");
+        );
         if let [one] = keys.as_slice() {
             f = f.key(one.clone());
         }
@@ -149,13 +158,31 @@ pub(crate) fn check_hello(ours: &Msg, theirs: &Msg, we: Role) -> Result<(), Fail
         return Err(Failure::new(
             Code::MigrateCriuVersion,
             "hello",
-            format!("the destination's CRIU {dst_v} is older than the source's CRIU {src_v}: it may not read the images"),
+            format!(
+                "the destination's CRIU {dst_v} is older than the source's CRIU {src_v}: it may not read the images"
+            ),
             Exit::NotReady,
-        )
-        .key("criu.min_version")
-        .hint("install the same or a newer CRIU on the destination"));
+        ));
     }
     Ok(())
+}
+
+/// Two ckptctl whose control protocols differ: (ours, theirs) as
+/// (ckptctl version, protocol).
+fn version_mismatch(ours: (&str, u32), theirs: (&str, u32), we: Role) -> Failure {
+    Failure::new(
+        Code::MigrateVersionMismatch,
+        "hello",
+        format!(
+            "the {peer} runs ckptctl {} (control protocol {}), this host ckptctl {} (control protocol {}): they cannot migrate between each other; the process was not touched",
+            theirs.0,
+            theirs.1,
+            ours.0,
+            ours.1,
+            peer = we.peer(),
+        ),
+        Exit::NotReady,
+    )
 }
 
 pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
@@ -168,7 +195,6 @@ pub(crate) fn protocol(waiting_for: &str, got: &Msg) -> Failure {
         ),
         Exit::CriuFailed,
     )
-    .hint("run the same ckptctl version with the same profile on both hosts; the other side's output says what it did")
 }
 
 /// A receive failure as a step failure.
@@ -181,13 +207,7 @@ pub(crate) fn conn_failure(step: &str, e: ConnError, exit: Exit, tree_note: &str
         ConnError::Interrupted => Code::ApplyInterrupted,
         _ => Code::MigrateConnection,
     };
-    let mut f = Failure::new(code, step, format!("{e}{tree_note}"), exit);
-    if matches!(e, ConnError::Timeout(..)) {
-        f = f.key("migration.step_timeout").hint(
-            "check the other side's output; raise `migration.step_timeout` if it was only slow",
-        );
-    }
-    f
+    Failure::new(code, step, format!("{e}{tree_note}"), exit)
 }
 
 /// The peer stopped with `error`.
@@ -203,7 +223,6 @@ pub(crate) fn peer_error(step: &str, message: &str, exit: Exit, tree_note: &str)
         format!("the other side stopped: {message}{tree_note}"),
         exit,
     )
-    .hint("fix what the other host's diagnostic names (its own output has the key and the CRIU log), then start both roles again")
 }
 
 pub(crate) fn tell_peer(conn: &mut Option<Conn>, f: &Failure) {
@@ -226,7 +245,6 @@ pub(crate) fn tls_failure(step: &str, e: &rustls::Error, tree_note: &str) -> Fai
         exit,
     )
     .key(key)
-    .hint("both hosts' certificates must chain to `page_server.tls.ca_cert`, and the destination's must name `migration.destination` unless `no_cn_verify = true`")
 }
 
 #[cfg(test)]
@@ -236,6 +254,7 @@ mod tests {
     /// A hello whose digest is the sha256-shaped repetition of `digest`.
     fn h(digest: &str, n: u32, role: Role) -> Msg {
         Msg::Hello {
+            protocol: PROTOCOL,
             profile_digest: digest.repeat(64 / digest.len().max(1)),
             criu_version: format!("{n}"),
             criu_version_number: n,
@@ -284,6 +303,34 @@ mod tests {
         assert_eq!(f.key.as_deref(), Some("checkpoint.timeout"));
     }
 
+    /// Another control protocol is named as such, before the digests
+    /// (which may differ too) are compared; a hello without the field is
+    /// protocol 1.
+    #[test]
+    fn another_protocol_is_a_version_mismatch_not_a_profile_mismatch() {
+        let mut old = h("b", 40101, Role::Destination);
+        let mut v = serde_json::to_value(&old).unwrap();
+        v.as_object_mut().unwrap().remove("protocol");
+        old = serde_json::from_value(v).unwrap();
+        if let Msg::Hello {
+            protocol, ckptctl, ..
+        } = &mut old
+        {
+            assert_eq!(*protocol, 1);
+            *ckptctl = "0.0.9".into();
+        }
+        let f = check_hello(&h("a", 40101, Role::Source), &old, Role::Source).unwrap_err();
+        assert_eq!(
+            (f.code, f.exit),
+            (Code::MigrateVersionMismatch, Exit::NotReady)
+        );
+        let want = format!(
+            "the destination runs ckptctl 0.0.9 (control protocol 1), this host ckptctl 0 (control protocol {PROTOCOL})"
+        );
+        assert!(f.message.starts_with(&want), "{}", f.message);
+        assert!(f.hint.unwrap().contains("same ckptctl version"));
+    }
+
     #[test]
     fn hello_checks() {
         assert!(
@@ -329,6 +376,7 @@ mod tests {
         // A digest that is not a sha256 (here with multi-byte characters)
         // is refused, never sliced.
         let bad = Msg::Hello {
+            protocol: PROTOCOL,
             profile_digest: "a€€€€€€€€€€€€€€€€€€€€€€€".into(),
             criu_version: "4.1.1".into(),
             criu_version_number: 40101,

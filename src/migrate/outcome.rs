@@ -54,6 +54,33 @@ pub struct MigrateOutcome {
     pub total_s: f64,
 }
 
+impl MigrateOutcome {
+    /// A half that migrated: `pid` (source: the pid that left;
+    /// destination: the restored one), the restored pid, the downtime, its
+    /// CRIU statistics and the images directory. The run record and the
+    /// wall time are filled in when the run ends.
+    pub fn migrated(
+        role: Role,
+        pid: Option<i32>,
+        restored_pid: Option<i32>,
+        downtime: Downtime,
+        stats: crate::apply::RunStats,
+        images_dir: PathBuf,
+    ) -> Self {
+        MigrateOutcome {
+            event: "migrated",
+            role,
+            pid,
+            restored_pid,
+            downtime,
+            stats,
+            images_dir,
+            record: None,
+            total_s: 0.0,
+        }
+    }
+}
+
 /// File name of a role's run record: both halves may share one work dir.
 pub fn record_name(r: Role) -> String {
     crate::apply::record::latest_name(Some(r))

@@ -5,6 +5,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::apply::session::Session;
+use crate::criu::leash::Leash;
 use crate::criu::rpc::{CriuReq, CriuReqType};
 use crate::criu::swrk::expect_success;
 use crate::criu::{NotifyReply, Swrk};
@@ -21,6 +22,10 @@ pub(crate) struct PageServer {
     pub(crate) swrk: Option<Swrk>,
     pub(crate) pid: Option<i32>,
     pub(crate) port: Option<i32>,
+    /// The swrk's process group (the page server is in it): SIGKILLed if
+    /// ckptctl dies first (see [`crate::criu::leash`]); released once
+    /// reaped.
+    pub(crate) leash: Option<Leash>,
 }
 
 impl Drop for PageServer {
@@ -32,6 +37,7 @@ impl Drop for PageServer {
             );
         }
         self.swrk.take();
+        self.leash.take();
     }
 }
 
@@ -55,6 +61,7 @@ pub(crate) fn start_page_server(
     let log = run.work_dir().join(step.log_file());
     let started = run.record.elapsed();
     let mut swrk = run.swrk()?;
+    let leash = leash_swrk(run, &swrk);
     swrk.set_timeout(Some(mig.step_timeout));
     let req = CriuReq {
         keep_open: Some(true),
@@ -80,6 +87,7 @@ pub(crate) fn start_page_server(
                 swrk: Some(swrk),
                 pid: info.pid,
                 port: info.port,
+                leash,
             })
         }
         Err(e) => {
@@ -91,6 +99,22 @@ pub(crate) fn start_page_server(
                 Vec::new(),
             );
             Err(run.criu_failure("page server", e, Some(log)))
+        }
+    }
+}
+
+/// Hold the process group of the swrk that will fork the page server, so
+/// that neither outlives a killed ckptctl. Without a keeper (fork failed)
+/// the migration goes on, and says what a kill would leave.
+fn leash_swrk(run: &Session<'_>, swrk: &Swrk) -> Option<Leash> {
+    let pgid = swrk.pid().and_then(|p| i32::try_from(p).ok())?;
+    match crate::criu::leash::hold(pgid) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            run.reporter().error(&format!(
+                "ckptctl: warning: the page server would outlive a killed ckptctl (cannot start its keeper: {e})"
+            ));
+            None
         }
     }
 }
@@ -117,6 +141,10 @@ pub(crate) fn wait_page_server(
         .call(&req, &mut |_| NotifyReply::ok())
         .and_then(|r| expect_success("wait for the page server", CriuReqType::WaitPid, r));
     let _ = swrk.finish();
+    if resp.is_ok() {
+        ps.pid = None; // reaped by the swrk, which has exited too
+        ps.leash = None;
+    }
     let status = match resp {
         Ok(r) => r.status,
         Err(e) => {
@@ -130,7 +158,6 @@ pub(crate) fn wait_page_server(
             return Err(run.criu_failure("page server", e, Some(log)));
         }
     };
-    ps.pid = None; // reaped
     let ok = status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0);
     run.record.step(
         "page server done",
@@ -148,9 +175,7 @@ pub(crate) fn wait_page_server(
                 "the page server ended with wait status {status:?}; the pages may be incomplete; nothing was restored here"
             ),
             Exit::CriuFailed,
-        )
-        .key("page_server.port")
-        .hint("read the page-server log lines below (a port taken, a full disk, a broken connection); the source keeps its tree, start both roles again");
+        );
         f.log = Some(log);
         f.log_lines = lines;
         return Err(f);

@@ -302,13 +302,12 @@ pub(crate) fn source_lazy(
     run.progress(&format!(
         "every page taken {lazy_s:.2} s after the resume; CRIU ended the tree here"
     ));
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Source,
-        pid: Some(pid),
+    Ok(MigrateOutcome::migrated(
+        Role::Source,
+        Some(pid),
         restored_pid,
         downtime,
-        stats: RunStats {
+        RunStats {
             criu: StatsSummary {
                 dump: None,
                 restore: restore_stats.restore,
@@ -316,9 +315,7 @@ pub(crate) fn source_lazy(
             pre_dump_rounds: rounds,
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }
 
 /// Wait until a TCP socket listens on `port` here (`/proc/net/tcp*`; a

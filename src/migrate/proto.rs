@@ -29,6 +29,14 @@ pub const MAX_IMAGE_LINE: usize = IMAGE_CHUNK.div_ceil(3) * 4 + (64 << 10);
 const READ_CHUNK: usize = 1 << 20;
 /// Slice of a blocking wait, so signals and deadlines are noticed.
 const SLICE: Duration = Duration::from_millis(200);
+/// Version of the control protocol, in every hello; each side checks the
+/// other's before anything else. 1 is the protocol of the hellos before
+/// the field existed.
+pub const PROTOCOL: u32 = 2;
+
+fn protocol_without_the_field() -> u32 {
+    1
+}
 
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +44,10 @@ const SLICE: Duration = Duration::from_millis(200);
 pub enum Msg {
     /// First message of each side.
     Hello {
+        /// Control-protocol version ([`PROTOCOL`]); a hello without it is
+        /// protocol 1.
+        #[serde(default = "protocol_without_the_field")]
+        protocol: u32,
         /// sha256 of the resolved profile JSON.
         profile_digest: String,
         /// CRIU version text (`4.1.1`).

@@ -182,11 +182,12 @@ fn destination(dir: &Path, digest: &str, operator: Option<Decision>) -> Result<R
         )));
     }
     // No apply may run on this directory meanwhile.
-    let _lock = DirLock::acquire(dir).map_err(|e| {
+    let mut lock = DirLock::acquire(dir).map_err(|e| {
         failure(Code::ApplyBusy, e.to_string(), Exit::NotReady).hint(
             "wait for the other ckptctl on this images.dir to end, then run `--resolve` again",
         )
     })?;
+    lock.describe("resolve", Some("destination"), None);
     let text = std::fs::read_to_string(&stopped_file).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let pid = v["pid"].as_i64().and_then(|p| i32::try_from(p).ok());

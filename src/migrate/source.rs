@@ -246,20 +246,17 @@ pub(crate) fn source_session(
     if let Some(r) = restore_stats.restore {
         all.restore = Some(r);
     }
-    Ok(MigrateOutcome {
-        event: "migrated",
-        role: Role::Source,
-        pid: Some(pid),
+    Ok(MigrateOutcome::migrated(
+        Role::Source,
+        Some(pid),
         restored_pid,
         downtime,
-        stats: RunStats {
+        RunStats {
             criu: all,
             pre_dump_rounds: rounds,
         },
         images_dir,
-        record: None,
-        total_s: 0.0,
-    })
+    ))
 }
 
 /// In CRIU's post-dump callback (images complete, tree frozen): tell the

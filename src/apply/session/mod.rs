@@ -173,8 +173,16 @@ impl<'a> Session<'a> {
         &self.work_dir
     }
 
-    /// Hold the images-directory lock until the run record is written.
-    pub fn hold_lock(&mut self, lock: DirLock) {
+    /// Hold the images-directory lock until the run record is written; its
+    /// file says what this run is (action, role, CRIU version) and, from
+    /// each `criu swrk` on, which criu works for it.
+    pub fn hold_lock(&mut self, mut lock: DirLock) {
+        let role = self.record.role.map(|r| r.as_str());
+        lock.describe(
+            self.record.action.as_str(),
+            role,
+            Some(&self.version.to_string()),
+        );
         self.lock = Some(lock);
     }
 
@@ -226,15 +234,20 @@ impl<'a> Session<'a> {
             None => Swrk::spawn(&self.criu.path, &criu_global_args(self.profile))
                 .map_err(|e| self.criu_failure("start criu", e, None))?,
         };
-        if let (Some(lock), Some(pid)) = (&self.lock, s.pid()) {
+        if let (Some(lock), Some(pid)) = (self.lock.as_mut(), s.pid()) {
             lock.note_criu(pid);
         }
         Ok(s)
     }
 
     /// Start the local lazy-pages daemon for this run's images (ready on its
-    /// status pipe within `timeout`) and record it.
-    pub fn start_lazy_daemon(&mut self, timeout: Duration) -> Result<LazyDaemon, Failure> {
+    /// status pipe within `timeout`, dying with ckptctl while `leashed`, see
+    /// [`LazyDaemon::start`]) and record it.
+    pub fn start_lazy_daemon(
+        &mut self,
+        timeout: Duration,
+        leashed: bool,
+    ) -> Result<LazyDaemon, Failure> {
         self.progress("starting the lazy-pages daemon");
         let started = self.record.elapsed();
         let d = LazyDaemon::start(
@@ -243,6 +256,7 @@ impl<'a> Session<'a> {
             &self.images_dir,
             &self.work_dir,
             timeout,
+            leashed,
         )?;
         self.record.step(
             "lazy-pages ready",

@@ -33,6 +33,7 @@ fn messages_round_trip_over_tcp() {
     });
     let mut c = connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
     let hello = Msg::Hello {
+        protocol: PROTOCOL,
         profile_digest: "ab".into(),
         criu_version: "4.1.1".into(),
         criu_version_number: 40101,
@@ -110,6 +111,7 @@ use crate::migrate::tls::{TlsMaterial, server_name, testpki};
 
 fn hello() -> Msg {
     Msg::Hello {
+        protocol: PROTOCOL,
         profile_digest: "ab".into(),
         criu_version: "4.1.1".into(),
         criu_version_number: 40101,
