@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Formatting and clippy, as CI runs them:
+# Formatting, clippy and rustdoc, as CI runs them:
 #
 #   bash scripts/lint.sh
 #
@@ -21,3 +21,8 @@ cargo clippy --locked --all-targets -- -D warnings
 # fault-injection: the tests' builds; guest-tests: the guest lane's targets.
 echo "==> cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings"
 cargo clippy --locked --all-targets --features fault-injection,guest-tests -- -D warnings
+
+# The library's docs: every intra-doc link resolves (docs/architecture.md
+# points readers at them).
+echo "==> cargo doc --locked --no-deps (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps

@@ -12,8 +12,8 @@ use nix::fcntl::{Flock, FlockArg};
 mod holder;
 pub use holder::Holder;
 
-/// Who holds the lock of images directory `dir` now, if anyone (see
-/// [`holder::held_by`]).
+/// Who holds the lock of images directory `dir` now, if anyone: read from
+/// the kernel's lock table and the lock file, without taking the lock.
 pub fn lock_holder(dir: &Path) -> Option<Holder> {
     holder::held_by(&dir.join(LOCK_FILE))
 }

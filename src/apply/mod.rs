@@ -7,9 +7,10 @@
 //! [`status_fd`] is `--status-fd`; [`manifest`] records a completed
 //! checkpoint's files and checks them before restore; [`lazy`] runs the
 //! local lazy-pages daemon; [`converge`] is the pre-copy rule; [`record`]
-//! writes `ckptctl-run.json`; [`report`] turns failures into diagnostics at
-//! profile keys; [`check`] is the preflight; [`watch`] stops a CRIU that
-//! hangs after its target died.
+//! writes every attempt's run record (`ckptctl-runs/`); the session's CRIU
+//! failures become diagnostics at profile keys through [`crate::failure`];
+//! [`check`] is the preflight; [`watch`] stops a CRIU that hangs after its
+//! target died.
 
 pub mod bootstrap;
 pub mod check;

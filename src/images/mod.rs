@@ -2,7 +2,7 @@
 //! memory accounting (from the pagemaps, without reading pages), open
 //! files and sockets, mounts and namespaces of a checkpoint.
 //!
-//! [`file`] frames an image (magic, length-prefixed protobuf entries) and
+//! [`file`](mod@file) frames an image (magic, length-prefixed protobuf entries) and
 //! turns every damage into an [`ImageError`] naming the file and the
 //! offset; [`proto`] holds the few messages read; [`memory`], [`files`] and
 //! [`ns`] read their parts; [`read`] puts a [`Checkpoint`] together.

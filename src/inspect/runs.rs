@@ -45,7 +45,7 @@ pub struct RunSummary {
     pub images_dir: Option<PathBuf>,
 }
 
-/// Read a JSON file of at most [`MAX_RECORD`] bytes.
+/// Read a JSON file of at most 16 MiB (a run record is a few KiB).
 pub fn read_json(path: &Path) -> Option<serde_json::Value> {
     crate::profile::load::read_limited(path, MAX_RECORD)
         .ok()

@@ -8,10 +8,12 @@
 //! runs, then the final dump on top of them; and post-copy from the
 //! destination's images (`[lazy_pages]` without an address): the same
 //! transfer, then a lazy RESTORE served by a local `criu lazy-pages` daemon
-//! that goes on filling the tree's memory after it resumed. Post-copy from
-//! the source's memory is refused ([`config::refuse_unsupported`] probes
-//! what it needs first). Pre-copy needs soft-dirty tracking: both roles
-//! probe it (CRIU's FEATURE_CHECK) before anything starts.
+//! that goes on filling the tree's memory after it resumed; and post-copy
+//! from the source's memory (`[lazy_pages]` with an address, see
+//! [`postcopy`]), alone or after pre-copy rounds. Pre-copy needs soft-dirty
+//! tracking and remote post-copy needs CRIU's remote lazy pages: both roles
+//! probe them (CRIU's FEATURE_CHECK, see `crate::criu::probe`) and refuse
+//! at the key, before anything starts, on a kernel without them.
 //! With `images = "send"` each host has its own `images.dir`: in the
 //! post-dump callback, before `dumped`, the source sends the non-page images
 //! as `image` messages of at most 1 MiB each (see [`send`]).

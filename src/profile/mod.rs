@@ -1,6 +1,6 @@
 //! Profiles: the spanned document tree ([`node`]), typed values
 //! ([`value`]), the `section!` machinery ([`section`]), the model itself
-//! ([`model`]), loading with `extends` ([`load`]) and the JSON Schema
+//! ([`model`]), loading with `extends` ([`load`](mod@load)) and the JSON Schema
 //! ([`schema`]).
 
 pub mod load;

@@ -1,4 +1,5 @@
-//! Render: the **single** place that turns a [`Profile`] into CRIU options.
+//! Render: the **single** place that turns a profile
+//! ([`crate::profile::model::Profile`]) into CRIU options.
 //!
 //! Everything here is a pure function: no I/O, no processes. `apply` sends
 //! [`criu_opts`] over RPC; `ckptctl render` prints the very same options as a

@@ -68,8 +68,8 @@ fn e(rpc: Option<&'static str>, cli: Option<&'static str>, arg: Arg, json: Json)
 }
 
 /// The mapping table: every option of an invocation, in a fixed order, with
-/// its RPC field and its CLI spelling. [`criu_args`], [`criu_conf`] and
-/// [`rpc_json`] all read this.
+/// its RPC field and its CLI spelling. [`super::formats::criu_args`],
+/// [`super::formats::criu_conf`] and [`super::formats::rpc_json`] all read this.
 #[allow(clippy::too_many_lines)]
 pub fn option_table(inv: &Invocation) -> Vec<OptEntry> {
     use Arg::{Flag, Optional, Value};

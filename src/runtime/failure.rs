@@ -1,6 +1,6 @@
 //! A failed runc run, explained. When CRIU ran, its log in the step's work
 //! directory is classified by the same classifier as a process apply
-//! ([`crate::apply::session::Run::criu_failure`]), so the same causes give the
+//! (`Run::criu_failure` in `crate::apply::session`), so the same causes give the
 //! same diagnostics at the same profile keys; runc's own last message is
 //! kept with the log lines. When runc failed before CRIU ran, its message
 //! names what was wrong (unknown container, ID in use, missing CRIU

@@ -206,7 +206,7 @@ impl Runc {
         }))
     }
 
-    /// Run `argv` (argv[0] is ignored: this runc runs) with stdin and stdout
+    /// Run `argv` (its first item is ignored: this runc runs) with stdin and stdout
     /// on /dev/null, its stderr in `stderr_file` (0600, replaced), umask
     /// 077 (the images CRIU writes are private), its own process group, and
     /// `status` (if any) as its fd [`crate::runtime::args::STATUS_FD`].
