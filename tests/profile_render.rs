@@ -3,9 +3,12 @@
 //! label, a label in another file (`extends`), syntax errors in both
 //! formats, a YAML rule, a missing key at a header, a warning, a cycle.
 //!
-//! Update with `INSTA_UPDATE=always cargo test --test profile_render` (or
-//! `cargo insta review`), then read the diff.
+//! Each is compared with `tests/golden/human/<test>.txt`; update with
+//! `CKPTCTL_UPDATE_GOLDEN=1 cargo test --test profile_render`, then read the
+//! diff.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failures panic
+
+mod common;
 
 use std::path::PathBuf;
 
@@ -32,9 +35,7 @@ macro_rules! snap {
     ($name:ident, $case:literal) => {
         #[test]
         fn $name() {
-            insta::with_settings!({ snapshot_path => "snapshots", prepend_module_to_snapshot => false, description => $case }, {
-                insta::assert_snapshot!(stringify!($name), render($case));
-            });
+            common::golden("human", concat!(stringify!($name), ".txt"), &render($case));
         }
     };
 }
