@@ -13,7 +13,11 @@
 //!   stayed down past `step_timeout` (no decision could be learned).
 //!
 //! A source that says "migrated" (exit 0) while no single copy runs breaks
-//! it too. Outcomes are counted by class and printed.
+//! it too. A copy left for an operator is then settled as the hints say
+//! (`--role source --resolve` for the decision, `--role destination
+//! --resolve --decision D`), and the invariant is checked again: exactly one
+//! copy counting, or none and a complete checkpoint. Outcomes are counted by
+//! class and printed.
 //!
 //! - `CKPTCTL_CHAOS_SEED=N` replays the random choices of a run (the seed
 //!   is printed first; the moments are the same, the races may not be);
@@ -551,6 +555,9 @@ fn migration_trial(w: &mut World, plan: &Plan) -> Verdict {
         v.broken
             .push("a side did not end within its bound (killed by the test)".into());
     }
+    if v.class == "left for an operator" {
+        settle(w, plan, &profile, &images, &dst_images, &mut v);
+    }
     v.detail = format!(
         "hit {}; source {}; destination {}; {}",
         if hit.is_empty() {
@@ -563,6 +570,88 @@ fn migration_trial(w: &mut World, plan: &Plan) -> Verdict {
         v.detail
     );
     v
+}
+
+/// What an operator does with a copy left stopped, by the book (the hints
+/// of `--resolve`): ask the source (`--role source --resolve`) for its
+/// decision; without one, read the source CRIU's verdict in `dump.log`;
+/// then `--role destination --resolve --decision D`. After that exactly one
+/// copy must run and count, or none with a complete checkpoint.
+fn settle(
+    w: &World,
+    plan: &Plan,
+    profile: &Path,
+    images: &Path,
+    dst_images: &Path,
+    v: &mut Verdict,
+) {
+    let src = Hosts::enter(&w.hosts.src)
+        .arg(BIN)
+        .arg("apply")
+        .arg(profile)
+        .args(["--role", "source", "--resolve"])
+        .current_dir(w.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the source's --resolve");
+    let report: serde_json::Value = serde_json::from_slice(&src.stdout).unwrap_or_default();
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
+    let decision = match report["decision"].as_str() {
+        Some(d) => d.to_string(),
+        None if log.contains("Dumping finished successfully") => "commit".into(),
+        // CRIU failed or never finished: it resumed the source's tree.
+        None => "abort".into(),
+    };
+    let q = |p: &Path| format!("'{}'", p.display());
+    let mut cmd = Hosts::enter(&w.hosts.dst);
+    if plan.mode == Mode::Send {
+        cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {} {} && exec {} apply {} --role destination --resolve --decision {decision}",
+                q(dst_images),
+                q(images),
+                q(Path::new(BIN)),
+                q(profile)
+            ));
+    } else {
+        cmd.arg(BIN).arg("apply").arg(profile).args([
+            "--role",
+            "destination",
+            "--resolve",
+            "--decision",
+            &decision,
+        ]);
+    }
+    let dst = cmd
+        .current_dir(w.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the destination's --resolve");
+    thread::sleep(Duration::from_millis(300));
+    let copies = w.census();
+    let running: Vec<i32> = copies
+        .iter()
+        .filter(|(_, s)| !matches!(s, 'T' | 't'))
+        .map(|(p, _)| *p)
+        .collect();
+    let stopped = copies.len() - running.len();
+    let settled = if running.len() == 1 && stopped == 0 {
+        w.counts()
+    } else {
+        running.is_empty() && stopped == 0 && restores_and_counts(w, dst_images, &w.hosts.dst)
+    };
+    v.detail.push_str(&format!(
+        "; --resolve --decision {decision} (source said {}): exit {:?}, then {copies:?}",
+        report["decision"],
+        dst.status.code()
+    ));
+    if dst.status.code() != Some(0) || !settled {
+        v.broken.push(format!(
+            "--resolve --decision {decision} did not leave exactly one copy counting (exit {:?}: {}; copies {copies:?})",
+            dst.status.code(),
+            last_lines(&String::from_utf8_lossy(&dst.stderr), 4)
+        ));
+    }
 }
 
 /// Run one plain-restore trial: checkpoint the workload, then restore it
