@@ -280,7 +280,14 @@ fn memory(o: &mut String, c: &Checkpoint) {
         let _ = writeln!(o, "  parent chain: none");
     } else {
         for (i, p) in c.parents.iter().enumerate() {
-            let _ = writeln!(o, "  parent {}: {}", i + 1, p.display());
+            let _ = writeln!(
+                o,
+                "  parent {}: {} ({} dumped there, {} in its parents)",
+                i + 1,
+                p.dir.display(),
+                human_bytes(p.dumped_bytes),
+                human_bytes(p.parent_bytes)
+            );
         }
     }
     if let Some(p) = &c.parent_problem {

@@ -95,9 +95,16 @@ pub fn memory(mm: &MmEntry, pm: &Pagemap) -> Memory {
             .iter()
             .map(|v| v.end.saturating_sub(v.start))
             .fold(0u64, u64::saturating_add),
-        pagemap_entries: pm.entries.len(),
         ..Memory::default()
     };
+    add_pages(&mut m, pm);
+    m
+}
+
+/// Add a pagemap's entries to `m`: pages in this image, pages left in
+/// the parent (`PE_PARENT`, or `in_parent` in older images), lazy ones.
+fn add_pages(m: &mut Memory, pm: &Pagemap) {
+    m.pagemap_entries += pm.entries.len();
     for (_, e) in &pm.entries {
         let bytes = nr_pages(e).saturating_mul(PAGE);
         let f = flags(e);
@@ -110,7 +117,51 @@ pub fn memory(mm: &MmEntry, pm: &Pagemap) -> Memory {
             }
         }
     }
-    m
+}
+
+/// One image of a parent chain (a pre-dump round, or the dump an
+/// incremental one was made on): what its pagemaps hold for the
+/// checkpoint's processes. Only pagemaps are read (a pre-dump writes no
+/// process tree).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ParentImage {
+    /// The image directory.
+    pub dir: PathBuf,
+    /// Bytes of pages dumped into it.
+    pub dumped_bytes: u64,
+    /// Bytes it left in its own parent.
+    pub parent_bytes: u64,
+    /// Of the dumped bytes, those marked as restorable lazily.
+    pub lazy_bytes: u64,
+    /// Pagemap entries read.
+    pub pagemap_entries: usize,
+    /// The processes with a pagemap there (one born after that dump has
+    /// none).
+    pub pids: Vec<u32>,
+    /// Bytes of its pages files (their sizes).
+    pub pages_file_bytes: u64,
+}
+
+/// The pagemaps of `pids` in the parent image `dir`, accounted.
+pub fn parent_image(dir: &Path, pids: &[u32]) -> Result<ParentImage, ImageError> {
+    let mut m = Memory::default();
+    let mut found = Vec::new();
+    for &pid in pids {
+        if !dir.join(format!("pagemap-{pid}.img")).exists() {
+            continue;
+        }
+        add_pages(&mut m, &pagemap(dir, pid)?);
+        found.push(pid);
+    }
+    Ok(ParentImage {
+        dir: dir.to_path_buf(),
+        dumped_bytes: m.dumped_bytes,
+        parent_bytes: m.parent_bytes,
+        lazy_bytes: m.lazy_bytes,
+        pagemap_entries: m.pagemap_entries,
+        pids: found,
+        pages_file_bytes: super::pages_file_bytes(dir),
+    })
 }
 
 /// The parent chain of `dir`: each `parent` link resolved, nearest first.
