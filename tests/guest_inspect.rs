@@ -563,6 +563,25 @@ fn a_pre_dump_chain_agrees_with_crit() {
         .collect();
     assert_eq!(listed, [imgs.to_str().unwrap()], "{ls}");
     assert_eq!(ls["checkpoints"][0]["state"], "complete");
+    // Its size, and that of the rounds a restore reads too.
+    let files_bytes = |d: &Path| -> u64 {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    };
+    assert_eq!(
+        ls["checkpoints"][0]["size_bytes"],
+        files_bytes(&imgs),
+        "{ls}"
+    );
+    assert_eq!(
+        ls["checkpoints"][0]["parents_bytes"],
+        chain.iter().map(|d| files_bytes(d)).sum::<u64>(),
+        "{ls}"
+    );
 
     // The memory limit counts the pages in the parents too.
     let max = here + 4096;

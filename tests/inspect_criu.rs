@@ -422,6 +422,7 @@ fn ls_lists_checkpoints_and_sees_the_restored_copy_running() {
     assert_eq!(c["pid"], t.pid);
     assert_eq!(c["comm"], "sh");
     assert!(c["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(c["parents_bytes"], 0);
     assert!(c["taken_unix"].as_u64().unwrap() > 1_700_000_000);
     assert!(c.get("running").is_none(), "{c}");
     // Restore it from a profile with its own work directory.

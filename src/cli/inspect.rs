@@ -467,7 +467,7 @@ pub fn ls(args: &LsArgs, ui: &Ui) -> Exit {
             l.action.as_deref().unwrap_or("-"),
             l.profile.as_deref().unwrap_or("-"),
             l.taken_unix.map_or("-".into(), utc),
-            human_bytes(l.size_bytes),
+            human_bytes(l.size_bytes.saturating_add(l.parents_bytes)),
             l.pid.map_or("-".into(), |p| p.to_string()),
             l.running
                 .as_ref()

@@ -31,6 +31,9 @@ pub struct Listed {
     pub taken_unix: Option<u64>,
     /// Bytes of the files in the directory (parents not counted).
     pub size_bytes: u64,
+    /// Bytes of the files in its parent images (pre-dump rounds, or the
+    /// dump an incremental one was made on), which a restore reads too.
+    pub parents_bytes: u64,
     /// The pid that was dumped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
@@ -162,6 +165,11 @@ pub fn describe(dir: &Path, records: &[RunSummary]) -> Listed {
             .and_then(|m| m.completed_unix)
             .or_else(|| made.map(|r| r.started_unix)),
         size_bytes: dir_size(dir),
+        parents_bytes: crate::images::memory::parent_chain(dir)
+            .0
+            .iter()
+            .map(|p| dir_size(p))
+            .sum(),
         pid: marker
             .as_ref()
             .and_then(|m| m.pid)
