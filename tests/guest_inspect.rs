@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::crit::{agree_with_crit, crit, crit_batch, crit_show, inspect};
+use common::crit::{agree_with_crit, crit, crit_batch, crit_pages, crit_show, inspect};
 use common::netns::Hosts;
 use common::{Workload, ckptctl, code, json, require_criu_features, wait_until, write};
 use serde_json::Value;
@@ -436,26 +436,6 @@ while True: time.sleep(0.2)
     clock.lap("cleaned up");
 }
 
-/// The pagemap of `pid` in `dir` as crit decodes it: (bytes in this
-/// image, bytes left in the parent).
-fn crit_pages(dir: &Path, pid: u64) -> (u64, u64) {
-    let pm = crit_show(&dir.join(format!("pagemap-{pid}.img")));
-    let (mut here, mut parent) = (0, 0);
-    // The first entry is the head (pages_id).
-    for e in &pm["entries"].as_array().unwrap()[1..] {
-        let bytes = e["nr_pages"].as_u64().unwrap() * 4096;
-        let flags = e["flags"].as_str().unwrap_or("");
-        if flags.contains("PE_PARENT") || e["in_parent"] == true {
-            parent += bytes;
-        } else if flags.contains("PE_PRESENT") {
-            here += bytes;
-        } else {
-            panic!("pagemap entry with flags {flags:?}: {e}");
-        }
-    }
-    (here, parent)
-}
-
 /// Two pre-dump rounds and the final dump of a 16 MiB python3 counter:
 /// inspect's parent chain is CRIU's `parent` links, and the bytes each
 /// image holds and leaves to its parent are what crit decodes from its
@@ -517,14 +497,14 @@ fn a_pre_dump_chain_agrees_with_crit() {
         &["show", p(&chain[1].join(&pagemap))],
     ]);
     clock.lap("crit");
-    let (here, from_parent) = crit_pages(&imgs, pid);
+    let (here, from_parent) = crit_pages(&imgs.join(&pagemap));
     assert_eq!(procs[0]["dumped_bytes"], here, "{mem}");
     assert_eq!(procs[0]["parent_bytes"], from_parent, "{mem}");
     assert_eq!(mem["totals"]["dumped_bytes"], here);
     assert_eq!(mem["totals"]["parent_bytes"], from_parent);
     assert_eq!(mem["totals"]["pages_file_bytes"], here);
     for p in parents {
-        let (h, f) = crit_pages(Path::new(p["dir"].as_str().unwrap()), pid);
+        let (h, f) = crit_pages(&Path::new(p["dir"].as_str().unwrap()).join(&pagemap));
         assert_eq!(p["dumped_bytes"], h, "{p}");
         assert_eq!(p["parent_bytes"], f, "{p}");
         assert_eq!(p["pages_file_bytes"], h, "{p}");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::crit::{agree_with_crit, crit_available, crit_ps, crit_show, inspect};
+use common::crit::{agree_with_crit, crit_available, crit_pages, crit_ps, crit_show, inspect};
 use common::{ckptctl, json, kill9, require_root_and_criu, wait_until};
 use serde_json::Value;
 
@@ -372,6 +372,48 @@ fn tcp_sockets_decode_as_crit_decodes_them() {
     let ps = crit_ps(d.path());
     assert_eq!(ps.len(), 2);
     assert_eq!(ps[&1].2, "sh");
+}
+
+/// A parent chain (`parent` links, as pre-dump rounds and `images.parent`
+/// make; real ones are compared in the guest lane, tests/guest_inspect.rs):
+/// each parent's bytes are what crit decodes from its pagemaps, in JSON and
+/// in the human view.
+#[test]
+fn a_parent_chain_is_accounted_as_crit_decodes_its_pagemaps() {
+    if !crit_available() {
+        return;
+    }
+    let d = tmp();
+    let (base, incr) = (d.path().join("base"), d.path().join("incr"));
+    for dir in [&base, &incr] {
+        std::fs::create_dir(dir).unwrap();
+        synthetic::write_checkpoint(dir, usize::MAX, &[]);
+    }
+    std::os::unix::fs::symlink("../base", incr.join("parent")).unwrap();
+    let v = inspect(&incr, &["--memory"]);
+    let parents = v["memory"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1, "{v}");
+    let p = &parents[0];
+    assert_eq!(p["dir"], base.canonicalize().unwrap().to_str().unwrap());
+    let (mut here, mut up) = (0, 0);
+    for pid in [1, 2] {
+        let (h, u) = crit_pages(&base.join(format!("pagemap-{pid}.img")));
+        here += h;
+        up += u;
+    }
+    assert!(here > 0 && up > 0, "{here} {up}");
+    assert_eq!(p["dumped_bytes"], here, "{p}");
+    assert_eq!(p["parent_bytes"], up, "{p}");
+    assert_eq!(p["pids"], serde_json::json!([1, 2]));
+    let human = ckptctl(&["inspect", incr.to_str().unwrap(), "--memory"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(&format!(
+            "parent 1: {} (",
+            base.canonicalize().unwrap().display()
+        )),
+        "{text}"
+    );
 }
 
 /// `ls` lists a checkpoint with the run that made it, and says a restored

@@ -149,6 +149,26 @@ pub fn crit_show(file: &Path) -> Value {
     serde_json::from_str(&crit(&["show", file.to_str().unwrap()])).unwrap()
 }
 
+/// A pagemap image as crit decodes it: (bytes of the pages in this
+/// image, bytes left in the parent image).
+pub fn crit_pages(pagemap: &Path) -> (u64, u64) {
+    let pm = crit_show(pagemap);
+    let (mut here, mut parent) = (0, 0);
+    // The first entry is the head (pages_id).
+    for e in &pm["entries"].as_array().unwrap()[1..] {
+        let bytes = e["nr_pages"].as_u64().unwrap() * 4096;
+        let flags = e["flags"].as_str().unwrap_or("");
+        if flags.contains("PE_PARENT") || e["in_parent"] == true {
+            parent += bytes;
+        } else if flags.contains("PE_PRESENT") {
+            here += bytes;
+        } else {
+            panic!("pagemap entry with flags {flags:?}: {e}");
+        }
+    }
+    (here, parent)
+}
+
 /// `ckptctl --output json inspect TARGET FLAGS`, which must succeed.
 pub fn inspect(target: &Path, flags: &[&str]) -> Value {
     let mut args = vec!["--output", "json", "inspect", target.to_str().unwrap()];
