@@ -15,27 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{kill9, require_root_and_criu, wait_until};
+use common::crit::{agree_with_crit, crit_available, crit_pages, crit_ps, crit_show, inspect};
+use common::{ckptctl, json, kill9, require_root_and_criu, wait_until};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
-
-fn crit_available() -> bool {
-    let ok = Command::new("crit")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CKPTCTL_TEST_REQUIRE_CRIU").is_none(),
-            "crit is required (scripts/install-criu.sh installs it)"
-        );
-        eprintln!("skipped: crit not installed (scripts/install-criu.sh installs it)");
-    }
-    ok
-}
 
 fn ready() -> bool {
     require_root_and_criu() && crit_available()
@@ -48,39 +32,6 @@ fn tmp() -> tempfile::TempDir {
         .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     d
-}
-
-fn ckptctl(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn crit(args: &[&str]) -> String {
-    let out = Command::new("crit").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "crit {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn crit_show(file: &Path) -> Value {
-    serde_json::from_str(&crit(&["show", file.to_str().unwrap()])).unwrap()
 }
 
 /// A workload started under `unshare`; killed (by pid) on drop.
@@ -144,147 +95,6 @@ fn checkpoint(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     dir.join(format!("{name}-imgs"))
-}
-
-fn inspect(target: &Path, flags: &[&str]) -> Value {
-    let mut args = vec!["--output", "json", "inspect", target.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    let out = ckptctl(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out)
-}
-
-/// crit's `x DIR ps`: pid -> (pgid, sid, comm).
-fn crit_ps(imgs: &Path) -> BTreeMap<u64, (u64, u64, String)> {
-    crit(&["x", imgs.to_str().unwrap(), "ps"])
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (
-                f[0].parse().unwrap(),
-                (
-                    f[1].parse().unwrap(),
-                    f[2].parse().unwrap(),
-                    f[3].to_string(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// crit's `x DIR fds`: pid -> fd -> what (cwd/root left out).
-fn crit_fds(imgs: &Path) -> BTreeMap<u64, BTreeMap<u64, String>> {
-    let mut out: BTreeMap<u64, BTreeMap<u64, String>> = BTreeMap::new();
-    let mut pid = 0;
-    for l in crit(&["x", imgs.to_str().unwrap(), "fds"]).lines() {
-        if !l.starts_with('\t') {
-            pid = l.trim().parse().unwrap();
-            continue;
-        }
-        let (fd, what) = l.trim().split_once(": ").unwrap();
-        // crit prints the NUL CRIU keeps after a socket's path as `=00`.
-        let what = what.replace("=00]", "]");
-        if let Ok(fd) = fd.trim().parse() {
-            out.entry(pid).or_default().insert(fd, what.to_string());
-        }
-    }
-    out
-}
-
-/// An inspected descriptor in crit's words: a path, `pipe[ID]`,
-/// `unix[INO (PEER)]`, or `TYPE.ID` for the rest (crit names no more).
-fn as_crit(f: &Value) -> String {
-    match f["type"].as_str().unwrap() {
-        "regular" => f["path"].as_str().unwrap().to_string(),
-        "pipe" => format!("pipe[{}]", f["pipe_id"]),
-        "unix-socket" => {
-            let name = f["name"].as_str().unwrap();
-            format!(
-                "unix[{} ({}){}]",
-                f["ino"],
-                f["peer"],
-                if name.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {name}")
-                }
-            )
-        }
-        "inet-socket" => format!("INETSK.{}", f["id"]),
-        "tty" => format!("TTY.{}", f["id"]),
-        other => panic!("unexpected file type {other}: {f}"),
-    }
-}
-
-/// Compare the process tree, files and VMA counts of `inspect` with crit.
-fn agree_with_crit(imgs: &Path) -> Value {
-    let v = inspect(imgs, &[]);
-    // Process tree.
-    let ps = crit_ps(imgs);
-    let procs = v["processes"].as_array().unwrap();
-    let mine: BTreeMap<u64, (u64, u64, String)> = procs
-        .iter()
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap(),
-                (
-                    p["pgid"].as_u64().unwrap(),
-                    p["sid"].as_u64().unwrap(),
-                    p["comm"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect();
-    assert_eq!(mine, ps, "process tree differs from crit x ps");
-    let pstree = crit_show(&imgs.join("pstree.img"));
-    for (e, p) in pstree["entries"].as_array().unwrap().iter().zip(procs) {
-        assert_eq!(e["pid"], p["pid"]);
-        assert_eq!(e["ppid"], p["ppid"]);
-        let threads: Vec<&Value> = p["threads"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| &t["tid"])
-            .collect();
-        let crit_threads: Vec<&Value> = e["threads"].as_array().unwrap().iter().collect();
-        assert_eq!(threads, crit_threads, "threads of {}", p["pid"]);
-    }
-    // Open files.
-    let fds = crit_fds(imgs);
-    let mine: BTreeMap<u64, BTreeMap<u64, String>> = v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap(),
-                p["files"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|f| (f["fd"].as_u64().unwrap(), as_crit(f)))
-                    .collect(),
-            )
-        })
-        .collect();
-    assert_eq!(mine, fds, "open files differ from crit x fds");
-    // VMA counts.
-    for m in v["memory"]["processes"].as_array().unwrap() {
-        let pid = m["pid"].as_u64().unwrap();
-        let mm = crit_show(&imgs.join(format!("mm-{pid}.img")));
-        assert_eq!(
-            m["vmas"].as_u64().unwrap() as usize,
-            mm["entries"][0]["vmas"].as_array().unwrap().len(),
-            "VMA count of {pid}"
-        );
-    }
-    v
 }
 
 #[test]
@@ -394,7 +204,8 @@ fn a_shell_tree_in_its_own_pid_namespace_agrees_with_crit() {
 /// namespaces. (TCP sockets cannot be dumped on this host: CRIU 4.1.1 reads
 /// `SO_PASSCRED` of every socket, which kernel 6.18 refuses for inet
 /// sockets with EOPNOTSUPP — "Can't get 1:16 opt" in dump.log. The TCP
-/// decoding is compared with crit on images encoded below instead.)
+/// decoding is compared with crit on images encoded below, and on real
+/// TCP connections in the guest lane: tests/guest_inspect.rs.)
 #[test]
 fn open_files_unix_sockets_and_mounts_agree_with_crit() {
     if !ready() {
@@ -563,6 +374,48 @@ fn tcp_sockets_decode_as_crit_decodes_them() {
     assert_eq!(ps[&1].2, "sh");
 }
 
+/// A parent chain (`parent` links, as pre-dump rounds and `images.parent`
+/// make; real ones are compared in the guest lane, tests/guest_inspect.rs):
+/// each parent's bytes are what crit decodes from its pagemaps, in JSON and
+/// in the human view.
+#[test]
+fn a_parent_chain_is_accounted_as_crit_decodes_its_pagemaps() {
+    if !crit_available() {
+        return;
+    }
+    let d = tmp();
+    let (base, incr) = (d.path().join("base"), d.path().join("incr"));
+    for dir in [&base, &incr] {
+        std::fs::create_dir(dir).unwrap();
+        synthetic::write_checkpoint(dir, usize::MAX, &[]);
+    }
+    std::os::unix::fs::symlink("../base", incr.join("parent")).unwrap();
+    let v = inspect(&incr, &["--memory"]);
+    let parents = v["memory"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1, "{v}");
+    let p = &parents[0];
+    assert_eq!(p["dir"], base.canonicalize().unwrap().to_str().unwrap());
+    let (mut here, mut up) = (0, 0);
+    for pid in [1, 2] {
+        let (h, u) = crit_pages(&base.join(format!("pagemap-{pid}.img")));
+        here += h;
+        up += u;
+    }
+    assert!(here > 0 && up > 0, "{here} {up}");
+    assert_eq!(p["dumped_bytes"], here, "{p}");
+    assert_eq!(p["parent_bytes"], up, "{p}");
+    assert_eq!(p["pids"], serde_json::json!([1, 2]));
+    let human = ckptctl(&["inspect", incr.to_str().unwrap(), "--memory"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(&format!(
+            "parent 1: {} (",
+            base.canonicalize().unwrap().display()
+        )),
+        "{text}"
+    );
+}
+
 /// `ls` lists a checkpoint with the run that made it, and says a restored
 /// copy runs while it runs (found through the restore's own record in
 /// another work directory), and no longer once it is gone.
@@ -611,6 +464,7 @@ fn ls_lists_checkpoints_and_sees_the_restored_copy_running() {
     assert_eq!(c["pid"], t.pid);
     assert_eq!(c["comm"], "sh");
     assert!(c["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(c["parents_bytes"], 0);
     assert!(c["taken_unix"].as_u64().unwrap() > 1_700_000_000);
     assert!(c.get("running").is_none(), "{c}");
     // Restore it from a profile with its own work directory.
@@ -690,7 +544,8 @@ fn review(policy: &Path, dir: &Path, format: &str) -> Output {
 /// forbidden folder and too much memory are denied (exit 1) in every
 /// output format; a policy they satisfy passes (exit 0); a policy without
 /// `[contents]` cannot review a checkpoint (exit 2). TCP peers on the
-/// encoded checkpoint (this host cannot dump TCP sockets, see above).
+/// encoded checkpoint (this host cannot dump TCP sockets, see above; the
+/// guest lane reviews real ones: tests/guest_inspect.rs).
 #[test]
 fn review_of_what_a_checkpoint_holds() {
     if !require_root_and_criu() {

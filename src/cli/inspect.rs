@@ -280,7 +280,14 @@ fn memory(o: &mut String, c: &Checkpoint) {
         let _ = writeln!(o, "  parent chain: none");
     } else {
         for (i, p) in c.parents.iter().enumerate() {
-            let _ = writeln!(o, "  parent {}: {}", i + 1, p.display());
+            let _ = writeln!(
+                o,
+                "  parent {}: {} ({} dumped there, {} in its parents)",
+                i + 1,
+                p.dir.display(),
+                human_bytes(p.dumped_bytes),
+                human_bytes(p.parent_bytes)
+            );
         }
     }
     if let Some(p) = &c.parent_problem {
@@ -460,7 +467,7 @@ pub fn ls(args: &LsArgs, ui: &Ui) -> Exit {
             l.action.as_deref().unwrap_or("-"),
             l.profile.as_deref().unwrap_or("-"),
             l.taken_unix.map_or("-".into(), utc),
-            human_bytes(l.size_bytes),
+            human_bytes(l.size_bytes.saturating_add(l.parents_bytes)),
             l.pid.map_or("-".into(), |p| p.to_string()),
             l.running
                 .as_ref()

@@ -95,9 +95,16 @@ pub fn memory(mm: &MmEntry, pm: &Pagemap) -> Memory {
             .iter()
             .map(|v| v.end.saturating_sub(v.start))
             .fold(0u64, u64::saturating_add),
-        pagemap_entries: pm.entries.len(),
         ..Memory::default()
     };
+    add_pages(&mut m, pm);
+    m
+}
+
+/// Add a pagemap's entries to `m`: pages in this image, pages left in
+/// the parent (`PE_PARENT`, or `in_parent` in older images), lazy ones.
+fn add_pages(m: &mut Memory, pm: &Pagemap) {
+    m.pagemap_entries += pm.entries.len();
     for (_, e) in &pm.entries {
         let bytes = nr_pages(e).saturating_mul(PAGE);
         let f = flags(e);
@@ -110,7 +117,51 @@ pub fn memory(mm: &MmEntry, pm: &Pagemap) -> Memory {
             }
         }
     }
-    m
+}
+
+/// One image of a parent chain (a pre-dump round, or the dump an
+/// incremental one was made on): what its pagemaps hold for the
+/// checkpoint's processes. Only pagemaps are read (a pre-dump writes no
+/// process tree).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ParentImage {
+    /// The image directory.
+    pub dir: PathBuf,
+    /// Bytes of pages dumped into it.
+    pub dumped_bytes: u64,
+    /// Bytes it left in its own parent.
+    pub parent_bytes: u64,
+    /// Of the dumped bytes, those marked as restorable lazily.
+    pub lazy_bytes: u64,
+    /// Pagemap entries read.
+    pub pagemap_entries: usize,
+    /// The processes with a pagemap there (one born after that dump has
+    /// none).
+    pub pids: Vec<u32>,
+    /// Bytes of its pages files (their sizes).
+    pub pages_file_bytes: u64,
+}
+
+/// The pagemaps of `pids` in the parent image `dir`, accounted.
+pub fn parent_image(dir: &Path, pids: &[u32]) -> Result<ParentImage, ImageError> {
+    let mut m = Memory::default();
+    let mut found = Vec::new();
+    for &pid in pids {
+        if !dir.join(format!("pagemap-{pid}.img")).exists() {
+            continue;
+        }
+        add_pages(&mut m, &pagemap(dir, pid)?);
+        found.push(pid);
+    }
+    Ok(ParentImage {
+        dir: dir.to_path_buf(),
+        dumped_bytes: m.dumped_bytes,
+        parent_bytes: m.parent_bytes,
+        lazy_bytes: m.lazy_bytes,
+        pagemap_entries: m.pagemap_entries,
+        pids: found,
+        pages_file_bytes: super::pages_file_bytes(dir),
+    })
 }
 
 /// The parent chain of `dir`: each `parent` link resolved, nearest first.
@@ -235,6 +286,57 @@ pub fn pages_file_short(dir: &Path, pm: &Pagemap, dumped: u64) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+
+    /// A pagemap image: head (pages_id 1), then `(nr_pages, flags)`
+    /// entries; in-parent ones the old way (`in_parent`) when `flags` is 0.
+    fn pagemap_image(entries: &[(u32, u32)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&super::super::file::IMG_COMMON_MAGIC.to_le_bytes());
+        b.extend_from_slice(&magic::PAGEMAP.to_le_bytes());
+        let mut put = |m: Vec<u8>| {
+            b.extend_from_slice(&u32::try_from(m.len()).unwrap().to_le_bytes());
+            b.extend_from_slice(&m);
+        };
+        put(PagemapHead { pages_id: 1 }.encode_to_vec());
+        for (i, &(n, f)) in entries.iter().enumerate() {
+            put(PagemapEntry {
+                vaddr: 0x10000 * (i as u64 + 1),
+                compat_nr_pages: n,
+                in_parent: (f == 0).then_some(true),
+                flags: (f != 0).then_some(f),
+                nr_pages: None,
+            }
+            .encode_to_vec());
+        }
+        b
+    }
+
+    #[test]
+    fn a_parent_image_is_accounted_from_its_pagemaps_and_damage_named() {
+        let d = tempfile::tempdir().unwrap();
+        let pm = pagemap_image(&[
+            (3, PE_PRESENT),
+            (2, PE_PARENT),
+            (1, 0),
+            (4, PE_PRESENT | PE_LAZY),
+        ]);
+        std::fs::write(d.path().join("pagemap-1.img"), &pm).unwrap();
+        std::fs::write(d.path().join("pages-1.img"), vec![0u8; 7 * 4096]).unwrap();
+        // Pid 2 was born after this round: no pagemap, not counted.
+        let p = parent_image(d.path(), &[1, 2]).unwrap();
+        assert_eq!(p.dumped_bytes, 7 * PAGE);
+        assert_eq!(p.parent_bytes, 3 * PAGE);
+        assert_eq!(p.lazy_bytes, 4 * PAGE);
+        assert_eq!(p.pagemap_entries, 4);
+        assert_eq!(p.pids, [1]);
+        assert_eq!(p.pages_file_bytes, 7 * 4096);
+        // A damaged pagemap there is an error naming it.
+        std::fs::write(d.path().join("pagemap-1.img"), &pm[..pm.len() - 1]).unwrap();
+        let e = parent_image(d.path(), &[1]).unwrap_err();
+        assert_eq!(e.file, d.path().join("pagemap-1.img"));
+        assert!(e.to_string().contains("truncated at offset"), "{e}");
+    }
 
     #[test]
     fn parent_links_are_followed_and_loops_and_gaps_reported() {

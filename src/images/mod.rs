@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use file::{ImageError, ImageErrorKind};
 use file::{load, load_one, load_optional, magic};
 pub use files::{FileKind, Inet, OpenFile};
-pub use memory::Memory;
+pub use memory::{Memory, ParentImage};
 use proto::{CoreEntry, FsEntry, InventoryEntry, PstreeEntry, TaskKobjIdsEntry};
 
 /// One thread.
@@ -77,8 +77,8 @@ pub struct Checkpoint {
     pub processes: Vec<Process>,
     /// Memory totals.
     pub memory: Totals,
-    /// Parent images, nearest first.
-    pub parents: Vec<PathBuf>,
+    /// Parent images, nearest first, with what their pagemaps hold.
+    pub parents: Vec<memory::ParentImage>,
     /// Why the parent chain ends early, if it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_problem: Option<String>,
@@ -213,6 +213,11 @@ pub fn read(dir: &Path, opts: ReadOptions) -> Result<Checkpoint, ImageError> {
         });
     }
     totals.pages_file_bytes = pages_file_bytes(dir);
+    let pids: Vec<u32> = tree.iter().map(|p| p.pid).collect();
+    let parents = parents
+        .iter()
+        .map(|d| memory::parent_image(d, &pids))
+        .collect::<Result<Vec<_>, _>>()?;
     let host_ids = inv.root_ids.clone().unwrap_or_default();
     let root_ids = root_ids.unwrap_or_default();
     Ok(Checkpoint {

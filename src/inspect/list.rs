@@ -31,6 +31,9 @@ pub struct Listed {
     pub taken_unix: Option<u64>,
     /// Bytes of the files in the directory (parents not counted).
     pub size_bytes: u64,
+    /// Bytes of the files in its parent images (pre-dump rounds, or the
+    /// dump an incremental one was made on), which a restore reads too.
+    pub parents_bytes: u64,
     /// The pid that was dumped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
@@ -67,7 +70,8 @@ fn has_records(d: &Path) -> bool {
 }
 
 /// Walk `roots` (symlinks are not followed; `parent` links are not
-/// checkpoints of their own).
+/// checkpoints of their own, and neither are the pre-dump rounds they
+/// reach).
 pub fn find(roots: &[PathBuf]) -> Found {
     let mut found = Found::default();
     let mut seen = std::collections::HashSet::new();
@@ -107,6 +111,16 @@ pub fn find(roots: &[PathBuf]) -> Found {
             stack.extend(subs.into_iter().rev().map(|s| (s, depth + 1)));
         }
     }
+    // A pre-dump round (images without a process tree) that another
+    // checkpoint's parent chain reaches is a part of that checkpoint.
+    let chained: std::collections::HashSet<PathBuf> = found
+        .checkpoints
+        .iter()
+        .flat_map(|c| crate::images::memory::parent_chain(c).0)
+        .collect();
+    found.checkpoints.retain(|d| {
+        d.join("pstree.img").is_file() || !d.canonicalize().is_ok_and(|c| chained.contains(&c))
+    });
     found.checkpoints.sort();
     found
 }
@@ -155,6 +169,11 @@ pub fn describe(dir: &Path, records: &[RunSummary]) -> Listed {
             .and_then(|m| m.completed_unix)
             .or_else(|| made.map(|r| r.started_unix)),
         size_bytes: dir_size(dir),
+        parents_bytes: crate::images::memory::parent_chain(dir)
+            .0
+            .iter()
+            .map(|p| dir_size(p))
+            .sum(),
         pid: marker
             .as_ref()
             .and_then(|m| m.pid)
@@ -178,4 +197,40 @@ pub fn list(roots: &[PathBuf]) -> Vec<Listed> {
         .iter()
         .map(|d| describe(d, &records))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    #[test]
+    fn pre_dump_rounds_in_a_chain_are_not_listed_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let imgs = d.path().join("imgs");
+        for (dir, files) in [
+            (imgs.clone(), &["inventory.img", "pstree.img"][..]),
+            (imgs.join("pre-1"), &["inventory.img"][..]),
+            (imgs.join("pre-2"), &["inventory.img"][..]),
+            // A round nothing links to (an interrupted apply) is listed.
+            (d.path().join("stray"), &["inventory.img"][..]),
+            // A whole dump that an incremental one was made on is listed.
+            (d.path().join("base"), &["inventory.img", "pstree.img"][..]),
+            (d.path().join("incr"), &["inventory.img", "pstree.img"][..]),
+        ] {
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in files {
+                std::fs::write(dir.join(f), b"").unwrap();
+            }
+        }
+        std::os::unix::fs::symlink("pre-2", imgs.join("parent")).unwrap();
+        std::os::unix::fs::symlink("../pre-1", imgs.join("pre-2/parent")).unwrap();
+        std::os::unix::fs::symlink("../base", d.path().join("incr/parent")).unwrap();
+        let found = find(&[d.path().to_path_buf()]);
+        let names: Vec<_> = found
+            .checkpoints
+            .iter()
+            .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["base", "imgs", "incr", "stray"]);
+    }
 }

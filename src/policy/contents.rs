@@ -3,6 +3,7 @@
 //! [`crate::images`]): established TCP connections only to peers in given
 //! networks, no open file under given paths, memory at most a size.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -137,6 +138,17 @@ pub(super) fn decode(p: &mut P<'_>, node: &Node) -> Option<Contents> {
     Some(c)
 }
 
+/// `peer` is in one of `nets`. An IPv4-mapped IPv6 address (the IPv4 peer
+/// of a dual-stack IPv6 socket, `::ffff:a.b.c.d`) is its IPv4 address.
+fn allowed(nets: &[IpNet], peer: IpAddr) -> bool {
+    let v4 = match peer {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    nets.iter()
+        .any(|n| n.contains(&peer) || v4.is_some_and(|a| n.contains(&a)))
+}
+
 /// `path` is `dir` or inside it (whole components).
 fn under(path: &str, dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
@@ -181,17 +193,18 @@ pub fn review(c: &Contents, dir: &Path, ck: &Checkpoint) -> Vec<Diagnostic> {
                 if !i.established_tcp() {
                     continue;
                 }
-                let ok = i
-                    .dst
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|a| nets.iter().any(|n| n.contains(&a)));
-                if !ok {
+                let peer = i.dst.parse::<IpAddr>().ok();
+                if !peer.is_some_and(|a| allowed(nets, a)) {
+                    let to = match (peer, u16::try_from(i.dst_port)) {
+                        (Some(a), Ok(port)) => SocketAddr::new(a, port).to_string(),
+                        _ => format!("{}:{}", i.dst, i.dst_port),
+                    };
                     out.extend(finding(
                         c,
                         "policy::content-tcp-peer",
                         format!(
-                            "{d}: pid {} ({}) fd {} has an established TCP connection to {}:{}, outside the allowed networks",
-                            p.pid, p.comm, f.fd, i.dst, i.dst_port
+                            "{d}: pid {} ({}) fd {} has an established TCP connection to {to}, outside the allowed networks",
+                            p.pid, p.comm, f.fd
                         ),
                         *span,
                         "contents.tcp_peer_networks",
@@ -260,7 +273,19 @@ pub fn review(c: &Contents, dir: &Path, ck: &Checkpoint) -> Vec<Diagnostic> {
 
 #[cfg(test)]
 mod tests {
-    use super::under;
+    use super::{allowed, under};
+
+    #[test]
+    fn a_mapped_peer_is_its_ipv4_address() {
+        let nets = ["10.0.0.0/8".parse().unwrap()];
+        assert!(allowed(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(allowed(&nets, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!allowed(&nets, "::ffff:192.168.1.1".parse().unwrap()));
+        assert!(!allowed(&nets, "::a01:203".parse().unwrap()));
+        let v6 = ["fd00::/8".parse().unwrap()];
+        assert!(allowed(&v6, "fd00::1".parse().unwrap()));
+        assert!(!allowed(&v6, "10.1.2.3".parse().unwrap()));
+    }
 
     #[test]
     fn under_compares_whole_components() {
