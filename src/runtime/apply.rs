@@ -41,13 +41,15 @@ pub fn apply(
     let status_fd = opts.status_fd.take();
     // runc's version and the container's state are asked for while CRIU
     // answers its VERSION request: three process starts in the time of one.
+    let hermetic = p.criu().host_config() == HostConfig::Ignore;
+    // Only a pre-dump or a lazy restore asks CRIU anything more (a feature
+    // probe): otherwise the `criu swrk` that answered VERSION is let go at
+    // once instead of being killed at the end.
+    let keep_spare = p.checkpoint().pre_dump.is_some()
+        || (p.action_or_default() == Action::Restore
+            && p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()));
     let (probe, session) = std::thread::scope(|scope| {
-        let probe = scope.spawn(|| {
-            let mut runc = runc::open(root)?;
-            runc.hermetic = p.criu().host_config() == HostConfig::Ignore;
-            let state = runc.state(&id);
-            Ok::<_, Failure>((runc, state))
-        });
+        let probe = scope.spawn(|| runc::open_with_state(root, hermetic, &id));
         let session = Session::open(
             p,
             reporter,
@@ -56,8 +58,7 @@ pub fn apply(
                 criu,
                 pid_flag: false,
                 status_fd,
-                // A pre-dump or lazy restore probes CRIU's features on it.
-                keep_spare: true,
+                keep_spare,
             },
         );
         let probe = probe.join().unwrap_or_else(|_| {
