@@ -715,6 +715,46 @@ fn role(ns: &str, profile: &Path, role: &str, runc: &Path) -> Command {
     c
 }
 
+/// `runc delete -f ID` with a host's runc when dropped.
+struct Delete(Command);
+
+impl Delete {
+    fn at(ns: &str, runc: &Path, id: &str) -> Delete {
+        let mut del = common::netns::Hosts::enter(ns);
+        del.arg(runc).args(["delete", "-f", id]);
+        Delete(del)
+    }
+}
+
+impl Drop for Delete {
+    fn drop(&mut self) {
+        let _ = self.0.stderr(Stdio::null()).status();
+    }
+}
+
+/// Spawn a destination role and wait for its `ready` line; the thread
+/// returns all of its stdout.
+fn start_destination(mut cmd: Command) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let mut dest = cmd.spawn().unwrap();
+    let out = dest.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("\"ready\"") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the destination never said ready");
+    (dest, reader)
+}
+
 #[test]
 fn migrates_a_counting_container_between_two_netns_hosts() {
     if !ready() {
@@ -738,40 +778,14 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
             .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
     };
 
-    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .spawn()
-        .unwrap();
-    let out = dest.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("\"ready\"") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the destination never said ready");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
     let src = role(&hosts.src, &profile, "source", &src_runc)
         .output()
         .unwrap();
     let dst = dest.wait_with_output().unwrap();
     let dst_stdout = reader.join().unwrap();
     // Whatever happens below, the restored container goes at the end.
-    struct Delete(Command);
-    impl Drop for Delete {
-        fn drop(&mut self) {
-            let _ = self.0.stderr(Stdio::null()).status();
-        }
-    }
-    let mut del = common::netns::Hosts::enter(&hosts.dst);
-    del.arg(&dst_runc).args(["delete", "-f", &id]);
-    let _delete = Delete(del);
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
     let report = ok(&src);
     assert_eq!(
         dst.status.code(),
@@ -892,25 +906,7 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
     let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
     let src_runc = host_runc(&w, &w.root());
     let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle-dst", "30s");
-    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .spawn()
-        .unwrap();
-    let out = dest.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("\"ready\"") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the destination never said ready");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
     // Checked and listening: now its bundle loses its rootfs.
     std::fs::rename(
         w.path().join("bundle-dst/rootfs"),
@@ -952,4 +948,96 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
         wait_until(Duration::from_secs(10), || w.count() > at + 3),
         "the restored container does not count"
     );
+}
+
+/// `migration.images = "send"`: the destination runs in its own mount
+/// namespace with a private tmpfs over `images.dir`, so every image (pages
+/// and runc's descriptors.json included) reaches it only over the control
+/// connection. The container counts on there; exactly one copy exists,
+/// and the source's checkpoint is no longer one.
+#[test]
+fn migrates_a_container_with_its_images_sent() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("send", true);
+    let dst_root = w.path().join("runc-root-dst");
+    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
+    std::fs::write(&profile, text).unwrap();
+    let images = w.path().join("imgs-mig");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let dst_cmd = role(&hosts.dst, &profile, "destination", &dst_runc);
+    // `role` is nsenter ARGS; the destination's own images.dir goes between.
+    let args: Vec<_> = dst_cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut own = common::netns::Hosts::enter(&hosts.dst);
+    own.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o mode=0700,size=256m tmpfs '{}' && exec \"$@\"",
+            images.display()
+        ))
+        .arg("sh")
+        .args(&args[1..])
+        .envs(dst_cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (dest, reader) = start_destination(own);
+    // The destination's images.dir is not the one seen here.
+    assert!(
+        !images.join(".ckptctl.lock").exists(),
+        "the tmpfs is not private"
+    );
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let report = ok(&src);
+    let dst_stderr = String::from_utf8_lossy(&dst.stderr);
+    assert_eq!(
+        dst.status.code(),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert_eq!(report["event"], "migrated", "{report}");
+    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
+    assert!(
+        dst_stderr.contains("over the control connection"),
+        "{dst_stderr}"
+    );
+    // Exactly one copy: gone at the source, running at the destination,
+    // counting on.
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let out = common::netns::Hosts::enter(&hosts.dst)
+        .arg(&dst_runc)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no container at the destination");
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+    // The source checkpointed here, pages included; with the copy running
+    // there, this directory is no checkpoint any more.
+    let here: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(here.iter().any(|n| n.starts_with("pages-")), "{here:?}");
+    assert!(here.iter().any(|n| n == "descriptors.json"), "{here:?}");
+    assert!(here.iter().any(|n| n == "ckptctl.incomplete"), "{here:?}");
+    assert!(!here.iter().any(|n| n == "inventory.img"), "{here:?}");
+    assert_eq!(mode(&images), 0o700);
 }

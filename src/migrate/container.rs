@@ -1,7 +1,12 @@
-//! Migration of a runc container, stop-and-copy through a shared
-//! `images.dir`: the same control protocol as a process migration (hello,
-//! ready, dumped, restored, summary), with runc doing the dump and the
-//! restore on each host (each with its own runc root and the bundle).
+//! Migration of a runc container, stop-and-copy: the same control protocol
+//! as a process migration (hello, ready, dumped, restored, summary), with
+//! runc doing the dump and the restore on each host (each with its own runc
+//! root and the bundle). The images reach the destination through a shared
+//! `images.dir`, or (`migration.images = "send"`) the source checkpoints
+//! into its own `images.dir`, marks it complete and sends every image,
+//! pages and runc's `descriptors.json` included, over the control
+//! connection ([`super::send`]); once the destination's container runs, the
+//! source's directory is marked incomplete (the copy runs there).
 //!
 //! runc has no post-dump hook, so the frozen-tree handover of a process
 //! migration is not available: `runc checkpoint` ends the container on the
@@ -25,7 +30,7 @@ use crate::runtime::failure::{exists, not_found, not_running};
 use crate::runtime::runc::{self, Runc};
 
 use super::MigrateOptions;
-use super::config::Mig;
+use super::config::{Mig, sends_images};
 use super::destination::{accept_source, check_source, listen, receive_dump};
 use super::handshake::{conn_failure, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome};
@@ -57,12 +62,17 @@ pub(crate) fn run(
         "path": runc.path.display().to_string(),
     }));
     match opts.role {
-        Role::Source => source(run, &runc, mig),
+        Role::Source => source(run, &runc, opts, mig),
         Role::Destination => destination(run, &runc, opts, mig),
     }
 }
 
-fn source(run: &mut Session<'_>, runc: &Runc, mig: &Mig) -> Result<MigrateOutcome, Failure> {
+fn source(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    opts: &MigrateOptions,
+    mig: &Mig,
+) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
     let pid = match runc.state(&id)? {
@@ -70,6 +80,11 @@ fn source(run: &mut Session<'_>, runc: &Runc, mig: &Mig) -> Result<MigrateOutcom
         Some(s) if s.status != "running" => return Err(not_running("prepare", &id, &s.status)),
         Some(s) => s.pid,
     };
+    if sends_images(p) {
+        // Sent images: this host's images.dir is ours alone; lock it first.
+        run.claim_images_dir(opts.force)?;
+        run.mark_images_incomplete()?;
+    }
     let untouched = format!("; container `{id}` was not touched");
     run.progress(&format!(
         "connecting to the destination {}:{} (up to {} s)",
@@ -114,6 +129,9 @@ fn source_session(
         "runc checkpoint of container `{id}` into {}",
         images_dir.display()
     ));
+    // Sent images: only what this checkpoint writes, not an earlier run's.
+    let before =
+        sends_images(run.profile()).then(|| send::snapshot(&images_dir).with_pages().with_runc());
     let t_dump = std::time::Instant::now();
     if let Err(mut f) = crate::runtime::apply::run_step(run, runc, &step, id, &work) {
         let now = runc.state(id).ok().flatten();
@@ -132,9 +150,13 @@ fn source_session(
         "; container `{id}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
         images_dir.display()
     );
+    let sent = match &before {
+        Some(before) => Some(send_checkpoint(run, c, id, before, &gone)?),
+        None => None,
+    };
     c.send(&Msg::Dumped {
         stats: json!({"dump_s": t_dump.elapsed().as_secs_f64()}),
-        images: None,
+        images: sent,
     })
     .map_err(|e| conn_failure("dumped", e.into(), Exit::CriuFailed, &gone))?;
     let restored = match c.recv(to, "restored") {
@@ -164,6 +186,11 @@ fn source_session(
         }
     };
     let downtime_s = t_dump.elapsed().as_secs_f64();
+    if sent.is_some() {
+        // The container runs at the destination: the checkpoint here is no
+        // longer the copy, and restoring it would make a second one.
+        let _ = guard::quarantine(&images_dir);
+    }
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
@@ -191,6 +218,57 @@ fn source_session(
         record: None,
         total_s: 0.0,
     })
+}
+
+/// Sent images: the container has ended here and its checkpoint is whole
+/// in `images.dir`: mark it complete (from now on it is the copy, kept
+/// whatever happens next), then send every image it holds.
+fn send_checkpoint(
+    run: &mut Session<'_>,
+    c: &mut Conn,
+    id: &str,
+    before: &send::Before,
+    gone: &str,
+) -> Result<u32, Failure> {
+    let images_dir = run.images_dir().to_path_buf();
+    let keep = |mut f: Failure| {
+        f.message.push_str(gone);
+        f.keep_images = true;
+        f
+    };
+    guard::mark_complete(
+        &images_dir,
+        &json!({"profile": run.record.profile, "container": id, "runtime": run.record.runtime, "criu": run.record.criu_version}),
+    )
+    .map_err(|e| {
+        let mut f = keep(
+            Failure::new(
+                Code::ApplyDir,
+                "finish",
+                format!("cannot mark the checkpoint complete: {e}"),
+                Exit::CriuFailed,
+            )
+            .key("images.dir"),
+        );
+        f.message = f.message.replace(
+            "the complete checkpoint in",
+            "the checkpoint (whole, but not marked complete) in",
+        );
+        f.hint("check the permissions and free space of `images.dir`; then restore it with a `restore` profile and `--force`")
+    })?;
+    let started = run.record.elapsed();
+    run.progress("sending the checkpoint's images over the control connection");
+    let n = send::send_images(c, &images_dir, before).map_err(|f| {
+        let mut f = keep(f);
+        f.hint = Some(format!(
+            "restore {} on this host with a `restore` profile for container `{id}`, or fix the cause and migrate again from it",
+            images_dir.display()
+        ));
+        f
+    })?;
+    run.record
+        .step("send images", started, true, None, Vec::new());
+    Ok(n)
 }
 
 fn destination(
@@ -228,9 +306,27 @@ fn destination(
             page_server_port: None,
         })
         .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
-        receive_dump(run, c, mig.step_timeout, &mut send::Received::default(), note).map_err(
+        let mut received = send::Received::default();
+        received.extra = send::Extra {
+            pages: true,
+            runc: true,
+        };
+        let sent = sends_images(p);
+        receive_dump(run, c, mig.step_timeout, &mut received, note).map_err(
             |mut f| {
-                if f.code != Code::MigratePeerFailed {
+                if sent {
+                    // Nothing of a broken transfer stays here; the source
+                    // marked its checkpoint complete before sending.
+                    received.discard(run.images_dir());
+                    if f.code != Code::MigratePeerFailed {
+                        f.message.push_str(
+                            "; if the source checkpointed its container, the complete checkpoint stays in the source's images.dir",
+                        );
+                        f.hint = Some(format!(
+                            "if container `{id}` is gone at the source, restore the source's images.dir there with a `restore` profile; if it still runs there, nothing is lost"
+                        ));
+                    }
+                } else if f.code != Code::MigratePeerFailed {
                     // The source may have checkpointed (and so ended) its
                     // container: these images may be the only copy. They
                     // stay marked incomplete, never quarantined.

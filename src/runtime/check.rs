@@ -23,7 +23,12 @@ pub fn container(p: &Profile, root: FileId, dumps: bool, pf: &mut Preflight) {
             Some(f) => fail(pf, "container migration", f),
             None => pf.ok(
                 "container migration",
-                "stop-and-copy through the shared `images.dir`".to_string(),
+                if crate::migrate::config::sends_images(p) {
+                    "stop-and-copy, every image (pages included) sent over the control connection"
+                        .to_string()
+                } else {
+                    "stop-and-copy through the shared `images.dir`".to_string()
+                },
             ),
         }
     }

@@ -156,20 +156,16 @@ pub fn exists(step: &str, id: &str, status: &str) -> Failure {
     )
 }
 
-/// What a container migration cannot run: it is stop-and-copy through an
-/// `images.dir` both hosts see. A page server, sent images or lazy pages
-/// would need runc to hand over the non-page images (or restore stopped)
-/// before the container ends, and runc has no hook for that. `None` when
-/// the profile migrates as it is.
+/// What a container migration cannot run: it is stop-and-copy, through an
+/// `images.dir` both hosts see or with every image (pages included) sent
+/// over the control connection (`migration.images = "send"`). A page
+/// server or lazy pages would leave part of the only checkpoint on the
+/// other host the moment the container ends (runc has no post-dump hook to
+/// hand over a frozen container), so they are refused. `None` when the
+/// profile migrates as it is.
 pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
     let key = if p.page_server.is_some() {
         "page_server"
-    } else if p
-        .migration
-        .as_ref()
-        .is_some_and(|m| m.value.images() == crate::profile::model::ImagesMode::Send)
-    {
-        "migration.images"
     } else if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
         "lazy_pages"
     } else {
@@ -180,13 +176,13 @@ pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
             Code::ApplyContainerMigration,
             "prepare",
             format!(
-                "a container migrates stop-and-copy through an `images.dir` both hosts see; `{key}` cannot be kept for a container (runc has no hook to hand the images over before the container ends): nothing was touched"
+                "a container migrates stop-and-copy, with a shared `images.dir` or every image sent over the control connection; `{key}` cannot be kept for a container (runc has no hook to hand the images over before the container ends, so part of the only checkpoint would be on the other host): nothing was touched"
             ),
             Exit::Usage,
         )
         .key(key)
         .hint(format!(
-            "remove `{key}` and give both hosts the same `images.dir`, or checkpoint and restore with two profiles"
+            "remove `{key}`: give both hosts the same `images.dir`, or set `migration.images = \"send\"` (the pages travel over the control connection too)"
         )),
     )
 }
