@@ -1041,3 +1041,122 @@ fn migrates_a_container_with_its_images_sent() {
     assert!(!here.iter().any(|n| n == "inventory.img"), "{here:?}");
     assert_eq!(mode(&images), 0o700);
 }
+
+/// A runc that fails after its checkpoint: the real runc (with `--root
+/// ROOT` if given) does everything, CRIU dumps and ends the container, and
+/// then it exits 1 with an error line, as a runc that errs or dies after
+/// the dump would. Every other command is the real runc's.
+fn runc_failing_after_the_dump(w: &World, root: Option<&Path>) -> PathBuf {
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let root = root.map_or(String::new(), |r| format!(" --root {}", r.display()));
+    let f = write(
+        w.path(),
+        "runc-fails-after-dump",
+        &format!(
+            "#!/bin/sh\n{}{root} \"$@\"; rc=$?\nfor a in \"$@\"; do\n  if [ \"$a\" = checkpoint ]; then\n    echo 'time=\"now\" level=error msg=\"runc failed after the dump (injected)\"' >&2\n    exit 1\n  fi\ndone\nexit $rc\n",
+            real.trim()
+        ),
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f
+}
+
+/// runc fails after CRIU has checkpointed and ended the container: the
+/// checkpoint is the only copy, so it is marked complete (never
+/// quarantined), the message says so, and it restores.
+#[test]
+fn runc_failing_after_the_dump_keeps_the_only_copy() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("late", true);
+    let ck = w.checkpoint("late", &id, "");
+    let out = Command::new(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(&ck)
+        .env("CKPTCTL_RUNC", runc_failing_after_the_dump(&w, None))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stdout));
+    let v = json(&out);
+    let d = &v["diagnostics"][0];
+    let msg = d["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("runc failed after the dump (injected)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "CRIU had already checkpointed container `{id}` and ended it"
+        )) && msg.contains("is complete and is the only copy"),
+        "{msg}"
+    );
+    assert!(
+        d["help"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`restore` profile"),
+        "{d}"
+    );
+    assert_eq!(w.status(&id), None, "the container still exists");
+    let images = w.path().join("imgs-late");
+    assert!(images.join("ckptctl.complete").is_file());
+    assert!(!images.join("ckptctl.incomplete").exists());
+    assert!(images.join("inventory.img").is_file());
+    let again = w.restore("late-restore", &id, "imgs-late", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
+
+/// The same in a migration: the source's runc fails after CRIU ended the
+/// container, so the checkpoint is the copy and the migration goes on with
+/// it; exactly one copy runs, at the destination.
+#[test]
+fn a_migration_goes_on_when_runc_fails_after_the_dump() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("late-mig", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = runc_failing_after_the_dump(&w, Some(&w.root()));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let report = ok(&src);
+    assert_eq!(report["event"], "migrated", "{report}");
+    let said = String::from_utf8_lossy(&src.stderr);
+    assert!(
+        said.contains("runc failed after the dump (injected)")
+            && said.contains("the migration goes on with the complete checkpoint"),
+        "{said}"
+    );
+    assert_eq!(dst.status.code(), Some(0), "{dst_stdout}");
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+}

@@ -134,15 +134,24 @@ fn source_session(
         sends_images(run.profile()).then(|| send::snapshot(&images_dir).with_pages().with_runc());
     let t_dump = std::time::Instant::now();
     if let Err(mut f) = crate::runtime::apply::run_step(run, runc, &step, id, &work) {
-        let now = runc.state(id).ok().flatten();
-        f.message.push_str(&match now {
-            Some(s) => format!(
-                "; container `{id}` is {} here, nothing was migrated",
-                s.status
-            ),
-            None => format!("; container `{id}` no longer exists here"),
-        });
-        return Err(f);
+        let now = runc.state(id);
+        if let Some(status) = crate::runtime::apply::ended_by_dump(run, &now) {
+            // CRIU checkpointed and ended the container before runc failed:
+            // the checkpoint is the copy, so the migration goes on with it.
+            run.reporter().error(&format!(
+                "{}; but CRIU had already checkpointed container `{id}` and ended it (it is {status} here): the migration goes on with the complete checkpoint",
+                f.message
+            ));
+        } else {
+            f.message.push_str(&match now.ok().flatten() {
+                Some(s) => format!(
+                    "; container `{id}` is {} here, nothing was migrated",
+                    s.status
+                ),
+                None => format!("; container `{id}` no longer exists here"),
+            });
+            return Err(f);
+        }
     }
     let stats = StatsSummary::of_file(&work.join("stats-dump"));
     // The container has ended here: the checkpoint in images.dir is the copy.

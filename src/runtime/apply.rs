@@ -161,15 +161,77 @@ fn checkpoint(
             total_s: 0.0,
         }),
         Err(mut f) => {
+            let now = runc.state(&id);
+            if let Some(status) = ended_by_dump(run, &now) {
+                // runc failed after CRIU had checkpointed and ended the
+                // container: the checkpoint is the only copy, so it is
+                // marked complete, never quarantined.
+                let dir = run.images_dir().display().to_string();
+                let stats = RunStats {
+                    criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+                    pre_dump_rounds: Vec::new(),
+                };
+                return Err(match mark_done(run, &id, &stats) {
+                    Ok(()) => {
+                        f.message = format!(
+                            "{}; but CRIU had already checkpointed container `{id}` and ended it (it is {status} now): the checkpoint in {dir} is complete and is the only copy",
+                            f.message
+                        );
+                        f.hint = Some(format!(
+                            "restore {dir} with a `restore` profile for container `{id}`{}; runc's stderr says what failed after the dump",
+                            if status == "stopped" {
+                                format!(" (after `runc delete {id}`: runc still lists it)")
+                            } else {
+                                String::new()
+                            }
+                        ));
+                        f.keep_images = true;
+                        f
+                    }
+                    Err(mut m) => {
+                        m.message = format!(
+                            "{}; CRIU had already checkpointed container `{id}` and ended it (it is {status} now), and then {}: the images in {dir} are whole but not marked complete",
+                            f.message, m.message
+                        );
+                        m.hint = Some(format!(
+                            "restore {dir} with a `restore` profile for container `{id}` and `--force`"
+                        ));
+                        m.keep_images = true;
+                        m
+                    }
+                });
+            }
             // Never leave a directory that looks like a checkpoint.
             let _ = guard::quarantine(run.images_dir());
-            if let Ok(Some(now)) = runc.state(&id) {
+            if let Ok(Some(now)) = now {
                 f.message
                     .push_str(&format!("; container `{id}` is {}", now.status));
             }
             Err(f)
         }
     }
+}
+
+/// After a failed `runc checkpoint`: CRIU's log says the dump finished, the
+/// inventory is there, and the container no longer runs (`now` is `runc
+/// state` after the failure). Returns what runc says of it now (`stopped`,
+/// or `gone` when runc no longer lists it).
+pub(crate) fn ended_by_dump(
+    run: &Session<'_>,
+    now: &Result<Option<State>, Failure>,
+) -> Option<String> {
+    let status = match now {
+        Ok(None) => "gone".to_string(),
+        Ok(Some(s)) if s.status == "stopped" => s.status.clone(),
+        // Running, paused, or runc cannot tell: not ended by the dump.
+        _ => return None,
+    };
+    let log = run
+        .work_dir()
+        .join(RuncStep::Checkpoint { pre_dump_rounds: 0 }.criu_log());
+    let dumped = crate::criu::log::analyze_file(&log)
+        .is_ok_and(|l| l.outcome() == Some(crate::criu::log::Marker::DumpSucceeded));
+    (dumped && run.images_dir().join(guard::INVENTORY).is_file()).then_some(status)
 }
 
 /// The pre-dump rounds, the checkpoint and the completion marker.
@@ -199,6 +261,12 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
         criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
         pre_dump_rounds: rounds,
     };
+    mark_done(run, id, &stats)?;
+    Ok(stats)
+}
+
+/// Mark the checkpoint in `images.dir` complete (with its manifest).
+fn mark_done(run: &Session<'_>, id: &str, stats: &RunStats) -> Result<(), Failure> {
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({
@@ -218,8 +286,7 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
         )
         .key("images.dir")
         .hint("check the permissions and free space of `images.dir`")
-    })?;
-    Ok(stats)
+    })
 }
 
 /// One runc run: its CRIU log removed first (so a log after it is this
