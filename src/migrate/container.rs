@@ -124,9 +124,24 @@ fn source_session(
     for (d, key) in [(&images_dir, "images.dir"), (&work, "images.work_dir")] {
         guard::ensure_private_dir(d).map_err(|e| crate::apply::bootstrap::dir_failure(e, key))?;
     }
-    let step = RuncStep::Checkpoint { pre_dump_rounds: 0 };
+    // Pre-copy: the rounds while the container runs, into images.dir/pre-N
+    // (shared); the final checkpoint then writes only what changed since.
+    let mut rounds = Vec::new();
+    let mut step = RuncStep::Checkpoint { pre_dump_rounds: 0 };
+    for s in args::steps(run.profile(), Some(Role::Source)) {
+        match s {
+            RuncStep::PreDump { .. } => {
+                let r = crate::runtime::apply::dump_step(run, runc, &s, id).map_err(|mut f| {
+                    f.message.push_str(untouched);
+                    f
+                })?;
+                rounds.extend(r);
+            }
+            last => step = last,
+        }
+    }
     run.progress(&format!(
-        "runc checkpoint of container `{id}` into {}",
+        "{step} of container `{id}` into {}",
         images_dir.display()
     ));
     // Sent images: only what this checkpoint writes, not an earlier run's.
@@ -221,7 +236,7 @@ fn source_session(
         downtime,
         stats: crate::apply::RunStats {
             criu: all,
-            pre_dump_rounds: Vec::new(),
+            pre_dump_rounds: rounds,
         },
         images_dir,
         record: None,

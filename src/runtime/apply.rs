@@ -239,22 +239,8 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
     let p = run.profile();
     let mut rounds = Vec::new();
     for step in args::steps(p, None) {
-        let (images, work) = (args::step_images(p, &step), args::step_work(p, &step));
-        for d in [&images, &work] {
-            guard::ensure_private_dir(Path::new(d))
-                .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.dir"))?;
-        }
-        run.progress(&format!("{step} of container `{id}`"));
-        run_step(run, runc, &step, id, Path::new(&work))?;
-        if let RuncStep::PreDump { round } = step {
-            let written = crate::criu::stats::read(&Path::new(&work).join("stats-dump"))
-                .ok()
-                .and_then(|s| s.dump)
-                .map(|d| d.pages_written);
-            rounds.push(PreDumpRound {
-                round,
-                pages_written: written,
-            });
+        if let Some(r) = dump_step(run, runc, &step, id)? {
+            rounds.push(r);
         }
     }
     let stats = RunStats {
@@ -263,6 +249,35 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
     };
     mark_done(run, id, &stats)?;
     Ok(stats)
+}
+
+/// One pre-dump round or the final checkpoint, in its own 0700
+/// directories; a round's statistics.
+pub(crate) fn dump_step(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    step: &RuncStep,
+    id: &str,
+) -> Result<Option<PreDumpRound>, Failure> {
+    let p = run.profile();
+    let (images, work) = (args::step_images(p, step), args::step_work(p, step));
+    for d in [&images, &work] {
+        guard::ensure_private_dir(Path::new(d))
+            .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.dir"))?;
+    }
+    run.progress(&format!("{step} of container `{id}`"));
+    run_step(run, runc, step, id, Path::new(&work))?;
+    let RuncStep::PreDump { round } = *step else {
+        return Ok(None);
+    };
+    let written = crate::criu::stats::read(&Path::new(&work).join("stats-dump"))
+        .ok()
+        .and_then(|s| s.dump)
+        .map(|d| d.pages_written);
+    Ok(Some(PreDumpRound {
+        round,
+        pages_written: written,
+    }))
 }
 
 /// Mark the checkpoint in `images.dir` complete (with its manifest).

@@ -26,6 +26,9 @@ pub fn container(p: &Profile, root: FileId, dumps: bool, pf: &mut Preflight) {
                 if crate::migrate::config::sends_images(p) {
                     "stop-and-copy, every image (pages included) sent over the control connection"
                         .to_string()
+                } else if p.checkpoint().pre_dump.is_some() {
+                    "pre-copy rounds, then stop-and-copy, through the shared `images.dir`"
+                        .to_string()
                 } else {
                     "stop-and-copy through the shared `images.dir`".to_string()
                 },

@@ -5,6 +5,7 @@
 
 pub mod migrate_hosts;
 pub mod netns;
+pub mod runc;
 
 use std::io;
 use std::path::{Path, PathBuf};
