@@ -642,6 +642,36 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
     );
 }
 
+/// The destination role in netns `ns`, in its own mount namespace with a
+/// private tmpfs of `size` over `images` (created 0700 here), so its
+/// images.dir starts empty and gets its images only through the migration.
+fn own_images_destination(
+    ns: &str,
+    profile: &Path,
+    runc: &Path,
+    images: &Path,
+    size: &str,
+) -> Command {
+    std::fs::create_dir_all(images).unwrap();
+    std::fs::set_permissions(images, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dst = role(ns, profile, "destination", runc);
+    // `role` is nsenter ARGS; the destination's own images.dir goes between.
+    let args: Vec<_> = dst.get_args().map(|a| a.to_owned()).collect();
+    let mut own = common::netns::Hosts::enter(ns);
+    own.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o mode=0700,size={size} tmpfs '{}' && exec \"$@\"",
+            images.display()
+        ))
+        .arg("sh")
+        .args(&args[1..])
+        .envs(dst.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    own
+}
+
 /// `migration.images = "send"`: the destination runs in its own mount
 /// namespace with a private tmpfs over `images.dir`, so every image (pages
 /// and runc's descriptors.json included) reaches it only over the control
@@ -662,25 +692,10 @@ fn migrates_a_container_with_its_images_sent() {
     let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
     std::fs::write(&profile, text).unwrap();
     let images = w.path().join("imgs-mig");
-    std::fs::create_dir(&images).unwrap();
-    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700)).unwrap();
 
-    let dst_cmd = role(&hosts.dst, &profile, "destination", &dst_runc);
-    // `role` is nsenter ARGS; the destination's own images.dir goes between.
-    let args: Vec<_> = dst_cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut own = common::netns::Hosts::enter(&hosts.dst);
-    own.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o mode=0700,size=256m tmpfs '{}' && exec \"$@\"",
-            images.display()
-        ))
-        .arg("sh")
-        .args(&args[1..])
-        .envs(dst_cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (dest, reader) = start_destination(own);
+    let (dest, reader) = start_destination(own_images_destination(
+        &hosts.dst, &profile, &dst_runc, &images, "256m",
+    ));
     // The destination's images.dir is not the one seen here.
     assert!(
         !images.join(".ckptctl.lock").exists(),
@@ -850,5 +865,61 @@ fn a_migration_goes_on_when_runc_fails_after_the_dump() {
     assert!(
         wait_until(Duration::from_secs(10), || w.count() > at + 3),
         "the migrated container does not count on (stuck at {at})"
+    );
+}
+
+/// `images = "send"` to a destination whose images.dir has no room for
+/// them: the transfer fails there (and is discarded), the source's
+/// container has ended, and its own complete checkpoint is the copy, named
+/// on the source's side; restoring it there brings the container back.
+#[test]
+fn a_failed_transfer_of_sent_images_keeps_the_sources_checkpoint() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("nospace", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
+    std::fs::write(&profile, text).unwrap();
+    let images = w.path().join("imgs-mig");
+    // Room for the lock and the markers, not for the pages.
+    let (dest, reader) = start_destination(own_images_destination(
+        &hosts.dst, &profile, &dst_runc, &images, "96k",
+    ));
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    assert!(
+        dst_stdout.contains("migrate::image-io") && dst_stdout.contains("No space left"),
+        "{dst_stdout}"
+    );
+    assert_ne!(code(&src), 0);
+    let (_, _, msg) = diag(&src);
+    assert!(
+        msg.contains(&format!(
+            "container `{id}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
+            images.display()
+        )),
+        "{msg}"
+    );
+    // No copy runs; the source's checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    assert!(images.join("ckptctl.complete").is_file());
+    assert!(!images.join("ckptctl.incomplete").exists());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
     );
 }

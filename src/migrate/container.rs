@@ -387,10 +387,16 @@ fn restore_here(
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
+    let sent = sends_images(p);
     let only_copy = |mut f: Failure| {
         f.message.push_str(&format!(
-            "; the source's container has ended, so the complete checkpoint in {} is the only copy",
-            images_dir.display()
+            "; the source's container has ended, so the complete checkpoint in {} is {}",
+            images_dir.display(),
+            if sent {
+                "what is left of it (the source keeps the one it sent, also complete)"
+            } else {
+                "the only copy"
+            }
         ));
         f.hint = Some(format!(
             "{}; then restore {} with a `restore` profile for container `{id}`",
