@@ -447,18 +447,20 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
     assert_eq!(w.status(&id).as_deref(), Some("running"));
 }
 
-#[test]
-fn migrates_a_counting_container_between_two_netns_hosts() {
-    if !ready() {
-        return;
-    }
+/// Migrate a counting container between two netns hosts through a shared
+/// images.dir, the profile with `extra` appended; checks that exactly one
+/// copy runs, at the destination, counting on. Returns the destination's
+/// stderr.
+fn migrate_counting(name: &str, extra: &str) -> String {
     let hosts = common::netns::Hosts::new("ck12", 79);
     let mut w = World::new();
     w.netns = Some(hosts.src.clone());
-    let id = w.start("mig", true);
+    let id = w.start(name, true);
     let dst_root = w.path().join("runc-root-dst");
     let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
     let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + extra;
+    std::fs::write(&profile, text).unwrap();
     let dst_state = |id: &str| {
         let out = common::netns::Hosts::enter(&hosts.dst)
             .arg(&dst_runc)
@@ -495,6 +497,31 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
     assert!(
         wait_until(Duration::from_secs(10), || w.count() > at + 3),
         "the migrated container does not count on (stuck at {at})"
+    );
+    String::from_utf8_lossy(&dst.stderr).into_owned()
+}
+
+#[test]
+fn migrates_a_counting_container_between_two_netns_hosts() {
+    if ready() {
+        migrate_counting("mig", "");
+    }
+}
+
+/// Post-copy from the destination's images: the checkpoint is complete in
+/// the shared images.dir, and the destination restores the container
+/// lazily from it (the lazy-pages daemon serves the pages as they are
+/// touched); "migrated" only once every page arrived.
+#[test]
+fn migrates_a_container_post_copy_from_the_destination_images() {
+    if !ready() {
+        return;
+    }
+    let said = migrate_counting("lazy", "[lazy_pages]\nenabled = true\n");
+    assert!(said.contains("lazy-pages daemon"), "{said}");
+    assert!(
+        said.contains("waiting for the lazy pages to arrive"),
+        "{said}"
     );
 }
 

@@ -30,7 +30,7 @@ use crate::runtime::failure::{exists, not_found, not_running};
 use crate::runtime::runc::{self, Runc};
 
 use super::MigrateOptions;
-use super::config::{Mig, sends_images};
+use super::config::{Mig, lazy_local, sends_images};
 use super::destination::{accept_source, check_source, listen, receive_dump};
 use super::handshake::{conn_failure, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome};
@@ -430,9 +430,30 @@ fn restore_here(
         images_dir.display()
     ));
     let work = run.work_dir().to_path_buf();
+    // Post-copy from the images here: the lazy-pages daemon serves them to
+    // the restored container, which runs before they are all in memory.
+    let mut daemon = if lazy_local(p) {
+        crate::apply::restore::lazy_start(run).map_err(only_copy)?
+    } else {
+        None
+    };
     let t = std::time::Instant::now();
-    crate::runtime::apply::run_step(run, runc, &RuncStep::Restore, id, &work).map_err(only_copy)?;
+    crate::runtime::apply::run_step(run, runc, &RuncStep::Restore, id, &work).map_err(|f| {
+        if let Some(d) = daemon.as_mut() {
+            d.kill();
+        }
+        only_copy(f)
+    })?;
     let restore_s = t.elapsed().as_secs_f64();
+    if let Some(d) = daemon {
+        let pid = runc.state(id).ok().flatten().map(|s| s.pid);
+        crate::apply::restore::lazy_finish(run, d, pid).map_err(|f| {
+            // Its memory is incomplete: the container was killed; runc's
+            // record of it goes too, so the checkpoint restores under `id`.
+            let _ = runc.delete(id);
+            only_copy(f)
+        })?;
+    }
     let pid = match runc.state(id) {
         Ok(Some(s)) if s.status == "running" => Some(s.pid),
         Ok(s) => {

@@ -160,9 +160,11 @@ pub fn exists(step: &str, id: &str, status: &str) -> Failure {
 /// pre-copy rounds into a shared `images.dir` if asked), through an
 /// `images.dir` both hosts see or with every image (pages included) sent
 /// over the control connection (`migration.images = "send"`). A page
-/// server or lazy pages would leave part of the only checkpoint on the
-/// other host the moment the container ends (runc has no post-dump hook to
-/// hand over a frozen container); sent images carry `images.dir`'s own
+/// server or lazy pages served from the source would leave part of the
+/// only checkpoint on the other host the moment the container ends (runc
+/// has no post-dump hook to hand over a frozen container), so post-copy
+/// runs from the destination's own complete images only; sent images
+/// carry `images.dir`'s own
 /// files, not the pre-dump rounds' directories. `None` when the profile
 /// migrates as it is.
 pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
@@ -173,11 +175,15 @@ pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
             hand_over,
             "remove `page_server`: give both hosts the same `images.dir`, or set `migration.images = \"send\"` (the pages travel over the control connection too)",
         )
-    } else if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
+    } else if p
+        .lazy_pages
+        .as_ref()
+        .is_some_and(|l| l.value.enabled() && l.value.address.is_some())
+    {
         (
-            "lazy_pages",
+            "lazy_pages.address",
             hand_over,
-            "remove `lazy_pages`: give both hosts the same `images.dir`, or set `migration.images = \"send\"` (the pages travel over the control connection too)",
+            "remove `lazy_pages.address`: the destination then restores lazily from the complete checkpoint it has (post-copy from the destination's images), or remove `[lazy_pages]`",
         )
     } else if p.checkpoint().pre_dump.is_some() && crate::migrate::config::sends_images(p) {
         (

@@ -245,6 +245,17 @@ impl Runc {
         }))
     }
 
+    /// `runc delete --force ID` (a killed container's record); its outcome
+    /// is only whether runc succeeded.
+    pub fn delete(&self, id: &str) -> bool {
+        self.command()
+            .args(["delete", "--force", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Run `argv` (argv[0] is ignored: this runc runs) with stdin and stdout
     /// on /dev/null, its stderr in `stderr_file` (0600, replaced), umask
     /// 077 (the images CRIU writes are private), its own process group, and
