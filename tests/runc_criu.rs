@@ -950,3 +950,84 @@ fn a_failed_transfer_of_sent_images_keeps_the_sources_checkpoint() {
         "the restored container does not count"
     );
 }
+
+/// Post-copy from the destination's images when the lazy-pages daemon dies
+/// right after the container resumed (`CKPTCTL_FAULT`): its memory is
+/// incomplete, so it is killed and deleted; the source's container has
+/// ended, the complete checkpoint stays, named, and a plain restore brings
+/// the container back, counting on.
+#[test]
+fn container_post_copy_daemon_dying_keeps_the_complete_checkpoint() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    // 128 MiB of the shell's own memory: the daemon is still delivering
+    // pages when the container resumes.
+    w.set_script(&format!(
+        "x=$(head -c 134217728 /dev/zero | tr '\\0' a); {}",
+        common::runc::COUNT
+    ));
+    let id = w.start("lazyfail", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "60s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "[lazy_pages]\nenabled = true\n";
+    std::fs::write(&profile, text).unwrap();
+    let mut dst_cmd = role(&hosts.dst, &profile, "destination", &dst_runc);
+    dst_cmd.env("CKPTCTL_FAULT", "lazy-daemon-dies-after-resume");
+    let (dest, reader) = start_destination(dst_cmd);
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let said = String::from_utf8_lossy(&dst.stderr);
+    assert!(said.contains("fault injected"), "{said}");
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
+    let (dcode, dkey, dmsg) = diag(&Output {
+        status: dst.status,
+        stdout: rest.as_bytes().to_vec(),
+        stderr: Vec::new(),
+    });
+    assert_eq!(
+        (dcode.as_str(), dkey.as_str()),
+        ("apply::lazy-pages", "lazy_pages.enabled"),
+        "{dmsg}"
+    );
+    assert!(
+        dmsg.contains("was killed") && dmsg.contains("the only copy"),
+        "{dmsg}"
+    );
+    assert_ne!(code(&src), 0);
+    // No copy runs anywhere; the checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    let out = common::netns::Hosts::enter(&hosts.dst)
+        .arg(&dst_runc)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the killed container is still listed"
+    );
+    let images = w.path().join("imgs-mig");
+    assert!(images.join("ckptctl.complete").is_file());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(20), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}

@@ -445,6 +445,13 @@ fn restore_here(
         only_copy(f)
     })?;
     let restore_s = t.elapsed().as_secs_f64();
+    if let Some(d) = daemon.as_ref() {
+        if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
+            run.progress(&format!(
+                "fault injected: killed the lazy-pages daemon (pid {dp})"
+            ));
+        }
+    }
     if let Some(d) = daemon {
         let pid = runc.state(id).ok().flatten().map(|s| s.pid);
         crate::apply::restore::lazy_finish(run, d, pid).map_err(|f| {

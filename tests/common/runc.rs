@@ -81,7 +81,7 @@ impl World {
         let bin = b.join("rootfs/bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::copy(busybox().unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "mv", "cat"] {
+        for applet in ["sh", "sleep", "mv", "cat", "head", "tr"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         let st = Command::new("runc")
@@ -97,6 +97,15 @@ impl World {
         v["process"].as_object_mut().unwrap().remove("rlimits");
         v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", COUNT]);
         v["root"]["readonly"] = false.into();
+        std::fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// Replace the container's `sh -c` script (before it starts).
+    pub fn set_script(&self, script: &str) {
+        let cfg = self.bundle().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
         std::fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }
 
