@@ -12,222 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::runc::{Delete, World, host_runc, migrate_profile, ready, role, start_destination};
 use common::{
-    BIN, ckptctl, code, criu_page_server, free_port, json, require_root_and_criu,
-    spawn_with_status_fd, tmp, wait_until, write,
+    BIN, ckptctl, code, criu_page_server, free_port, json, spawn_with_status_fd, wait_until, write,
 };
-
-/// The counting loop: the counter file is written whole, then renamed.
-const COUNT: &str =
-    "i=0; while :; do i=$((i+1)); echo $i > /count.tmp; mv -f /count.tmp /count; sleep 0.05; done";
-
-fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-}
-
-/// Root, CRIU, runc and busybox-static (scripts/install-criu.sh installs them).
-fn ready() -> bool {
-    if !require_root_and_criu() {
-        return false;
-    }
-    let runc = Command::new("runc").arg("--version").output();
-    let missing = match (&runc, busybox()) {
-        (Ok(o), Some(_)) if o.status.success() => return true,
-        (Ok(_) | Err(_), None) => "busybox (busybox-static)",
-        _ => "runc",
-    };
-    if std::env::var_os(common::REQUIRE_CRIU_ENV).is_some() {
-        panic!(
-            "{} is set but {missing} is not installed",
-            common::REQUIRE_CRIU_ENV
-        );
-    }
-    eprintln!("skipped: needs {missing}");
-    false
-}
-
-/// A test's world: a temp dir with the bundle, runc's state root, profiles
-/// and images; the containers it made are deleted on drop.
-struct World {
-    dir: tempfile::TempDir,
-    ids: Vec<String>,
-    /// The network namespace (a test "host") runc runs in, if not this one.
-    netns: Option<String>,
-}
-
-impl World {
-    fn new() -> World {
-        let dir = tmp();
-        let w = World {
-            dir,
-            ids: Vec::new(),
-            netns: None,
-        };
-        w.make_bundle();
-        w
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn bundle(&self) -> PathBuf {
-        self.path().join("bundle")
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path().join("runc-root")
-    }
-
-    /// rootfs with busybox and its applets; config.json from `runc spec`,
-    /// terminal off, no rlimits (refused in this sandbox), writable root.
-    fn make_bundle(&self) {
-        let b = self.bundle();
-        let bin = b.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(busybox().unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "mv", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-        let st = Command::new("runc")
-            .args(["spec", "--bundle"])
-            .arg(&b)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let cfg = b.join("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-        v["process"]["terminal"] = false.into();
-        v["process"].as_object_mut().unwrap().remove("rlimits");
-        v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", COUNT]);
-        v["root"]["readonly"] = false.into();
-        std::fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-    }
-
-    /// A container ID unique to this test process.
-    fn id(&mut self, name: &str) -> String {
-        let id = format!("ck12-{}-{name}", std::process::id());
-        self.ids.push(id.clone());
-        id
-    }
-
-    fn runc(&self) -> Command {
-        let mut c = match &self.netns {
-            Some(ns) => {
-                let mut c = common::netns::Hosts::enter(ns);
-                c.arg("runc");
-                c
-            }
-            None => Command::new("runc"),
-        };
-        c.arg("--root").arg(self.root());
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    /// `runc run -d` (or `runc create` when `start` is false) of the counter.
-    fn start(&mut self, name: &str, start: bool) -> String {
-        let id = self.id(name);
-        // The container inherits runc's stdio: /dev/null (CRIU cannot dump
-        // a file outside the container's mounts); runc's errors go to --log.
-        let err = self.path().join(format!("runc-{name}.log"));
-        let st = self
-            .runc()
-            .arg("--log")
-            .arg(&err)
-            .args([if start { "run" } else { "create" }])
-            .args(if start { &["-d"][..] } else { &[][..] })
-            .arg("--bundle")
-            .arg(self.bundle())
-            .arg(&id)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "runc: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        );
-        if start {
-            assert!(
-                wait_until(Duration::from_secs(10), || self.count() > 2),
-                "the container does not count"
-            );
-        }
-        id
-    }
-
-    fn count(&self) -> u64 {
-        std::fs::read_to_string(self.bundle().join("rootfs/count"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// `runc state`'s status, or None when the container does not exist.
-    fn status(&self, id: &str) -> Option<String> {
-        let out = self
-            .runc()
-            .stdout(Stdio::piped())
-            .arg("state")
-            .arg(id)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["status"].as_str().map(String::from)
-    }
-
-    fn profile(&self, name: &str, action: &str, id: &str, extra: &str) -> PathBuf {
-        write(
-            self.path(),
-            &format!("{name}.toml"),
-            &format!(
-                "version = 1\nname = \"{name}\"\naction = \"{action}\"\n[target]\ncontainer = \"{id}\"\nruntime_root = \"runc-root\"\n{extra}"
-            ),
-        )
-    }
-
-    fn checkpoint(&self, name: &str, id: &str, extra: &str) -> PathBuf {
-        self.profile(
-            name,
-            "checkpoint",
-            id,
-            &format!("[images]\ndir = \"imgs-{name}\"\n{extra}"),
-        )
-    }
-
-    fn restore(&self, name: &str, id: &str, images: &str, extra: &str) -> PathBuf {
-        self.profile(
-            name,
-            "restore",
-            id,
-            &format!(
-                "[images]\ndir = \"{images}\"\nwork_dir = \"work-{name}\"\n[restore]\nbundle = \"bundle\"\npidfile = \"{name}.pid\"\n{extra}"
-            ),
-        )
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            let _ = self
-                .runc()
-                .args(["delete", "-f", id])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
 
 fn apply(p: &Path) -> Output {
     ckptctl(&["--output", "json", "apply", p.to_str().unwrap()])
@@ -659,74 +447,20 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
     assert_eq!(w.status(&id).as_deref(), Some("running"));
 }
 
-/// A migrate profile for container `id` (no `runtime_root`: each host's
-/// runc, `$CKPTCTL_RUNC`, names its own root), images shared by both hosts.
-fn migrate_profile(
-    w: &World,
-    id: &str,
-    dst_ip: &str,
-    port: u16,
-    bundle: &str,
-    timeout: &str,
-) -> PathBuf {
-    write(
-        w.path(),
-        "migrate.toml",
-        &format!(
-            "version = 1\nname = \"mig\"\naction = \"migrate\"\n[target]\ncontainer = \"{id}\"\n[images]\ndir = \"imgs-mig\"\n[restore]\nbundle = \"{bundle}\"\npidfile = \"mig.pid\"\n[migration]\ndestination = \"{dst_ip}\"\ncontrol_port = {port}\nstep_timeout = \"{timeout}\"\n"
-        ),
-    )
-}
-
-/// A runc for one host: the real runc with that host's `--root`.
-fn host_runc(w: &World, root: &Path) -> PathBuf {
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v runc"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let f = write(
-        w.path(),
-        &format!("runc-{}", root.file_name().unwrap().to_str().unwrap()),
-        &format!(
-            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
-            real.trim(),
-            root.display()
-        ),
-    );
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    f
-}
-
-/// `ckptctl apply PROFILE --role ROLE` inside netns `ns` with runc `runc`.
-fn role(ns: &str, profile: &Path, role: &str, runc: &Path) -> Command {
-    let mut c = common::netns::Hosts::enter(ns);
-    c.arg(BIN)
-        .args(["--output", "json", "apply"])
-        .arg(profile)
-        .args(["--role", role])
-        .env("CKPTCTL_RUNC", runc)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-#[test]
-fn migrates_a_counting_container_between_two_netns_hosts() {
-    if !ready() {
-        return;
-    }
+/// Migrate a counting container between two netns hosts through a shared
+/// images.dir, the profile with `extra` appended; checks that exactly one
+/// copy runs, at the destination, counting on. Returns the destination's
+/// stderr.
+fn migrate_counting(name: &str, extra: &str) -> String {
     let hosts = common::netns::Hosts::new("ck12", 79);
     let mut w = World::new();
     w.netns = Some(hosts.src.clone());
-    let id = w.start("mig", true);
+    let id = w.start(name, true);
     let dst_root = w.path().join("runc-root-dst");
     let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
     let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + extra;
+    std::fs::write(&profile, text).unwrap();
     let dst_state = |id: &str| {
         let out = common::netns::Hosts::enter(&hosts.dst)
             .arg(&dst_runc)
@@ -738,25 +472,7 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
             .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
     };
 
-    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .spawn()
-        .unwrap();
-    let out = dest.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("\"ready\"") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the destination never said ready");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
     // A second ckptctl on the destination's images.dir is told whose it
     // is: the container destination writes the lock record of every role.
     let second = role(&hosts.dst, &profile, "destination", &dst_runc)
@@ -776,15 +492,7 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
     let dst = dest.wait_with_output().unwrap();
     let dst_stdout = reader.join().unwrap();
     // Whatever happens below, the restored container goes at the end.
-    struct Delete(Command);
-    impl Drop for Delete {
-        fn drop(&mut self) {
-            let _ = self.0.stderr(Stdio::null()).status();
-        }
-    }
-    let mut del = common::netns::Hosts::enter(&hosts.dst);
-    del.arg(&dst_runc).args(["delete", "-f", &id]);
-    let _delete = Delete(del);
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
     let report = ok(&src);
     assert_eq!(
         dst.status.code(),
@@ -802,6 +510,31 @@ fn migrates_a_counting_container_between_two_netns_hosts() {
     assert!(
         wait_until(Duration::from_secs(10), || w.count() > at + 3),
         "the migrated container does not count on (stuck at {at})"
+    );
+    String::from_utf8_lossy(&dst.stderr).into_owned()
+}
+
+#[test]
+fn migrates_a_counting_container_between_two_netns_hosts() {
+    if ready() {
+        migrate_counting("mig", "");
+    }
+}
+
+/// Post-copy from the destination's images: the checkpoint is complete in
+/// the shared images.dir, and the destination restores the container
+/// lazily from it (the lazy-pages daemon serves the pages as they are
+/// touched); "migrated" only once every page arrived.
+#[test]
+fn migrates_a_container_post_copy_from_the_destination_images() {
+    if !ready() {
+        return;
+    }
+    let said = migrate_counting("lazy", "[lazy_pages]\nenabled = true\n");
+    assert!(said.contains("lazy-pages daemon"), "{said}");
+    assert!(
+        said.contains("waiting for the lazy pages to arrive"),
+        "{said}"
     );
 }
 
@@ -905,25 +638,7 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
     let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
     let src_runc = host_runc(&w, &w.root());
     let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle-dst", "30s");
-    let mut dest = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .spawn()
-        .unwrap();
-    let out = dest.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("\"ready\"") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the destination never said ready");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
     // Checked and listening: now its bundle loses its rootfs.
     std::fs::rename(
         w.path().join("bundle-dst/rootfs"),
@@ -963,6 +678,369 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
     let at = w.count();
     assert!(
         wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
+
+/// The destination role in netns `ns`, in its own mount namespace with a
+/// private tmpfs of `size` over `images` (created 0700 here), so its
+/// images.dir starts empty and gets its images only through the migration.
+fn own_images_destination(
+    ns: &str,
+    profile: &Path,
+    runc: &Path,
+    images: &Path,
+    size: &str,
+) -> Command {
+    std::fs::create_dir_all(images).unwrap();
+    std::fs::set_permissions(images, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dst = role(ns, profile, "destination", runc);
+    // `role` is nsenter ARGS; the destination's own images.dir goes between.
+    let args: Vec<_> = dst.get_args().map(|a| a.to_owned()).collect();
+    let mut own = common::netns::Hosts::enter(ns);
+    own.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o mode=0700,size={size} tmpfs '{}' && exec \"$@\"",
+            images.display()
+        ))
+        .arg("sh")
+        .args(&args[1..])
+        .envs(dst.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    own
+}
+
+/// `migration.images = "send"`: the destination runs in its own mount
+/// namespace with a private tmpfs over `images.dir`, so every image (pages
+/// and runc's descriptors.json included) reaches it only over the control
+/// connection. The container counts on there; exactly one copy exists,
+/// and the source's checkpoint is no longer one.
+#[test]
+fn migrates_a_container_with_its_images_sent() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("send", true);
+    let dst_root = w.path().join("runc-root-dst");
+    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
+    std::fs::write(&profile, text).unwrap();
+    let images = w.path().join("imgs-mig");
+
+    let (dest, reader) = start_destination(own_images_destination(
+        &hosts.dst, &profile, &dst_runc, &images, "256m",
+    ));
+    // The destination's images.dir is not the one seen here.
+    assert!(
+        !images.join(".ckptctl.lock").exists(),
+        "the tmpfs is not private"
+    );
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let report = ok(&src);
+    let dst_stderr = String::from_utf8_lossy(&dst.stderr);
+    assert_eq!(
+        dst.status.code(),
+        Some(0),
+        "destination:\n{dst_stdout}\n{dst_stderr}"
+    );
+    assert_eq!(report["event"], "migrated", "{report}");
+    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
+    assert!(
+        dst_stderr.contains("over the control connection"),
+        "{dst_stderr}"
+    );
+    // Exactly one copy: gone at the source, running at the destination,
+    // counting on.
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let out = common::netns::Hosts::enter(&hosts.dst)
+        .arg(&dst_runc)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no container at the destination");
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+    // The source checkpointed here, pages included; with the copy running
+    // there, this directory is no checkpoint any more.
+    let here: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(here.iter().any(|n| n.starts_with("pages-")), "{here:?}");
+    assert!(here.iter().any(|n| n == "descriptors.json"), "{here:?}");
+    assert!(here.iter().any(|n| n == "ckptctl.incomplete"), "{here:?}");
+    assert!(!here.iter().any(|n| n == "inventory.img"), "{here:?}");
+    assert_eq!(mode(&images), 0o700);
+}
+
+/// A runc that fails after its checkpoint: the real runc (with `--root
+/// ROOT` if given) does everything, CRIU dumps and ends the container, and
+/// then it exits 1 with an error line, as a runc that errs or dies after
+/// the dump would. Every other command is the real runc's.
+fn runc_failing_after_the_dump(w: &World, root: Option<&Path>) -> PathBuf {
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let root = root.map_or(String::new(), |r| format!(" --root {}", r.display()));
+    let f = write(
+        w.path(),
+        "runc-fails-after-dump",
+        &format!(
+            "#!/bin/sh\n{}{root} \"$@\"; rc=$?\nfor a in \"$@\"; do\n  if [ \"$a\" = checkpoint ]; then\n    echo 'time=\"now\" level=error msg=\"runc failed after the dump (injected)\"' >&2\n    exit 1\n  fi\ndone\nexit $rc\n",
+            real.trim()
+        ),
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f
+}
+
+/// runc fails after CRIU has checkpointed and ended the container: the
+/// checkpoint is the only copy, so it is marked complete (never
+/// quarantined), the message says so, and it restores.
+#[test]
+fn runc_failing_after_the_dump_keeps_the_only_copy() {
+    if !ready() {
+        return;
+    }
+    let mut w = World::new();
+    let id = w.start("late", true);
+    let ck = w.checkpoint("late", &id, "");
+    let out = Command::new(BIN)
+        .args(["--output", "json", "apply"])
+        .arg(&ck)
+        .env("CKPTCTL_RUNC", runc_failing_after_the_dump(&w, None))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stdout));
+    let v = json(&out);
+    let d = &v["diagnostics"][0];
+    let msg = d["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("runc failed after the dump (injected)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "CRIU had already checkpointed container `{id}` and ended it"
+        )) && msg.contains("is complete and is the only copy"),
+        "{msg}"
+    );
+    assert!(
+        d["help"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`restore` profile"),
+        "{d}"
+    );
+    assert_eq!(w.status(&id), None, "the container still exists");
+    let images = w.path().join("imgs-late");
+    assert!(images.join("ckptctl.complete").is_file());
+    assert!(!images.join("ckptctl.incomplete").exists());
+    assert!(images.join("inventory.img").is_file());
+    let again = w.restore("late-restore", &id, "imgs-late", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
+
+/// The same in a migration: the source's runc fails after CRIU ended the
+/// container, so the checkpoint is the copy and the migration goes on with
+/// it; exactly one copy runs, at the destination.
+#[test]
+fn a_migration_goes_on_when_runc_fails_after_the_dump() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("late-mig", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = runc_failing_after_the_dump(&w, Some(&w.root()));
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let report = ok(&src);
+    assert_eq!(report["event"], "migrated", "{report}");
+    let said = String::from_utf8_lossy(&src.stderr);
+    assert!(
+        said.contains("runc failed after the dump (injected)")
+            && said.contains("the migration goes on with the complete checkpoint"),
+        "{said}"
+    );
+    assert_eq!(dst.status.code(), Some(0), "{dst_stdout}");
+    assert_eq!(w.status(&id), None, "the source still has the container");
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the migrated container does not count on (stuck at {at})"
+    );
+}
+
+/// `images = "send"` to a destination whose images.dir has no room for
+/// them: the transfer fails there (and is discarded), the source's
+/// container has ended, and its own complete checkpoint is the copy, named
+/// on the source's side; restoring it there brings the container back.
+#[test]
+fn a_failed_transfer_of_sent_images_keeps_the_sources_checkpoint() {
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    let id = w.start("nospace", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
+    std::fs::write(&profile, text).unwrap();
+    let images = w.path().join("imgs-mig");
+    // Room for the lock and the markers, not for the pages.
+    let (dest, reader) = start_destination(own_images_destination(
+        &hosts.dst, &profile, &dst_runc, &images, "96k",
+    ));
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    assert!(
+        dst_stdout.contains("migrate::image-io") && dst_stdout.contains("No space left"),
+        "{dst_stdout}"
+    );
+    assert_ne!(code(&src), 0);
+    let (_, _, msg) = diag(&src);
+    assert!(
+        msg.contains(&format!(
+            "container `{id}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
+            images.display()
+        )),
+        "{msg}"
+    );
+    // No copy runs; the source's checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    assert!(images.join("ckptctl.complete").is_file());
+    assert!(!images.join("ckptctl.incomplete").exists());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.count() > at + 3),
+        "the restored container does not count"
+    );
+}
+
+/// Post-copy from the destination's images when the lazy-pages daemon dies
+/// right after the container resumed (`CKPTCTL_FAULT`): its memory is
+/// incomplete, so it is killed and deleted; the source's container has
+/// ended, the complete checkpoint stays, named, and a plain restore brings
+/// the container back, counting on.
+#[test]
+fn container_post_copy_daemon_dying_keeps_the_complete_checkpoint() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
+    if !ready() {
+        return;
+    }
+    let hosts = common::netns::Hosts::new("ck12", 79);
+    let mut w = World::new();
+    w.netns = Some(hosts.src.clone());
+    // 128 MiB of the shell's own memory: the daemon is still delivering
+    // pages when the container resumes.
+    w.set_script(&format!(
+        "x=$(head -c 134217728 /dev/zero | tr '\\0' a); {}",
+        common::runc::COUNT
+    ));
+    let id = w.start("lazyfail", true);
+    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+    let src_runc = host_runc(&w, &w.root());
+    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "60s");
+    let text = std::fs::read_to_string(&profile).unwrap() + "[lazy_pages]\nenabled = true\n";
+    std::fs::write(&profile, text).unwrap();
+    let mut dst_cmd = role(&hosts.dst, &profile, "destination", &dst_runc);
+    dst_cmd.env("CKPTCTL_FAULT", "lazy-daemon-dies-after-resume");
+    let (dest, reader) = start_destination(dst_cmd);
+    let src = role(&hosts.src, &profile, "source", &src_runc)
+        .output()
+        .unwrap();
+    let dst = dest.wait_with_output().unwrap();
+    let dst_stdout = reader.join().unwrap();
+    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
+    let said = String::from_utf8_lossy(&dst.stderr);
+    assert!(said.contains("fault injected"), "{said}");
+    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
+    let (dcode, dkey, dmsg) = diag(&Output {
+        status: dst.status,
+        stdout: rest.as_bytes().to_vec(),
+        stderr: Vec::new(),
+    });
+    assert_eq!(
+        (dcode.as_str(), dkey.as_str()),
+        ("apply::lazy-pages", "lazy_pages.enabled"),
+        "{dmsg}"
+    );
+    assert!(
+        dmsg.contains("was killed") && dmsg.contains("the only copy"),
+        "{dmsg}"
+    );
+    assert_ne!(code(&src), 0);
+    // No copy runs anywhere; the checkpoint is complete and restores.
+    assert_eq!(w.status(&id), None);
+    let out = common::netns::Hosts::enter(&hosts.dst)
+        .arg(&dst_runc)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the killed container is still listed"
+    );
+    let images = w.path().join("imgs-mig");
+    assert!(images.join("ckptctl.complete").is_file());
+    let again = w.restore("again", &id, "imgs-mig", "");
+    ok(&apply(&again));
+    assert_eq!(w.status(&id).as_deref(), Some("running"));
+    let at = w.count();
+    assert!(
+        wait_until(Duration::from_secs(20), || w.count() > at + 3),
         "the restored container does not count"
     );
 }

@@ -88,7 +88,9 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let mut buf = Vec::new();
+    // Sized from the file, so a small image is read in one call.
+    let len = f.metadata().map_or(0, |m| m.len()).min(HASH_LIMIT);
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
     f.by_ref().take(HASH_LIMIT + 1).read_to_end(&mut buf)?;
     Ok(sha256_hex(&buf))
 }

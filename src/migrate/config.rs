@@ -196,7 +196,8 @@ pub(crate) fn refuse_unsupported(run: &mut Session<'_>) -> Result<(), Failure> {
         // off (both roles probe, so both stop the same way).
         bootstrap::feature_gate(run, bootstrap::Feature::DirtyTracking)?;
     }
-    if sends_images(p) && p.page_server.is_none() {
+    // A container sends its pages too (crate::migrate::container).
+    if sends_images(p) && p.page_server.is_none() && !crate::runtime::args::is_container(p) {
         return Err(Failure::new(
             Code::MigrateSendNeedsPageServer,
             "prepare",

@@ -1,7 +1,12 @@
-//! Migration of a runc container, stop-and-copy through a shared
-//! `images.dir`: the same control protocol as a process migration (hello,
-//! ready, dumped, restored, summary), with runc doing the dump and the
-//! restore on each host (each with its own runc root and the bundle).
+//! Migration of a runc container, stop-and-copy: the same control protocol
+//! as a process migration (hello, ready, dumped, restored, summary), with
+//! runc doing the dump and the restore on each host (each with its own runc
+//! root and the bundle). The images reach the destination through a shared
+//! `images.dir`, or (`migration.images = "send"`) the source checkpoints
+//! into its own `images.dir`, marks it complete and sends every image,
+//! pages and runc's `descriptors.json` included, over the control
+//! connection ([`super::send`]); once the destination's container runs, the
+//! source's directory is marked incomplete (the copy runs there).
 //!
 //! runc has no post-dump hook, so the frozen-tree handover of a process
 //! migration is not available: `runc checkpoint` ends the container on the
@@ -25,7 +30,7 @@ use crate::runtime::failure::{exists, not_found, not_running};
 use crate::runtime::runc::{self, Runc};
 
 use super::MigrateOptions;
-use super::config::Mig;
+use super::config::{Mig, lazy_local, sends_images};
 use super::destination::{accept_source, check_source, listen, receive_dump};
 use super::handshake::{conn_failure, peer_error, protocol, tell_peer};
 use super::outcome::{Downtime, MigrateOutcome};
@@ -57,12 +62,17 @@ pub(crate) fn run(
         "path": runc.path.display().to_string(),
     }));
     match opts.role {
-        Role::Source => source(run, &runc, mig),
+        Role::Source => source(run, &runc, opts, mig),
         Role::Destination => destination(run, &runc, opts, mig),
     }
 }
 
-fn source(run: &mut Session<'_>, runc: &Runc, mig: &Mig) -> Result<MigrateOutcome, Failure> {
+fn source(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    opts: &MigrateOptions,
+    mig: &Mig,
+) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let id = args::container(p);
     let pid = match runc.state(&id)? {
@@ -70,6 +80,11 @@ fn source(run: &mut Session<'_>, runc: &Runc, mig: &Mig) -> Result<MigrateOutcom
         Some(s) if s.status != "running" => return Err(not_running("prepare", &id, &s.status)),
         Some(s) => s.pid,
     };
+    if sends_images(p) {
+        // Sent images: this host's images.dir is ours alone; lock it first.
+        run.claim_images_dir(opts.force)?;
+        run.mark_images_incomplete()?;
+    }
     let untouched = format!("; container `{id}` was not touched");
     run.progress(&format!(
         "connecting to the destination {}:{} (up to {} s)",
@@ -109,22 +124,49 @@ fn source_session(
     for (d, key) in [(&images_dir, "images.dir"), (&work, "images.work_dir")] {
         guard::ensure_private_dir(d).map_err(|e| crate::apply::bootstrap::dir_failure(e, key))?;
     }
-    let step = RuncStep::Checkpoint { pre_dump_rounds: 0 };
+    // Pre-copy: the rounds while the container runs, into images.dir/pre-N
+    // (shared); the final checkpoint then writes only what changed since.
+    let mut rounds = Vec::new();
+    let mut step = RuncStep::Checkpoint { pre_dump_rounds: 0 };
+    for s in args::steps(run.profile(), Some(Role::Source)) {
+        match s {
+            RuncStep::PreDump { .. } => {
+                let r = crate::runtime::apply::dump_step(run, runc, &s, id).map_err(|mut f| {
+                    f.message.push_str(untouched);
+                    f
+                })?;
+                rounds.extend(r);
+            }
+            last => step = last,
+        }
+    }
     run.progress(&format!(
-        "runc checkpoint of container `{id}` into {}",
+        "{step} of container `{id}` into {}",
         images_dir.display()
     ));
+    // Sent images: only what this checkpoint writes, not an earlier run's.
+    let before =
+        sends_images(run.profile()).then(|| send::snapshot(&images_dir).with_pages().with_runc());
     let t_dump = std::time::Instant::now();
     if let Err(mut f) = crate::runtime::apply::run_step(run, runc, &step, id, &work) {
-        let now = runc.state(id).ok().flatten();
-        f.message.push_str(&match now {
-            Some(s) => format!(
-                "; container `{id}` is {} here, nothing was migrated",
-                s.status
-            ),
-            None => format!("; container `{id}` no longer exists here"),
-        });
-        return Err(f);
+        let now = runc.state(id);
+        if let Some(status) = crate::runtime::apply::ended_by_dump(run, &now) {
+            // CRIU checkpointed and ended the container before runc failed:
+            // the checkpoint is the copy, so the migration goes on with it.
+            run.reporter().error(&format!(
+                "{}; but CRIU had already checkpointed container `{id}` and ended it (it is {status} here): the migration goes on with the complete checkpoint",
+                f.message
+            ));
+        } else {
+            f.message.push_str(&match now.ok().flatten() {
+                Some(s) => format!(
+                    "; container `{id}` is {} here, nothing was migrated",
+                    s.status
+                ),
+                None => format!("; container `{id}` no longer exists here"),
+            });
+            return Err(f);
+        }
     }
     let stats = StatsSummary::of_file(&work.join("stats-dump"));
     // The container has ended here: the checkpoint in images.dir is the copy.
@@ -132,9 +174,13 @@ fn source_session(
         "; container `{id}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
         images_dir.display()
     );
+    let sent = match &before {
+        Some(before) => Some(send_checkpoint(run, c, id, before, &gone)?),
+        None => None,
+    };
     c.send(&Msg::Dumped {
         stats: json!({"dump_s": t_dump.elapsed().as_secs_f64()}),
-        images: None,
+        images: sent,
     })
     .map_err(|e| conn_failure("dumped", e.into(), Exit::CriuFailed, &gone))?;
     let restored = match c.recv(to, "restored") {
@@ -164,6 +210,11 @@ fn source_session(
         }
     };
     let downtime_s = t_dump.elapsed().as_secs_f64();
+    if sent.is_some() {
+        // The container runs at the destination: the checkpoint here is no
+        // longer the copy, and restoring it would make a second one.
+        let _ = guard::quarantine(&images_dir);
+    }
     let _ = c.send(&Msg::Summary {
         stats: stats.clone(),
         downtime_s,
@@ -184,10 +235,61 @@ fn source_session(
         downtime,
         crate::apply::RunStats {
             criu: all,
-            pre_dump_rounds: Vec::new(),
+            pre_dump_rounds: rounds,
         },
         images_dir,
     ))
+}
+
+/// Sent images: the container has ended here and its checkpoint is whole
+/// in `images.dir`: mark it complete (from now on it is the copy, kept
+/// whatever happens next), then send every image it holds.
+fn send_checkpoint(
+    run: &mut Session<'_>,
+    c: &mut Conn,
+    id: &str,
+    before: &send::Before,
+    gone: &str,
+) -> Result<u32, Failure> {
+    let images_dir = run.images_dir().to_path_buf();
+    let keep = |mut f: Failure| {
+        f.message.push_str(gone);
+        f.keep_images = true;
+        f
+    };
+    guard::mark_complete(
+        &images_dir,
+        &json!({"profile": run.record.profile, "container": id, "runtime": run.record.runtime, "criu": run.record.criu_version}),
+    )
+    .map_err(|e| {
+        let mut f = keep(
+            Failure::new(
+                Code::ApplyDir,
+                "finish",
+                format!("cannot mark the checkpoint complete: {e}"),
+                Exit::CriuFailed,
+            )
+            .key("images.dir"),
+        );
+        f.message = f.message.replace(
+            "the complete checkpoint in",
+            "the checkpoint (whole, but not marked complete) in",
+        );
+        f.hint("check the permissions and free space of `images.dir`; then restore it with a `restore` profile and `--force`")
+    })?;
+    let started = run.record.elapsed();
+    run.progress("sending the checkpoint's images over the control connection");
+    let n = send::send_images(c, &images_dir, before).map_err(|f| {
+        let mut f = keep(f);
+        f.hint = Some(format!(
+            "restore {} on this host with a `restore` profile for container `{id}`, or fix the cause and migrate again from it",
+            images_dir.display()
+        ));
+        f
+    })?;
+    run.record
+        .step("send images", started, true, None, Vec::new());
+    Ok(n)
 }
 
 fn destination(
@@ -225,9 +327,27 @@ fn destination(
             page_server_port: None,
         })
         .map_err(|e| conn_failure("ready", e.into(), Exit::NotReady, note))?;
-        receive_dump(run, c, mig.step_timeout, &mut send::Received::default(), note).map_err(
+        let mut received = send::Received::default();
+        received.extra = send::Extra {
+            pages: true,
+            runc: true,
+        };
+        let sent = sends_images(p);
+        receive_dump(run, c, mig.step_timeout, &mut received, note).map_err(
             |mut f| {
-                if f.code != Code::MigratePeerFailed {
+                if sent {
+                    // Nothing of a broken transfer stays here; the source
+                    // marked its checkpoint complete before sending.
+                    received.discard(run.images_dir());
+                    if f.code != Code::MigratePeerFailed {
+                        f.message.push_str(
+                            "; if the source checkpointed its container, the complete checkpoint stays in the source's images.dir",
+                        );
+                        f.hint = Some(format!(
+                            "if container `{id}` is gone at the source, restore the source's images.dir there with a `restore` profile; if it still runs there, nothing is lost"
+                        ));
+                    }
+                } else if f.code != Code::MigratePeerFailed {
                     // The source may have checkpointed (and so ended) its
                     // container: these images may be the only copy. They
                     // stay marked incomplete, never quarantined.
@@ -264,10 +384,16 @@ fn restore_here(
 ) -> Result<MigrateOutcome, Failure> {
     let p = run.profile();
     let images_dir = run.images_dir().to_path_buf();
+    let sent = sends_images(p);
     let only_copy = |mut f: Failure| {
         f.message.push_str(&format!(
-            "; the source's container has ended, so the complete checkpoint in {} is the only copy",
-            images_dir.display()
+            "; the source's container has ended, so the complete checkpoint in {} is {}",
+            images_dir.display(),
+            if sent {
+                "what is left of it (the source keeps the one it sent, also complete)"
+            } else {
+                "the only copy"
+            }
         ));
         f.hint = Some(format!(
             "{}; then restore {} with a `restore` profile for container `{id}`",
@@ -301,9 +427,37 @@ fn restore_here(
         images_dir.display()
     ));
     let work = run.work_dir().to_path_buf();
+    // Post-copy from the images here: the lazy-pages daemon serves them to
+    // the restored container, which runs before they are all in memory.
+    let mut daemon = if lazy_local(p) {
+        crate::apply::restore::lazy_start(run).map_err(only_copy)?
+    } else {
+        None
+    };
     let t = std::time::Instant::now();
-    crate::runtime::apply::run_step(run, runc, &RuncStep::Restore, id, &work).map_err(only_copy)?;
+    crate::runtime::apply::run_step(run, runc, &RuncStep::Restore, id, &work).map_err(|f| {
+        if let Some(d) = daemon.as_mut() {
+            d.kill();
+        }
+        only_copy(f)
+    })?;
     let restore_s = t.elapsed().as_secs_f64();
+    if let Some(d) = daemon.as_ref() {
+        if let Some(dp) = crate::apply::fault::lazy_daemon_dies_after_resume(d.pid()) {
+            run.progress(&format!(
+                "fault injected: killed the lazy-pages daemon (pid {dp})"
+            ));
+        }
+    }
+    if let Some(d) = daemon {
+        let pid = runc.state(id).ok().flatten().map(|s| s.pid);
+        crate::apply::restore::lazy_finish(run, d, pid).map_err(|f| {
+            // Its memory is incomplete: the container was killed; runc's
+            // record of it goes too, so the checkpoint restores under `id`.
+            let _ = runc.delete(id);
+            only_copy(f)
+        })?;
+    }
     let pid = match runc.state(id) {
         Ok(Some(s)) if s.status == "running" => Some(s.pid),
         Ok(s) => {

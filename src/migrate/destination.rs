@@ -107,7 +107,7 @@ pub(crate) fn destination_session(
 
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
-    received.pages = lazy_remote(p);
+    received.extra.pages = lazy_remote(p);
     let transfer = receive_dump(run, c, to, &mut received, note);
     if transfer.is_err() {
         // Nothing of a failed transfer stays behind to mix with the next.

@@ -94,12 +94,25 @@ fn page_server_image(name: &str) -> bool {
 /// name (no `/`, no `..`, not hidden), a CRIU image (`*.img`), and not one
 /// the page server writes.
 pub fn check_image_name(name: &str) -> Result<(), String> {
-    check_name(name, false)
+    check_name(name, Extra::default())
 }
 
-/// [`check_image_name`]; with `pages`, also the page images (a lazy dump
-/// writes them itself: the pages that are not served lazily).
-fn check_name(name: &str, pages: bool) -> Result<(), String> {
+/// The one file runc writes beside CRIU's images (the container's stdio
+/// as runc saw it); `runc restore` reads it.
+pub const RUNC_DESCRIPTORS: &str = "descriptors.json";
+
+/// What else the destination accepts besides CRIU's non-page images.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Extra {
+    /// The page images (a lazy dump writes the pages that are not served
+    /// lazily; a container's stop-and-copy sends every page).
+    pub pages: bool,
+    /// runc's [`RUNC_DESCRIPTORS`] (a container migration).
+    pub runc: bool,
+}
+
+/// [`check_image_name`], also accepting what `extra` names.
+fn check_name(name: &str, extra: Extra) -> Result<(), String> {
     let bad = |why: &str| Err(format!("image name {name:?} refused: {why}"));
     if name.is_empty() || name.len() > 255 {
         return bad("empty or longer than 255 bytes");
@@ -116,10 +129,13 @@ fn check_name(name: &str, pages: bool) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return bad("it contains control characters");
     }
+    if extra.runc && name == RUNC_DESCRIPTORS {
+        return Ok(());
+    }
     if !name.ends_with(".img") {
         return bad("not a CRIU image (`*.img`)");
     }
-    if !pages && page_server_image(name) {
+    if !extra.pages && page_server_image(name) {
         return bad("the page server writes this image");
     }
     Ok(())
@@ -128,8 +144,8 @@ fn check_name(name: &str, pages: bool) -> Result<(), String> {
 /// The source sends a file CRIU wrote: `*.img`, except the page server's.
 /// ckptctl's own files (`.ckptctl.lock`, `ckptctl.*`), logs and
 /// `stats-dump` do not end in `.img`.
-fn sendable(name: &str, pages: bool) -> bool {
-    check_name(name, pages).is_ok()
+fn sendable(name: &str, extra: Extra) -> bool {
+    check_name(name, extra).is_ok()
 }
 
 type Stamp = (u64, u64, i64, i64, i64, i64, u64);
@@ -149,13 +165,19 @@ fn stamp(m: &std::fs::Metadata) -> Stamp {
 /// The files in the source's `images.dir` before the dump: an image left
 /// from an earlier run that this dump did not rewrite is not sent.
 #[derive(Debug, Default)]
-pub struct Before(HashMap<OsString, Stamp>, bool);
+pub struct Before(HashMap<OsString, Stamp>, Extra);
 
 impl Before {
     /// Send the page images too (post-copy from the source's memory: the
     /// lazy dump writes the pages that are not served lazily itself).
     pub fn with_pages(mut self) -> Before {
-        self.1 = true;
+        self.1.pages = true;
+        self
+    }
+
+    /// Send runc's [`RUNC_DESCRIPTORS`] too (a container migration).
+    pub fn with_runc(mut self) -> Before {
+        self.1.runc = true;
         self
     }
 }
@@ -334,8 +356,8 @@ pub struct Received {
     pub names: BTreeSet<String>,
     /// Bytes written.
     pub total: u64,
-    /// Page images are accepted too (post-copy from the source's memory).
-    pub pages: bool,
+    /// What is accepted besides CRIU's non-page images.
+    pub extra: Extra,
     /// The file whose chunks are arriving.
     partial: Option<Partial>,
 }
@@ -396,7 +418,7 @@ impl Received {
                 }
             }
             None => {
-                check_name(name, self.pages).map_err(reject)?;
+                check_name(name, self.extra).map_err(reject)?;
                 if offset != 0 {
                     return Err(reject(format!(
                         "image {name} starts at offset {offset}, not 0"

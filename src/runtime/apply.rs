@@ -41,13 +41,15 @@ pub fn apply(
     let status_fd = opts.status_fd.take();
     // runc's version and the container's state are asked for while CRIU
     // answers its VERSION request: three process starts in the time of one.
+    let hermetic = p.criu().host_config() == HostConfig::Ignore;
+    // Only a pre-dump or a lazy restore asks CRIU anything more (a feature
+    // probe): otherwise the `criu swrk` that answered VERSION is let go at
+    // once instead of being killed at the end.
+    let keep_spare = p.checkpoint().pre_dump.is_some()
+        || (p.action_or_default() == Action::Restore
+            && p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()));
     let (probe, session) = std::thread::scope(|scope| {
-        let probe = scope.spawn(|| {
-            let mut runc = runc::open(root)?;
-            runc.hermetic = p.criu().host_config() == HostConfig::Ignore;
-            let state = runc.state(&id);
-            Ok::<_, Failure>((runc, state))
-        });
+        let probe = scope.spawn(|| runc::open_with_state(root, hermetic, &id));
         let session = Session::open(
             p,
             reporter,
@@ -56,8 +58,7 @@ pub fn apply(
                 criu,
                 pid_flag: false,
                 status_fd,
-                // A pre-dump or lazy restore probes CRIU's features on it.
-                keep_spare: true,
+                keep_spare,
             },
         );
         let probe = probe.join().unwrap_or_else(|_| {
@@ -160,9 +161,49 @@ fn checkpoint(
             total_s: 0.0,
         }),
         Err(mut f) => {
+            let now = runc.state(&id);
+            if let Some(status) = ended_by_dump(run, &now) {
+                // runc failed after CRIU had checkpointed and ended the
+                // container: the checkpoint is the only copy, so it is
+                // marked complete, never quarantined.
+                let dir = run.images_dir().display().to_string();
+                let stats = RunStats {
+                    criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
+                    pre_dump_rounds: Vec::new(),
+                };
+                return Err(match mark_done(run, &id, &stats) {
+                    Ok(()) => {
+                        f.message = format!(
+                            "{}; but CRIU had already checkpointed container `{id}` and ended it (it is {status} now): the checkpoint in {dir} is complete and is the only copy",
+                            f.message
+                        );
+                        f.hint = Some(format!(
+                            "restore {dir} with a `restore` profile for container `{id}`{}; runc's stderr says what failed after the dump",
+                            if status == "stopped" {
+                                format!(" (after `runc delete {id}`: runc still lists it)")
+                            } else {
+                                String::new()
+                            }
+                        ));
+                        f.keep_images = true;
+                        f
+                    }
+                    Err(mut m) => {
+                        m.message = format!(
+                            "{}; CRIU had already checkpointed container `{id}` and ended it (it is {status} now), and then {}: the images in {dir} are whole but not marked complete",
+                            f.message, m.message
+                        );
+                        m.hint = Some(format!(
+                            "restore {dir} with a `restore` profile for container `{id}` and `--force`"
+                        ));
+                        m.keep_images = true;
+                        m
+                    }
+                });
+            }
             // Never leave a directory that looks like a checkpoint.
             let _ = guard::quarantine(run.images_dir());
-            if let Ok(Some(now)) = runc.state(&id) {
+            if let Ok(Some(now)) = now {
                 f.message
                     .push_str(&format!("; container `{id}` is {}", now.status));
             }
@@ -171,33 +212,76 @@ fn checkpoint(
     }
 }
 
+/// After a failed `runc checkpoint`: CRIU's log says the dump finished, the
+/// inventory is there, and the container no longer runs (`now` is `runc
+/// state` after the failure). Returns what runc says of it now (`stopped`,
+/// or `gone` when runc no longer lists it).
+pub(crate) fn ended_by_dump(
+    run: &Session<'_>,
+    now: &Result<Option<State>, Failure>,
+) -> Option<String> {
+    let status = match now {
+        Ok(None) => "gone".to_string(),
+        Ok(Some(s)) if s.status == "stopped" => s.status.clone(),
+        // Running, paused, or runc cannot tell: not ended by the dump.
+        _ => return None,
+    };
+    let log = run
+        .work_dir()
+        .join(RuncStep::Checkpoint { pre_dump_rounds: 0 }.criu_log());
+    let dumped = crate::criu::log::analyze_file(&log)
+        .is_ok_and(|l| l.outcome() == Some(crate::criu::log::Marker::DumpSucceeded));
+    (dumped && run.images_dir().join(guard::INVENTORY).is_file()).then_some(status)
+}
+
 /// The pre-dump rounds, the checkpoint and the completion marker.
 fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, Failure> {
     let p = run.profile();
     let mut rounds = Vec::new();
     for step in args::steps(p, None) {
-        let (images, work) = (args::step_images(p, &step), args::step_work(p, &step));
-        for d in [&images, &work] {
-            guard::ensure_private_dir(Path::new(d))
-                .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.dir"))?;
-        }
-        run.progress(&format!("{step} of container `{id}`"));
-        run_step(run, runc, &step, id, Path::new(&work))?;
-        if let RuncStep::PreDump { round } = step {
-            let written = crate::criu::stats::read(&Path::new(&work).join("stats-dump"))
-                .ok()
-                .and_then(|s| s.dump)
-                .map(|d| d.pages_written);
-            rounds.push(PreDumpRound {
-                round,
-                pages_written: written,
-            });
+        if let Some(r) = dump_step(run, runc, &step, id)? {
+            rounds.push(r);
         }
     }
     let stats = RunStats {
         criu: StatsSummary::of_file(&run.work_dir().join("stats-dump")),
         pre_dump_rounds: rounds,
     };
+    mark_done(run, id, &stats)?;
+    Ok(stats)
+}
+
+/// One pre-dump round or the final checkpoint, in its own 0700
+/// directories; a round's statistics.
+pub(crate) fn dump_step(
+    run: &mut Session<'_>,
+    runc: &Runc,
+    step: &RuncStep,
+    id: &str,
+) -> Result<Option<PreDumpRound>, Failure> {
+    let p = run.profile();
+    let (images, work) = (args::step_images(p, step), args::step_work(p, step));
+    for d in [&images, &work] {
+        guard::ensure_private_dir(Path::new(d))
+            .map_err(|e| crate::apply::bootstrap::dir_failure(e, "images.dir"))?;
+    }
+    run.progress(&format!("{step} of container `{id}`"));
+    run_step(run, runc, step, id, Path::new(&work))?;
+    let RuncStep::PreDump { round } = *step else {
+        return Ok(None);
+    };
+    let written = crate::criu::stats::read(&Path::new(&work).join("stats-dump"))
+        .ok()
+        .and_then(|s| s.dump)
+        .map(|d| d.pages_written);
+    Ok(Some(PreDumpRound {
+        round,
+        pages_written: written,
+    }))
+}
+
+/// Mark the checkpoint in `images.dir` complete (with its manifest).
+fn mark_done(run: &Session<'_>, id: &str, stats: &RunStats) -> Result<(), Failure> {
     guard::mark_complete(
         run.images_dir(),
         &serde_json::json!({
@@ -217,8 +301,7 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
         )
         .key("images.dir")
         .hint("check the permissions and free space of `images.dir`")
-    })?;
-    Ok(stats)
+    })
 }
 
 /// One runc run: its CRIU log removed first (so a log after it is this

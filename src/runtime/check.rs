@@ -21,10 +21,21 @@ pub fn container(p: &Profile, root: FileId, dumps: bool, pf: &mut Preflight) {
     if p.action_or_default() == crate::profile::model::Action::Migrate {
         match crate::runtime::failure::container_migration_refusal(p) {
             Some(f) => fail(pf, "container migration", f),
-            None => pf.ok(
-                "container migration",
-                "stop-and-copy through the shared `images.dir`".to_string(),
-            ),
+            None => {
+                let how = if crate::migrate::config::sends_images(p) {
+                    "stop-and-copy, every image (pages included) sent over the control connection"
+                } else if p.checkpoint().pre_dump.is_some() {
+                    "pre-copy rounds, then stop-and-copy, through the shared `images.dir`"
+                } else {
+                    "stop-and-copy through the shared `images.dir`"
+                };
+                let lazy = if crate::migrate::config::lazy_local(p) {
+                    "; the destination restores lazily from its complete images"
+                } else {
+                    ""
+                };
+                pf.ok("container migration", format!("{how}{lazy}"));
+            }
         }
     }
     match crate::runtime::apply::host_config(p) {

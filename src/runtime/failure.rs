@@ -156,22 +156,41 @@ pub fn exists(step: &str, id: &str, status: &str) -> Failure {
     )
 }
 
-/// What a container migration cannot run: it is stop-and-copy through an
-/// `images.dir` both hosts see. A page server, sent images or lazy pages
-/// would need runc to hand over the non-page images (or restore stopped)
-/// before the container ends, and runc has no hook for that. `None` when
-/// the profile migrates as it is.
+/// What a container migration cannot run. It is stop-and-copy (with
+/// pre-copy rounds into a shared `images.dir` if asked), through an
+/// `images.dir` both hosts see or with every image (pages included) sent
+/// over the control connection (`migration.images = "send"`). A page
+/// server or lazy pages served from the source would leave part of the
+/// only checkpoint on the other host the moment the container ends (runc
+/// has no post-dump hook to hand over a frozen container), so post-copy
+/// runs from the destination's own complete images only; sent images
+/// carry `images.dir`'s own
+/// files, not the pre-dump rounds' directories. `None` when the profile
+/// migrates as it is.
 pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
-    let key = if p.page_server.is_some() {
-        "page_server"
+    let hand_over = "runc has no hook to hand the images over before the container ends, so part of the only checkpoint would be on the other host";
+    let (key, why, hint) = if p.page_server.is_some() {
+        (
+            "page_server",
+            hand_over,
+            "remove `page_server`: give both hosts the same `images.dir`, or set `migration.images = \"send\"` (the pages travel over the control connection too)",
+        )
     } else if p
-        .migration
+        .lazy_pages
         .as_ref()
-        .is_some_and(|m| m.value.images() == crate::profile::model::ImagesMode::Send)
+        .is_some_and(|l| l.value.enabled() && l.value.address.is_some())
     {
-        "migration.images"
-    } else if p.lazy_pages.as_ref().is_some_and(|l| l.value.enabled()) {
-        "lazy_pages"
+        (
+            "lazy_pages.address",
+            hand_over,
+            "remove `lazy_pages.address`: the destination then restores lazily from the complete checkpoint it has (post-copy from the destination's images), or remove `[lazy_pages]`",
+        )
+    } else if p.checkpoint().pre_dump.is_some() && crate::migrate::config::sends_images(p) {
+        (
+            "checkpoint.pre_dump",
+            "the pre-dump rounds are directories of their own, and `images = \"send\"` sends only the files of `images.dir`",
+            "remove `checkpoint.pre_dump`, or use `images = \"shared\"` with an `images.dir` both hosts see (the rounds are written there while the container runs)",
+        )
     } else {
         return None;
     };
@@ -180,13 +199,41 @@ pub fn container_migration_refusal(p: &Profile) -> Option<Failure> {
             Code::ApplyContainerMigration,
             "prepare",
             format!(
-                "a container migrates stop-and-copy through an `images.dir` both hosts see; `{key}` cannot be kept for a container (runc has no hook to hand the images over before the container ends): nothing was touched"
+                "`{key}` cannot be kept for a container migration ({why}): nothing was touched"
             ),
             Exit::Usage,
         )
         .key(key)
-        .hint(format!(
-            "remove `{key}` and give both hosts the same `images.dir`, or checkpoint and restore with two profiles"
-        )),
+        .hint(hint),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migrate(extra: &str) -> Profile {
+        let text = format!(
+            "version = 1\nname = \"m\"\naction = \"migrate\"\n[target]\ncontainer = \"c1\"\n[images]\ndir = \"/i\"\n[restore]\nbundle = \"/b\"\n[migration]\ndestination = \"10.0.0.2\"\ncontrol_port = 27000\n{extra}"
+        );
+        let (_, l) = crate::profile::load::load_str("m.toml", &text, crate::source::Format::Toml);
+        assert!(!l.has_errors(), "{:?}", l.diags);
+        l.profile.unwrap()
+    }
+
+    #[test]
+    fn container_migration_keeps_sent_images_and_shared_pre_copy() {
+        assert!(container_migration_refusal(&migrate("images = \"send\"\n")).is_none());
+        let pre = "[checkpoint.pre_dump]\niterations = 2\n";
+        assert!(container_migration_refusal(&migrate(pre)).is_none());
+        let f =
+            container_migration_refusal(&migrate(&format!("images = \"send\"\n{pre}"))).unwrap();
+        assert_eq!(f.key.as_deref(), Some("checkpoint.pre_dump"));
+        assert!(f.message.contains("nothing was touched"), "{}", f.message);
+        let f = container_migration_refusal(&migrate(
+            "[page_server]\naddress = \"10.0.0.2\"\nport = 27001\n",
+        ))
+        .unwrap();
+        assert_eq!(f.key.as_deref(), Some("page_server"));
+    }
 }

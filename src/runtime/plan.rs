@@ -64,6 +64,13 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
                     crate::runtime::runc::MIN_VERSION_TEXT
                 ),
             ),
+            _ if crate::migrate::config::sends_images(p) => step(
+                "prepare",
+                format!(
+                    "check runc (>= {}) and that container `{id}` is running (`runc state`); create {dirs} (0700) here, lock {dir}/.ckptctl.lock, mark {dir} incomplete",
+                    crate::runtime::runc::MIN_VERSION_TEXT
+                ),
+            ),
             _ => step(
                 "prepare",
                 format!(
@@ -72,7 +79,7 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
                 ),
             ),
         };
-        if role == Some(Role::Destination) {
+        if role == Some(Role::Destination) || crate::migrate::config::sends_images(p) {
             prep.writes = vec![
                 dir.clone(),
                 format!("{dir}/.ckptctl.lock"),
@@ -88,11 +95,14 @@ pub fn plan(p: &Profile, role: Option<Role>) -> Plan {
                 format!("{}; {}", f.message, f.hint.unwrap_or_default()),
             ));
         } else {
+            let send = crate::migrate::config::sends_images(p);
             out.push(step(
                 "control connection",
-                match role {
-                    Some(Role::Destination) => format!("listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; wait for `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
-                    _ => format!("connect to the destination: hello, ready; `runc checkpoint` into {dir} (the container ends here once the checkpoint is complete), `dumped`, then wait for `restored`; a failed restore there leaves the complete checkpoint in {dir}"),
+                match (role, send) {
+                    (Some(Role::Destination), false) => format!("listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; wait for `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
+                    (Some(Role::Destination), true) => format!("listen on `migration.control_port`: hello (profile digest, CRIU versions, CRIU's CPU check), ready; receive every image (pages and runc's descriptors.json included, each checked by size and sha256) into {dir} up to `dumped` (the source's container has ended), mark {dir} complete, `runc restore`, and send `restored` only once `runc state` says it runs"),
+                    (_, false) => format!("connect to the destination: hello, ready; `runc checkpoint` into {dir} (the container ends here once the checkpoint is complete), `dumped`, then wait for `restored`; a failed restore there leaves the complete checkpoint in {dir}"),
+                    (_, true) => format!("connect to the destination: hello, ready; `runc checkpoint` into {dir} here (the container ends here once the checkpoint is complete), mark {dir} complete, send every image over the control connection, `dumped`, then wait for `restored` (then {dir} here is marked incomplete: the copy runs there); a failed transfer or restore leaves the complete checkpoint in {dir} here"),
                 },
             ));
         }

@@ -105,7 +105,51 @@ pub fn major_minor(v: &str) -> Option<(u32, u32)> {
 /// Find runc and check its version; `root` is `target.runtime_root`.
 pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
     let path = find()?;
-    let out = Command::new(&path)
+    let version = version(&path)?;
+    Ok(Runc {
+        path,
+        version,
+        root,
+        hermetic: true,
+    })
+}
+
+/// [`open`] and [`Runc::state`] of `id` at once: `runc --version` and
+/// `runc state` run side by side (two process starts in the time of one).
+/// The state is only looked at once the version passed.
+pub fn open_with_state(
+    root: Option<PathBuf>,
+    hermetic: bool,
+    id: &str,
+) -> Result<(Runc, Result<Option<State>, Failure>), Failure> {
+    let path = find()?;
+    let mut runc = Runc {
+        path,
+        version: String::new(),
+        root,
+        hermetic,
+    };
+    let (version, state) = std::thread::scope(|scope| {
+        let probe = &runc;
+        let state = scope.spawn(move || probe.state(id));
+        let version = version(&probe.path);
+        let state = state.join().unwrap_or_else(|_| {
+            Err(Failure::new(
+                Code::ApplyRuncFailed,
+                "runc state",
+                "the thread asking runc for the container's state panicked",
+                Exit::CriuFailed,
+            ))
+        });
+        (version, state)
+    });
+    runc.version = version?;
+    Ok((runc, state))
+}
+
+/// `runc --version` of `path`, checked against [`MIN_VERSION`].
+fn version(path: &Path) -> Result<String, Failure> {
+    let out = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
@@ -151,12 +195,7 @@ pub fn open(root: Option<PathBuf>) -> Result<Runc, Failure> {
             "install runc >= {MIN_VERSION_TEXT} (Debian 12's runc 1.1.5 works), or set $CKPTCTL_RUNC to one"
         )));
     }
-    Ok(Runc {
-        path,
-        version,
-        root,
-        hermetic: true,
-    })
+    Ok(version)
 }
 
 impl Runc {
@@ -204,6 +243,17 @@ impl Runc {
                 .unwrap_or(0),
             bundle: v["bundle"].as_str().unwrap_or("").to_string(),
         }))
+    }
+
+    /// `runc delete --force ID` (a killed container's record); its outcome
+    /// is only whether runc succeeded.
+    pub fn delete(&self, id: &str) -> bool {
+        self.command()
+            .args(["delete", "--force", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Run `argv` (its first item is ignored: this runc runs) with stdin and stdout

@@ -6,6 +6,7 @@
 pub mod crit;
 pub mod migrate_hosts;
 pub mod netns;
+pub mod runc;
 
 use std::io;
 use std::path::{Path, PathBuf};
