@@ -531,6 +531,24 @@ fn a_pre_dump_chain_agrees_with_crit() {
         .unwrap();
     assert_eq!(skipped * 4096, from_parent, "{applied}");
 
+    // A round on its own is named as one, with the checkpoint made on it.
+    let round = ckptctl(&[
+        "--output",
+        "json",
+        "inspect",
+        imgs.join("pre-1").to_str().unwrap(),
+    ]);
+    assert_eq!(round.status.code(), Some(2), "{round:?}");
+    let d = &json(&round)["diagnostics"][0];
+    assert_eq!(d["code"], "inspect::pre-dump-round", "{d}");
+    assert!(
+        d["help"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ckptctl inspect --memory {}", imgs.display())),
+        "{d}"
+    );
+
     // `ls`: one checkpoint, the chain's rounds are not listed apart.
     let out = ckptctl(&["--output", "json", "ls", dir.to_str().unwrap()]);
     ok(&out);

@@ -54,6 +54,9 @@ pub fn resolve_target(target: &Path, ui: &Ui) -> Result<(PathBuf, PathBuf), Exit
 
 /// The diagnostic of images that cannot be read.
 pub fn image_diagnostic(e: &crate::images::ImageError) -> Diagnostic {
+    if let Some(d) = pre_dump_round(e) {
+        return d;
+    }
     let (code, help) = match e.kind {
         ImageErrorKind::Missing => (
             "inspect::image-missing",
@@ -71,6 +74,54 @@ pub fn image_diagnostic(e: &crate::images::ImageError) -> Diagnostic {
     Diagnostic::error(code, e.to_string())
         .in_file(e.file.display().to_string())
         .help(help)
+}
+
+/// A missing `pstree.img` next to pagemaps: a pre-dump round (CRIU writes
+/// memory, an inventory and stats there, never the process tree), not a
+/// damaged checkpoint. Names the checkpoint made on it when ckptctl's own
+/// layout (`images.dir/pre-N`) shows which.
+fn pre_dump_round(e: &crate::images::ImageError) -> Option<Diagnostic> {
+    if !matches!(e.kind, ImageErrorKind::Missing)
+        || e.file.file_name().is_none_or(|n| n != "pstree.img")
+    {
+        return None;
+    }
+    let dir = e.file.parent()?;
+    let has_pagemap = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .any(|f| {
+            let n = f.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("pagemap-") && n.ends_with(".img")
+        });
+    if !has_pagemap {
+        return None;
+    }
+    let owner = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("pre-"))
+        .then(|| dir.parent())
+        .flatten()
+        .filter(|p| p.join("pstree.img").exists());
+    let help = match owner {
+        Some(c) => format!(
+            "inspect the checkpoint made on it: `ckptctl inspect --memory {}` lists this round with the bytes it holds",
+            c.display()
+        ),
+        None => "inspect the checkpoint whose parent chain reaches it: its `--memory` view lists this round with the bytes it holds".to_string(),
+    };
+    Some(
+        Diagnostic::error(
+            "inspect::pre-dump-round",
+            format!(
+                "{} is a pre-dump round: memory pages only, no process tree",
+                dir.display()
+            ),
+        )
+        .in_file(dir.display().to_string())
+        .help(help),
+    )
 }
 
 /// `inspect`.
