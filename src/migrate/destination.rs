@@ -241,6 +241,11 @@ pub(crate) fn destination_session(
                     stopped.kill();
                     return Err(super::postcopy::lost_at_destination(d, pid));
                 }
+                if lazy_remote(p) {
+                    // The source's CRIU cannot tell a finished transfer from
+                    // a broken one: say that every page arrived.
+                    let _ = c.send(&Msg::PagesTaken);
+                }
                 if !ok {
                     // Pages that never arrived would read as zeros: the copy
                     // cannot be trusted. The images here are complete, so

@@ -191,6 +191,7 @@ fn dump_steps(run: &mut Session<'_>, runc: &Runc, id: &str) -> Result<RunStats, 
             rounds.push(PreDumpRound {
                 round,
                 pages_written: written,
+                stop: None,
             });
         }
     }

@@ -85,6 +85,9 @@ pub struct Session<'a> {
     /// The pid a dump step works on: watched while the step runs (see
     /// [`crate::apply::watch`]).
     watch_target: Option<i32>,
+    /// The peer a step's CRIU sends pages to, and how long that connection
+    /// may make no progress (see [`crate::apply::watch::LinkWatch`]).
+    watch_link: Option<(Vec<std::net::SocketAddr>, Duration)>,
     /// A post-dump hook of this session let CRIU go on: from then on CRIU
     /// may end the tree.
     post_dump_passed: bool,
@@ -134,6 +137,7 @@ impl<'a> Session<'a> {
             lock: None,
             pid_flag: opts.pid_flag,
             watch_target: None,
+            watch_link: None,
             post_dump_passed: false,
         })
     }
@@ -182,6 +186,12 @@ impl<'a> Session<'a> {
     /// after it died is ended (see [`crate::apply::watch`]).
     pub fn watch(&mut self, pid: i32) {
         self.watch_target = Some(pid);
+    }
+
+    /// End the next steps' CRIU once its connection to `peers` has made no
+    /// progress for `limit` (`None`: stop watching).
+    pub fn watch_link(&mut self, link: Option<(Vec<std::net::SocketAddr>, Duration)>) {
+        self.watch_link = link;
     }
 
     /// True once a post-dump hook let CRIU go on (CRIU may have ended the
