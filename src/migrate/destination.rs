@@ -105,6 +105,8 @@ pub(crate) fn destination_session(
         *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
     }
 
+    // The restore's CRIU starts while the source dumps, not after.
+    run.prespawn_swrk();
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
     received.pages = lazy_remote(p);

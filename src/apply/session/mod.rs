@@ -242,6 +242,16 @@ impl<'a> Session<'a> {
         Ok(s)
     }
 
+    /// Start the `criu swrk` for the next request now, ahead of a window
+    /// that is timed (a migration destination's restore follows the
+    /// source's dump: CRIU's start-up is then no part of the downtime). A
+    /// failure here is left for the request itself to report.
+    pub fn prespawn_swrk(&mut self) {
+        if self.spare.is_none() {
+            self.spare = Swrk::spawn(&self.criu.path, &criu_global_args(self.profile)).ok();
+        }
+    }
+
     /// Start the local lazy-pages daemon for this run's images (ready on its
     /// status pipe within `timeout`) and record it.
     pub fn start_lazy_daemon(&mut self, timeout: Duration) -> Result<LazyDaemon, Failure> {
