@@ -141,3 +141,41 @@ fn checkpoint_with_pre_dump_rounds_then_restore_keeps_counting() {
         "restored tree does not count on from {frozen_at}"
     );
 }
+
+/// A process that rewrites all of its 64 MiB all the time dirties memory
+/// as fast as the rounds copy it: the convergence rule stops the rounds
+/// after the second (of 8 allowed), says why on stderr and in the record,
+/// and the final dump still makes a checkpoint. (Before, all 8 ran.)
+#[test]
+fn fast_dirtying_process_stops_the_pre_dump_rounds_and_says_why() {
+    if !require_criu_features(&["mem_dirty_track"]) {
+        return;
+    }
+    let d = common::images_dir();
+    let w = Workload::memory_counter_in(d.path(), 64, 64 << 10).unwrap();
+    let ck = write(
+        d.path(),
+        "ck.toml",
+        &format!(
+            "version = 1\nname = \"hot\"\naction = \"checkpoint\"\n[target]\npid = {}\n\
+             [images]\ndir = \"imgs\"\n[checkpoint.pre_dump]\niterations = 8\n",
+            w.init_pid
+        ),
+    );
+    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v = json(&out);
+    let rounds = v["stats"]["pre_dump_rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{v}");
+    assert!(rounds[0]["stop"].is_null(), "{v}");
+    let why = rounds[1]["stop"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(why.contains("memory is dirtied"), "{why}");
+    assert!(err.contains("pre-copy stops after round 2: "), "{err}");
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("imgs/ckptctl-run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["stats"]["pre_dump_rounds"][1]["stop"], why, "{rec}");
+    assert!(d.path().join("imgs/ckptctl.complete").exists());
+}

@@ -225,3 +225,68 @@ fn pre_copy_then_post_copy_with_shared_images_keeps_counting() {
 fn pre_copy_then_post_copy_with_sent_images_keeps_counting() {
     migration(Strategy::Both, true);
 }
+
+/// Pre-copy of a process that rewrites all of its 64 MiB all the time: the
+/// rounds copy the same pages again, so the convergence rule stops them
+/// after the second of 8 allowed, records why, and the migration completes
+/// with the final dump. (Before, all 8 rounds ran.)
+#[test]
+fn pre_copy_of_a_fast_dirtying_process_stops_the_rounds_and_says_why() {
+    if !require_criu_features(&["mem_dirty_track"]) {
+        return;
+    }
+    let net = Net::new();
+    let tmp = common::images_dir();
+    let mut procs = Procs::default();
+    let counter = tmp.path().join("counter");
+    let c = counter.display().to_string();
+    let code = format!(
+        "import os,time\nb=bytearray(64<<20)\ni=0\nwhile True:\n i+=1\n \
+         for k in range(0,len(b),4096): b[k]=i&255\n \
+         open({c:?}+'.t','w').write(str(i))\n os.rename({c:?}+'.t',{c:?})\n"
+    );
+    let (init, counter) = common::migrate_hosts::start_in_src(
+        &net,
+        tmp.path(),
+        &mut procs,
+        &["python3", "-c", &code],
+        counter,
+    );
+    let profile = write_profile(
+        tmp.path(),
+        &net,
+        "120s",
+        "\n[checkpoint.pre_dump]\niterations = 8\nmin_pages = 16\n",
+    );
+    let mut cmd = Net::enter(&net.dst);
+    cmd.arg(BIN)
+        .arg("apply")
+        .arg(&profile)
+        .args(["--role", "destination", "--status-fd", "3"]);
+    let dest = start_destination(cmd);
+    let Migrated {
+        dst_stderr,
+        new_pid,
+        ..
+    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    assert!(
+        dst_stderr.contains("pre-dump round 2 arrived")
+            && !dst_stderr.contains("pre-dump round 3 arrived"),
+        "{dst_stderr}"
+    );
+    let rec = record(&tmp.path().join("images"), "source");
+    let rounds = rec["stats"]["criu"]["pre_dump_rounds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pre_dump_rounds: {rec}"));
+    assert_eq!(rounds.len(), 2, "{rec}");
+    let why = rounds[1]["stop"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert!(why.contains("memory is dirtied"), "{why}");
+    let c0 = read_counter(&counter);
+    assert!(
+        wait_until(Duration::from_secs(60), || read_counter(&counter) > c0 + 3),
+        "counter stopped at {c0} after migration"
+    );
+    assert!(alive(new_pid));
+}

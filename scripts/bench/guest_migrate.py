@@ -103,15 +103,56 @@ def migrate(d, pid, pre=False, post=False, pre_extra=""):
         return None, f"src {src.returncode}: {src.stderr[-600:]} / dst {dst.returncode}: {err[-600:]}"
     kill(mig.get("restored_pid"))
     rec = json.load(open(os.path.join(d, "imgs", "ckptctl-run-source.json")))
+    dst_rec = json.load(open(os.path.join(d, "imgs", "ckptctl-run-destination.json")))
     rounds = rec.get("stats", {}).get("criu", {}).get("pre_dump_rounds") or []
     why = [l.split("ckptctl: ", 1)[-1] for l in src.stderr.splitlines()
-           if "converged after round" in l or "ends after round" in l]
+           if "stops after round" in l or "ends after round" in l]
     return {
         "downtime_s": rec["stats"]["downtime"].get("downtime_s"),
         "lazy_s": rec["stats"]["downtime"].get("lazy_after_resume_s"),
         "rounds": [r.get("pages_written") for r in rounds],
         "why": why[0] if why else "",
+        "stop": next((r["stop"] for r in rounds if r.get("stop")), ""),
+        "breakdown": breakdown(rec, dst_rec),
     }, None
+
+
+def breakdown(src, dst):
+    """Where the downtime went, from both run records: the source's dump up
+    to CRIU's post-dump callback (freeze, memory dump, page write: CRIU's
+    stats-dump), then the handover until the destination's restore starts,
+    the restore (CRIU's restore_time), and what is left (the `restored`
+    message, CRIU's start and end around its restore_time)."""
+    out = {}
+    dump = next((s for s in reversed(src.get("steps", [])) if s["step"] == "dump"), None)
+    post = [t for n, t in (dump or {}).get("notifications", []) if n == "post-dump"]
+    if dump and post:
+        out["to_post_dump"] = post[0] - dump["started_s"]
+    st = (src.get("stats", {}).get("criu", {}) or {}).get("dump") or {}
+    for k in ("freezing_time_us", "memdump_time_us", "memwrite_time_us"):
+        if st.get(k) is not None:
+            out[k[:-8]] = st[k] / 1e6
+    out["pages_written"] = st.get("pages_written")
+    steps = {s["step"]: s for s in dst.get("steps", [])}
+    dumped, restore = steps.get("source dumped"), steps.get("restore")
+    if dumped and restore:
+        out["handover_to_restore"] = restore["started_s"] - (dumped["started_s"] + dumped["duration_s"])
+        out["restore_step"] = restore["duration_s"]
+    r = (dst.get("stats", {}).get("criu", {}) or {}).get("restore") or {}
+    if r.get("restore_time_us") is not None:
+        out["criu_restore"] = r["restore_time_us"] / 1e6
+    return out
+
+
+def show_breakdown(b):
+    keys = [("to_post_dump", "dump to post-dump"), ("freezing_time", "freezing"),
+            ("memdump_time", "memdump"), ("memwrite_time", "memwrite"),
+            ("handover_to_restore", "handover to restore"), ("restore_step", "restore step"),
+            ("criu_restore", "CRIU restore_time")]
+    parts = [f"{label} {b[k] * 1000:.0f} ms" for k, label in keys if b.get(k) is not None]
+    if b.get("pages_written") is not None:
+        parts.append(f"final dump wrote {b['pages_written']} pages")
+    return ", ".join(parts)
 
 
 def run(name, mib, dirty, **kw):
@@ -136,6 +177,7 @@ def run(name, mib, dirty, **kw):
         if res["rounds"]:
             line += f"   rounds {res['rounds']}"
         print(line, flush=True)
+        print(f"{'':34s} breakdown: {show_breakdown(res['breakdown'])}", flush=True)
         if res["why"]:
             print(f"{'':34s} {res['why']}", flush=True)
         return res
@@ -159,6 +201,10 @@ big = run(f"post-copy {BIG} MiB", BIG, DIRTY, post=True)
 print(f"post-copy downtime {BIG} MiB / 64 MiB: {ratio(big, small)} (goal <= 1.5)", flush=True)
 # Dirtied faster than copied: 96 MiB of 128 MiB rewritten every 50 ms.
 fast = run("pre-copy, fast-dirtying workload", 128, 96 * 1024, pre=True, pre_extra="min_pages = 16\n")
-if fast is not None and not fast["why"]:
-    print("the convergence rule did not say why the rounds stopped", flush=True)
+if fast is not None:
+    if fast["stop"]:
+        print(f"fast-dirtying: the rule stopped the rounds after {len(fast['rounds'])} of 5 "
+              f"(recorded: {fast['stop']})", flush=True)
+    else:
+        print(f"fast-dirtying: the convergence rule did not stop the rounds ({len(fast['rounds'])} ran)", flush=True)
 sys.exit(0 if any(x is not None for x in (stop, pre, post, both, small, big, fast)) else 1)

@@ -126,17 +126,18 @@ fn dump_steps(
                 .ok()
                 .and_then(|s| s.dump)
                 .map(|d| d.pages_written);
+            let stop =
+                written.and_then(|w| crate::apply::converge::stop_reason(prev_pages, w, &pd));
             rounds.push(PreDumpRound {
                 round,
                 pages_written: written,
+                stop: stop.clone(),
             });
-            if let Some(w) = written {
-                if let Some(reason) = crate::apply::converge::stop_reason(prev_pages, w, &pd) {
-                    run.progress(&format!("pre-copy converged after round {round}: {reason}"));
-                    break;
-                }
-                prev_pages = Some(w);
+            if let Some(reason) = stop {
+                run.progress(&format!("pre-copy stops after round {round}: {reason}"));
+                break;
             }
+            prev_pages = written.or(prev_pages);
         }
     }
     let step = CriuStep::Dump {

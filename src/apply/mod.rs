@@ -90,6 +90,10 @@ pub struct PreDumpRound {
     pub round: u32,
     /// Pages it wrote (when its stats could be read).
     pub pages_written: Option<u64>,
+    /// Why the rounds stopped after this one, when the convergence rule
+    /// stopped them (not `iterations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
 }
 
 impl session::finish::Finished for Outcome {

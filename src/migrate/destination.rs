@@ -105,6 +105,8 @@ pub(crate) fn destination_session(
         *ps = super::precopy::destination_rounds(run, mig, c, images, work, note)?;
     }
 
+    // The restore's CRIU starts while the source dumps, not after.
+    run.prespawn_swrk();
     let dir = run.images_dir().to_path_buf();
     let mut received = send::Received::default();
     received.extra.pages = lazy_remote(p);
@@ -248,6 +250,11 @@ pub(crate) fn destination_session(
                 if !ok && lazy_remote(p) {
                     stopped.kill();
                     return Err(super::postcopy::lost_at_destination(d, pid));
+                }
+                if lazy_remote(p) {
+                    // The source's CRIU cannot tell a finished transfer from
+                    // a broken one: say that every page arrived.
+                    let _ = c.send(&Msg::PagesTaken);
                 }
                 if !ok {
                     // Pages that never arrived would read as zeros: the copy

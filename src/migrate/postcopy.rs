@@ -262,6 +262,14 @@ pub(crate) fn source_lazy(
     let lazy_s = t_commit.elapsed().as_secs_f64();
     run.record
         .step("dump", started, res.is_ok(), Some(log.clone()), Vec::new());
+    // CRIU's lazy page server takes its client's disconnect for the end of
+    // the transfer, whether every page was taken or the destination died:
+    // only the destination's `pages_taken` says which.
+    let taken = if res.is_ok() && confirmed.is_ok() {
+        Some(pages_taken(c, to))
+    } else {
+        None
+    };
     c.shutdown();
     if let Err(e) = res.and_then(|r| expect_success("dump", CriuReqType::Dump, r)) {
         // After the commit the destination's copy is the only one: CRIU's
@@ -292,6 +300,21 @@ pub(crate) fn source_lazy(
         f.keep_images = true;
         return Err(f);
     }
+    if let Some(Err(why)) = taken {
+        let rp = restored_pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let mut f = Failure::new(
+            Code::MigratePostCopyLost,
+            "lazy page transfer",
+            format!(
+                "the destination did not say that every page arrived ({why}); CRIU's lazy page server took its client's disconnect {lazy_s:.1} s after the resume for the end and ended the tree here (pid {pid}), so the copy at the destination (pid {rp}) is the only one, and if it died with pages missing the process is lost (post-copy's inherent risk)"
+            ),
+            Exit::CriuFailed,
+        )
+        .key("lazy_pages.address")
+        .hint("look on the destination whether its copy runs (its run record says why it stopped); use pre-copy (`[checkpoint.pre_dump]`) or post-copy from the destination's images (no `lazy_pages.address`) where losing the process is not acceptable");
+        f.target = Some(TargetState::of(pid));
+        return Err(f);
+    }
     // CRIU 4.1.1's stats-dump of a lazy dump is not usable (seen in the
     // guest: zero page counts, a frozen time of 3 500 s): only the rounds'.
     let downtime = Downtime {
@@ -316,6 +339,16 @@ pub(crate) fn source_lazy(
         },
         images_dir,
     ))
+}
+
+/// The destination's word that its lazy-pages daemon took every page.
+fn pages_taken(c: &mut Conn, to: Duration) -> Result<(), String> {
+    match c.recv(to, "pages_taken") {
+        Ok(Msg::PagesTaken) => Ok(()),
+        Ok(Msg::Error { message, .. }) => Err(format!("it reported: {message}")),
+        Ok(m) => Err(format!("it sent `{}` instead of pages_taken", m.name())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Wait until a TCP socket listens on `port` here (`/proc/net/tcp*`; a

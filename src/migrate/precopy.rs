@@ -21,6 +21,7 @@
 //! Without `[page_server]` (shared images), the rounds write into the shared
 //! `images.dir` themselves and every `ready` carries no port.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -66,7 +67,6 @@ pub(crate) fn source_rounds(
     mig: &Mig,
     pid: i32,
     c: &mut Conn,
-    untouched: &str,
 ) -> Result<(u32, Vec<PreDumpRound>, Option<i32>), Failure> {
     let p = run.profile();
     let Some(pd) = p.checkpoint().pre_dump.map(|s| s.value) else {
@@ -74,6 +74,9 @@ pub(crate) fn source_rounds(
     };
     let to = mig.step_timeout;
     let max = crate::render::pre_dump_rounds(p);
+    // A pre-dump round freezes the tree only while it collects the pages,
+    // and CRIU resumes it on every failure (or when it is ended).
+    let untouched = &format!("; process {pid} runs on here (pre-dump rounds leave it running)");
     let work = open_dir(run.work_dir())?;
     let mut prev: Option<u64> = None;
     let mut rounds = Vec::new();
@@ -106,12 +109,16 @@ pub(crate) fn source_rounds(
                 .unwrap_or_default()
         ));
         run.watch(pid);
+        // The round writes to the destination's page server: a cut link
+        // must not leave it writing for the kernel's retransmission time.
+        run.watch_link(page_server_peers(o.ps.as_ref()).map(|p| (p, to)));
         let res = run.call(
             &step.to_string(),
             CriuReq::with_opts(CriuReqType::SinglePreDump, o),
             CriuReqType::SinglePreDump,
             log,
         );
+        run.watch_link(None);
         res.map_err(|mut f| {
             f.message.push_str(untouched);
             f
@@ -129,10 +136,11 @@ pub(crate) fn source_rounds(
         rounds.push(PreDumpRound {
             round,
             pages_written: written,
+            stop: stop.clone(),
         });
         let last = stop.is_some() || round == max;
         match &stop {
-            Some(why) => run.progress(&format!("pre-copy converged after round {round}: {why}")),
+            Some(why) => run.progress(&format!("pre-copy stops after round {round}: {why}")),
             None if last => run.progress(&format!(
                 "pre-copy ends after round {round}: `iterations` = {max}"
             )),
@@ -148,9 +156,20 @@ pub(crate) fn source_rounds(
         if last {
             return Ok((round, rounds, port));
         }
-        prev = written;
+        prev = written.or(prev);
     }
     Ok((0, rounds, None))
+}
+
+/// The addresses of the page server CRIU is told to connect to.
+fn page_server_peers(ps: Option<&crate::criu::rpc::CriuPageServerInfo>) -> Option<Vec<SocketAddr>> {
+    let ps = ps?;
+    let port = u16::try_from(ps.port?).ok()?;
+    let peers: Vec<SocketAddr> = (ps.address.as_deref()?, port)
+        .to_socket_addrs()
+        .ok()?
+        .collect();
+    (!peers.is_empty()).then_some(peers)
 }
 
 /// Wait for the destination's `ready`: the port of its page server.

@@ -139,6 +139,11 @@ pub enum Msg {
         /// The running root pid (destination's view).
         pid: Option<i32>,
     },
+    /// Destination → source (post-copy from the source's memory), after
+    /// `running`: the lazy-pages daemon ended with every page taken. CRIU's
+    /// lazy page server ends without an error when its client disconnects,
+    /// taken or not, so only this tells the source the process survived.
+    PagesTaken,
     /// Either side: it stops.
     Error {
         /// What went wrong.
@@ -162,6 +167,7 @@ impl Msg {
             Msg::Restored { .. } => "restored",
             Msg::Summary { .. } => "summary",
             Msg::Running { .. } => "running",
+            Msg::PagesTaken => "pages_taken",
             Msg::Error { .. } => "error",
         }
     }

@@ -94,7 +94,7 @@ pub(crate) fn source_session(
     // Pre-copy: the rounds first, while the tree runs; the final dump's
     // page server is the one announced after the last round.
     let (rounds_done, rounds, ps_port) = if p.checkpoint().pre_dump.is_some() {
-        let (n, r, port) = super::precopy::source_rounds(run, mig, pid, c, untouched)?;
+        let (n, r, port) = super::precopy::source_rounds(run, mig, pid, c)?;
         (n, r, port)
     } else {
         (0, Vec::new(), ps_port)

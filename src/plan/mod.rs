@@ -237,7 +237,7 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                         .as_ref()
                         .is_some_and(|l| l.value.address.is_some())
                 {
-                    s.waits_for = Some("NOTIFY status-ready (pages served), then the destination has taken every page".into());
+                    s.waits_for = Some("NOTIFY status-ready (pages served), then the destination's `pages_taken` (its daemon took every page: CRIU takes a disconnect for the end, so without that word the process is reported lost)".into());
                 }
             }
             CriuStep::LazyPagesDaemon => {
@@ -258,7 +258,14 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                 ));
             }
             CriuStep::Restore => {
-                if destination {
+                let remote = render::lazy_remote(p);
+                if destination && remote {
+                    // The lazy pages never reach the images here.
+                    s.what = format!(
+                        "{}; report `restored` with the new pid to the source; {dir} stays marked incomplete (the pages not restored eagerly stay in the source's memory)",
+                        s.what
+                    );
+                } else if destination {
                     s.what = format!(
                         "mark {dir} complete, then {}; report `restored` with the new pid to the source",
                         s.what
@@ -269,7 +276,11 @@ pub fn plan(p: &Profile, role: Option<Role>, pid: Option<i32>) -> Plan {
                 if let Some(pf) = p.restore().pidfile {
                     s.writes.push(pf.value.resolved.display().to_string());
                 }
-                if lazy && destination {
+                if lazy && destination && remote {
+                    s.waits_for = Some(
+                        "the source's summary (its commit): the tree resumes here while the lazy-pages daemon goes on delivering pages, until it exits after the last one; then `pages_taken` to the source".into(),
+                    );
+                } else if lazy && destination {
                     s.waits_for = Some(
                         "the source's summary (its commit): the tree resumes here while the lazy-pages daemon goes on delivering pages, until it exits after the last one".into(),
                     );

@@ -277,6 +277,7 @@ pub(crate) fn dump_step(
     Ok(Some(PreDumpRound {
         round,
         pages_written: written,
+        stop: None,
     }))
 }
 

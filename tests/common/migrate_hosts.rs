@@ -82,6 +82,14 @@ impl Net {
         }
         net
     }
+    /// The veth end inside SRC.
+    pub fn src_veth(&self) -> String {
+        format!("ckms{}", self.src.trim_start_matches("ckm-src-"))
+    }
+    /// The veth end inside DST.
+    pub fn dst_veth(&self) -> String {
+        format!("ckmd{}", self.dst.trim_start_matches("ckm-dst-"))
+    }
     pub fn src_ip(&self) -> String {
         format!("10.77.{}.1", self.subnet)
     }

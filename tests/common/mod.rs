@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crit;
+pub mod leftovers;
 pub mod migrate_hosts;
 pub mod netns;
 pub mod runc;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Session;
 use crate::apply::signals;
-use crate::apply::watch::{self, TargetWatch};
+use crate::apply::watch::{self, LinkWatch, TargetWatch};
 use crate::criu::rpc::{CriuReq, CriuReqType, CriuResp};
 use crate::criu::swrk::expect_success;
 use crate::criu::{CriuError, Notify, NotifyReply};
@@ -52,6 +52,8 @@ pub struct Exchange {
     pub response: Result<CriuResp, CriuError>,
     /// The watchdog ended CRIU (its target was gone).
     pub watchdog_fired: bool,
+    /// The link watch ended CRIU: its peer took no data for this long.
+    pub link_stalled: Option<std::time::Duration>,
     /// The last lines CRIU wrote to stderr.
     pub stderr: String,
     /// The CRIU log of the step.
@@ -97,6 +99,10 @@ impl Session<'_> {
         let watch = self
             .watch_target
             .map(|t| TargetWatch::start(t, swrk.pid(), watch::GRACE));
+        let link = self
+            .watch_link
+            .clone()
+            .map(|(peers, limit)| (LinkWatch::start(peers, swrk.pid(), limit), limit));
         let point = PostDumpPoint {
             disarm: watch.as_ref().map(TargetWatch::disarm_handle),
             criu_pid: swrk.pid(),
@@ -136,6 +142,7 @@ impl Session<'_> {
         };
         self.post_dump_passed |= passed;
         let watchdog_fired = watch.is_some_and(TargetWatch::finish);
+        let link_stalled = link.and_then(|(w, limit)| w.finish().then_some(limit));
         let response = res.and_then(|r| expect_success(step, want, r));
         let stderr = swrk.stderr_tail();
         let _ = swrk.finish();
@@ -149,6 +156,7 @@ impl Session<'_> {
         Ok(Exchange {
             response,
             watchdog_fired,
+            link_stalled,
             stderr,
             log,
             ended,
@@ -196,6 +204,15 @@ impl Session<'_> {
                 self.watch_target.unwrap_or(0),
                 watch::GRACE.as_secs()
             );
+        }
+        if let Some(limit) = ex.link_stalled {
+            f.code = Code::MigrateTimeout;
+            f.key = Some("migration.step_timeout".into());
+            f.message = format!(
+                "{step} failed: its connection to the destination's page server took no data for {} s (the link is cut, or the destination's host is gone), so ckptctl ended CRIU",
+                limit.as_secs()
+            );
+            f.hint = Some("check the link to `migration.destination` and that its host is up, then start both roles again; a slow but working link needs a longer `migration.step_timeout`".into());
         }
         if f.log_lines.is_empty() {
             // No log (CRIU refused the options before logging): its reason

@@ -85,6 +85,9 @@ pub struct Session<'a> {
     /// The pid a dump step works on: watched while the step runs (see
     /// [`crate::apply::watch`]).
     watch_target: Option<i32>,
+    /// The peer a step's CRIU sends pages to, and how long that connection
+    /// may make no progress (see [`crate::apply::watch::LinkWatch`]).
+    watch_link: Option<(Vec<std::net::SocketAddr>, Duration)>,
     /// A post-dump hook of this session let CRIU go on: from then on CRIU
     /// may end the tree.
     post_dump_passed: bool,
@@ -134,6 +137,7 @@ impl<'a> Session<'a> {
             lock: None,
             pid_flag: opts.pid_flag,
             watch_target: None,
+            watch_link: None,
             post_dump_passed: false,
         })
     }
@@ -192,6 +196,12 @@ impl<'a> Session<'a> {
         self.watch_target = Some(pid);
     }
 
+    /// End the next steps' CRIU once its connection to `peers` has made no
+    /// progress for `limit` (`None`: stop watching).
+    pub fn watch_link(&mut self, link: Option<(Vec<std::net::SocketAddr>, Duration)>) {
+        self.watch_link = link;
+    }
+
     /// True once a post-dump hook let CRIU go on (CRIU may have ended the
     /// tree since).
     pub fn post_dump_passed(&self) -> bool {
@@ -238,6 +248,16 @@ impl<'a> Session<'a> {
             lock.note_criu(pid);
         }
         Ok(s)
+    }
+
+    /// Start the `criu swrk` for the next request now, ahead of a window
+    /// that is timed (a migration destination's restore follows the
+    /// source's dump: CRIU's start-up is then no part of the downtime). A
+    /// failure here is left for the request itself to report.
+    pub fn prespawn_swrk(&mut self) {
+        if self.spare.is_none() {
+            self.spare = Swrk::spawn(&self.criu.path, &criu_global_args(self.profile)).ok();
+        }
     }
 
     /// Start the local lazy-pages daemon for this run's images (ready on its
