@@ -28,7 +28,7 @@
 #
 # Environment overrides (all optional):
 #   CKPTCTL_VM_DIR      cache (kernel, venv)         (default /var/cache/ckptctl-vm)
-#   CKPTCTL_VM_TIMEOUT  seconds for the guest run    (default 780)
+#   CKPTCTL_VM_TIMEOUT  seconds for the guest run    (default 840)
 #   CKPTCTL_VM_MEMORY   guest memory                 (default 2G)
 #   CKPTCTL_VM_CPUS     guest CPUs                   (default 2)
 #   CKPTCTL_VM_CRIU     CRIU used in the guest       (default /usr/local/bin/criu)
@@ -39,7 +39,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
 VM_DIR="${CKPTCTL_VM_DIR:-/var/cache/ckptctl-vm}"
-VM_TIMEOUT="${CKPTCTL_VM_TIMEOUT:-780}"
+VM_TIMEOUT="${CKPTCTL_VM_TIMEOUT:-840}"
 VM_MEMORY="${CKPTCTL_VM_MEMORY:-}"
 VM_CPUS="${CKPTCTL_VM_CPUS:-2}"
 VM_CRIU="${CKPTCTL_VM_CRIU:-/usr/local/bin/criu}"
