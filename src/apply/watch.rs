@@ -3,8 +3,9 @@
 //! "was killed by 9 unexpectedly" and then waits on a lock forever), so
 //! without this an apply would wait on CRIU for good. While armed, the
 //! watchdog looks at the target every 200 ms; once the target has been gone
-//! for [`GRACE`], it SIGKILLs the criu process, so the call returns and the
-//! failure can say what happened.
+//! for [`GRACE`], it SIGKILLs the criu process and its children (its
+//! process group), so the call returns and the failure can say what
+//! happened.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,16 @@ pub struct TargetWatch {
     done: Arc<AtomicBool>,
     fired: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// SIGKILL the process group of the criu process `criu` (every CRIU child
+/// leads its own group): `criu swrk` runs a pre-dump in a child it forks
+/// and waits for, and killing `swrk` alone would leave that child stuck.
+fn end_group(criu: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(criu),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// The process exists and is not a zombie (a traced, stopped target counts
@@ -49,10 +60,7 @@ impl TargetWatch {
                         let since = *gone_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= grace {
                             fired.store(true, Ordering::SeqCst);
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(criu),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
+                            end_group(criu);
                             return;
                         }
                     } else {
@@ -206,12 +214,7 @@ impl LinkWatch {
                         let since = *stalled_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= limit {
                             fired.store(true, Ordering::SeqCst);
-                            // Its process group: `criu swrk` runs a pre-dump
-                            // in a child it forks (and waits for).
-                            let _ = nix::sys::signal::killpg(
-                                nix::unistd::Pid::from_raw(criu),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
+                            end_group(criu);
                             return;
                         }
                     } else {
@@ -250,15 +253,26 @@ mod tests {
     use std::os::unix::process::CommandExt;
 
     #[test]
-    fn kills_the_waiter_once_the_target_is_gone_and_not_before() {
+    fn kills_the_waiter_and_its_children_once_the_target_is_gone_and_not_before() {
         let mut target = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let mut criu = std::process::Command::new("sleep")
-            .arg("30")
+        // In its own process group, as every CRIU child is, with a child of
+        // its own (as `criu swrk` forks the one that runs a pre-dump).
+        let mut criu = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
             .spawn()
             .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(criu.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let child: i32 = line.trim().parse().unwrap();
         let w = TargetWatch::start(
             target.id() as i32,
             Some(criu.id()),
@@ -274,6 +288,11 @@ mod tests {
         let st = criu.wait().unwrap();
         assert!(w.finish());
         assert!(!st.success());
+        let t0 = Instant::now();
+        while exists(child) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!exists(child), "the waiter's child {child} survived");
 
         // Disarmed: nothing happens when the target goes.
         let mut target = std::process::Command::new("sleep")
