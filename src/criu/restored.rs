@@ -265,14 +265,43 @@ mod tests {
         !is_zombie(pid)
     }
 
-    /// `Adoption::end` ends every child this process gained since its
-    /// start: the tests here that start children take turns.
+    /// `Adoption::end` ends (and reaps) every child this process gained
+    /// since its start, and makes the process a child subreaper: the tests
+    /// here that start children take turns.
     static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Run the test `name` alone, in a test process of its own (this test
+    /// binary, re-run with `--exact`): the children that the other unit
+    /// tests start beside it must not be ended or reaped by its adoption.
+    /// True in the parent, which has then checked the outcome; false in the
+    /// child, which runs the body.
+    fn alone(name: &str) -> bool {
+        const MARK: &str = "CKPTCTL_TEST_ALONE";
+        if std::env::var_os(MARK).is_some() {
+            return false;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(MARK, "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("1 passed"),
+            "{name} alone:\n{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    }
 
     /// A shell that starts a `sleep` in the background and exits: the
     /// sleep is orphaned, comes to us (the subreaper), and `end` kills it.
     #[test]
     fn an_orphan_comes_to_the_subreaper_and_is_ended() {
+        if alone("criu::restored::tests::an_orphan_comes_to_the_subreaper_and_is_ended") {
+            return;
+        }
         let _turn = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
         let adoption = Adoption::start().unwrap();
         let out = Command::new("sh")
@@ -293,6 +322,9 @@ mod tests {
     /// and killed, it is gone.
     #[test]
     fn a_held_stopped_tree_resumes_or_dies() {
+        if alone("criu::restored::tests::a_held_stopped_tree_resumes_or_dies") {
+            return;
+        }
         let _turn = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
         for how in ["resume", "kill", "release"] {
             let resume = how == "resume";
