@@ -268,14 +268,15 @@ const MATCHERS: &[(KnownCause, Matcher)] = &[
             || l.contains("page-pipe: splice:")
     }),
     (KnownCause::PageServerUnreachable, |l| {
-        l.contains("Can't connect to server")
-            || l.contains("connect to lazy-pages.socket failed")
-            || l.contains("The page server doesn't answer")
+        l.contains("Can't connect to server") || l.contains("connect to lazy-pages.socket failed")
     }),
+    // "doesn't answer" is a connection that was made and then closed (CRIU
+    // read end-of-file, "…: Success"): lost, not unreachable.
     (KnownCause::PageServerLost, |l| {
-        l.contains("Error (")
+        (l.contains("Error (")
             && l.contains("page-xfer")
-            && (l.contains("Broken pipe") || l.contains("Connection reset by peer"))
+            && (l.contains("Broken pipe") || l.contains("Connection reset by peer")))
+            || l.contains("The page server doesn't answer")
     }),
     (KnownCause::PidTaken, |l| {
         l.contains("Can't fork for") && l.contains("File exists")
@@ -499,6 +500,18 @@ mod tests {
                 "page-xfer: \tSpliced: 278316 bytes sent",
                 "Error (criu/page-xfer.c:191): page-xfer: Can't write pages to socket: Broken pipe",
                 "Error (criu/mem.c:672): Can't dump page with parasite",
+                "Error (criu/page-xfer.c:150): page-xfer: Can't send PSI 4131 to server: Broken pipe",
+            ],
+        ),
+        // A pre-dump round whose page server was killed after CRIU
+        // connected (the destination's ckptctl died; guest lane).
+        (
+            KnownCause::PageServerLost,
+            None,
+            &[
+                "Pre-dumping tasks' memory",
+                "Error (criu/page-xfer.c:244): page-xfer: The page server doesn't answer: Success",
+                "page-xfer: Disconnect from the page server",
                 "Error (criu/page-xfer.c:150): page-xfer: Can't send PSI 4131 to server: Broken pipe",
             ],
         ),

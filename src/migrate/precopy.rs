@@ -38,7 +38,7 @@ use crate::render::CriuStep;
 use super::config::Mig;
 use super::handshake::{conn_failure, peer_error, protocol};
 use super::page_server::{PageServer, start_page_server, wait_page_server};
-use super::proto::{Conn, Msg};
+use super::proto::{Conn, ConnError, Msg};
 
 /// Point a step's page-server options at the destination: the port it
 /// announced, and `migration.destination` when `page_server.address` is
@@ -57,6 +57,47 @@ pub(crate) fn aim_at_destination(o: &mut CriuOpts, mig: &Mig, port: Option<i32>)
             ps.port = Some(port);
         }
     }
+}
+
+/// A round whose CRIU lost the page server: if the control connection is
+/// gone too, the destination went away, and that is the failure to report
+/// (CRIU's log stays attached); otherwise CRIU's own failure.
+fn destination_gone(mut f: Failure, c: &mut Conn, round: u32, untouched: &str) -> Failure {
+    let lost = matches!(
+        f.code,
+        Code::CriuPageServerLost | Code::CriuPageServerUnreachable
+    );
+    if lost {
+        match c.recv(
+            Duration::from_secs(2),
+            "the destination after the failed round",
+        ) {
+            Err(e @ (ConnError::Closed(_) | ConnError::Io(_))) => {
+                let mut g = conn_failure(
+                    &format!("pre-dump round {round}"),
+                    e,
+                    Exit::CriuFailed,
+                    untouched,
+                );
+                g.message = format!(
+                    "the destination went away during pre-dump round {round} (its page server closed the connection, and so did its control connection){untouched}"
+                );
+                g.cr_errno = f.cr_errno;
+                g.cr_errmsg = f.cr_errmsg.take();
+                g.log = f.log.take();
+                g.log_lines = std::mem::take(&mut f.log_lines);
+                return g;
+            }
+            // The destination lives and said why its page server stopped.
+            Ok(Msg::Error { message, .. }) => {
+                f.message
+                    .push_str(&format!("; the destination says: {message}"));
+            }
+            _ => {}
+        }
+    }
+    f.message.push_str(untouched);
+    f
 }
 
 /// Source: run the pre-dump rounds of `pid`, each announced to the
@@ -119,10 +160,7 @@ pub(crate) fn source_rounds(
             log,
         );
         run.watch_link(None);
-        res.map_err(|mut f| {
-            f.message.push_str(untouched);
-            f
-        })?;
+        res.map_err(|f| destination_gone(f, c, round, untouched))?;
         let stats_path = run.work_dir().join("stats-dump");
         let _ = std::fs::copy(&stats_path, dir.join("stats-dump"));
         let written = stats::read(&stats_path)
