@@ -136,10 +136,25 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Limited> {
     if meta.len() > limit {
         return Err(Limited::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Limited::Io)?;
+    // One read of one byte more than the size the file has now: a regular
+    // file that gives back exactly its size is read whole, with no second
+    // read to learn that nothing follows (a profile folder is thousands of
+    // small files). A file that grew, or a short read, takes the loop.
+    let size = usize::try_from(meta.len()).unwrap_or(0);
+    let mut bytes = vec![0; size + 1];
+    let mut file = file;
+    let n = loop {
+        match file.read(&mut bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => break r.map_err(Limited::Io)?,
+        }
+    };
+    bytes.truncate(n);
+    if n != size {
+        file.take(limit + 1 - n as u64)
+            .read_to_end(&mut bytes)
+            .map_err(Limited::Io)?;
+    }
     if bytes.len() as u64 > limit {
         return Err(Limited::TooLarge);
     }
