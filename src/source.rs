@@ -86,6 +86,11 @@ impl SourceFile {
         }
     }
 
+    /// The text is ASCII (so a character index is a byte offset).
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
+    }
+
     fn line_starts(&self) -> &[usize] {
         self.line_starts.get_or_init(|| {
             // A byte-order mark is not a column: line 1 starts after it, as

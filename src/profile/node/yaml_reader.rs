@@ -26,6 +26,17 @@ struct Offsets<'a> {
 }
 
 impl Offsets<'_> {
+    /// The byte offset of a parser position. In ASCII text the parser's
+    /// character index is the offset; otherwise it is worked out from the
+    /// line and column.
+    fn at(&mut self, m: saphyr_parser::Marker) -> usize {
+        if self.src.is_ascii() {
+            m.index()
+        } else {
+            self.get(m.line().saturating_sub(1), m.col())
+        }
+    }
+
     fn get(&mut self, line0: usize, col0: usize) -> usize {
         // The YAML scanner counts the columns of line 1 from the character
         // after a byte-order mark one short; line 1 starts after the mark
@@ -68,8 +79,7 @@ pub fn parse_yaml(file: FileId, src: &SourceFile) -> Result<Node, Vec<Diagnostic
     for ev in Parser::new_from_str(&src.text) {
         match ev {
             Ok((e, span)) => {
-                let start = at.get(span.start.line().saturating_sub(1), span.start.col());
-                let end = at.get(span.end.line().saturating_sub(1), span.end.col());
+                let (start, end) = (at.at(span.start), at.at(span.end));
                 // A value is one or two events: past this many, the document
                 // has more values than any profile, whatever its aliases do.
                 if events.len() > 2 * YAML_NODE_LIMIT + 4 {
@@ -155,9 +165,16 @@ struct YamlBuilder<'a> {
     count: usize,
     errors: Vec<Diagnostic>,
     /// Keys and indices from the root to the node being built.
-    path: Vec<String>,
+    path: Vec<PathPart>,
     /// Collections open around the node being built.
     depth: usize,
+}
+
+/// One step of the path from the root to the node being built (only a
+/// duplicate key's message spells it out).
+enum PathPart {
+    Key(String),
+    Index(usize),
 }
 
 type EventIter<'i> = std::iter::Peekable<std::vec::IntoIter<(Event<'i>, Span)>>;
@@ -222,7 +239,7 @@ impl YamlBuilder<'_> {
                         end = sp.end.max(end);
                         break;
                     }
-                    self.path.push(format!("[{}]", items.len()));
+                    self.path.push(PathPart::Index(items.len()));
                     let n = self.node(ev, sp, it);
                     self.path.pop();
                     end = n.span.end.max(end);
@@ -268,9 +285,12 @@ impl YamlBuilder<'_> {
                     };
                     let Some((vev, vsp)) = it.next() else { break };
                     let plain = key.is_some();
-                    self.path.push(key.unwrap_or_default());
+                    self.path.push(PathPart::Key(key.unwrap_or_default()));
                     let value = self.node(vev, vsp, it);
-                    let key = self.path.pop().unwrap_or_default();
+                    let key = match self.path.pop() {
+                        Some(PathPart::Key(k)) => k,
+                        _ => String::new(),
+                    };
                     end = value.span.end.max(end);
                     if !plain {
                         self.errors.push(
@@ -353,18 +373,25 @@ impl YamlBuilder<'_> {
     }
 
     fn dotted(&self, key: &str) -> String {
+        use std::fmt::Write;
         let mut out = String::new();
-        for p in self
-            .path
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(key))
-        {
-            if !out.is_empty() && !p.starts_with('[') {
-                out.push('.');
+        for p in &self.path {
+            match p {
+                PathPart::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                PathPart::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
             }
-            out.push_str(p);
         }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(key);
         out
     }
 
@@ -572,6 +599,67 @@ fn is_yaml_float(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::source::SourceMap;
+
+    /// Every span of a tree, in walk order.
+    fn spans(n: &Node, out: &mut Vec<(u32, u32)>) {
+        out.push((n.span.start, n.span.end));
+        match &n.kind {
+            Kind::Table(es) => {
+                for e in es {
+                    out.push((e.key_span.start, e.key_span.end));
+                    spans(&e.value, out);
+                }
+            }
+            Kind::Array(xs) => xs.iter().for_each(|x| spans(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn ascii_offsets_from_the_parser_index_equal_offsets_from_line_and_column() {
+        // The same documents, ASCII and with one non-ASCII character in a
+        // comment at the end (which takes the line-and-column path): every
+        // span must agree.
+        let docs = [
+            "a: 1\nb:\n  c: [1, 2, {d: e}]\n  f: \"x\"\n",
+            "a: |\n  one\n  two\nb: >-\n  folded\n  text\nc: 'q'\n",
+            "a:\r\n  - x\r\n  - y: 1\r\n    z: 2\r\nb: 3\r\n",
+            "k: &anc {x: 1}\nm: *anc\nn:\n\t\n  - \"multi\n    line\"\n",
+            "# c\n\n? a\n: 1\nlong:   plain   words here  \nt: !!str 5\n",
+        ];
+        for doc in docs {
+            let mut m = SourceMap::new();
+            let a = m.add("a.yaml".into(), "a.yaml".into(), doc);
+            let u = m.add("u.yaml".into(), "u.yaml".into(), format!("{doc}# \u{e9}\n"));
+            assert!(m.get(a).is_ascii() && !m.get(u).is_ascii());
+            let (ta, tu) = (parse_yaml(a, m.get(a)), parse_yaml(u, m.get(u)));
+            let (mut sa, mut su) = (Vec::new(), Vec::new());
+            match (ta, tu) {
+                (Ok(x), Ok(y)) => {
+                    spans(&x, &mut sa);
+                    spans(&y, &mut su);
+                }
+                (Err(x), Err(y)) => {
+                    sa = x
+                        .iter()
+                        .filter_map(|d| d.span)
+                        .map(|s| (s.start, s.end))
+                        .collect();
+                    su = y
+                        .iter()
+                        .filter_map(|d| d.span)
+                        .map(|s| (s.start, s.end))
+                        .collect();
+                }
+                _ => panic!("the two forms of {doc:?} parse differently"),
+            }
+            // A collection that ends the document ends past the comment.
+            let len = u32::try_from(doc.len()).unwrap();
+            let su: Vec<_> = su.into_iter().map(|(s, e)| (s, e.min(len))).collect();
+            assert!(!sa.is_empty());
+            assert_eq!(sa, su, "{doc:?}");
+        }
+    }
 
     #[test]
     fn yaml_scalars_follow_the_core_schema() {
