@@ -33,13 +33,16 @@ impl Value for PathValue {
             );
             return None;
         }
-        let file = cx.sources.get(node.span.file);
-        let base = file.path.parent().map(PathBuf::from).unwrap_or_default();
-        let p = PathBuf::from(s);
-        let resolved = if p.is_absolute() { p } else { base.join(p) };
+        let resolved = if is_normal_absolute(s) {
+            PathBuf::from(s)
+        } else {
+            let file = cx.sources.get(node.span.file);
+            let base = file.path.parent().map(PathBuf::from).unwrap_or_default();
+            normalize(&base.join(s))
+        };
         Some(PathValue {
             raw: s.to_string(),
-            resolved: normalize(&resolved),
+            resolved,
         })
     }
     fn to_json(&self) -> Json {
@@ -48,6 +51,16 @@ impl Value for PathValue {
     fn schema() -> Json {
         json!({"type": "string", "minLength": 1})
     }
+}
+
+/// An absolute path that [`normalize`] leaves as it is: every component
+/// between slashes is a name (no empty, `.` or `..` one).
+fn is_normal_absolute(s: &str) -> bool {
+    s.len() > 1
+        && s.starts_with('/')
+        && s[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Lexically remove `.` and `a/..` from a path.
@@ -71,6 +84,36 @@ pub fn normalize(p: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_taken_as_normal_is_what_normalize_gives() {
+        let cases = [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a/b/.",
+            "/a/b/..",
+            "/.",
+            "/..",
+            "/a/.b/c..",
+            "/var/lib/ckptctl/svc-0",
+            "a/b",
+            "./a",
+            "/a/b c/d",
+        ];
+        for s in cases {
+            if is_normal_absolute(s) {
+                assert_eq!(normalize(std::path::Path::new(s)), PathBuf::from(s), "{s}");
+            }
+        }
+        assert!(is_normal_absolute("/var/lib/ckptctl/svc-0"));
+        assert!(!is_normal_absolute("/a/b/"));
+        assert!(!is_normal_absolute("/a/./b"));
+    }
 
     #[test]
     fn normalize_paths() {
