@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 
 use crate::cli::args::ValidateArgs;
@@ -91,7 +92,7 @@ struct Rendered {
     json: Option<crate::diag::JsonDiagnostic>,
 }
 
-/// What one thread found in its share of the files, in file order.
+/// What one piece of the files gave, in file order.
 #[derive(Default)]
 struct Share {
     items: Vec<Rendered>,
@@ -129,17 +130,30 @@ struct UiView {
     render: crate::diag::RenderOptions,
 }
 
-/// Check one share of the files: load each and render its findings at
-/// once (each file with its own source map, so memory stays at one
-/// profile's worth whatever the number of files), publish the `extends`
-/// bases found, wait for the other shares, then check again, as bases (keys
-/// and types only), the files that are some profile's base.
-fn check_share(
+/// Files per piece of work: small enough that the threads finish
+/// together, large enough that taking one costs nothing.
+const PIECE: usize = 32;
+
+/// Piece `i` of the files, if there is one.
+fn piece(files: &[PathBuf], i: usize) -> Option<&[PathBuf]> {
+    let start = i.checked_mul(PIECE).filter(|&s| s < files.len())?;
+    files.get(start..(start + PIECE).min(files.len()))
+}
+
+/// Check pieces of `files` until none is left: load each file and render
+/// its findings at once (each file with its own source map, so memory
+/// stays at one profile's worth whatever the number of files), publish the
+/// `extends` bases found, wait for the other threads, then check again, as
+/// bases (keys and types only), the files of its pieces that are some
+/// profile's base. Returns each piece it took with its index, so the output
+/// keeps file order.
+fn check_pieces(
     files: &[PathBuf],
+    next: &AtomicUsize,
     ui: UiView,
     all_bases: &Mutex<HashSet<PathBuf>>,
     barrier: &Barrier,
-) -> Share {
+) -> Vec<(usize, Share)> {
     // What one file gave: whether it failed, and its findings.
     struct Checked {
         failed: bool,
@@ -159,10 +173,16 @@ fn check_share(
         }
     };
     let mut found = HashSet::new();
-    let mut checked: Vec<Checked> = files
-        .iter()
-        .map(|f| check(f, LoadOptions::default(), &mut found))
-        .collect();
+    let mut taken: Vec<(usize, Vec<Checked>)> = Vec::new();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(piece) = piece(files, i) else { break };
+        let checked = piece
+            .iter()
+            .map(|f| check(f, LoadOptions::default(), &mut found))
+            .collect();
+        taken.push((i, checked));
+    }
     if let Ok(mut all) = all_bases.lock() {
         all.extend(found);
     }
@@ -170,18 +190,26 @@ fn check_share(
     let bases = all_bases.lock().map(|b| b.clone()).unwrap_or_default();
     // Only a file named like some base can be one: canonicalize just those.
     let names: HashSet<&std::ffi::OsStr> = bases.iter().filter_map(|b| b.file_name()).collect();
-    let mut share = Share::default();
-    for (f, c) in files.iter().zip(checked.iter_mut()) {
-        let is_base = f.file_name().is_some_and(|n| names.contains(n))
-            && bases.contains(&fs_err::canonicalize(f).unwrap_or_else(|_| f.clone()));
-        if is_base {
-            share.bases += 1;
-            *c = check(f, LoadOptions { as_base: true }, &mut HashSet::new());
+    let mut out = Vec::with_capacity(taken.len());
+    for (i, mut checked) in taken {
+        let mut share = Share::default();
+        for (f, c) in piece(files, i)
+            .unwrap_or_default()
+            .iter()
+            .zip(checked.iter_mut())
+        {
+            let is_base = f.file_name().is_some_and(|n| names.contains(n))
+                && bases.contains(&fs_err::canonicalize(f).unwrap_or_else(|_| f.clone()));
+            if is_base {
+                share.bases += 1;
+                *c = check(f, LoadOptions { as_base: true }, &mut HashSet::new());
+            }
+            share.failed += usize::from(c.failed);
+            share.items.append(&mut c.items);
         }
-        share.failed += usize::from(c.failed);
-        share.items.append(&mut c.items);
+        out.push((i, share));
     }
-    share
+    out
 }
 
 /// `f` made absolute against the working directory, read once: loading
@@ -192,8 +220,9 @@ fn cwd_join(f: &Path) -> PathBuf {
         .join(f)
 }
 
-/// Run `validate`. The files are shared out between the cores (one
-/// contiguous run each, so the output keeps file order).
+/// Run `validate`. The files are shared out between the cores in small
+/// pieces, each thread taking the next piece when it is done, and the
+/// output is put back in file order.
 pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
     let mut diags = Vec::new();
     let files = collect(&args.paths, &mut diags);
@@ -211,22 +240,23 @@ pub fn run(args: &ValidateArgs, ui: &Ui) -> Exit {
         .map_or(1, std::num::NonZero::get)
         .min(files.len().div_ceil(64))
         .max(1);
-    let chunk = files.len().div_ceil(threads).max(1);
     let all_bases = Mutex::new(HashSet::new());
-    let barrier = Barrier::new(files.chunks(chunk).count().max(1));
-    let shares: Vec<Share> = std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| {
-                let (all_bases, barrier) = (&all_bases, &barrier);
-                scope.spawn(move || check_share(part, view, all_bases, barrier))
+    let barrier = Barrier::new(threads);
+    let next = AtomicUsize::new(0);
+    let mut pieces: Vec<(usize, Share)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (files, next, all_bases, barrier) = (&files, &next, &all_bases, &barrier);
+                scope.spawn(move || check_pieces(files, next, view, all_bases, barrier))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
+    pieces.sort_unstable_by_key(|(i, _)| *i);
+    let shares: Vec<Share> = pieces.into_iter().map(|(_, s)| s).collect();
     let mut first = Vec::new();
     render_all(&diags, &SourceMap::new(), &view, &mut first);
     let mut seen = HashSet::new();
