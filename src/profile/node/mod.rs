@@ -7,6 +7,7 @@ use crate::source::Span;
 pub mod toml_keys;
 mod toml_reader;
 mod yaml_reader;
+mod yaml_scalar;
 
 pub use toml_reader::{MAX_SYNTAX_ERRORS, parse_toml};
 pub use yaml_reader::parse_yaml;
