@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::apply::{
+    Counting, apply_json, assert_complete, assert_exit, assert_incomplete, check_json,
+    checkpoint_profile, criu_test_dir, failed, find_diag, restore_profile, run_record,
+};
 use common::{
-    ckptctl, code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until,
-    write,
+    Workload, ckptctl, code, free_port, json, kill9, read_counter, require_root_and_criu, tmp,
+    wait_until, write,
 };
 
 use common::BIN;
@@ -84,13 +88,19 @@ impl Proc {
         );
         p
     }
+}
+
+impl Counting for Proc {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
 
     fn count(&self) -> u64 {
         read_counter(&self.counter)
     }
 
-    fn alive(&self) -> bool {
-        alive(self.pid)
+    fn adopt(&mut self, pid: i32) {
+        self.extra.push(pid);
     }
 }
 
@@ -107,42 +117,15 @@ impl Drop for Proc {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
-        .unwrap_or(false)
-}
+/// A checkpoint profile's `extra` that leaves the target running.
+const LEAVE_RUNNING: &str = "[checkpoint]\nleave_running = true\n";
 
-fn gone(pid: i32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn checkpoint_profile(dir: &Path, name: &str, pid: i32, extra: &str) -> PathBuf {
-    write(
-        dir,
-        &format!("{name}.toml"),
-        &format!(
-            "version = 1\nname = \"{name}\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"
-        ),
-    )
-}
-
-fn restore_profile(dir: &Path, name: &str, extra: &str) -> PathBuf {
-    write(
-        dir,
-        &format!("{name}.toml"),
-        &format!(
-            "version = 1\nname = \"{name}\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\nwork_dir = \"work-{name}\"\n[restore]\npidfile = \"restored.pid\"\n{extra}"
-        ),
-    )
-}
-
-fn restored_pid(dir: &Path) -> i32 {
-    std::fs::read_to_string(dir.join("restored.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+/// Checkpoint `p` through `dir/NAME.toml` with `leave_running`; the apply
+/// must succeed. Returns the profile.
+fn checkpoint_left_running(dir: &Path, name: &str, p: &Proc) -> PathBuf {
+    let ck = checkpoint_profile(dir, name, p.pid, LEAVE_RUNNING);
+    assert_exit(&ckptctl(&["apply", ck.to_str().unwrap()]), 0);
+    ck
 }
 
 /// Checkpoint `p` with `ck_extra`, wait until it is gone, restore with
@@ -151,8 +134,8 @@ fn round_trip(ck_extra: &str, rs_extra: &str) {
     let d = tmp();
     let mut p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(d.path(), "ck", p.pid, ck_extra);
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply_json(&ck);
+    let frozen_at = p.assert_dumped(&out);
     let v = json(&out);
     assert_eq!(v["action"], "checkpoint");
     assert!(
@@ -164,28 +147,20 @@ fn round_trip(ck_extra: &str, rs_extra: &str) {
         std::fs::metadata(&imgs).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    assert!(imgs.join("ckptctl.complete").exists());
-    assert!(!imgs.join("ckptctl.incomplete").exists());
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    assert_complete(&imgs);
+    let record = run_record(&imgs);
     assert_eq!(record["outcome"], "ok");
     assert!(record["criu_version"].as_str().unwrap().starts_with('4'));
-    assert!(
-        wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)),
-        "dumped tree still running"
-    );
-    let frozen_at = p.count();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(p.count(), frozen_at, "counter moved after the dump");
-    let rs = restore_profile(d.path(), "rs", rs_extra);
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let rs = restore_profile(d.path(), "rs", "imgs", rs_extra);
+    let out = apply_json(&rs);
+    assert_exit(&out, 0);
     let v = json(&out);
-    let pid = restored_pid(d.path());
-    p.extra.push(pid);
+    let pid = p.adopt_restored(d.path());
     assert_eq!(v["pid"].as_i64(), Some(i64::from(pid)));
     assert!(
-        wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3),
+        p.counts_past(frozen_at + 3),
         "restored tree does not count on"
     );
     // It went on from where it stopped, not from zero.
@@ -224,36 +199,25 @@ fn cgroup_mode_full_round_trip() {
 
 #[test]
 fn leave_running_keeps_the_tree_alive() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(
-        d.path(),
-        "lr",
-        p.pid,
-        "[checkpoint]\nleave_running = true\n",
-    );
-    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let before = p.count();
-    assert!(wait_until(Duration::from_secs(5), || p.count() > before + 2));
-    assert!(p.alive());
+    checkpoint_left_running(d.path(), "lr", &p);
+    assert!(p.counts_on_within(Duration::from_secs(5)));
     assert!(d.path().join("imgs/ckptctl.complete").exists());
 }
 
 #[test]
 fn missing_target_pid_is_reported_at_target_pid() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     // A pid that does not exist: past pid_max.
     let ck = checkpoint_profile(d.path(), "nopid", 2_147_000_000, "");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    let out = apply_json(&ck);
     // Checked before CRIU starts: environment not ready, nothing created.
-    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 4);
     let v = json(&out);
     let diag = &v["diagnostics"][0];
     assert_eq!(diag["code"], "criu::pid-not-found", "{v}");
@@ -275,10 +239,9 @@ fn missing_target_pid_is_reported_at_target_pid() {
 
 #[test]
 fn failed_dump_leaves_target_running_and_images_incomplete() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let p = Proc::start(d.path(), &["--pid"]);
     // A page server nobody listens on: the dump fails after freezing.
     let port = free_port();
@@ -288,13 +251,8 @@ fn failed_dump_leaves_target_running_and_images_incomplete() {
         p.pid,
         &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
     );
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(
-        v["diagnostics"][0]["code"], "criu::page-server-unreachable",
-        "{v}"
-    );
+    let out = apply_json(&ck);
+    let v = failed(&out, 3, "criu::page-server-unreachable");
     assert_eq!(v["diagnostics"][0]["key"], "page_server.address");
     assert!(!v["failure"]["log_lines"].as_array().unwrap().is_empty());
     for l in v["failure"]["log_lines"].as_array().unwrap() {
@@ -326,69 +284,48 @@ fn failed_dump_leaves_target_running_and_images_incomplete() {
         "-v printed no more than the excerpt: {err}"
     );
     // The target keeps running.
-    let before = p.count();
     assert!(
-        wait_until(Duration::from_secs(5), || p.count() > before + 2),
+        p.counts_on_within(Duration::from_secs(5)),
         "target stopped counting after a failed dump"
     );
-    assert!(p.alive());
     let imgs = d.path().join("imgs");
-    assert!(imgs.join("ckptctl.incomplete").exists());
-    assert!(!imgs.join("inventory.img").exists());
+    assert_incomplete(&imgs);
     // Restore refuses it.
-    let rs = restore_profile(d.path(), "rs", "");
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 2);
-    assert_eq!(
-        json(&out)["diagnostics"][0]["code"],
-        "apply::incomplete-checkpoint"
-    );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    let rs = restore_profile(d.path(), "rs", "imgs", "");
+    let out = apply_json(&rs);
+    failed(&out, 2, "apply::incomplete-checkpoint");
+    let record = run_record(&imgs);
     assert_eq!(record["outcome"], "failed");
 }
 
 #[test]
 fn restore_into_a_taken_pid_reports_pid_taken() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     // No pid namespace: the restored tree needs the very same pid, which
     // the still-running original holds.
     let p = Proc::start(d.path(), &[]);
-    let ck = checkpoint_profile(
-        d.path(),
-        "lr",
-        p.pid,
-        "[checkpoint]\nleave_running = true\n",
-    );
-    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let rs = restore_profile(d.path(), "rs", "");
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::pid-taken", "{v}");
+    checkpoint_left_running(d.path(), "lr", &p);
+    let rs = restore_profile(d.path(), "rs", "imgs", "");
+    let out = apply_json(&rs);
+    let v = failed(&out, 3, "criu::pid-taken");
     assert_eq!(v["failure"]["step"], "restore");
     assert!(p.alive());
 }
 
 #[test]
 fn restore_from_missing_or_empty_images_is_refused() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let rs = restore_profile(d.path(), "rs", "");
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 2);
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::not-a-checkpoint");
+    };
+    let rs = restore_profile(d.path(), "rs", "imgs", "");
+    let out = apply_json(&rs);
+    let v = failed(&out, 2, "criu::not-a-checkpoint");
     assert_eq!(v["diagnostics"][0]["key"], "images.dir");
     assert_eq!(v["diagnostics"][0]["line"], 5);
     std::fs::create_dir(d.path().join("imgs")).unwrap();
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    let out = apply_json(&rs);
     assert_eq!(code(&out), 2);
     assert!(
         json(&out)["failure"]["message"]
@@ -400,15 +337,12 @@ fn restore_from_missing_or_empty_images_is_refused() {
 
 #[test]
 fn too_old_criu_is_refused_before_anything_runs() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let ck = checkpoint_profile(d.path(), "old", 1, "[criu]\nmin_version = \"99.0\"\n");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 4);
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::too-old");
+    let out = apply_json(&ck);
+    let v = failed(&out, 4, "criu::too-old");
     assert_eq!(v["diagnostics"][0]["key"], "criu.min_version");
     assert_eq!(v["diagnostics"][0]["line"], 9);
     assert!(
@@ -429,9 +363,7 @@ fn missing_criu_binary_is_environment_not_ready() {
         "apply",
         ck.to_str().unwrap(),
     ]);
-    assert_eq!(code(&out), 4);
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::missing");
+    let v = failed(&out, 4, "criu::missing");
     assert!(
         v["diagnostics"][0]["message"]
             .as_str()
@@ -442,19 +374,17 @@ fn missing_criu_binary_is_environment_not_ready() {
 
 #[test]
 fn a_second_apply_on_the_same_images_is_refused() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let imgs = d.path().join("imgs");
     std::fs::create_dir(&imgs).unwrap();
     std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o700)).unwrap();
     let _held = ckptctl::apply::guard::DirLock::acquire(&imgs).unwrap();
     let p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(d.path(), "busy", p.pid, "");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::busy");
+    let out = apply_json(&ck);
+    failed(&out, 4, "apply::busy");
     assert!(p.alive());
     // The refusal has its own record; the holder's latest record is left
     // to the holder.
@@ -474,12 +404,8 @@ fn world_writable_images_dir_is_refused() {
         return;
     }
     let ck = checkpoint_profile(d.path(), "ww", 1, "");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2);
-    assert_eq!(
-        json(&out)["diagnostics"][0]["code"],
-        "apply::world-writable"
-    );
+    let out = apply_json(&ck);
+    failed(&out, 2, "apply::world-writable");
 }
 
 #[test]
@@ -503,20 +429,17 @@ fn pre_dump_without_dirty_tracking_names_the_key() {
         p.pid,
         "[checkpoint.pre_dump]\niterations = 2\n",
     );
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::dirty-tracking-missing");
+    let out = apply_json(&ck);
+    let v = failed(&out, 4, "criu::dirty-tracking-missing");
     assert_eq!(v["diagnostics"][0]["key"], "checkpoint.pre_dump");
     assert!(p.alive());
 }
 
 #[test]
 fn network_lock_without_iptables_tools_names_the_key() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let p = Proc::start(d.path(), &["--pid", "--net"]);
     let ck = checkpoint_profile(d.path(), "nolock", p.pid, "");
     // CRIU finds iptables-restore through PATH; give it one with `ip` and
@@ -540,12 +463,7 @@ fn network_lock_without_iptables_tools_names_the_key() {
         .output()
         .unwrap();
     // Missing tools are the environment, not the operation: exit 4.
-    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(
-        v["diagnostics"][0]["code"], "criu::network-lock-tools-missing",
-        "{v}"
-    );
+    let v = failed(&out, 4, "criu::network-lock-tools-missing");
     assert_eq!(v["diagnostics"][0]["key"], "checkpoint.network_lock");
     assert!(p.alive(), "the target must survive a failed dump");
     // nftables needs no iptables tools.
@@ -567,22 +485,19 @@ fn network_lock_without_iptables_tools_names_the_key() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0);
 }
 
 #[test]
 fn fd_to_a_file_outside_the_tree_is_explained() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     // Own mount namespace, stdio opened outside it.
     let p = Proc::start(d.path(), &["--pid", "--mount"]);
     let ck = checkpoint_profile(d.path(), "ext", p.pid, "");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "criu::external-file", "{v}");
+    let out = apply_json(&ck);
+    let v = failed(&out, 3, "criu::external-file");
     assert_eq!(v["diagnostics"][0]["key"], "process.external");
     assert!(p.alive());
 }
@@ -603,11 +518,8 @@ fn lazy_restore_with_status_fd() {
     let d = tmp();
     let mut p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(d.path(), "ck", p.pid, "");
-    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
-    let frozen_at = p.count();
-    let rs = restore_profile(d.path(), "lazy", "[lazy_pages]\nenabled = true\n");
+    let frozen_at = p.assert_dumped(&ckptctl(&["apply", ck.to_str().unwrap()]));
+    let rs = restore_profile(d.path(), "lazy", "imgs", "[lazy_pages]\nenabled = true\n");
     let (r, w) = nix::unistd::pipe().unwrap();
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new(BIN);
@@ -634,17 +546,16 @@ fn lazy_restore_with_status_fd() {
         vec![0],
         "status fd must carry exactly one \\0 then EOF"
     );
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let pid = restored_pid(d.path());
-    p.extra.push(pid);
-    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+    assert_exit(&out, 0);
+    p.adopt_restored(d.path());
+    assert!(p.counts_past(frozen_at + 3));
     assert!(d.path().join("work-lazy/lazy-pages.log").exists());
 }
 
 #[test]
 fn status_fd_is_closed_without_a_byte_on_failure() {
     let d = tmp();
-    let rs = restore_profile(d.path(), "lazy", "[lazy_pages]\nenabled = true\n");
+    let rs = restore_profile(d.path(), "lazy", "imgs", "[lazy_pages]\nenabled = true\n");
     let (r, w) = nix::unistd::pipe().unwrap();
     let n = w.into_raw_fd();
     let out = Command::new(BIN)
@@ -668,10 +579,9 @@ fn status_fd_is_closed_without_a_byte_on_failure() {
 
 #[test]
 fn page_server_dump_then_restore_from_the_server_side() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let dst = d.path().join("dst");
     std::fs::create_dir(&dst).unwrap();
     let port = free_port();
@@ -683,9 +593,9 @@ fn page_server_dump_then_restore_from_the_server_side() {
         p.pid,
         &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
     );
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
+    let out = apply_json(&ck);
     let _ = server.wait();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let frozen_at = p.assert_dumped(&out);
     let v = json(&out);
     assert!(v["stats"]["dump"]["pages_written"].as_u64().unwrap() > 0);
     // Pages went to the server, not into the local images.
@@ -711,43 +621,32 @@ fn page_server_dump_then_restore_from_the_server_side() {
         }
     }
     std::fs::copy(imgs.join("ckptctl.complete"), dst.join("ckptctl.complete")).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
-    let frozen_at = p.count();
-    let rs = write(
-        d.path(),
-        "rs.toml",
-        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"dst\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n",
-    );
+    let rs = restore_profile(d.path(), "rs", "dst", "");
     let out = ckptctl(&["apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    p.extra.push(restored_pid(d.path()));
-    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+    assert_exit(&out, 0);
+    p.adopt_restored(d.path());
+    assert!(p.counts_past(frozen_at + 3));
 }
 
 #[test]
 fn check_reports_ready_and_names_missing_features() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(d.path(), "ok", p.pid, "");
-    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    let out = check_json(&ck);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
     let v = json(&out);
     assert_eq!(v["ready"], true);
     assert!(v["criu_version"].as_str().unwrap().starts_with('4'));
     // A pid that is gone: not ready, at target.pid.
     let gone_profile = checkpoint_profile(d.path(), "gone", 2_147_000_000, "");
-    let out = ckptctl(&["--output", "json", "check", gone_profile.to_str().unwrap()]);
+    let out = check_json(&gone_profile);
     assert_eq!(code(&out), 4);
     let v = json(&out);
     assert!(
-        v["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["code"] == "check::target-missing"),
+        find_diag(&v, |d| d["code"] == "check::target-missing").is_some(),
         "{v}"
     );
     let criu = common::criu_path().unwrap();
@@ -756,14 +655,10 @@ fn check_reports_ready_and_names_missing_features() {
         .supported
     {
         let pre = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\n");
-        let out = ckptctl(&["--output", "json", "check", pre.to_str().unwrap()]);
+        let out = check_json(&pre);
         assert_eq!(code(&out), 4);
         let v = json(&out);
-        let f = v["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["code"] == "check::feature-missing")
+        let f = find_diag(&v, |d| d["code"] == "check::feature-missing")
             .cloned()
             .unwrap();
         assert_eq!(f["key"], "checkpoint.pre_dump");
@@ -813,10 +708,9 @@ fn plan_and_dry_run_show_the_steps_without_running_anything() {
 
 #[test]
 fn restore_with_a_veth_pair_in_its_own_net_namespace() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let mut p = Proc::start(d.path(), &["--pid", "--net"]);
     let tag = std::process::id() % 100_000;
     let (host, inside, host_new) = (
@@ -854,21 +748,18 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
     }
     let _cleanup = (DelLink(host.clone()), DelLink(host_new.clone()));
     let ck = checkpoint_profile(d.path(), "ck", p.pid, "");
-    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(10), || gone(p.pid) || !alive(p.pid)));
-    let frozen_at = p.count();
+    let frozen_at = p.assert_dumped(&ckptctl(&["apply", ck.to_str().unwrap()]));
     let rs = restore_profile(
         d.path(),
         "rs",
+        "imgs",
         &format!(
             "veth_pairs = [{{ inside = \"{inside}\", outside = \"{host_new}\" }}]\n[cgroups]\nmode = \"soft\"\n"
         ),
     );
     let out = ckptctl(&["apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let rpid = restored_pid(d.path());
-    p.extra.push(rpid);
+    assert_exit(&out, 0);
+    let rpid = p.adopt_restored(d.path());
     // The host side was created under its new name, and the namespace kept
     // its interface and address.
     let link = Command::new("ip")
@@ -881,31 +772,25 @@ fn restore_with_a_veth_pair_in_its_own_net_namespace() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&addr.stdout).contains("10.231.7.2/24"));
-    assert!(wait_until(Duration::from_secs(10), || p.count() > frozen_at + 3));
+    assert!(p.counts_past(frozen_at + 3));
 }
 
 #[test]
 fn host_config_is_ignored_unless_the_profile_inherits_it() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     // A host config file that would break (and change) every CRIU run.
     let conf = write(d.path(), "evil.conf", "no-such-option-at-all\n");
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(
-        d.path(),
-        "herm",
-        p.pid,
-        "[checkpoint]\nleave_running = true\n",
-    );
+    let ck = checkpoint_profile(d.path(), "herm", p.pid, LEAVE_RUNNING);
     let out = Command::new(BIN)
         .args(["--output", "json", "apply", ck.to_str().unwrap()])
         .env("CRIU_CONFIG_FILE", &conf)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0);
     let ck = checkpoint_profile(
         d.path(),
         "inherit",
@@ -918,7 +803,7 @@ fn host_config_is_ignored_unless_the_profile_inherits_it() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 4);
     let v = json(&out);
     assert_eq!(v["diagnostics"][0]["key"], "criu.host_config", "{v}");
     assert!(p.alive());
@@ -933,31 +818,8 @@ fn interrupted_checkpoint_leaves_the_target_running() {
     let d = tmp();
     // 512 MiB of touched memory: the dump takes long enough to be
     // interrupted between CRIU's pre-dump and post-dump callbacks.
-    let ready = d.path().join("ready");
-    let counter = d.path().join("counter");
-    let code_py = format!(
-        "import os,time\nb=bytearray(512<<20)\nfor i in range(0,len(b),4096): b[i]=1\nopen({r:?},'w').close()\ni=0\nwhile True:\n    i+=1\n    open({c:?}+'.tmp','w').write(str(i))\n    os.rename({c:?}+'.tmp',{c:?})\n    time.sleep(0.05)\n",
-        r = ready.display().to_string(),
-        c = counter.display().to_string()
-    );
-    let launcher = Command::new("unshare")
-        .args(["--pid", "--fork", "setsid", "python3", "-c", &code_py])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut p = Proc {
-        launcher: Some(launcher),
-        pid: 0,
-        counter,
-        extra: Vec::new(),
-    };
-    let lpid = p.launcher.as_ref().unwrap().id() as i32;
-    assert!(wait_until(Duration::from_secs(30), || ready.exists()
-        && common::first_child(lpid).map(|c| p.pid = c).is_some()));
-    assert!(wait_until(Duration::from_secs(10), || p.count() >= 2));
-    let ck = checkpoint_profile(d.path(), "int", p.pid, "");
+    let p = Workload::memory_counter_in(d.path(), 512, 0).expect("memory workload");
+    let ck = checkpoint_profile(d.path(), "int", p.init_pid, "");
     let mut child = Command::new(BIN)
         .args(["--output", "json", "apply", ck.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -987,16 +849,11 @@ fn interrupted_checkpoint_leaves_the_target_running() {
     );
     let v = json(&out);
     assert_eq!(v["diagnostics"][0]["code"], "apply::interrupted", "{v}");
-    let before = p.count();
     assert!(
-        wait_until(Duration::from_secs(5), || p.count() > before + 2),
+        p.counts_on_within(Duration::from_secs(5)),
         "the target must go on after an interrupted dump"
     );
-    assert!(p.alive());
-    let imgs = d.path().join("imgs");
-    assert!(imgs.join("ckptctl.incomplete").exists());
-    assert!(!imgs.join("inventory.img").exists());
-    assert!(!imgs.join("ckptctl.complete").exists());
+    assert_incomplete(&d.path().join("imgs"));
 }
 
 #[test]
@@ -1011,33 +868,26 @@ fn images_dirs_of_another_user_or_writable_by_others_are_refused() {
     std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o700)).unwrap();
     chown(&imgs, Some(65534), Some(65534)).unwrap();
     let ck = checkpoint_profile(d.path(), "owned", 1, "");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::not-owned");
+    let out = apply_json(&ck);
+    failed(&out, 2, "apply::not-owned");
     // Restore checks the images directory too (and never follows a planted
     // symlink for its lock file).
     std::fs::write(imgs.join("inventory.img"), b"x").unwrap();
-    let rs = restore_profile(d.path(), "rs", "");
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 2);
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::not-owned");
+    let rs = restore_profile(d.path(), "rs", "imgs", "");
+    let out = apply_json(&rs);
+    failed(&out, 2, "apply::not-owned");
     chown(&imgs, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&imgs, std::fs::Permissions::from_mode(0o770)).unwrap();
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2);
-    assert_eq!(
-        json(&out)["diagnostics"][0]["code"],
-        "apply::world-writable"
-    );
+    let out = apply_json(&ck);
+    failed(&out, 2, "apply::world-writable");
     assert_eq!(json(&out)["diagnostics"][0]["key"], "images.dir");
 }
 
 #[test]
 fn bad_pid_flag_and_missing_parent_are_refused_before_criu_runs() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let ck = checkpoint_profile(d.path(), "pid", 1, "");
     let out = ckptctl(&[
         "--output",
@@ -1047,14 +897,11 @@ fn bad_pid_flag_and_missing_parent_are_refused_before_criu_runs() {
         "--pid",
         "0",
     ]);
-    assert_eq!(code(&out), 2);
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::bad-pid");
+    failed(&out, 2, "apply::bad-pid");
     let p = Proc::start(d.path(), &["--pid"]);
     let ck = checkpoint_profile(d.path(), "parent", p.pid, "parent = \"../nope\"\n");
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&out);
-    assert_eq!(v["diagnostics"][0]["code"], "apply::parent-missing");
+    let out = apply_json(&ck);
+    let v = failed(&out, 2, "apply::parent-missing");
     assert_eq!(v["diagnostics"][0]["key"], "images.parent");
     assert_eq!(v["diagnostics"][0]["line"], 8);
     assert!(p.alive());
@@ -1081,14 +928,7 @@ fn a_refused_forced_run_does_not_damage_an_existing_checkpoint() {
     }
     let d = tmp();
     let p = Proc::start(d.path(), &["--pid"]);
-    let ck = checkpoint_profile(
-        d.path(),
-        "ok",
-        p.pid,
-        "[checkpoint]\nleave_running = true\n",
-    );
-    let out = ckptctl(&["apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    checkpoint_left_running(d.path(), "ok", &p);
     let pre = checkpoint_profile(d.path(), "pre", p.pid, "[checkpoint.pre_dump]\n");
     let out = ckptctl(&[
         "--output",
@@ -1109,10 +949,9 @@ fn a_refused_forced_run_does_not_damage_an_existing_checkpoint() {
 
 #[test]
 fn check_on_a_migration_destination_needs_no_target() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let port = free_port();
     let prof = write(
         d.path(),
@@ -1154,11 +993,7 @@ fn check_on_a_migration_destination_needs_no_target() {
     ]);
     assert_eq!(code(&out), 4);
     let v = json(&out);
-    let d0 = v["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["code"] == "check::port-busy")
+    let d0 = find_diag(&v, |d| d["code"] == "check::port-busy")
         .cloned()
         .unwrap();
     assert_eq!(d0["key"], "migration.control_port");
@@ -1184,31 +1019,20 @@ fn run_history(work: &Path) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn a_refused_second_checkpoint_keeps_the_record_of_the_good_one() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let p = Proc::start(d.path(), &["--pid"]);
     // leave_running: the second attempt finds the process, so what refuses
     // it is the checkpoint already in the directory.
-    let ck = checkpoint_profile(
-        d.path(),
-        "hist",
-        p.pid,
-        "[checkpoint]\nleave_running = true\n",
-    );
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let ck = checkpoint_left_running(d.path(), "hist", &p);
     let imgs = d.path().join("imgs");
-    let good: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    let good = run_record(&imgs);
     assert_eq!(good["outcome"], "ok");
     // The same profile again: refused, the directory holds a checkpoint.
-    let out = ckptctl(&["--output", "json", "apply", ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(json(&out)["diagnostics"][0]["code"], "apply::images-exist");
-    let latest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    let out = apply_json(&ck);
+    failed(&out, 2, "apply::images-exist");
+    let latest = run_record(&imgs);
     assert_eq!(latest["outcome"], "ok", "the good record was replaced");
     assert_eq!(latest["pid"], good["pid"]);
     assert_eq!(latest["started_unix"], good["started_unix"]);
@@ -1242,10 +1066,9 @@ fn a_refused_second_checkpoint_keeps_the_record_of_the_good_one() {
         "rs.toml",
         "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"imgs\"\n[criu]\nmin_version = \"99.0\"\n",
     );
-    let out = ckptctl(&["--output", "json", "apply", rs.to_str().unwrap()]);
+    let out = apply_json(&rs);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
-    let latest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(imgs.join("ckptctl-run.json")).unwrap()).unwrap();
+    let latest = run_record(&imgs);
     assert_eq!(latest["outcome"], "ok");
     assert_eq!(latest["action"], "checkpoint");
     let h = run_history(&imgs);

@@ -15,85 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::apply::{
+    self, Counting, alive, assert_complete, assert_exit, assert_incomplete, criu_test_dir, image,
+    require_fault_injection, truncate_to_half,
+};
 use common::{
-    code, free_port, json, kill9, read_counter, require_root_and_criu, tmp, wait_until, write,
+    Workload, code, free_port, json, kill9, require_root_and_criu, tmp, wait_until, write,
 };
 
 use common::BIN;
-
-/// A Python process in its own pid namespace holding `mib` MiB of touched
-/// memory (so a dump takes long enough to be interrupted half-way) and
-/// bumping a counter file every 50 ms.
-struct Mem {
-    launcher: Child,
-    pid: i32,
-    counter: PathBuf,
-    extra: Vec<i32>,
-}
-
-impl Mem {
-    fn start(dir: &Path, mib: u32) -> Mem {
-        let counter = dir.join("counter");
-        let ready = dir.join("ready");
-        let code = format!(
-            "import os,time\nb=bytearray({mib}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
-             open({r:?},'w').close()\ni=0\nwhile True:\n i+=1\n open({c:?}+'.t','w').write(str(i))\n \
-             os.rename({c:?}+'.t',{c:?})\n time.sleep(0.05)\n",
-            r = ready.display().to_string(),
-            c = counter.display().to_string(),
-        );
-        let launcher = Command::new("unshare")
-            .args(["--pid", "--fork", "setsid", "python3", "-c", &code])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lpid = launcher.id() as i32;
-        let mut pid = 0;
-        assert!(
-            wait_until(Duration::from_secs(60), || {
-                ready.exists() && common::first_child(lpid).map(|c| pid = c).is_some()
-            }),
-            "workload did not start"
-        );
-        let m = Mem {
-            launcher,
-            pid,
-            counter,
-            extra: Vec::new(),
-        };
-        assert!(wait_until(Duration::from_secs(10), || m.count() >= 2));
-        m
-    }
-
-    fn count(&self) -> u64 {
-        read_counter(&self.counter)
-    }
-
-    /// Alive and still counting (not frozen, not stopped).
-    fn counts_on(&self) -> bool {
-        let at = self.count();
-        alive(self.pid) && wait_until(Duration::from_secs(10), || self.count() > at + 2)
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        kill9(self.pid);
-        for &p in &self.extra {
-            kill9(p);
-        }
-        let _ = self.launcher.kill();
-        let _ = self.launcher.wait();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
-        .unwrap_or(false)
-}
 
 fn children(pid: u32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -103,24 +33,14 @@ fn children(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// `dir/ck.toml`: checkpoint `pid` into `dir/imgs`, `extra` appended.
 fn checkpoint_profile(dir: &Path, pid: i32, extra: &str) -> PathBuf {
-    write(
-        dir,
-        "ck.toml",
-        &format!(
-            "version = 1\nname = \"ck\"\naction = \"checkpoint\"\n[target]\npid = {pid}\n[images]\ndir = \"imgs\"\n{extra}"
-        ),
-    )
+    apply::checkpoint_profile(dir, "ck", pid, extra)
 }
 
+/// `dir/rs.toml`: restore from `dir/IMAGES`.
 fn restore_profile(dir: &Path, images: &str) -> PathBuf {
-    write(
-        dir,
-        "rs.toml",
-        &format!(
-            "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"{images}\"\nwork_dir = \"work\"\n[restore]\npidfile = \"restored.pid\"\n"
-        ),
-    )
+    apply::restore_profile(dir, "rs", images, "")
 }
 
 fn apply(args: &[&str]) -> Command {
@@ -134,6 +54,32 @@ fn apply(args: &[&str]) -> Command {
 
 fn run(args: &[&str]) -> Output {
     apply(args).output().unwrap()
+}
+
+/// A counter in its own pid namespace holding `mib` MiB of touched memory
+/// (so that a dump takes long enough to be interrupted half-way), counting
+/// in `dir/counter`.
+fn memory_target(dir: &Path, mib: u32) -> Workload {
+    Workload::memory_counter_in(dir, mib, 0).expect("workload did not start")
+}
+
+/// A memory counter of `mib` MiB in a fresh directory, checkpointed into
+/// its `imgs` by a run that must succeed and end it.
+fn dumped_target(mib: u32) -> (tempfile::TempDir, Workload) {
+    let d = tmp();
+    let m = memory_target(d.path(), mib);
+    let ck = checkpoint_profile(d.path(), m.init_pid, "");
+    m.assert_dumped(&run(&[ck.to_str().unwrap()]));
+    (d, m)
+}
+
+/// The restore profile `rs` succeeds; the restored tree (from
+/// `dir/restored.pid`, ended with `m`) counts past `above`.
+fn assert_restores(m: &mut Workload, dir: &Path, rs: &Path, above: u64) {
+    let out = run(&[rs.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    m.adopt_restored(dir);
+    assert!(m.counts_past(above));
 }
 
 /// Size of the largest `pages-*.img` in `dir`.
@@ -153,13 +99,10 @@ fn pages_bytes(dir: &Path) -> u64 {
 /// there, the completion marker and a usable inventory are not, and
 /// restore refuses it.
 fn assert_not_a_checkpoint(d: &Path) {
-    let imgs = d.join("imgs");
-    assert!(imgs.join("ckptctl.incomplete").exists());
-    assert!(!imgs.join("ckptctl.complete").exists());
-    assert!(!imgs.join("inventory.img").exists());
+    assert_incomplete(&d.join("imgs"));
     let rs = restore_profile(d, "imgs");
     let out = run(&[rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 2);
     assert_eq!(
         json(&out)["failure"]["code"],
         "apply::incomplete-checkpoint"
@@ -198,33 +141,39 @@ fn assert_retry_completes(d: &Path, ck: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(d.join("imgs/ckptctl.complete").exists());
-    assert!(!d.join("imgs/ckptctl.incomplete").exists());
+    assert_complete(&d.join("imgs"));
 }
 
 const BIG: u32 = 1024;
 const PART: u64 = 64 << 20;
 
+/// A `BIG` memory counter in `dir` whose checkpoint (`dir/ck.toml`, into
+/// `dir/imgs`) is under way, `PART` of its pages written: the counter, the
+/// profile, and the running `ckptctl apply`.
+fn big_dump_under_way(dir: &Path) -> (Workload, PathBuf, Child) {
+    let m = memory_target(dir, BIG);
+    let ck = checkpoint_profile(dir, m.init_pid, "");
+    let child = dump_until(&ck, &dir.join("imgs"), PART);
+    (m, ck, child)
+}
+
 #[test]
 fn criu_killed_mid_dump_leaves_the_target_running() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let m = Mem::start(d.path(), BIG);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
-    let child = dump_until(&ck, &d.path().join("imgs"), PART);
+    };
+    let (m, ck, child) = big_dump_under_way(d.path());
     for c in children(child.id()) {
         kill9(c);
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "criu::killed", "{f}");
     assert!(f["message"].as_str().unwrap().contains("SIGKILL"), "{f}");
     assert_eq!(f["step"], "dump");
     assert!(f["log"].as_str().unwrap().ends_with("dump.log"));
-    assert_eq!(f["target"]["pid"], m.pid);
+    assert_eq!(f["target"]["pid"], m.init_pid);
     assert_eq!(f["target"]["running"], true, "{f}");
     assert!(m.counts_on(), "the target does not run on after CRIU died");
     assert_not_a_checkpoint(d.path());
@@ -233,13 +182,10 @@ fn criu_killed_mid_dump_leaves_the_target_running() {
 
 #[test]
 fn ckptctl_killed_mid_dump_then_run_again() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let m = Mem::start(d.path(), BIG);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
-    let mut child = dump_until(&ck, &d.path().join("imgs"), PART);
+    };
+    let (m, ck, mut child) = big_dump_under_way(d.path());
     let criu: Vec<i32> = children(child.id());
     assert!(!criu.is_empty(), "no criu under ckptctl");
     kill9(child.id() as i32);
@@ -250,7 +196,7 @@ fn ckptctl_killed_mid_dump_then_run_again() {
     let out = run(&[ck.to_str().unwrap()]);
     let orphan_still_there = criu.iter().any(|&p| alive(p));
     if orphan_still_there {
-        assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 4);
         let f = &json(&out)["failure"];
         assert_eq!(f["code"], "apply::busy", "{f}");
         assert!(
@@ -265,7 +211,7 @@ fn ckptctl_killed_mid_dump_then_run_again() {
     if !orphan_still_there {
         // The orphan was faster than the second apply; that apply then ran
         // a whole dump of its own.
-        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0);
         return;
     }
     assert!(m.counts_on(), "the target does not run on");
@@ -273,7 +219,7 @@ fn ckptctl_killed_mid_dump_then_run_again() {
     assert!(d.path().join("imgs/ckptctl.incomplete").exists());
     assert_retry_completes(d.path(), &ck);
     assert!(
-        wait_until(Duration::from_secs(10), || !alive(m.pid)),
+        wait_until(Duration::from_secs(10), || !alive(m.init_pid)),
         "the finished dump did not end the tree"
     );
 }
@@ -317,15 +263,14 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_images_filesystem_is_named_and_the_target_runs_on() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let fs = Tmpfs::mount(&d.path().join("imgs"), "16m");
-    let m = Mem::start(d.path(), 64);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
+    let m = memory_target(d.path(), 64);
+    let ck = checkpoint_profile(d.path(), m.init_pid, "");
     let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "criu::no-space", "{f}");
     assert_eq!(f["key"], "images.dir");
@@ -352,24 +297,23 @@ fn page_server(dir: &Path, port: u16) -> Child {
 
 #[test]
 fn page_server_gone_mid_transfer_leaves_the_target_running() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
+    };
     let dst = d.path().join("dst");
     let port = free_port();
     let mut server = page_server(&dst, port);
-    let m = Mem::start(d.path(), BIG);
+    let m = memory_target(d.path(), BIG);
     let ck = checkpoint_profile(
         d.path(),
-        m.pid,
+        m.init_pid,
         &format!("[page_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
     );
     let child = dump_until(&ck, &dst, PART);
     let _ = server.kill();
     let _ = server.wait();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "criu::page-server-lost", "{f}");
     assert_eq!(f["key"], "page_server.address", "{f}");
@@ -384,16 +328,13 @@ fn page_server_gone_mid_transfer_leaves_the_target_running() {
 
 #[test]
 fn a_target_that_exits_while_it_is_dumped_is_named() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let m = Mem::start(d.path(), BIG);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
-    let child = dump_until(&ck, &d.path().join("imgs"), PART);
-    kill9(m.pid);
+    };
+    let (m, _, child) = big_dump_under_way(d.path());
+    kill9(m.init_pid);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "apply::target-exited", "{f}");
     assert_eq!(f["key"], "target.pid");
@@ -403,8 +344,8 @@ fn a_target_that_exits_while_it_is_dumped_is_named() {
     // same directory.
     drop(m);
     let d2 = tempfile::Builder::new().tempdir_in(d.path()).unwrap();
-    let m2 = Mem::start(d2.path(), 64);
-    let ck = checkpoint_profile(d.path(), m2.pid, "");
+    let m2 = memory_target(d2.path(), 64);
+    let ck = checkpoint_profile(d.path(), m2.init_pid, "");
     assert_retry_completes(d.path(), &ck);
 }
 
@@ -435,42 +376,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn image(dir: &Path, prefix: &str) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .unwrap()
-}
-
 #[test]
 fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     if !require_root_and_criu() {
         return;
     }
-    let d = tmp();
-    let mut m = Mem::start(d.path(), 32);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
-    let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    let (d, mut m) = dumped_target(32);
     let imgs = d.path().join("imgs");
     copy_dir(&imgs, &d.path().join("good"));
-    let needle = m.counter.display().to_string();
+    let needle = m.counter_file.display().to_string();
 
     // A truncated page image: CRIU 4.1.1's restorer would spin on it
     // forever; ckptctl refuses it before CRIU runs.
     let pages = image(&imgs, "pages-");
-    let len = std::fs::metadata(&pages).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    truncate_to_half(&pages);
     let rs = restore_profile(d.path(), "imgs");
     let out = run(&[rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 2);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "apply::images-damaged", "{f}");
     assert_eq!(f["key"], "images.dir");
@@ -507,7 +429,7 @@ fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     let out = run(&[rs.to_str().unwrap()]);
     assert_eq!(code(&out), 2, "the core edit is caught by the manifest");
     let out = run(&["--force", rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["step"], "restore");
     assert!(
@@ -524,15 +446,7 @@ fn damaged_images_are_refused_and_nothing_half_restored_is_left() {
     // The intact copy restores and counts on.
     let frozen_at = m.count();
     let rs = restore_profile(d.path(), "good");
-    let out = run(&[rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    m.extra.push(pid);
-    assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at + 2));
+    assert_restores(&mut m, d.path(), &rs, frozen_at + 2);
 }
 
 /// CRIU dies at the very end of a restore (SIGKILLed in its `post-restore`
@@ -547,26 +461,21 @@ fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
     if !require_root_and_criu() {
         return;
     }
-    let d = tmp();
-    let mut m = Mem::start(d.path(), 32);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
-    let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
-    let needle = m.counter.display().to_string();
+    let (d, mut m) = dumped_target(32);
+    let needle = m.counter_file.display().to_string();
     let rs = restore_profile(d.path(), "imgs");
     let out = apply(&[rs.to_str().unwrap()])
         .env("CKPTCTL_FAULT", "criu-dies-after-restore")
         .output()
         .unwrap();
     let left = processes_mentioning(&needle);
-    m.extra.extend(&left);
+    m.extra_pids.extend(&left);
     assert!(
         left.is_empty(),
         "a restored process runs on: {left:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "criu::killed", "{f}");
     let msg = f["message"].as_str().unwrap();
@@ -578,25 +487,16 @@ fn criu_dying_at_the_end_of_a_restore_leaves_nothing_running() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(m.count(), at, "something still counts");
     // The checkpoint is untouched: it restores and counts on.
-    let out = run(&[rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    m.extra.push(pid);
-    assert!(wait_until(Duration::from_secs(10), || m.count() > at + 2));
+    assert_restores(&mut m, d.path(), &rs, at + 2);
 }
 
 #[test]
 fn a_criu_that_cannot_run_is_environment_not_ready() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let m = Mem::start(d.path(), 8);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
+    };
+    let m = memory_target(d.path(), 8);
+    let ck = checkpoint_profile(d.path(), m.init_pid, "");
     let not_exec = write(d.path(), "criu-not-exec", "#!/bin/sh\nexit 0\n");
     std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
     let a_dir = d.path().join("criu-dir");
@@ -626,16 +526,15 @@ fn a_criu_that_cannot_run_is_environment_not_ready() {
     assert!(m.counts_on());
     // The real one works.
     let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0);
 }
 
 #[test]
 fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
-    if !require_root_and_criu() {
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let m = Mem::start(d.path(), 8);
+    };
+    let m = memory_target(d.path(), 8);
     // A symlink in a sticky, world-writable directory (like /tmp) pointing
     // at a private directory of root's: someone else could have planted it.
     let victim = d.path().join("victim");
@@ -650,11 +549,11 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
         "planted.toml",
         &format!(
             "version = 1\nname = \"planted\"\naction = \"checkpoint\"\n[target]\npid = {}\n[images]\ndir = \"open/imgs\"\n",
-            m.pid
+            m.init_pid
         ),
     );
     let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 2);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "apply::unsafe-symlink", "{f}");
     assert_eq!(f["key"], "images.dir");
@@ -673,7 +572,7 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
         "version = 1\nname = \"fifo\"\naction = \"checkpoint\"\n[target]\npidfile = \"app.pid\"\n[images]\ndir = \"imgs\"\n",
     );
     let out = run(&[ck.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 2);
     let f = &json(&out)["failure"];
     assert_eq!(f["code"], "apply::pidfile", "{f}");
     assert!(f["message"].as_str().unwrap().contains("a FIFO"), "{f}");
@@ -682,17 +581,12 @@ fn a_planted_images_symlink_and_a_fifo_pidfile_are_refused() {
 
 #[test]
 fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
-    if !require_root_and_criu() {
+    require_fault_injection();
+    let Some(d) = criu_test_dir() else {
         return;
-    }
-    let d = tmp();
-    let mut m = Mem::start(d.path(), 16);
-    let ck = checkpoint_profile(d.path(), m.pid, "");
+    };
+    let mut m = memory_target(d.path(), 16);
+    let ck = checkpoint_profile(d.path(), m.init_pid, "");
     // CKPTCTL_FAULT kills CRIU right after ckptctl marked the checkpoint
     // complete in the post-dump callback (too short a window to hit from
     // outside): the images are whole and must stay a checkpoint.
@@ -700,7 +594,7 @@ fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
         .env("CKPTCTL_FAULT", "criu-dies-after-commit")
         .output()
         .unwrap();
-    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3);
     let f = &json(&out)["failure"];
     assert!(
         f["message"].as_str().unwrap().contains("was complete"),
@@ -708,24 +602,15 @@ fn criu_dying_after_the_commit_keeps_the_complete_checkpoint() {
     );
     assert_ne!(f["code"], "apply::target-exited", "{f}");
     let imgs = d.path().join("imgs");
-    assert!(imgs.join("ckptctl.complete").exists());
-    assert!(!imgs.join("ckptctl.incomplete").exists());
+    assert_complete(&imgs);
     assert!(imgs.join("inventory.img").exists(), "not quarantined");
     // CRIU died before it could end the tree: it runs on; the checkpoint
     // restores (into its own pid namespace) once the original is gone.
     assert_eq!(f["target"]["running"], true, "{f}");
     assert!(m.counts_on());
-    kill9(m.pid);
-    assert!(wait_until(Duration::from_secs(10), || !alive(m.pid)));
+    kill9(m.init_pid);
+    assert!(wait_until(Duration::from_secs(10), || !alive(m.init_pid)));
     let frozen_at = m.count();
     let rs = restore_profile(d.path(), "imgs");
-    let out = run(&[rs.to_str().unwrap()]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(d.path().join("restored.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    m.extra.push(pid);
-    assert!(wait_until(Duration::from_secs(10), || m.count() > frozen_at));
+    assert_restores(&mut m, d.path(), &rs, frozen_at);
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod apply;
 pub mod crit;
 pub mod leftovers;
 pub mod migrate_hosts;
