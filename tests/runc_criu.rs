@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::runc::{Delete, World, host_runc, migrate_profile, ready, role, start_destination};
+use common::apply::{
+    apply_json as apply, check_json, failed, find_diag, image, require_fault_injection,
+    truncate_to_half,
+};
+use common::runc::{Migrated, Migration, World, ready, real_runc};
 use common::{
     BIN, ckptctl, code, criu_page_server, free_port, json, spawn_with_status_fd, wait_until, write,
 };
-
-fn apply(p: &Path) -> Output {
-    ckptctl(&["--output", "json", "apply", p.to_str().unwrap()])
-}
 
 /// The one diagnostic of a failed apply: (code, key, message).
 fn diag(out: &Output) -> (String, String, String) {
@@ -35,10 +35,10 @@ fn diag(out: &Output) -> (String, String, String) {
 /// A refused apply or check: its exit code, and its one diagnostic's code
 /// and key; returns the message.
 fn refused(out: &Output, exit: i32, want_code: &str, want_key: &str) -> String {
-    assert_eq!(code(out), exit, "{}", String::from_utf8_lossy(&out.stderr));
-    let (c, key, msg) = diag(out);
-    assert_eq!((c.as_str(), key.as_str()), (want_code, want_key), "{msg}");
-    msg
+    let v = failed(out, exit, want_code);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["key"], want_key, "{v}");
+    d["message"].as_str().unwrap_or("").into()
 }
 
 fn ok(out: &Output) -> serde_json::Value {
@@ -52,17 +52,26 @@ fn ok(out: &Output) -> serde_json::Value {
     json(out)
 }
 
+/// A world with the counting container `name` running, or None when the
+/// tests cannot run here (see [`ready`]).
+fn counting(name: &str) -> Option<(World, String)> {
+    if !ready() {
+        return None;
+    }
+    let mut w = World::new();
+    let id = w.start(name, true);
+    Some((w, id))
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
 fn checkpoint_and_restore_a_counting_container() {
-    if !ready() {
+    let Some((w, id)) = counting("trip") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("trip", true);
+    };
     let ck = w.checkpoint("ck", &id, "");
     let v = ok(&apply(&ck));
     assert_eq!(v["action"], "checkpoint");
@@ -114,11 +123,9 @@ fn checkpoint_and_restore_a_counting_container() {
 
 #[test]
 fn leave_running_keeps_the_container_counting() {
-    if !ready() {
+    let Some((w, id)) = counting("leave") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("leave", true);
+    };
     let ck = w.checkpoint("ck", &id, "[checkpoint]\nleave_running = true\n");
     ok(&apply(&ck));
     assert_eq!(w.status(&id).as_deref(), Some("running"));
@@ -129,11 +136,9 @@ fn leave_running_keeps_the_container_counting() {
 
 #[test]
 fn page_server_checkpoint_sends_the_pages() {
-    if !ready() {
+    let Some((w, id)) = counting("ps") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("ps", true);
+    };
     let port = free_port();
     let dst = w.path().join("dst");
     let mut server = criu_page_server(&dst, "127.0.0.1", port, &[]);
@@ -160,11 +165,9 @@ fn page_server_checkpoint_sends_the_pages() {
 
 #[test]
 fn lazy_restore_signals_the_status_fd() {
-    if !ready() {
+    let Some((w, id)) = counting("lazy") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("lazy", true);
+    };
     ok(&apply(&w.checkpoint("ck", &id, "")));
     let at_dump = w.count();
     let rs = w.restore("rs", &id, "imgs-ck", "[lazy_pages]\nenabled = true\n");
@@ -201,15 +204,13 @@ fn unknown_container_is_named_at_its_key() {
         !w.path().join("imgs-ck").exists(),
         "a refused run touched the images dir"
     );
-    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    let out = check_json(&ck);
     assert_eq!(code(&out), 4);
     let v = json(&out);
     assert!(
-        v["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["code"] == "apply::container-not-found" && d["key"] == "target.container"),
+        find_diag(&v, |d| d["code"] == "apply::container-not-found"
+            && d["key"] == "target.container")
+        .is_some(),
         "{v}"
     );
 }
@@ -228,11 +229,9 @@ fn container_that_does_not_run_is_refused() {
 
 #[test]
 fn restore_into_an_id_in_use_is_refused() {
-    if !ready() {
+    let Some((w, id)) = counting("busy") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("busy", true);
+    };
     ok(&apply(&w.checkpoint(
         "ck",
         &id,
@@ -241,7 +240,7 @@ fn restore_into_an_id_in_use_is_refused() {
     let rs = w.restore("rs", &id, "imgs-ck", "");
     let out = apply(&rs);
     let _ = refused(&out, 2, "apply::container-exists", "target.container");
-    let out = ckptctl(&["--output", "json", "check", rs.to_str().unwrap()]);
+    let out = check_json(&rs);
     assert_eq!(code(&out), 4, "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -278,11 +277,9 @@ fn runc_missing_or_too_old_is_an_environment_error() {
 
 #[test]
 fn bad_bundle_incomplete_and_changed_checkpoints_are_refused() {
-    if !ready() {
+    let Some((mut w, id)) = counting("guard") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("guard", true);
+    };
     ok(&apply(&w.checkpoint("ck", &id, "")));
     // A bundle without config.json.
     std::fs::create_dir_all(w.path().join("empty-bundle")).unwrap();
@@ -294,20 +291,7 @@ fn bad_bundle_incomplete_and_changed_checkpoints_are_refused() {
     let out = apply(&rs);
     let _ = refused(&out, 2, "apply::bundle-invalid", "restore.bundle");
     // A checkpoint changed after it completed.
-    let imgs = w.path().join("imgs-ck");
-    let pages = std::fs::read_dir(&imgs)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().starts_with("pages-"))
-        .unwrap()
-        .path();
-    let len = std::fs::metadata(&pages).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pages)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    truncate_to_half(&image(&w.path().join("imgs-ck"), "pages-"));
     let out = apply(&w.restore("rs2", &id, "imgs-ck", ""));
     assert_eq!(code(&out), 2);
     assert_eq!(diag(&out).0, "apply::images-damaged");
@@ -336,11 +320,9 @@ fn bad_bundle_incomplete_and_changed_checkpoints_are_refused() {
 /// ckptctl names the key and the cause from CRIU's log.
 #[test]
 fn unreachable_page_server_side_by_side_with_plain_runc() {
-    if !ready() {
+    let Some((w, id)) = counting("side") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("side", true);
+    };
     let port = free_port();
     let plain_imgs = w.path().join("plain");
     std::fs::create_dir_all(&plain_imgs).unwrap();
@@ -427,19 +409,16 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
     let mut w = World::new();
     let id = w.start("conf", true);
     let ck = w.checkpoint("ck", &id, "");
-    let out = ckptctl(&["--output", "json", "check", ck.to_str().unwrap()]);
+    let out = check_json(&ck);
     assert_eq!(code(&out), 4);
     let v = json(&out);
     assert!(
-        v["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["key"] == "criu.host_config"
-                && d["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("/etc/criu/runc.conf")),
+        find_diag(&v, |d| d["key"] == "criu.host_config"
+            && d["message"]
+                .as_str()
+                .unwrap()
+                .contains("/etc/criu/runc.conf"))
+        .is_some(),
         "{v}"
     );
     let out = apply(&ck);
@@ -447,71 +426,73 @@ fn runc_conf_breaks_hermeticity_and_is_reported() {
     assert_eq!(w.status(&id).as_deref(), Some("running"));
 }
 
+/// The checkpoint in `images` restores container `id` (profile `name`): it
+/// runs and counts on within `within`.
+fn assert_restores(w: &World, name: &str, id: &str, images: &str, within: Duration) {
+    let again = w.restore(name, id, images, "");
+    ok(&apply(&again));
+    assert_eq!(w.status(id).as_deref(), Some("running"));
+    w.assert_counts_on(within, "the restored container does not count");
+}
+
+/// The destination's one diagnostic (code, key, message), from its stdout
+/// after its ready line.
+fn destination_diag(m: &Migrated) -> (String, String, String) {
+    let rest = m.dst_stdout.split_once('\n').map_or("", |(_, r)| r);
+    diag(&Output {
+        status: m.dst.status,
+        stdout: rest.as_bytes().to_vec(),
+        stderr: m.dst.stderr.clone(),
+    })
+}
+
+/// The migration succeeded at both ends: the source reports "migrated"
+/// and the destination ended well and said so. Returns the source's report.
+fn assert_migrated(m: &Migrated) -> serde_json::Value {
+    let report = ok(&m.src);
+    assert_eq!(
+        m.dst.status.code(),
+        Some(0),
+        "destination:\n{}\n{}",
+        m.dst_stdout,
+        String::from_utf8_lossy(&m.dst.stderr)
+    );
+    assert_eq!(report["event"], "migrated", "{report}");
+    assert!(m.dst_stdout.contains("\"migrated\""), "{}", m.dst_stdout);
+    report
+}
+
+/// Exactly one copy: gone at the source, running at the destination,
+/// counting on.
+fn assert_only_at_the_destination(mig: &Migration) {
+    let state = mig.dst_state().expect("no container at the destination");
+    assert_eq!(state["status"], "running", "{state}");
+    mig.assert_moved(Duration::from_secs(10));
+}
+
 /// Migrate a counting container between two netns hosts through a shared
 /// images.dir, the profile with `extra` appended; checks that exactly one
 /// copy runs, at the destination, counting on. Returns the destination's
 /// stderr.
 fn migrate_counting(name: &str, extra: &str) -> String {
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start(name, true);
-    let dst_root = w.path().join("runc-root-dst");
-    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
-    let text = std::fs::read_to_string(&profile).unwrap() + extra;
-    std::fs::write(&profile, text).unwrap();
-    let dst_state = |id: &str| {
-        let out = common::netns::Hosts::enter(&hosts.dst)
-            .arg(&dst_runc)
-            .args(["state", id])
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
-    };
-
-    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
-    // A second ckptctl on the destination's images.dir is told whose it
-    // is: the container destination writes the lock record of every role.
-    let second = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&second.stdout),
-        String::from_utf8_lossy(&second.stderr)
-    );
-    assert_eq!(second.status.code(), Some(4), "{said}");
-    let holder = format!("(pid {}, migrate --role destination; its CRIU ", dest.id());
-    assert!(said.contains(&holder), "wanted {holder:?} in:\n{said}");
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    // Whatever happens below, the restored container goes at the end.
-    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
-    let report = ok(&src);
-    assert_eq!(
-        dst.status.code(),
-        Some(0),
-        "destination:\n{dst_stdout}\n{}",
-        String::from_utf8_lossy(&dst.stderr)
-    );
-    assert_eq!(report["event"], "migrated", "{report}");
-    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
-    // Gone at the source, running at the destination, counting on.
-    assert_eq!(w.status(&id), None, "the source still has the container");
-    let state = dst_state(&id).expect("no container at the destination");
-    assert_eq!(state["status"], "running", "{state}");
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the migrated container does not count on (stuck at {at})"
-    );
-    String::from_utf8_lossy(&dst.stderr).into_owned()
+    let mig = Migration::new(name, "bundle", "30s", extra);
+    let m = mig.run(mig.destination(), |dest| {
+        // A second ckptctl on the destination's images.dir is told whose
+        // it is: the container destination writes the lock record of
+        // every role.
+        let second = mig.destination().output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&second.stdout),
+            String::from_utf8_lossy(&second.stderr)
+        );
+        assert_eq!(second.status.code(), Some(4), "{said}");
+        let holder = format!("(pid {}, migrate --role destination; its CRIU ", dest.id());
+        assert!(said.contains(&holder), "wanted {holder:?} in:\n{said}");
+    });
+    assert_migrated(&m);
+    assert_only_at_the_destination(&mig);
+    String::from_utf8_lossy(&m.dst.stderr).into_owned()
 }
 
 #[test]
@@ -543,50 +524,30 @@ fn container_migration_without_the_bundle_at_the_destination_touches_nothing() {
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start("nobundle", true);
-    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
-    let src_runc = host_runc(&w, &w.root());
-    let profile = migrate_profile(
-        &w,
-        &id,
-        &hosts.dst_ip(),
-        free_port(),
-        "bundle-not-here",
-        "3s",
-    );
+    let mig = Migration::new("nobundle", "bundle-not-here", "3s", "");
     // The destination refuses before it listens: the source finds no one
     // within its step_timeout.
-    let dst = role(&hosts.dst, &profile, "destination", &dst_runc)
-        .output()
-        .unwrap();
+    let dst = mig.destination().output().unwrap();
     refused(&dst, 2, "apply::bundle-invalid", "restore.bundle");
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
+    let src = mig.source().output().unwrap();
     let msg = refused(&src, 4, "migrate::timeout", "migration.step_timeout");
     assert!(
-        msg.contains(&format!("container `{id}` was not touched")),
+        msg.contains(&format!("container `{}` was not touched", mig.id)),
         "{msg}"
     );
-    assert_eq!(w.status(&id).as_deref(), Some("running"));
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the container stopped counting at the source"
+    assert_eq!(mig.w.status(&mig.id).as_deref(), Some("running"));
+    mig.w.assert_counts_on(
+        Duration::from_secs(10),
+        "the container stopped counting at the source",
     );
-    assert!(!w.path().join("imgs-mig/ckptctl.complete").exists());
+    assert!(!mig.w.path().join("imgs-mig/ckptctl.complete").exists());
 }
 
 #[test]
 fn container_migration_with_a_page_server_is_refused_at_its_key() {
-    if !ready() {
+    let Some((w, id)) = counting("ps") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("ps", true);
+    };
     let p = w.profile(
         "mig-ps",
         "migrate",
@@ -623,10 +584,8 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start("lost", true);
+    let mig = Migration::new("lost", "bundle-dst", "30s", "");
+    let w = &mig.w;
     // The destination's own bundle: a copy of the source's.
     let st = Command::new("cp")
         .arg("-a")
@@ -635,69 +594,44 @@ fn a_failed_restore_at_the_destination_keeps_the_complete_checkpoint() {
         .status()
         .unwrap();
     assert!(st.success());
-    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
-    let src_runc = host_runc(&w, &w.root());
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle-dst", "30s");
-    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
-    // Checked and listening: now its bundle loses its rootfs.
-    std::fs::rename(
-        w.path().join("bundle-dst/rootfs"),
-        w.path().join("rootfs-gone"),
-    )
-    .unwrap();
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
+    let m = mig.run(mig.destination(), |_| {
+        // Checked and listening: now its bundle loses its rootfs.
+        std::fs::rename(
+            w.path().join("bundle-dst/rootfs"),
+            w.path().join("rootfs-gone"),
+        )
         .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    let images = w.path().join("imgs-mig");
-    let (c, _, msg) = diag(&src);
-    assert_ne!(code(&src), 0);
+    });
+    let (c, _, msg) = diag(&m.src);
+    assert_ne!(code(&m.src), 0);
     assert_eq!(c, "migrate::peer-failed", "{msg}");
     assert!(msg.contains("could not restore the container"), "{msg}");
     assert!(msg.contains("complete checkpoint"), "{msg}");
-    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    assert_ne!(m.dst.status.code(), Some(0), "{}", m.dst_stdout);
     // After its ready line, the destination's diagnostics.
-    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
-    let (dcode, dkey, dmsg) = diag(&Output {
-        status: dst.status,
-        stdout: rest.as_bytes().to_vec(),
-        stderr: dst.stderr,
-    });
+    let (dcode, dkey, dmsg) = destination_diag(&m);
     assert_eq!(
         (dcode.as_str(), dkey.as_str()),
         ("apply::bundle-invalid", "restore.bundle")
     );
     assert!(dmsg.contains("is the only copy"), "{dmsg}");
     // No copy runs; the checkpoint is complete and restores.
-    assert_eq!(w.status(&id), None);
-    assert!(images.join("ckptctl.complete").is_file());
-    let again = w.restore("again", &id, "imgs-mig", "");
-    ok(&apply(&again));
-    assert_eq!(w.status(&id).as_deref(), Some("running"));
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the restored container does not count"
-    );
+    assert_eq!(w.status(&mig.id), None);
+    assert!(w.path().join("imgs-mig/ckptctl.complete").is_file());
+    assert_restores(w, "again", &mig.id, "imgs-mig", Duration::from_secs(10));
 }
 
-/// The destination role in netns `ns`, in its own mount namespace with a
-/// private tmpfs of `size` over `images` (created 0700 here), so its
-/// images.dir starts empty and gets its images only through the migration.
-fn own_images_destination(
-    ns: &str,
-    profile: &Path,
-    runc: &Path,
-    images: &Path,
-    size: &str,
-) -> Command {
-    std::fs::create_dir_all(images).unwrap();
-    std::fs::set_permissions(images, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let dst = role(ns, profile, "destination", runc);
+/// The destination role of `mig`, in its own mount namespace with a
+/// private tmpfs of `size` over its images.dir (created 0700 here), so
+/// that it starts empty and gets its images only through the migration.
+fn own_images_destination(mig: &Migration, size: &str) -> Command {
+    let images = mig.w.path().join("imgs-mig");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dst = mig.destination();
     // `role` is nsenter ARGS; the destination's own images.dir goes between.
     let args: Vec<_> = dst.get_args().map(|a| a.to_owned()).collect();
-    let mut own = common::netns::Hosts::enter(ns);
+    let mut own = common::netns::Hosts::enter(&mig.hosts.dst);
     own.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!(
             "mount -t tmpfs -o mode=0700,size={size} tmpfs '{}' && exec \"$@\"",
@@ -722,60 +656,22 @@ fn migrates_a_container_with_its_images_sent() {
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start("send", true);
-    let dst_root = w.path().join("runc-root-dst");
-    let (src_runc, dst_runc) = (host_runc(&w, &w.root()), host_runc(&w, &dst_root));
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
-    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
-    std::fs::write(&profile, text).unwrap();
-    let images = w.path().join("imgs-mig");
-
-    let (dest, reader) = start_destination(own_images_destination(
-        &hosts.dst, &profile, &dst_runc, &images, "256m",
-    ));
-    // The destination's images.dir is not the one seen here.
-    assert!(
-        !images.join(".ckptctl.lock").exists(),
-        "the tmpfs is not private"
-    );
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
-    let report = ok(&src);
-    let dst_stderr = String::from_utf8_lossy(&dst.stderr);
-    assert_eq!(
-        dst.status.code(),
-        Some(0),
-        "destination:\n{dst_stdout}\n{dst_stderr}"
-    );
-    assert_eq!(report["event"], "migrated", "{report}");
-    assert!(dst_stdout.contains("\"migrated\""), "{dst_stdout}");
+    let mig = Migration::new("send", "bundle", "30s", "images = \"send\"\n");
+    let images = mig.w.path().join("imgs-mig");
+    let m = mig.run(own_images_destination(&mig, "256m"), |_| {
+        // The destination's images.dir is not the one seen here.
+        assert!(
+            !images.join(".ckptctl.lock").exists(),
+            "the tmpfs is not private"
+        );
+    });
+    assert_migrated(&m);
+    let dst_stderr = String::from_utf8_lossy(&m.dst.stderr);
     assert!(
         dst_stderr.contains("over the control connection"),
         "{dst_stderr}"
     );
-    // Exactly one copy: gone at the source, running at the destination,
-    // counting on.
-    assert_eq!(w.status(&id), None, "the source still has the container");
-    let out = common::netns::Hosts::enter(&hosts.dst)
-        .arg(&dst_runc)
-        .args(["state", &id])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "no container at the destination");
-    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(state["status"], "running", "{state}");
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the migrated container does not count on (stuck at {at})"
-    );
+    assert_only_at_the_destination(&mig);
     // The source checkpointed here, pages included; with the copy running
     // there, this directory is no checkpoint any more.
     let here: Vec<String> = std::fs::read_dir(&images)
@@ -794,37 +690,26 @@ fn migrates_a_container_with_its_images_sent() {
 /// then it exits 1 with an error line, as a runc that errs or dies after
 /// the dump would. Every other command is the real runc's.
 fn runc_failing_after_the_dump(w: &World, root: Option<&Path>) -> PathBuf {
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v runc"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
     let root = root.map_or(String::new(), |r| format!(" --root {}", r.display()));
     let f = write(
         w.path(),
         "runc-fails-after-dump",
         &format!(
             "#!/bin/sh\n{}{root} \"$@\"; rc=$?\nfor a in \"$@\"; do\n  if [ \"$a\" = checkpoint ]; then\n    echo 'time=\"now\" level=error msg=\"runc failed after the dump (injected)\"' >&2\n    exit 1\n  fi\ndone\nexit $rc\n",
-            real.trim()
+            real_runc()
         ),
     );
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
     f
 }
-
 /// runc fails after CRIU has checkpointed and ended the container: the
 /// checkpoint is the only copy, so it is marked complete (never
 /// quarantined), the message says so, and it restores.
 #[test]
 fn runc_failing_after_the_dump_keeps_the_only_copy() {
-    if !ready() {
+    let Some((w, id)) = counting("late") else {
         return;
-    }
-    let mut w = World::new();
-    let id = w.start("late", true);
+    };
     let ck = w.checkpoint("late", &id, "");
     let out = Command::new(BIN)
         .args(["--output", "json", "apply"])
@@ -859,13 +744,12 @@ fn runc_failing_after_the_dump_keeps_the_only_copy() {
     assert!(images.join("ckptctl.complete").is_file());
     assert!(!images.join("ckptctl.incomplete").exists());
     assert!(images.join("inventory.img").is_file());
-    let again = w.restore("late-restore", &id, "imgs-late", "");
-    ok(&apply(&again));
-    assert_eq!(w.status(&id).as_deref(), Some("running"));
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the restored container does not count"
+    assert_restores(
+        &w,
+        "late-restore",
+        &id,
+        "imgs-late",
+        Duration::from_secs(10),
     );
 }
 
@@ -877,35 +761,19 @@ fn a_migration_goes_on_when_runc_fails_after_the_dump() {
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start("late-mig", true);
-    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
-    let src_runc = runc_failing_after_the_dump(&w, Some(&w.root()));
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
-    let (dest, reader) = start_destination(role(&hosts.dst, &profile, "destination", &dst_runc));
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
-    let report = ok(&src);
+    let mut mig = Migration::new("late-mig", "bundle", "30s", "");
+    mig.src_runc = runc_failing_after_the_dump(&mig.w, Some(&mig.w.root()));
+    let m = mig.run(mig.destination(), |_| {});
+    let report = ok(&m.src);
     assert_eq!(report["event"], "migrated", "{report}");
-    let said = String::from_utf8_lossy(&src.stderr);
+    let said = String::from_utf8_lossy(&m.src.stderr);
     assert!(
         said.contains("runc failed after the dump (injected)")
             && said.contains("the migration goes on with the complete checkpoint"),
         "{said}"
     );
-    assert_eq!(dst.status.code(), Some(0), "{dst_stdout}");
-    assert_eq!(w.status(&id), None, "the source still has the container");
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the migrated container does not count on (stuck at {at})"
-    );
+    assert_eq!(m.dst.status.code(), Some(0), "{}", m.dst_stdout);
+    mig.assert_moved(Duration::from_secs(10));
 }
 
 /// `images = "send"` to a destination whose images.dir has no room for
@@ -917,50 +785,36 @@ fn a_failed_transfer_of_sent_images_keeps_the_sources_checkpoint() {
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
-    let id = w.start("nospace", true);
-    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
-    let src_runc = host_runc(&w, &w.root());
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "30s");
-    let text = std::fs::read_to_string(&profile).unwrap() + "images = \"send\"\n";
-    std::fs::write(&profile, text).unwrap();
-    let images = w.path().join("imgs-mig");
+    let mig = Migration::new("nospace", "bundle", "30s", "images = \"send\"\n");
+    let images = mig.w.path().join("imgs-mig");
     // Room for the lock and the markers, not for the pages.
-    let (dest, reader) = start_destination(own_images_destination(
-        &hosts.dst, &profile, &dst_runc, &images, "96k",
-    ));
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
+    let m = mig.run(own_images_destination(&mig, "96k"), |_| {});
+    assert_ne!(m.dst.status.code(), Some(0), "{}", m.dst_stdout);
     assert!(
-        dst_stdout.contains("migrate::image-io") && dst_stdout.contains("No space left"),
-        "{dst_stdout}"
+        m.dst_stdout.contains("migrate::image-io") && m.dst_stdout.contains("No space left"),
+        "{}",
+        m.dst_stdout
     );
-    assert_ne!(code(&src), 0);
-    let (_, _, msg) = diag(&src);
+    assert_ne!(code(&m.src), 0);
+    let (_, _, msg) = diag(&m.src);
     assert!(
         msg.contains(&format!(
-            "container `{id}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
+            "container `{}` was checkpointed and has ended here: the complete checkpoint in {} is the copy",
+            mig.id,
             images.display()
         )),
         "{msg}"
     );
     // No copy runs; the source's checkpoint is complete and restores.
-    assert_eq!(w.status(&id), None);
+    assert_eq!(mig.w.status(&mig.id), None);
     assert!(images.join("ckptctl.complete").is_file());
     assert!(!images.join("ckptctl.incomplete").exists());
-    let again = w.restore("again", &id, "imgs-mig", "");
-    ok(&apply(&again));
-    assert_eq!(w.status(&id).as_deref(), Some("running"));
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(10), || w.count() > at + 3),
-        "the restored container does not count"
+    assert_restores(
+        &mig.w,
+        "again",
+        &mig.id,
+        "imgs-mig",
+        Duration::from_secs(10),
     );
 }
 
@@ -971,47 +825,32 @@ fn a_failed_transfer_of_sent_images_keeps_the_sources_checkpoint() {
 /// the container back, counting on.
 #[test]
 fn container_post_copy_daemon_dying_keeps_the_complete_checkpoint() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
+    require_fault_injection();
     if !ready() {
         return;
     }
-    let hosts = common::netns::Hosts::new("ck12", 79);
-    let mut w = World::new();
-    w.netns = Some(hosts.src.clone());
+    let (hosts, w) = Migration::hosts_and_world();
     // 128 MiB of the shell's own memory: the daemon is still delivering
     // pages when the container resumes.
     w.set_script(&format!(
         "x=$(head -c 134217728 /dev/zero | tr '\\0' a); {}",
         common::runc::COUNT
     ));
-    let id = w.start("lazyfail", true);
-    let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
-    let src_runc = host_runc(&w, &w.root());
-    let profile = migrate_profile(&w, &id, &hosts.dst_ip(), free_port(), "bundle", "60s");
-    let text = std::fs::read_to_string(&profile).unwrap() + "[lazy_pages]\nenabled = true\n";
-    std::fs::write(&profile, text).unwrap();
-    let mut dst_cmd = role(&hosts.dst, &profile, "destination", &dst_runc);
+    let mig = Migration::start(
+        hosts,
+        w,
+        "lazyfail",
+        "bundle",
+        "60s",
+        "[lazy_pages]\nenabled = true\n",
+    );
+    let mut dst_cmd = mig.destination();
     dst_cmd.env("CKPTCTL_FAULT", "lazy-daemon-dies-after-resume");
-    let (dest, reader) = start_destination(dst_cmd);
-    let src = role(&hosts.src, &profile, "source", &src_runc)
-        .output()
-        .unwrap();
-    let dst = dest.wait_with_output().unwrap();
-    let dst_stdout = reader.join().unwrap();
-    let _delete = Delete::at(&hosts.dst, &dst_runc, &id);
-    let said = String::from_utf8_lossy(&dst.stderr);
+    let m = mig.run(dst_cmd, |_| {});
+    let said = String::from_utf8_lossy(&m.dst.stderr);
     assert!(said.contains("fault injected"), "{said}");
-    assert_ne!(dst.status.code(), Some(0), "{dst_stdout}");
-    let rest = dst_stdout.split_once('\n').map_or("", |(_, r)| r);
-    let (dcode, dkey, dmsg) = diag(&Output {
-        status: dst.status,
-        stdout: rest.as_bytes().to_vec(),
-        stderr: Vec::new(),
-    });
+    assert_ne!(m.dst.status.code(), Some(0), "{}", m.dst_stdout);
+    let (dcode, dkey, dmsg) = destination_diag(&m);
     assert_eq!(
         (dcode.as_str(), dkey.as_str()),
         ("apply::lazy-pages", "lazy_pages.enabled"),
@@ -1021,26 +860,19 @@ fn container_post_copy_daemon_dying_keeps_the_complete_checkpoint() {
         dmsg.contains("was killed") && dmsg.contains("the only copy"),
         "{dmsg}"
     );
-    assert_ne!(code(&src), 0);
+    assert_ne!(code(&m.src), 0);
     // No copy runs anywhere; the checkpoint is complete and restores.
-    assert_eq!(w.status(&id), None);
-    let out = common::netns::Hosts::enter(&hosts.dst)
-        .arg(&dst_runc)
-        .args(["state", &id])
-        .output()
-        .unwrap();
+    assert_eq!(mig.w.status(&mig.id), None);
     assert!(
-        !out.status.success(),
+        mig.dst_state().is_none(),
         "the killed container is still listed"
     );
-    let images = w.path().join("imgs-mig");
-    assert!(images.join("ckptctl.complete").is_file());
-    let again = w.restore("again", &id, "imgs-mig", "");
-    ok(&apply(&again));
-    assert_eq!(w.status(&id).as_deref(), Some("running"));
-    let at = w.count();
-    assert!(
-        wait_until(Duration::from_secs(20), || w.count() > at + 3),
-        "the restored container does not count"
+    assert!(mig.w.path().join("imgs-mig/ckptctl.complete").is_file());
+    assert_restores(
+        &mig.w,
+        "again",
+        &mig.id,
+        "imgs-mig",
+        Duration::from_secs(20),
     );
 }

@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// The counting loop: the counter file is written whole, then renamed.
@@ -171,6 +171,16 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// The container counts on: more than 3 past where it is now within
+    /// `within`; `what` says what failed.
+    pub fn assert_counts_on(&self, within: Duration, what: &str) {
+        let at = self.count();
+        assert!(
+            super::wait_until(within, || self.count() > at + 3),
+            "{what} (stuck at {at})"
+        );
+    }
+
     /// `runc state`'s status, or None when the container does not exist.
     pub fn status(&self, id: &str) -> Option<String> {
         let out = self
@@ -249,8 +259,8 @@ pub fn migrate_profile(
     )
 }
 
-/// A runc for one host: the real runc with that host's `--root`.
-pub fn host_runc(w: &World, root: &Path) -> PathBuf {
+/// The real runc's path (`command -v runc`).
+pub fn real_runc() -> String {
     let real = String::from_utf8(
         Command::new("sh")
             .args(["-c", "command -v runc"])
@@ -259,12 +269,17 @@ pub fn host_runc(w: &World, root: &Path) -> PathBuf {
             .stdout,
     )
     .unwrap();
+    real.trim().to_string()
+}
+
+/// A runc for one host: the real runc with that host's `--root`.
+pub fn host_runc(w: &World, root: &Path) -> PathBuf {
     let f = super::write(
         w.path(),
         &format!("runc-{}", root.file_name().unwrap().to_str().unwrap()),
         &format!(
             "#!/bin/sh\nexec {} --root {} \"$@\"\n",
-            real.trim(),
+            real_runc(),
             root.display()
         ),
     );
@@ -326,4 +341,141 @@ pub fn start_destination(
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the destination never said ready");
     (dest, reader)
+}
+
+/// A container migration between two netns hosts (`ck12`, 10.79.x): the
+/// counting container started at the source, a runc for each host with its
+/// own `--root`, and the migrate profile (images shared by both hosts).
+pub struct Migration {
+    /// The test's world, its runc in the source host. Declared before
+    /// `hosts` so that its containers go before the hosts do.
+    pub w: World,
+    pub hosts: super::netns::Hosts,
+    /// The container's ID (the same at both hosts).
+    pub id: String,
+    /// The source host's runc (`CKPTCTL_RUNC` of the source role).
+    pub src_runc: PathBuf,
+    /// The destination host's runc (its own root, `runc-root-dst`).
+    pub dst_runc: PathBuf,
+    pub profile: PathBuf,
+}
+
+/// What the two roles of a migration did.
+pub struct Migrated {
+    /// The source role's output.
+    pub src: Output,
+    /// The destination role's status and stderr (stdout was read apart).
+    pub dst: Output,
+    /// All of the destination's stdout, its ready line first.
+    pub dst_stdout: String,
+    /// Deletes the container at the destination once the test is done.
+    pub delete: Delete,
+}
+
+impl Migration {
+    /// The two hosts and a world whose runc runs in the source host, for a
+    /// test that prepares its container before [`Migration::start`].
+    pub fn hosts_and_world() -> (super::netns::Hosts, World) {
+        let hosts = super::netns::Hosts::new("ck12", 79);
+        let mut w = World::new();
+        w.netns = Some(hosts.src.clone());
+        (hosts, w)
+    }
+
+    /// [`Migration::start`] in fresh hosts and world.
+    pub fn new(name: &str, bundle: &str, timeout: &str, extra: &str) -> Migration {
+        let (hosts, w) = Self::hosts_and_world();
+        Self::start(hosts, w, name, bundle, timeout, extra)
+    }
+
+    /// Start the counting container `name` at the source and write the
+    /// migrate profile: the destination's bundle `bundle`, `step_timeout`
+    /// `timeout`, `extra` appended.
+    pub fn start(
+        hosts: super::netns::Hosts,
+        mut w: World,
+        name: &str,
+        bundle: &str,
+        timeout: &str,
+        extra: &str,
+    ) -> Migration {
+        let id = w.start(name, true);
+        let dst_runc = host_runc(&w, &w.path().join("runc-root-dst"));
+        let src_runc = host_runc(&w, &w.root());
+        let profile = migrate_profile(
+            &w,
+            &id,
+            &hosts.dst_ip(),
+            super::free_port(),
+            bundle,
+            timeout,
+        );
+        let text = std::fs::read_to_string(&profile).unwrap() + extra;
+        std::fs::write(&profile, text).unwrap();
+        Migration {
+            w,
+            hosts,
+            id,
+            src_runc,
+            dst_runc,
+            profile,
+        }
+    }
+
+    /// The destination role, in the destination host with its runc.
+    pub fn destination(&self) -> Command {
+        role(
+            &self.hosts.dst,
+            &self.profile,
+            "destination",
+            &self.dst_runc,
+        )
+    }
+
+    /// The source role, in the source host with its runc.
+    pub fn source(&self) -> Command {
+        role(&self.hosts.src, &self.profile, "source", &self.src_runc)
+    }
+
+    /// Start `destination` (see [`Migration::destination`]) and wait for its
+    /// ready line, call `between` with it, then run the source role and
+    /// the destination to the end.
+    pub fn run(&self, destination: Command, between: impl FnOnce(&Child)) -> Migrated {
+        let (dest, reader) = start_destination(destination);
+        between(&dest);
+        let src = self.source().output().unwrap();
+        let dst = dest.wait_with_output().unwrap();
+        let dst_stdout = reader.join().unwrap();
+        Migrated {
+            src,
+            dst,
+            dst_stdout,
+            delete: Delete::at(&self.hosts.dst, &self.dst_runc, &self.id),
+        }
+    }
+
+    /// The container has left the source, and counts on (its bundle, with
+    /// the counter, is the one both hosts share) within `within`.
+    pub fn assert_moved(&self, within: Duration) {
+        assert_eq!(
+            self.w.status(&self.id),
+            None,
+            "the source still has the container"
+        );
+        self.w
+            .assert_counts_on(within, "the migrated container does not count on");
+    }
+
+    /// `runc state` of the container at the destination, or None when it
+    /// has none.
+    pub fn dst_state(&self) -> Option<serde_json::Value> {
+        let out = super::netns::Hosts::enter(&self.hosts.dst)
+            .arg(&self.dst_runc)
+            .args(["state", &self.id])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
 }
