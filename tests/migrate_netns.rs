@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::migrate_hosts::{
     BIN, Ended, Migrated, Net, Report, Rig, alive, apply_in, assert_counts_on, assert_counts_past,
-    assert_moved, copies_of, destination_cmd, json_lines, read_all, read_pid, show, source_cmd,
-    start_destination, start_destination_with_held_images, start_destination_with_own_images,
-    start_faulty_destination, stray_connection, wait_child,
+    assert_moved, copies_of, destination_cmd, json_lines, read_all, read_pid, run_record, show,
+    source_cmd, start_destination, start_destination_with_held_images,
+    start_destination_with_own_images, start_faulty_destination, stray_connection, wait_child,
 };
 use common::netns::state;
 use common::{read_counter, require_fault_injection, wait_until};
@@ -83,14 +83,6 @@ fn migrates_a_counter_between_two_netns_hosts() {
         assert_eq!(rec["role"], role);
         assert!(rec["stats"]["downtime"].is_object(), "{rec}");
     }
-}
-
-/// The run record `ckptctl-run-ROLE.json` in `images`.
-fn run_record(images: &Path, role: &str) -> serde_json::Value {
-    serde_json::from_str(
-        &fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
-    )
-    .unwrap()
 }
 
 #[test]

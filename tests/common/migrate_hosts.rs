@@ -556,12 +556,33 @@ pub fn assert_counts_on(counter: &Path, by: u64, within: Duration, what: &str) {
 /// 10 s), the restored `new_pid` runs, and the counter counts on (more than
 /// 3 within 10 s).
 pub fn assert_moved(init: i32, new_pid: i32, counter: &Path) {
+    let ten = Duration::from_secs(10);
+    assert_moved_within(init, new_pid, counter, ten, ten);
+}
+
+/// [`assert_moved`] with its two waits given: `gone` for the source tree
+/// to end, `counting` for the counter to pass 3 more.
+pub fn assert_moved_within(
+    init: i32,
+    new_pid: i32,
+    counter: &Path,
+    gone: Duration,
+    counting: Duration,
+) {
     assert!(
-        wait_until(Duration::from_secs(10), || !alive(init)),
+        wait_until(gone, || !alive(init)),
         "source pid {init} still alive"
     );
     assert!(alive(new_pid), "restored pid {new_pid} not running");
-    assert_counts_on(counter, 3, Duration::from_secs(10), "after migration");
+    assert_counts_on(counter, 3, counting, "after migration");
+}
+
+/// The run record `ckptctl-run-ROLE.json` a role left in `images`.
+pub fn run_record(images: &Path, role: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
+    )
+    .unwrap()
 }
 
 /// One migration test's world: the two hosts, a 0700 directory both sides
@@ -577,7 +598,13 @@ impl Rig {
     /// A new rig, or None (the test is skipped) when the real CRIU cannot
     /// be driven here: see [`super::require_root_and_criu`].
     pub fn new() -> Option<Rig> {
-        if !super::require_root_and_criu() {
+        Self::needing(&[])
+    }
+
+    /// Like [`Rig::new`], and None too when CRIU does not report every
+    /// kernel feature in `features`: see [`super::require_criu_features`].
+    pub fn needing(features: &[&str]) -> Option<Rig> {
+        if !super::require_criu_features(features) {
             return None;
         }
         Some(Rig {
