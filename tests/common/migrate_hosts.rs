@@ -297,16 +297,14 @@ pub struct Dest {
     pub err_t: std::thread::JoinHandle<String>,
 }
 
-/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
-/// on a pipe, and wait for its ready byte.
-pub fn start_destination(mut cmd: Command) -> Dest {
-    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
-    // destination may hold the write end.
+/// A pipe whose write end `cmd`'s child gets as fd 3 (for `--status-fd 3`):
+/// returns (read end, write end); drop the write end once `cmd` is
+/// spawned, so that the read end sees the end of the file when the child
+/// closes its fd 3. Both ends are close-on-exec: children other tests spawn
+/// concurrently never hold them.
+pub fn pipe_on_fd3(cmd: &mut Command) -> (OwnedFd, OwnedFd) {
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let wraw = w.as_raw_fd();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     #[allow(unsafe_code)]
     // SAFETY: dup2 only, between fork and exec.
     unsafe {
@@ -317,6 +315,16 @@ pub fn start_destination(mut cmd: Command) -> Dest {
             Ok(())
         });
     }
+    (r, w)
+}
+
+/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
+/// on a pipe, and wait for its ready byte.
+pub fn start_destination(mut cmd: Command) -> Dest {
+    let (r, w) = pipe_on_fd3(&mut cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start destination");
     drop(w);
     let dest_out = child.stdout.take().unwrap();
