@@ -22,8 +22,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use common::leftovers::{assert_nothing_left, named, throttle, wait_established};
 use common::migrate_hosts::{
-    BIN, Net, Procs, alive, read_all, start_memory_workload, wait_child, write_profile,
+    BIN, Net, Procs, Report, alive, destination_cmd, pipe_on_fd3, read_all, source_cmd,
+    start_memory_workload, wait_child, write_profile,
 };
 use common::{kill9, read_counter, require_criu_features, wait_until};
 
@@ -97,14 +96,9 @@ impl Side {
 }
 
 fn spawn_source(net: &Net, profile: &Path, pid: i32) -> Side {
-    let mut child = Net::enter(&net.src)
+    let mut child = source_cmd(net, Report::Human, profile, pid)
         // Messages on one line each, whatever their length.
         .env("COLUMNS", "10000")
-        .arg(BIN)
-        .arg("apply")
-        .arg(profile)
-        .args(["--role", "source", "--pid", &pid.to_string()])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,27 +115,11 @@ fn spawn_source(net: &Net, profile: &Path, pid: i32) -> Side {
 
 /// The destination role, ready (its status fd said so).
 fn destination(net: &Net, profile: &Path) -> Side {
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let wraw = w.as_raw_fd();
-    let mut cmd = Net::enter(&net.dst);
+    let mut cmd = destination_cmd(net, Report::Human, profile);
+    let (r, w) = pipe_on_fd3(&mut cmd);
     cmd.env("COLUMNS", "10000")
-        .arg(BIN)
-        .arg("apply")
-        .arg(profile)
-        .args(["--role", "destination", "--status-fd", "3"])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    #[allow(unsafe_code)]
-    // SAFETY: dup2 only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wraw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().expect("start destination");
     drop(w);
     let (o, e) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());

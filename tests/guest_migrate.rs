@@ -13,10 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Dest, Migrated, Net, Procs, alive, run_source_and_finish, start_destination,
-    start_destination_with_own_images, start_memory_workload, write_profile,
+    BIN, Dest, Migrated, Report, Rig, alive, assert_counts_on, assert_moved_within,
+    destination_cmd, run_record, start_destination, start_destination_with_own_images,
 };
-use common::{read_counter, require_criu_features, wait_until};
 
 /// A pre-copy profile: three rounds at most, the spec's rule otherwise.
 const PRE_COPY: &str = "\n[checkpoint.pre_dump]\niterations = 3\nmin_pages = 16\n";
@@ -37,13 +36,6 @@ fn ckptctl_code(args: &[&str]) -> (i32, String) {
     )
 }
 
-fn record(images: &Path, role: &str) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
-    )
-    .unwrap()
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Strategy {
     PreCopy,
@@ -62,13 +54,10 @@ fn migration(strategy: Strategy, send: bool) {
     if post {
         needs.extend(["uffd-noncoop", ckptctl::criu::probe::LAZY_PAGE_SERVER]);
     }
-    if !require_criu_features(&needs) {
+    let Some(mut rig) = Rig::needing(&needs) else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 64);
+    };
+    let (init, counter) = rig.memory_workload(64);
     let mut extra = String::new();
     if send {
         extra.push_str("images = \"send\"\n");
@@ -79,10 +68,10 @@ fn migration(strategy: Strategy, send: bool) {
     if post {
         extra.push_str(&format!(
             "\n[lazy_pages]\nenabled = true\naddress = \"{}\"\nport = 27403\n",
-            net.src_ip()
+            rig.net.src_ip()
         ));
     }
-    let profile = write_profile(tmp.path(), &net, "120s", &extra);
+    let profile = rig.profile("120s", &extra);
     let prof = profile.to_str().unwrap();
     // This host has what the strategy needs: check and plan say so.
     let (code, out) = ckptctl_code(&[
@@ -98,23 +87,18 @@ fn migration(strategy: Strategy, send: bool) {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("1. refused:"), "{out}");
 
-    let images = tmp.path().join("images");
+    let images = rig.dir().join("images");
     let dest: Dest = if send {
-        start_destination_with_own_images(&net, &profile, &images, "512m")
+        start_destination_with_own_images(&rig.net, &profile, &images, "512m")
     } else {
-        let mut cmd = Net::enter(&net.dst);
-        cmd.arg(BIN)
-            .arg("apply")
-            .arg(&profile)
-            .args(["--role", "destination", "--status-fd", "3"]);
-        start_destination(cmd)
+        start_destination(destination_cmd(&rig.net, Report::Human, &profile))
     };
     let Migrated {
         dst_stderr,
         new_pid,
         report,
         ..
-    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    } = rig.migrate(&profile, init, dest);
     if pre {
         assert!(
             dst_stderr.contains("pre-dump round 1 arrived"),
@@ -134,18 +118,15 @@ fn migration(strategy: Strategy, send: bool) {
     }
 
     // The old tree is gone, the new one counts on.
-    assert!(
-        wait_until(Duration::from_secs(30), || !alive(init)),
-        "source pid {init} still alive"
-    );
-    assert!(alive(new_pid), "restored pid {new_pid} not running");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(60), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
+    assert_moved_within(
+        init,
+        new_pid,
+        &counter,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
     );
 
-    let rec = record(&images, "source");
+    let rec = run_record(&images, "source");
     assert_eq!(rec["outcome"], "ok", "{rec}");
     let dump = &rec["stats"]["criu"]["dump"];
     if post {
@@ -232,13 +213,10 @@ fn pre_copy_then_post_copy_with_sent_images_keeps_counting() {
 /// with the final dump. (Before, all 8 rounds ran.)
 #[test]
 fn pre_copy_of_a_fast_dirtying_process_stops_the_rounds_and_says_why() {
-    if !require_criu_features(&["mem_dirty_track"]) {
+    let Some(mut rig) = Rig::needing(&["mem_dirty_track"]) else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let counter = tmp.path().join("counter");
+    };
+    let counter = rig.dir().join("counter");
     let c = counter.display().to_string();
     let code = format!(
         "import os,time\nb=bytearray(64<<20)\ni=0\nwhile True:\n i+=1\n \
@@ -246,35 +224,28 @@ fn pre_copy_of_a_fast_dirtying_process_stops_the_rounds_and_says_why() {
          open({c:?}+'.t','w').write(str(i))\n os.rename({c:?}+'.t',{c:?})\n"
     );
     let (init, counter) = common::migrate_hosts::start_in_src(
-        &net,
-        tmp.path(),
-        &mut procs,
+        &rig.net,
+        rig.tmp.path(),
+        &mut rig.procs,
         &["python3", "-c", &code],
         counter,
     );
-    let profile = write_profile(
-        tmp.path(),
-        &net,
+    let profile = rig.profile(
         "120s",
         "\n[checkpoint.pre_dump]\niterations = 8\nmin_pages = 16\n",
     );
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let dest = start_destination(cmd);
+    let dest = start_destination(destination_cmd(&rig.net, Report::Human, &profile));
     let Migrated {
         dst_stderr,
         new_pid,
         ..
-    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    } = rig.migrate(&profile, init, dest);
     assert!(
         dst_stderr.contains("pre-dump round 2 arrived")
             && !dst_stderr.contains("pre-dump round 3 arrived"),
         "{dst_stderr}"
     );
-    let rec = record(&tmp.path().join("images"), "source");
+    let rec = run_record(&rig.dir().join("images"), "source");
     let rounds = rec["stats"]["criu"]["pre_dump_rounds"]
         .as_array()
         .unwrap_or_else(|| panic!("no pre_dump_rounds: {rec}"));
@@ -283,10 +254,6 @@ fn pre_copy_of_a_fast_dirtying_process_stops_the_rounds_and_says_why() {
         .as_str()
         .unwrap_or_else(|| panic!("{rec}"));
     assert!(why.contains("memory is dirtied"), "{why}");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(60), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
-    );
+    assert_counts_on(&counter, 3, Duration::from_secs(60), "after migration");
     assert!(alive(new_pid));
 }

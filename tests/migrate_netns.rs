@@ -13,34 +13,32 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Dest, Migrated, Net, Procs, alive, read_all, run_source_and_finish, show,
-    start_destination, start_destination_with_own_images, start_memory_workload, start_workload,
-    stray_connection, wait_child, write_profile,
+    BIN, Ended, Migrated, Net, Report, Rig, alive, apply_in, assert_counts_on, assert_counts_past,
+    assert_moved, copies_of, destination_cmd, json_lines, read_all, read_pid, run_record, show,
+    source_cmd, start_destination, start_destination_with_held_images,
+    start_destination_with_own_images, start_faulty_destination, stray_connection, wait_child,
 };
-use common::{first_child, read_counter, require_root_and_criu, wait_until};
+use common::netns::state;
+use common::{read_counter, require_fault_injection, wait_until};
+
+/// `[page_server.tls]` with the CA, certificate and key of [`tls_host`]'s
+/// folders, relative to the profile.
+const TLS: &str = "[page_server.tls]\nca_cert = \"tls/ca.pem\"\ncert = \"tls/host.pem\"\nkey = \"tls/host.key\"\n";
 
 #[test]
 fn migrates_a_counter_between_two_netns_hosts() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let profile = write_profile(tmp.path(), &net, "30s", "");
+    };
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("30s", "");
 
     // Destination, with --status-fd 3 on a pipe.
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let dest = start_destination(cmd);
+    let dest = start_destination(destination_cmd(&rig.net, Report::Human, &profile));
 
     // A stray connection first (a port scan, a health check) that says
     // nothing and closes: the destination must keep waiting for the source.
-    stray_connection(&net, "");
+    stray_connection(&rig.net, "");
 
     // Source.
     let Migrated {
@@ -48,7 +46,7 @@ fn migrates_a_counter_between_two_netns_hosts() {
         dst_stderr,
         report: m,
         new_pid,
-    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    } = rig.migrate(&profile, init, dest);
     assert!(
         dst_stdout.lines().any(|l| l.contains(r#""event":"ready""#)),
         "{dst_stdout}"
@@ -72,31 +70,15 @@ fn migrates_a_counter_between_two_netns_hosts() {
     // was frozen.
     assert!(dst_stderr.contains("CPU check passed"), "{dst_stderr}");
     assert!(dst_stderr.contains("ignored a connection"), "{dst_stderr}");
-    assert!(
-        tmp.path()
-            .join("images/.cpuinfo-check/cpuinfo.img")
-            .exists()
-    );
+    assert!(rig.dir().join("images/.cpuinfo-check/cpuinfo.img").exists());
 
     // The old tree is gone, the new one counts on.
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(init)),
-        "source pid {init} still alive"
-    );
-    assert!(alive(new_pid), "restored pid {new_pid} not running");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
-    );
+    assert_moved(init, new_pid, &counter);
 
     // Run records of both roles, side by side in the shared work dir.
-    let images = tmp.path().join("images");
+    let images = rig.dir().join("images");
     for role in ["source", "destination"] {
-        let rec: serde_json::Value = serde_json::from_str(
-            &fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
-        )
-        .unwrap();
+        let rec = run_record(&images, role);
         assert_eq!(rec["outcome"], "ok", "{rec}");
         assert_eq!(rec["role"], role);
         assert!(rec["stats"]["downtime"].is_object(), "{rec}");
@@ -105,20 +87,12 @@ fn migrates_a_counter_between_two_netns_hosts() {
 
 #[test]
 fn source_gives_up_without_destination_and_leaves_the_process_running() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let profile = write_profile(tmp.path(), &net, "3s", "");
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
+    };
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("3s", "");
+    let src = source_cmd(&rig.net, Report::Human, &profile, init)
         .output()
         .expect("run source");
     assert_eq!(src.status.code(), Some(4), "{}", show(&src));
@@ -128,20 +102,26 @@ fn source_gives_up_without_destination_and_leaves_the_process_running() {
         "{err}"
     );
     assert!(alive(init));
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2),
-        "counter stopped"
-    );
+    assert_counts_on(&counter, 2, Duration::from_secs(5), "counter stopped");
 }
 
 #[test]
 fn unsupported_strategies_are_refused_up_front() {
-    if !require_root_and_criu() {
+    let Some(rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
+    };
+    // The source role for pid 1, refused before it touches anything.
+    let refused = |profile: &Path| {
+        Command::new(BIN)
+            .arg("--output")
+            .arg("json")
+            .arg("apply")
+            .arg(profile)
+            .args(["--role", "source", "--pid", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
     let cases = [
         (
             "[lazy_pages]\nenabled = true\naddress = \"10.1.1.1\"\nport = 27403\n",
@@ -167,18 +147,9 @@ fn unsupported_strategies_are_refused_up_front() {
             "page_server.tls",
         ),
     ];
-    fs_err::write(tmp.path().join("ca.pem"), "x").unwrap();
+    fs_err::write(rig.dir().join("ca.pem"), "x").unwrap();
     for (extra, code, key) in &cases {
-        let profile = write_profile(tmp.path(), &net, "3s", extra);
-        let o = Command::new(BIN)
-            .arg("--output")
-            .arg("json")
-            .arg("apply")
-            .arg(&profile)
-            .args(["--role", "source", "--pid", "1"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = refused(&rig.profile("3s", extra));
         assert_eq!(o.status.code(), Some(*code), "{}", show(&o));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains(key),
@@ -187,22 +158,14 @@ fn unsupported_strategies_are_refused_up_front() {
         );
     }
     // Sent images need a page server for the pages.
-    let no_ps = tmp.path().join("no-ps.toml");
-    let text = fs_err::read_to_string(write_profile(tmp.path(), &net, "3s", "images = \"send\"\n"))
+    let no_ps = rig.dir().join("no-ps.toml");
+    let text = fs_err::read_to_string(rig.profile("3s", "images = \"send\"\n"))
         .unwrap()
         .replace("[page_server]", "[unused]")
         .replace("[unused]\naddress", "# address")
         .replace("port = 27402\n", "");
     fs_err::write(&no_ps, text).unwrap();
-    let o = Command::new(BIN)
-        .arg("--output")
-        .arg("json")
-        .arg("apply")
-        .arg(&no_ps)
-        .args(["--role", "source", "--pid", "1"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = refused(&no_ps);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -211,7 +174,7 @@ fn unsupported_strategies_are_refused_up_front() {
         show(&o)
     );
     // No --role on a migrate profile: usage error.
-    let profile = write_profile(tmp.path(), &net, "3s", "");
+    let profile = rig.profile("3s", "");
     let o = Command::new(BIN)
         .arg("apply")
         .arg(&profile)
@@ -227,16 +190,13 @@ fn unsupported_strategies_are_refused_up_front() {
 /// The counter file lives outside the tmpfs, seen by both sides.
 #[test]
 fn migrates_with_images_sent_over_the_control_connection() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let profile = write_profile(tmp.path(), &net, "30s", "images = \"send\"\n");
-    let images = tmp.path().join("images");
-    let dest = start_destination_with_own_images(&net, &profile, &images, "256m");
+    };
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("30s", "images = \"send\"\n");
+    let images = rig.dir().join("images");
+    let dest = start_destination_with_own_images(&rig.net, &profile, &images, "256m");
     // The destination's images.dir is not ours: nothing of it shows here.
     assert!(
         !images.join(".ckptctl.lock").exists(),
@@ -247,23 +207,14 @@ fn migrates_with_images_sent_over_the_control_connection() {
         dst_stderr,
         new_pid,
         ..
-    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    } = rig.migrate(&profile, init, dest);
     assert!(
         dst_stderr.contains("over the control connection"),
         "{dst_stderr}"
     );
 
     // The old tree is gone, the new one counts on.
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(init)),
-        "source pid {init} still alive"
-    );
-    assert!(alive(new_pid), "restored pid {new_pid} not running");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
-    );
+    assert_moved(init, new_pid, &counter);
 
     // Source side: CRIU wrote the non-page images here, the pages went to
     // the page server; the directory is marked as no checkpoint.
@@ -288,10 +239,7 @@ fn migrates_with_images_sent_over_the_control_connection() {
     );
     assert!(here.iter().any(|n| n == "ckptctl.incomplete"), "{here:?}");
     assert!(!here.iter().any(|n| n == "inventory.img"), "{here:?}");
-    let rec: serde_json::Value = serde_json::from_str(
-        &fs_err::read_to_string(images.join("ckptctl-run-source.json")).unwrap(),
-    )
-    .unwrap();
+    let rec = run_record(&images, "source");
     assert_eq!(rec["outcome"], "ok", "{rec}");
 
     // Destination side, seen through the restored process's mount
@@ -319,50 +267,25 @@ fn migrates_with_images_sent_over_the_control_connection() {
 /// copy run once the source has ended its own).
 #[test]
 fn an_interrupted_handover_leaves_exactly_one_copy() {
-    if !require_root_and_criu() {
-        return;
-    }
     use std::io::BufRead;
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
+    let Some(mut rig) = Rig::new() else {
+        return;
+    };
     // 768 MiB: the restore takes longer than the source needs to notice
     // a signal (200 ms), so the abort path runs.
-    let counter = tmp.path().join("counter");
-    let code = format!(
-        "import os,time\nb=bytearray(768<<20)\nfor i in range(0,len(b),4096): b[i]=1\ni=0\nwhile True:\n    i+=1\n    open({c:?}+'.tmp','w').write(str(i))\n    os.rename({c:?}+'.tmp',{c:?})\n    time.sleep(0.05)\n",
-        c = counter.display().to_string()
-    );
-    let child = Net::enter(&net.src)
-        .args([
-            "unshare", "--pid", "--fork", "setsid", "python3", "-c", &code,
-        ])
-        .current_dir(tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start workload");
-    let unshare = child.id() as i32;
-    procs.children.push(child);
-    let mut init = 0;
-    assert!(wait_until(Duration::from_secs(30), || {
-        init = first_child(unshare).unwrap_or(0);
-        init > 0 && read_counter(&counter) >= 2
-    }));
-    procs.pids.push(init);
-    let profile = write_profile(tmp.path(), &net, "30s", "");
+    let (init, counter) = rig.memory_workload(768);
+    let profile = rig.profile("30s", "");
 
-    let mut dest = Net::enter(&net.dst)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--output", "json", "--role", "destination"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start destination");
+    let mut dest = apply_in(
+        &rig.net.dst,
+        Report::Human,
+        &profile,
+        &["--output", "json", "--role", "destination"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start destination");
     let dest_out = dest.stdout.take().unwrap();
     let out_t = std::thread::spawn(move || read_all(dest_out));
     let mut dest_err = std::io::BufReader::new(dest.stderr.take().unwrap());
@@ -374,12 +297,7 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
     {
         line.clear();
     }
-    let mut src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
+    let mut src = source_cmd(&rig.net, Report::Human, &profile, init)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -406,15 +324,13 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
     let src_status = wait_child(&mut src, Duration::from_secs(60));
     let dst_status = wait_child(&mut dest, Duration::from_secs(60));
     let dst_stdout = out_t.join().unwrap();
-    procs.children.push(src);
-    procs.children.push(dest);
-    let restored: Option<i32> = dst_stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    rig.procs.children.push(src);
+    rig.procs.children.push(dest);
+    let restored: Option<i32> = json_lines(&dst_stdout)
         .find_map(|v| v["restored_pid"].as_i64())
         .map(|p| p as i32);
     if let Some(p) = restored {
-        procs.pids.push(p);
+        rig.procs.pids.push(p);
     }
     let src_ok = src_status.and_then(|s| s.code()) == Some(0);
     let dst_ok = dst_status.and_then(|s| s.code()) == Some(0);
@@ -445,30 +361,18 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
         // Aborted: only the source's copy runs; the stopped copy restored
         // at the destination (if any) was killed.
         assert!(alive(init), "the source copy must run on\n{rest}");
-        let all_pids: Vec<i32> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        let copies = all_pids
-            .iter()
-            .filter(|p| {
-                // The workload itself, not its `unshare` launcher.
-                std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-                    c.split('\0').next().is_some_and(|a| a.ends_with("python3"))
-                        && c.contains("bytearray(768<<20)")
-                }) && std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .is_ok_and(|s| !s.contains(") Z "))
-            })
-            .count();
+        // The workload itself, not its `unshare` launcher.
+        let copies = copies_of(&counter, "python3").len();
         assert_eq!(
             copies, 1,
             "exactly one copy must be left\n{rest}\n{dst_stdout}"
         );
     }
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "no copy counts on\n{rest}"
+    assert_counts_on(
+        &counter,
+        3,
+        Duration::from_secs(10),
+        &format!("no copy counts on\n{rest}"),
     );
 }
 
@@ -481,74 +385,38 @@ fn an_interrupted_handover_leaves_exactly_one_copy() {
 /// the source's.
 #[test]
 fn a_destination_criu_dying_after_its_restore_leaves_only_the_source_copy() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 32);
-    let profile = write_profile(tmp.path(), &net, "30s", "");
-    let mut cmd = Net::enter(&net.dst);
-    cmd.env("CKPTCTL_FAULT", "criu-dies-after-restore")
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
+    };
+    let (init, counter) = rig.memory_workload(32);
+    let profile = rig.profile("30s", "");
+    let dest =
+        start_faulty_destination(&rig.net, Report::Human, &profile, "criu-dies-after-restore");
+    let src = source_cmd(&rig.net, Report::Human, &profile, init)
         .output()
         .expect("run source");
-    let dst_status = wait_child(&mut child, Duration::from_secs(60));
-    procs.children.push(child);
-    let dst_out = out_t.join().unwrap();
-    let dst_err = err_t.join().unwrap();
-    let needle = counter.display().to_string();
-    let copies: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|p: &i32| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.split('\0').next().is_some_and(|a| a.ends_with("python3")) && c.contains(&needle)
-            }) && alive(*p)
-        })
-        .collect();
-    procs.pids.extend(&copies);
+    let dst = dest.finish(Duration::from_secs(60), &mut rig.procs);
+    let copies = copies_of(&counter, "python3");
+    rig.procs.pids.extend(&copies);
     assert_eq!(
         copies,
         vec![init],
-        "exactly the source's copy runs\n{dst_err}\n{}",
+        "exactly the source's copy runs\n{}\n{}",
+        dst.stderr,
         show(&src)
     );
-    assert_eq!(
-        dst_status.and_then(|s| s.code()),
-        Some(3),
-        "{dst_out}\n{dst_err}"
-    );
+    assert_eq!(dst.code(), Some(3), "{}", dst.both());
     assert!(
-        dst_err.contains("ended") && dst_err.contains("restored"),
-        "the destination says what it cleaned up:\n{dst_err}"
+        dst.stderr.contains("ended") && dst.stderr.contains("restored"),
+        "the destination says what it cleaned up:\n{}",
+        dst.stderr
     );
     assert_ne!(src.status.code(), Some(0), "{}", show(&src));
-    assert_eq!(
-        copies,
-        vec![init],
-        "exactly the source's copy runs\n{dst_err}"
-    );
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "the source's copy does not count on"
+    assert_counts_on(
+        &counter,
+        3,
+        Duration::from_secs(10),
+        "the source's copy does not count on",
     );
 }
 
@@ -637,20 +505,41 @@ fn make_pki(dir: &Path, hosts: &[(&str, &str)]) {
     }
 }
 
+/// A "host" folder `name` in `rig`'s directory for the TLS tests:
+/// `tls/ca.pem` from `pki`, `tls/host.pem` and `tls/host.key` the `leaf`'s
+/// certificate and key, and `migrate.toml`, the profile `text` with its
+/// images dir made absolute (the rig's `images`, shared by all hosts).
+/// Returns the profile's path.
+fn tls_host(rig: &Rig, name: &str, pki: &Path, leaf: &str, text: &str) -> PathBuf {
+    let dir = rig.dir().join(name);
+    fs_err::create_dir_all(dir.join("tls")).unwrap();
+    fs_err::copy(pki.join("ca.pem"), dir.join("tls/ca.pem")).unwrap();
+    fs_err::copy(pki.join(format!("{leaf}.pem")), dir.join("tls/host.pem")).unwrap();
+    fs_err::copy(pki.join(format!("{leaf}.key")), dir.join("tls/host.key")).unwrap();
+    let images = rig.dir().join("images");
+    fs_err::write(
+        dir.join("migrate.toml"),
+        text.replace(
+            "dir = \"images\"",
+            &format!("dir = \"{}\"", images.display()),
+        ),
+    )
+    .unwrap();
+    dir.join("migrate.toml")
+}
+
 /// `page_server.tls` set: CRIU's page server and dump speak TLS (the
 /// files given as relative paths in the profile, handed to CRIU as
 /// absolute ones), and so does the control connection (mutual TLS); a
 /// stray plaintext connection to the control port is ignored.
 #[test]
 fn migrates_over_tls() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let pki = tmp.path().join("tls");
+    };
+    let (init, counter) = rig.workload();
+    let net = &rig.net;
+    let pki = rig.dir().join("tls");
     fs_err::create_dir(&pki).unwrap();
     // CRIU's page server checks the source's certificate against its own
     // address too (CRIU 4.1.1), so the source's names the destination.
@@ -664,65 +553,33 @@ fn migrates_over_tls() {
     // One profile file per host, the same text (so the same digest) in
     // two folders: its relative `tls/host.pem` is each host's own
     // certificate.
-    let text = fs_err::read_to_string(write_profile(
-        tmp.path(),
-        &net,
-        "30s",
-        "[page_server.tls]\nca_cert = \"tls/ca.pem\"\ncert = \"tls/host.pem\"\nkey = \"tls/host.key\"\n",
-    ))
-    .unwrap();
-    let (src_dir, dst_dir) = (tmp.path().join("src-host"), tmp.path().join("dst-host"));
-    for (dir, host) in [(&src_dir, "src"), (&dst_dir, "dst")] {
-        fs_err::create_dir_all(dir.join("tls")).unwrap();
-        fs_err::copy(pki.join("ca.pem"), dir.join("tls/ca.pem")).unwrap();
-        fs_err::copy(pki.join(format!("{host}.pem")), dir.join("tls/host.pem")).unwrap();
-        fs_err::copy(pki.join(format!("{host}.key")), dir.join("tls/host.key")).unwrap();
-        fs_err::write(
-            dir.join("migrate.toml"),
-            text.replace(
-                "dir = \"images\"",
-                &format!("dir = \"{}\"", tmp.path().join("images").display()),
-            ),
-        )
-        .unwrap();
-    }
+    let text = fs_err::read_to_string(rig.profile("30s", TLS)).unwrap();
+    let src_profile = tls_host(&rig, "src-host", &pki, "src", &text);
+    let dst_profile = tls_host(&rig, "dst-host", &pki, "dst", &text);
     // The destination gets its profile as a relative path; CRIU, which
     // changes its directory, must still get absolute TLS paths.
-    let mut cmd = Net::enter(&net.dst);
-    cmd.current_dir(&dst_dir)
-        .arg(BIN)
-        .arg("apply")
-        .arg("migrate.toml")
-        .args(["--role", "destination", "--status-fd", "3"]);
+    let mut cmd = destination_cmd(&rig.net, Report::Human, Path::new("migrate.toml"));
+    cmd.current_dir(dst_profile.parent().unwrap());
     let dest = start_destination(cmd);
     // A stray plaintext client: its failed handshake is ignored.
-    stray_connection(&net, "{}");
+    stray_connection(&rig.net, "{}");
 
     let Migrated {
         dst_stderr,
         new_pid,
         ..
-    } = run_source_and_finish(&net, &src_dir.join("migrate.toml"), init, dest, &mut procs);
+    } = rig.migrate(&src_profile, init, dest);
     assert!(dst_stderr.contains("TLS handshake failed"), "{dst_stderr}");
     assert!(
         dst_stderr.contains("TLS, certificate verified"),
         "{dst_stderr}"
     );
-    let images = tmp.path().join("images");
+    let images = rig.dir().join("images");
     for log in ["page-server.log", "dump.log"] {
         let text = fs_err::read_to_string(images.join(log)).unwrap();
         assert!(text.contains("TLS handshake completed"), "{log}:\n{text}");
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(init)),
-        "source pid {init} still alive"
-    );
-    assert!(alive(new_pid), "restored pid {new_pid} not running");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
-    );
+    assert_moved(init, new_pid, &counter);
 }
 
 /// Certificate problems stop both sides with `migrate::tls`, each naming
@@ -732,15 +589,13 @@ fn migrates_over_tls() {
 /// certificate that does not name the page server's address.
 #[test]
 fn tls_certificate_problems_are_named_on_both_sides() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
+    };
+    let (init, counter) = rig.workload();
+    let net = &rig.net;
     let both = format!("IP:{},IP:{}", net.src_ip(), net.dst_ip());
-    let (good, other) = (tmp.path().join("pki-good"), tmp.path().join("pki-other"));
+    let (good, other) = (rig.dir().join("pki-good"), rig.dir().join("pki-other"));
     fs_err::create_dir(&good).unwrap();
     fs_err::create_dir(&other).unwrap();
     make_pki(&good, &[("dst", &format!("IP:{}", net.dst_ip()))]);
@@ -748,42 +603,14 @@ fn tls_certificate_problems_are_named_on_both_sides() {
         &other,
         &[("src", &both), ("noname", &format!("IP:{}", net.src_ip()))],
     );
-    let text = fs_err::read_to_string(write_profile(
-        tmp.path(),
-        &net,
-        "4s",
-        "[page_server.tls]\nca_cert = \"tls/ca.pem\"\ncert = \"tls/host.pem\"\nkey = \"tls/host.key\"\n",
-    ))
-    .unwrap();
-    let host = |name: &str, pki: &Path, leaf: &str| {
-        let dir = tmp.path().join(name);
-        fs_err::create_dir_all(dir.join("tls")).unwrap();
-        fs_err::copy(pki.join("ca.pem"), dir.join("tls/ca.pem")).unwrap();
-        fs_err::copy(pki.join(format!("{leaf}.pem")), dir.join("tls/host.pem")).unwrap();
-        fs_err::copy(pki.join(format!("{leaf}.key")), dir.join("tls/host.key")).unwrap();
-        let images = tmp.path().join("images");
-        fs_err::write(
-            dir.join("migrate.toml"),
-            text.replace(
-                "dir = \"images\"",
-                &format!("dir = \"{}\"", images.display()),
-            ),
-        )
-        .unwrap();
-        dir.join("migrate.toml")
-    };
+    let text = fs_err::read_to_string(rig.profile("4s", TLS)).unwrap();
     let (dst, src, noname) = (
-        host("dst-host", &good, "dst"),
-        host("src-host", &other, "src"),
-        host("noname-host", &other, "noname"),
+        tls_host(&rig, "dst-host", &good, "dst", &text),
+        tls_host(&rig, "src-host", &other, "src", &text),
+        tls_host(&rig, "noname-host", &other, "noname", &text),
     );
     let source = |profile: &Path| {
-        Net::enter(&net.src)
-            .arg(BIN)
-            .args(["--output", "json", "apply"])
-            .arg(profile)
-            .args(["--role", "source", "--pid", &init.to_string()])
-            .stdin(Stdio::null())
+        source_cmd(&rig.net, Report::Json, profile, init)
             .output()
             .expect("run source")
     };
@@ -799,16 +626,7 @@ fn tls_certificate_problems_are_named_on_both_sides() {
         show(&o)
     );
 
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .args(["--output", "json", "apply"])
-        .arg(&dst)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
+    let dest = start_destination(destination_cmd(&rig.net, Report::Json, &dst));
     let o = source(&src);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -819,22 +637,21 @@ fn tls_certificate_problems_are_named_on_both_sides() {
     );
     // The destination waits out its step_timeout for a source that gets
     // through, then names the refusal.
-    let st = wait_child(&mut child, Duration::from_secs(30));
-    let (dst_out, dst_err) = (out_t.join().unwrap(), err_t.join().unwrap());
-    procs.children.push(child);
-    assert_eq!(st.and_then(|s| s.code()), Some(2), "{dst_out}\n{dst_err}");
-    assert!(dst_err.contains("TLS handshake failed"), "{dst_err}");
+    let dst = dest.finish(Duration::from_secs(30), &mut rig.procs);
+    assert_eq!(dst.code(), Some(2), "{}", dst.both());
     assert!(
-        dst_out.contains("migrate::tls") && dst_out.contains("page_server.tls.cert"),
-        "{dst_out}\n{dst_err}"
+        dst.stderr.contains("TLS handshake failed"),
+        "{}",
+        dst.stderr
+    );
+    assert!(
+        dst.stdout.contains("migrate::tls") && dst.stdout.contains("page_server.tls.cert"),
+        "{}",
+        dst.both()
     );
     // Nothing was frozen: the process counts on where it was.
     assert!(alive(init));
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(5), || read_counter(&counter) > c0 + 2),
-        "counter stopped"
-    );
+    assert_counts_on(&counter, 2, Duration::from_secs(5), "counter stopped");
 }
 
 /// Post-copy from the destination's own images: `[lazy_pages]` without an
@@ -843,53 +660,33 @@ fn tls_certificate_problems_are_named_on_both_sides() {
 /// before its pages are all in memory; the daemon goes on after the resume.
 #[test]
 fn migrates_post_copy_from_the_destination_images() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let profile = write_profile(tmp.path(), &net, "30s", "\n[lazy_pages]\nenabled = true\n");
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let dest = start_destination(cmd);
+    };
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("30s", "\n[lazy_pages]\nenabled = true\n");
+    let dest = start_destination(destination_cmd(&rig.net, Report::Human, &profile));
     let Migrated {
         dst_stderr,
         report: m,
         new_pid,
         ..
-    } = run_source_and_finish(&net, &profile, init, dest, &mut procs);
+    } = rig.migrate(&profile, init, dest);
     assert!(
         m["downtime"]["lazy_after_resume_s"].as_f64().is_some(),
         "{m}"
     );
     assert!(dst_stderr.contains("post-copy"), "{dst_stderr}");
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(init)),
-        "source pid {init} still alive"
-    );
-    assert!(alive(new_pid), "restored pid {new_pid} not running");
-    let c0 = read_counter(&counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter) > c0 + 3),
-        "counter stopped at {c0} after migration"
-    );
+    assert_moved(init, new_pid, &counter);
     // The restore was lazy, and the daemon served the pages.
-    let images = tmp.path().join("images");
+    let images = rig.dir().join("images");
     let restore_log = fs_err::read_to_string(images.join("restore.log")).unwrap();
     assert!(
         restore_log.contains("lazy"),
         "restore.log does not mention lazy pages"
     );
     assert!(images.join("lazy-pages.log").exists());
-    let rec: serde_json::Value = serde_json::from_str(
-        &fs_err::read_to_string(images.join("ckptctl-run-destination.json")).unwrap(),
-    )
-    .unwrap();
+    let rec = run_record(&images, "destination");
     assert_eq!(rec["outcome"], "ok", "{rec}");
     // Lazily restored: CRIU put fewer pages in place than the dump wrote.
     let restored = rec["stats"]["criu"]["restore"]["pages_restored"]
@@ -920,99 +717,76 @@ fn migrates_post_copy_from_the_destination_images() {
 /// checkpoint, and a plain restore from them brings the process back.
 #[test]
 fn post_copy_daemon_dying_after_the_resume_keeps_the_only_copy() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
-    if !require_root_and_criu() {
+    require_fault_injection();
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
+    };
     // 1 GiB: the daemon is still delivering pages when the tree resumes.
-    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 1024);
-    let profile = write_profile(tmp.path(), &net, "60s", "\n[lazy_pages]\nenabled = true\n");
-    let mut cmd = Net::enter(&net.dst);
-    cmd.env("CKPTCTL_FAULT", "lazy-daemon-dies-after-resume")
-        .arg(BIN)
-        .args(["--output", "json", "apply"])
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
+    let (init, counter) = rig.memory_workload(1024);
+    let profile = rig.profile("60s", "\n[lazy_pages]\nenabled = true\n");
+    let dest = start_faulty_destination(
+        &rig.net,
+        Report::Json,
+        &profile,
+        "lazy-daemon-dies-after-resume",
+    );
+    let src = source_cmd(&rig.net, Report::Human, &profile, init)
         .output()
         .unwrap();
-    let status = wait_child(&mut child, Duration::from_secs(60));
-    procs.children.push(child);
-    let dst_out = out_t.join().unwrap();
-    let dst_err = err_t.join().unwrap();
+    let dst = dest.finish(Duration::from_secs(60), &mut rig.procs);
     // Should the fault not have been injected, the migrated copy runs:
     // make sure it is killed at the end.
-    for v in dst_out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
+    for v in json_lines(&dst.stdout) {
         if let Some(p) = v["restored_pid"].as_i64() {
-            procs.pids.push(p as i32);
+            rig.procs.pids.push(p as i32);
         }
     }
     assert!(src.status.success(), "{}", show(&src));
     assert!(
-        dst_err.contains("fault injected"),
-        "the daemon had finished before the resume: {dst_err}"
+        dst.stderr.contains("fault injected"),
+        "the daemon had finished before the resume: {}",
+        dst.stderr
     );
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(3),
-        "{dst_out}\n{dst_err}"
-    );
-    assert!(dst_out.contains("apply::lazy-pages"), "{dst_out}");
+    assert_eq!(dst.code(), Some(3), "{}", dst.both());
+    assert!(dst.stdout.contains("apply::lazy-pages"), "{}", dst.stdout);
     assert!(
         wait_until(Duration::from_secs(10), || !alive(init)),
         "the source tree still runs"
     );
     // The images are the only copy, and a whole checkpoint.
-    let images = tmp.path().join("images");
-    assert!(images.join("ckptctl.complete").exists(), "{dst_out}");
+    let images = rig.dir().join("images");
+    assert!(images.join("ckptctl.complete").exists(), "{}", dst.stdout);
     assert!(!images.join("ckptctl.incomplete").exists());
     assert!(images.join("inventory.img").exists(), "quarantined");
     let frozen_at = read_counter(&counter);
-    let rs = tmp.path().join("rs.toml");
-    fs_err::write(
-        &rs,
-        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"images\"\nwork_dir = \"work-rs\"\n[restore]\npidfile = \"restored.pid\"\n",
-    )
-    .unwrap();
-    let o = Net::enter(&net.dst)
-        .arg(BIN)
-        .arg("apply")
-        .arg(&rs)
-        .stdin(Stdio::null())
+    let (rs, pidfile) = restore_profile(rig.dir(), "rs");
+    let o = apply_in(&rig.net.dst, Report::Human, &rs, &[])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", show(&o));
-    let pid: i32 = fs_err::read_to_string(tmp.path().join("restored.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    procs.pids.push(pid);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&counter)
-            > frozen_at + 2),
-        "the restored copy does not count on"
+    rig.procs.pids.push(read_pid(&pidfile));
+    assert_counts_past(
+        &counter,
+        frozen_at,
+        2,
+        Duration::from_secs(10),
+        "the restored copy does not count on",
     );
+}
+
+/// A restore profile `NAME.toml` in `dir` for the checkpoint in
+/// `dir/images` (work dir `NAME-work`, pid file `NAME.pid`): its path and
+/// the pid file's.
+fn restore_profile(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let profile = dir.join(format!("{name}.toml"));
+    fs_err::write(
+        &profile,
+        format!(
+            "version = 1\nname = \"{name}\"\naction = \"restore\"\n[images]\ndir = \"images\"\nwork_dir = \"{name}-work\"\n[restore]\npidfile = \"{name}.pid\"\n"
+        ),
+    )
+    .unwrap();
+    (profile, dir.join(format!("{name}.pid")))
 }
 
 /// A migration whose source recorded commit but whose `summary` never
@@ -1027,53 +801,21 @@ struct LeftStopped {
     copy: i32,
 }
 
-fn left_stopped(net: &Net, dir: &Path, procs: &mut Procs) -> LeftStopped {
-    let (init, counter) = start_workload(net, dir, procs);
-    let profile = write_profile(dir, net, "6s", "images = \"send\"\n");
-    let images = dir.join("images");
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&images)
-            .unwrap();
-    }
-    let q = |p: &Path| format!("'{}'", p.display());
-    let holder_file = dir.join("holder");
-    let script = format!(
-        "mount -t tmpfs -o mode=0700,size=256m tmpfs {img} && {{ sleep 600 </dev/null >/dev/null 2>&1 3>&- & echo $! > {hf}; }} && exec {bin} apply {prof} --role destination --status-fd 3",
-        img = q(&images),
-        hf = q(&holder_file),
-        bin = q(Path::new(BIN)),
-        prof = q(&profile),
-    );
-    let mut cmd = Net::enter(&net.dst);
-    cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-        .arg(&script);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
-    let holder: i32 = fs_err::read_to_string(&holder_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    procs.pids.push(holder);
-    let src = Net::enter(&net.src)
+fn left_stopped(rig: &mut Rig) -> LeftStopped {
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("6s", "images = \"send\"\n");
+    let images = rig.dir().join("images");
+    let (dest, holder) =
+        start_destination_with_held_images(&rig.net, &profile, &images, "256m", &mut rig.procs);
+    let src = source_cmd(&rig.net, Report::Human, &profile, init)
         .env("CKPTCTL_FAULT", "summary-lost")
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
         .output()
         .expect("run source");
-    let dst_status = wait_child(&mut child, Duration::from_secs(60));
-    procs.children.push(child);
-    let dst_out = out_t.join().unwrap();
-    let dst_err = err_t.join().unwrap();
+    let Ended {
+        status: dst_status,
+        stdout: dst_out,
+        stderr: dst_err,
+    } = dest.finish(Duration::from_secs(60), &mut rig.procs);
     let src_err = String::from_utf8_lossy(&src.stderr).to_string();
     assert_eq!(src.status.code(), Some(3), "{}", show(&src));
     assert!(src_err.contains("migrate::unconfirmed"), "{src_err}");
@@ -1099,18 +841,8 @@ fn left_stopped(net: &Net, dir: &Path, procs: &mut Procs) -> LeftStopped {
         wait_until(Duration::from_secs(10), || !alive(init)),
         "the source's tree still runs although it committed"
     );
-    let needle = counter.display().to_string();
-    let copies: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|p: &i32| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.split('\0').next() == Some("sh") && c.contains(&needle)
-            }) && alive(*p)
-        })
-        .collect();
-    procs.pids.extend(&copies);
+    let copies = copies_of(&counter, "sh");
+    rig.procs.pids.extend(&copies);
     assert_eq!(copies.len(), 1, "one copy left: {copies:?}\n{dst_err}");
     let copy = copies[0];
     assert_eq!(state(copy), Some('T'), "the copy {copy} is not stopped");
@@ -1126,16 +858,10 @@ fn squeeze(s: &str) -> String {
     s.split_whitespace().collect()
 }
 
-fn state(pid: i32) -> Option<char> {
-    let s = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// `ckptctl apply PROFILE ARGS…` in the destination's "host": its network
 /// and the mount namespace that holds its images.dir.
 fn on_destination(net: &Net, holder: i32, profile: &Path, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", net.dst))
+    Net::enter(&net.dst)
         .arg(format!("--mount=/proc/{holder}/ns/mnt"))
         .arg(BIN)
         .arg("apply")
@@ -1151,17 +877,15 @@ fn on_destination(net: &Net, holder: i32, profile: &Path, args: &[&str]) -> Outp
 /// on), and a second `--resolve` finds nothing.
 #[test]
 fn resolve_resumes_a_stopped_copy_on_commit() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let s = left_stopped(&net, tmp.path(), &mut procs);
+    };
+    let s = left_stopped(&mut rig);
+    let net = &rig.net;
     let resolve = ["--role", "destination", "--resolve"];
 
     // No decision here (images sent, not shared) and none given: refused.
-    let o = on_destination(&net, s.holder, &s.profile, &resolve);
+    let o = on_destination(net, s.holder, &s.profile, &resolve);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     assert!(err.contains("migrate::resolve-undecided"), "{err}");
@@ -1175,14 +899,14 @@ fn resolve_resumes_a_stopped_copy_on_commit() {
     assert_eq!(read_counter(&s.counter), c0, "the copy counted");
 
     // The source's own --resolve reports commit.
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .args(["apply"])
-        .arg(&s.profile)
-        .args(["--role", "source", "--resolve"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let src = apply_in(
+        &net.src,
+        Report::Human,
+        &s.profile,
+        &["--role", "source", "--resolve"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(src.status.code(), Some(0), "{}", show(&src));
     let rep: serde_json::Value = serde_json::from_slice(&src.stdout).unwrap();
     assert_eq!(rep["decision"], "commit", "{rep}");
@@ -1197,21 +921,21 @@ fn resolve_resumes_a_stopped_copy_on_commit() {
     // The operator states it: resumed, and it counts on.
     let mut args = resolve.to_vec();
     args.extend(["--decision", "commit"]);
-    let o = on_destination(&net, s.holder, &s.profile, &args);
+    let o = on_destination(net, s.holder, &s.profile, &args);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rep["action"], "resumed", "{rep}");
     assert_eq!(rep["decided_by"], "operator (--decision)", "{rep}");
     assert!(alive(s.copy));
-    let c0 = read_counter(&s.counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&s.counter)
-            > c0 + 3),
-        "the resumed copy does not count on"
+    assert_counts_on(
+        &s.counter,
+        3,
+        Duration::from_secs(10),
+        "the resumed copy does not count on",
     );
 
     // Settled: nothing left to resolve, and nothing is touched.
-    let o = on_destination(&net, s.holder, &s.profile, &args);
+    let o = on_destination(net, s.holder, &s.profile, &args);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("nothing to resolve"),
@@ -1225,15 +949,12 @@ fn resolve_resumes_a_stopped_copy_on_commit() {
 /// is complete: it restores and counts on.
 #[test]
 fn resolve_kills_a_stopped_copy_on_abort_and_the_checkpoint_restores() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let s = left_stopped(&net, tmp.path(), &mut procs);
+    };
+    let s = left_stopped(&mut rig);
     let o = on_destination(
-        &net,
+        &rig.net,
         s.holder,
         &s.profile,
         &["--role", "destination", "--resolve", "--decision", "abort"],
@@ -1246,24 +967,14 @@ fn resolve_kills_a_stopped_copy_on_abort_and_the_checkpoint_restores() {
         "the copy {} survived abort",
         s.copy
     );
-    let restore = tmp.path().join("restore.toml");
-    fs_err::write(
-        &restore,
-        "version = 1\nname = \"rs\"\naction = \"restore\"\n[images]\ndir = \"images\"\nwork_dir = \"rwork\"\n[restore]\npidfile = \"rwork.pid\"\n",
-    )
-    .unwrap();
-    let o = on_destination(&net, s.holder, &restore, &[]);
+    let (restore, pidfile) = restore_profile(rig.dir(), "rwork");
+    let o = on_destination(&rig.net, s.holder, &restore, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    let pid: i32 = fs_err::read_to_string(tmp.path().join("rwork.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    procs.pids.push(pid);
-    let c0 = read_counter(&s.counter);
-    assert!(
-        wait_until(Duration::from_secs(10), || read_counter(&s.counter)
-            > c0 + 3),
-        "the restored checkpoint does not count on"
+    rig.procs.pids.push(read_pid(&pidfile));
+    assert_counts_on(
+        &s.counter,
+        3,
+        Duration::from_secs(10),
+        "the restored checkpoint does not count on",
     );
 }

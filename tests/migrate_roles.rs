@@ -15,13 +15,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Dest, Net, Procs, alive, show, start_destination, start_memory_workload, start_workload,
-    wait_child, write_profile,
+    BIN, Dest, Net, Report, Rig, alive, apply_in, assert_counts_on, copies_of, destination_cmd,
+    show, source_cmd, start_destination, start_faulty_destination, start_workload, wait_child,
+    write_profile,
 };
 use common::netns::{all_pids, comm, state};
-use common::{read_counter, require_root_and_criu, wait_until};
+use common::{require_fault_injection, wait_until};
 
-/// The page server's port in [`write_profile`]'s profiles.
+/// The page server's port in [`Rig::profile`]'s profiles.
 const PAGE_SERVER_PORT: u16 = 27402;
 
 /// `4.1.1` from `criu --version`.
@@ -97,43 +98,42 @@ fn criu_children(pid: i32) -> Vec<i32> {
 /// The running (not stopped) copies of the workload counting into
 /// `counter`: its path is in their command line.
 fn running_copies(counter: &Path) -> Vec<i32> {
-    let c = counter.display().to_string();
-    all_pids()
+    copies_of(counter, "python3")
         .into_iter()
-        .filter(|&p| {
-            let cmd = cmdline(p);
-            cmd.split(' ')
-                .next()
-                .is_some_and(|a| a.ends_with("python3"))
-                && cmd.contains(&c)
-        })
-        .filter(|&p| state(p).is_some_and(|s| !matches!(s, 'Z' | 'X' | 'T' | 't')))
+        .filter(|&p| state(p).is_some_and(|s| !matches!(s, 'T' | 't')))
         .collect()
 }
 
-fn counts_on(counter: &Path) -> bool {
-    let at = read_counter(counter);
-    wait_until(Duration::from_secs(5), || read_counter(counter) > at + 2)
-}
-
-fn apply(ns: &str, profile: &Path, role: &str, extra: &[&str]) -> Command {
-    let mut cmd = Net::enter(ns);
-    cmd.arg(BIN)
-        .args(["--output", "json", "apply"])
-        .arg(profile)
-        .args(["--role", role])
-        .args(extra)
-        .stdin(Stdio::null());
-    cmd
-}
-
+/// The destination role, waiting for its source (human output).
 fn destination(net: &Net, profile: &Path) -> Dest {
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .arg("apply")
-        .arg(profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    start_destination(cmd)
+    start_destination(destination_cmd(net, Report::Human, profile))
+}
+
+/// Nothing of a killed destination is left in DST: no criu (within 5 s)
+/// and the page server's port is free.
+fn assert_destination_left_nothing(net: &Net) {
+    assert!(
+        wait_until(Duration::from_secs(5), || criu_in(&net.dst).is_empty()),
+        "left behind by a killed destination: {:?}",
+        criu_in(&net.dst)
+    );
+    assert!(
+        !listening(&net.dst, PAGE_SERVER_PORT),
+        "the port is still taken"
+    );
+}
+
+/// The source kept exactly its one copy of the workload, `init`, and it
+/// counts on; `src` (the source's run) is shown when not.
+fn assert_source_kept_its_copy(init: i32, counter: &Path, src: &Output) {
+    assert!(alive(init), "the source tree is gone: {}", show(src));
+    assert_eq!(running_copies(counter), vec![init], "{}", show(src));
+    assert_counts_on(
+        counter,
+        2,
+        Duration::from_secs(5),
+        "the source tree does not count",
+    );
 }
 
 fn sigkill(child: &mut Child) {
@@ -149,33 +149,41 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `ckptctl --output json ls DIR`, as JSON.
+fn ls(dir: &Path) -> serde_json::Value {
+    let o = Command::new(BIN)
+        .args(["--output", "json", "ls"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// Both migration roles say, in the lock file, what they are and which
 /// CRIU works for them: a second ckptctl on the directory names them.
 #[test]
 fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
-    if !require_root_and_criu() {
+    // The source's own directory (its half below), removed once the rig's
+    // processes have ended.
+    let tmp2 = common::images_dir();
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
+    };
     let version = criu_version();
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let profile = write_profile(tmp.path(), &net, "20s", "");
+    let net = &rig.net;
+    let profile = rig.profile("20s", "");
 
     // The destination, waiting for its source, its page server started.
-    let mut dest = destination(&net, &profile);
+    let mut dest = destination(net, &profile);
     let dpid = dest.child.id() as i32;
     let swrk = criu_children(dpid);
     assert_eq!(swrk.len(), 1, "criu children of the destination: {swrk:?}");
-    let second = apply(&net.dst, &profile, "destination", &[])
+    let second = apply_in(&net.dst, Report::Json, &profile, &["--role", "destination"])
         .output()
         .unwrap();
     // `ls` (`status`) says so too, from the kernel's lock table and the
     // lock file, without taking the lock.
-    let ls = Command::new(BIN)
-        .args(["--output", "json", "ls"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    let listed = ls(rig.dir());
     sigkill(&mut dest.child);
     assert_eq!(second.status.code(), Some(4), "{}", show(&second));
     let t = text(&second);
@@ -185,27 +193,20 @@ fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
         swrk[0]
     );
     assert!(t.contains(&want), "wanted {want:?} in:\n{t}");
-    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     let in_use = listed["checkpoints"][0]["in_use"]
         .as_str()
         .unwrap_or_default();
     assert_eq!(format!("({in_use})"), want, "{listed}");
     // Once the holder is gone, the directory is not in use.
-    let ls = Command::new(BIN)
-        .args(["--output", "json", "ls"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let listed = ls(rig.dir());
     assert!(listed["checkpoints"][0]["in_use"].is_null(), "{listed}");
 
     // A source with its own images (`images = "send"`), trying to reach a
     // destination that is not there.
-    let tmp2 = common::images_dir();
-    let profile = write_profile(tmp2.path(), &net, "20s", "images = \"send\"\n");
-    let mut procs = Procs::default();
-    let (init, _) = start_workload(&net, tmp2.path(), &mut procs);
-    let mut first = apply(&net.src, &profile, "source", &["--pid", &init.to_string()])
+    let profile = write_profile(tmp2.path(), net, "20s", "images = \"send\"\n");
+    let (init, _) = start_workload(net, tmp2.path(), &mut rig.procs);
+    let source = || source_cmd(net, Report::Json, &profile, init);
+    let mut first = source()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -217,9 +218,7 @@ fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
         }),
         "the source never wrote its lock"
     );
-    let second = apply(&net.src, &profile, "source", &["--pid", &init.to_string()])
-        .output()
-        .unwrap();
+    let second = source().output().unwrap();
     let spid = first.id();
     sigkill(&mut first);
     assert_eq!(second.status.code(), Some(4), "{}", show(&second));
@@ -235,38 +234,28 @@ fn a_second_ckptctl_names_the_role_and_the_criu_that_hold_the_directory() {
 /// the source keeps exactly one copy, counting.
 #[test]
 fn a_sigkilled_destination_leaves_no_page_server_behind() {
-    if !require_root_and_criu() {
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 256);
-    let profile = write_profile(tmp.path(), &net, "10s", "");
+    };
+    let (init, counter) = rig.memory_workload(256);
+    let profile = rig.profile("10s", "");
+    let net = &rig.net;
 
     // Waiting for the source.
-    let mut dest = destination(&net, &profile);
+    let mut dest = destination(net, &profile);
     assert!(listening(&net.dst, PAGE_SERVER_PORT));
     assert!(!criu_in(&net.dst).is_empty());
     sigkill(&mut dest.child);
-    assert!(
-        wait_until(Duration::from_secs(5), || criu_in(&net.dst).is_empty()),
-        "left behind by a killed destination: {:?}",
-        criu_in(&net.dst)
-    );
-    assert!(
-        !listening(&net.dst, PAGE_SERVER_PORT),
-        "the port is still taken"
-    );
+    assert_destination_left_nothing(net);
 
     // While the pages stream in.
-    let mut dest = destination(&net, &profile);
-    let mut src = apply(&net.src, &profile, "source", &["--pid", &init.to_string()])
+    let mut dest = destination(net, &profile);
+    let mut src = source_cmd(net, Report::Json, &profile, init)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let images = tmp.path().join("images");
+    let images = rig.dir().join("images");
     let streaming = wait_until(Duration::from_secs(30), || {
         std::fs::read_dir(&images).is_ok_and(|d| {
             d.flatten().any(|e| {
@@ -286,15 +275,7 @@ fn a_sigkilled_destination_leaves_no_page_server_behind() {
             .collect();
         panic!("no page arrived: {ls:?}\n{}", show(&o));
     }
-    assert!(
-        wait_until(Duration::from_secs(5), || criu_in(&net.dst).is_empty()),
-        "left behind by a killed destination: {:?}",
-        criu_in(&net.dst)
-    );
-    assert!(
-        !listening(&net.dst, PAGE_SERVER_PORT),
-        "the port is still taken"
-    );
+    assert_destination_left_nothing(net);
     let st = wait_child(&mut src, Duration::from_secs(60));
     let src_out = src.wait_with_output().unwrap();
     assert!(
@@ -302,9 +283,7 @@ fn a_sigkilled_destination_leaves_no_page_server_behind() {
         "the source: {}",
         show(&src_out)
     );
-    assert!(alive(init), "the source tree is gone: {}", show(&src_out));
-    assert_eq!(running_copies(&counter), vec![init], "{}", show(&src_out));
-    assert!(counts_on(&counter), "the source tree does not count");
+    assert_source_kept_its_copy(init, &counter, &src_out);
 }
 
 /// SIGKILL of the destination's ckptctl once its lazy-pages daemon is
@@ -315,54 +294,32 @@ fn a_sigkilled_destination_leaves_no_page_server_behind() {
 /// host, and the source keeps exactly one copy, counting.
 #[test]
 fn a_sigkilled_destination_leaves_no_lazy_pages_daemon_behind() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
-    if !require_root_and_criu() {
+    require_fault_injection();
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_memory_workload(&net, tmp.path(), &mut procs, 256);
-    let profile = write_profile(tmp.path(), &net, "10s", "\n[lazy_pages]\nenabled = true\n");
-    let mut cmd = Net::enter(&net.dst);
-    cmd.env("CKPTCTL_FAULT", "destination-dies-with-lazy-daemon-ready")
-        .arg(BIN)
-        .arg("apply")
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
-    let src = apply(&net.src, &profile, "source", &["--pid", &init.to_string()])
+    };
+    let (init, counter) = rig.memory_workload(256);
+    let profile = rig.profile("10s", "\n[lazy_pages]\nenabled = true\n");
+    let net = &rig.net;
+    let dest = start_faulty_destination(
+        net,
+        Report::Human,
+        &profile,
+        "destination-dies-with-lazy-daemon-ready",
+    );
+    let src = source_cmd(net, Report::Json, &profile, init)
         .output()
         .unwrap();
-    let dst_status = wait_child(&mut child, Duration::from_secs(30));
-    procs.children.push(child);
-    let dst = format!("{}{}", out_t.join().unwrap(), err_t.join().unwrap());
+    let ended = dest.finish(Duration::from_secs(30), &mut rig.procs);
+    let (dst_status, dst) = (ended.status, ended.both());
     assert!(
         dst_status.is_some_and(|s| s.signal() == Some(9)),
         "the destination was not killed at the fault: {dst_status:?}\n{dst}"
     );
     assert!(dst.contains("starting the lazy-pages daemon"), "{dst}");
-    assert!(
-        wait_until(Duration::from_secs(5), || criu_in(&net.dst).is_empty()),
-        "left behind by a killed destination: {:?}",
-        criu_in(&net.dst)
-    );
-    assert!(
-        !listening(&net.dst, PAGE_SERVER_PORT),
-        "the port is still taken"
-    );
+    assert_destination_left_nothing(net);
     assert!(!src.status.success(), "the source: {}", show(&src));
-    assert!(alive(init), "the source tree is gone: {}", show(&src));
-    assert_eq!(running_copies(&counter), vec![init], "{}", show(&src));
-    assert!(counts_on(&counter), "the source tree does not count");
+    assert_source_kept_its_copy(init, &counter, &src);
 }
 
 /// A source whose hello says control protocol 1 (`CKPTCTL_FAULT=old-hello`:
@@ -372,36 +329,19 @@ fn a_sigkilled_destination_leaves_no_lazy_pages_daemon_behind() {
 /// on.
 #[test]
 fn another_control_protocol_is_named_on_both_sides() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
-    if !require_root_and_criu() {
+    require_fault_injection();
+    let Some(mut rig) = Rig::new() else {
         return;
-    }
-    let net = Net::new();
-    let tmp = common::images_dir();
-    let mut procs = Procs::default();
-    let (init, counter) = start_workload(&net, tmp.path(), &mut procs);
-    let profile = write_profile(tmp.path(), &net, "20s", "");
-    let mut cmd = Net::enter(&net.dst);
-    cmd.arg(BIN)
-        .args(["--output", "json", "apply"])
-        .arg(&profile)
-        .args(["--role", "destination", "--status-fd", "3"]);
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = start_destination(cmd);
-    let src = apply(&net.src, &profile, "source", &["--pid", &init.to_string()])
+    };
+    let (init, counter) = rig.workload();
+    let profile = rig.profile("20s", "");
+    let dest = start_destination(destination_cmd(&rig.net, Report::Json, &profile));
+    let src = source_cmd(&rig.net, Report::Json, &profile, init)
         .env("CKPTCTL_FAULT", "old-hello")
         .output()
         .unwrap();
-    let dst_status = wait_child(&mut child, Duration::from_secs(30));
-    procs.children.push(child);
-    let dst = format!("{}{}", out_t.join().unwrap(), err_t.join().unwrap());
+    let ended = dest.finish(Duration::from_secs(30), &mut rig.procs);
+    let (dst_status, dst) = (ended.status, ended.both());
     let v = env!("CARGO_PKG_VERSION");
     let proto = 2;
     assert_eq!(dst_status.and_then(|s| s.code()), Some(4), "{dst}");
@@ -420,5 +360,10 @@ fn another_control_protocol_is_named_on_both_sides() {
     assert!(s.contains("install the same ckptctl version"), "{s}");
     assert!(!s.contains("profile-mismatch") && !dst.contains("profile-mismatch"));
     assert!(alive(init));
-    assert!(counts_on(&counter));
+    assert_counts_on(
+        &counter,
+        2,
+        Duration::from_secs(5),
+        "the process does not run on",
+    );
 }

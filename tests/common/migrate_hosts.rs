@@ -297,16 +297,14 @@ pub struct Dest {
     pub err_t: std::thread::JoinHandle<String>,
 }
 
-/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
-/// on a pipe, and wait for its ready byte.
-pub fn start_destination(mut cmd: Command) -> Dest {
-    // CLOEXEC: other tests spawn children concurrently; only fd 3 of the
-    // destination may hold the write end.
+/// A pipe whose write end `cmd`'s child gets as fd 3 (for `--status-fd 3`):
+/// returns (read end, write end); drop the write end once `cmd` is
+/// spawned, so that the read end sees the end of the file when the child
+/// closes its fd 3. Both ends are close-on-exec: children other tests spawn
+/// concurrently never hold them.
+pub fn pipe_on_fd3(cmd: &mut Command) -> (OwnedFd, OwnedFd) {
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let wraw = w.as_raw_fd();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     #[allow(unsafe_code)]
     // SAFETY: dup2 only, between fork and exec.
     unsafe {
@@ -317,6 +315,16 @@ pub fn start_destination(mut cmd: Command) -> Dest {
             Ok(())
         });
     }
+    (r, w)
+}
+
+/// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3
+/// on a pipe, and wait for its ready byte.
+pub fn start_destination(mut cmd: Command) -> Dest {
+    let (r, w) = pipe_on_fd3(&mut cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start destination");
     drop(w);
     let dest_out = child.stdout.take().unwrap();
@@ -354,6 +362,41 @@ pub fn start_destination_with_own_images(
     images: &Path,
     size: &str,
 ) -> Dest {
+    start_destination(own_images_destination(net, profile, images, size, ""))
+}
+
+/// Like [`start_destination_with_own_images`], and a `sleep` started in
+/// that mount namespace keeps it (and the tmpfs) alive after the
+/// destination ends: returns the destination and that holder's pid (for
+/// `nsenter --mount=/proc/PID/ns/mnt`); `procs` kills the holder.
+pub fn start_destination_with_held_images(
+    net: &Net,
+    profile: &Path,
+    images: &Path,
+    size: &str,
+    procs: &mut Procs,
+) -> (Dest, i32) {
+    let holder_file = images.with_extension("holder");
+    let hold = format!(
+        "{{ sleep 600 </dev/null >/dev/null 2>&1 3>&- & echo $! > '{}'; }} && ",
+        holder_file.display()
+    );
+    let dest = start_destination(own_images_destination(net, profile, images, size, &hold));
+    let holder = read_pid(&holder_file);
+    procs.pids.push(holder);
+    (dest, holder)
+}
+
+/// The command of [`start_destination_with_own_images`]: creates `images`
+/// (0700), then in DST and a private mount namespace mounts the tmpfs,
+/// runs the shell text `then` and execs the destination role.
+fn own_images_destination(
+    net: &Net,
+    profile: &Path,
+    images: &Path,
+    size: &str,
+    then: &str,
+) -> Command {
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -363,7 +406,7 @@ pub fn start_destination_with_own_images(
     }
     let q = |p: &Path| format!("'{}'", p.display());
     let script = format!(
-        "mount -t tmpfs -o mode=0700,size={size} tmpfs {img} && exec {bin} apply {prof} --role destination --status-fd 3",
+        "mount -t tmpfs -o mode=0700,size={size} tmpfs {img} && {then}exec {bin} apply {prof} --role destination --status-fd 3",
         img = q(images),
         bin = q(Path::new(BIN)),
         prof = q(profile),
@@ -371,7 +414,238 @@ pub fn start_destination_with_own_images(
     let mut cmd = Net::enter(&net.dst);
     cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(&script);
+    cmd
+}
+
+/// How a ckptctl role reports: its human text, or `--output json`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Human,
+    Json,
+}
+
+/// `ckptctl [--output json] apply PROFILE ARGS…` inside network namespace
+/// `ns`, stdin closed; not yet run.
+pub fn apply_in(ns: &str, report: Report, profile: &Path, args: &[&str]) -> Command {
+    let mut cmd = Net::enter(ns);
+    cmd.arg(BIN);
+    if report == Report::Json {
+        cmd.args(["--output", "json"]);
+    }
+    cmd.arg("apply")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The destination role in DST with `--status-fd 3`, for
+/// [`start_destination`].
+pub fn destination_cmd(net: &Net, report: Report, profile: &Path) -> Command {
+    apply_in(
+        &net.dst,
+        report,
+        profile,
+        &["--role", "destination", "--status-fd", "3"],
+    )
+}
+
+/// [`start_destination`] for [`destination_cmd`] with `CKPTCTL_FAULT` set
+/// to `fault` (injected by a build with the `fault-injection` feature).
+pub fn start_faulty_destination(net: &Net, report: Report, profile: &Path, fault: &str) -> Dest {
+    let mut cmd = destination_cmd(net, report, profile);
+    cmd.env("CKPTCTL_FAULT", fault);
     start_destination(cmd)
+}
+
+/// The source role in SRC, migrating the tree of `init`.
+pub fn source_cmd(net: &Net, report: Report, profile: &Path, init: i32) -> Command {
+    apply_in(
+        &net.src,
+        report,
+        profile,
+        &["--role", "source", "--pid", &init.to_string()],
+    )
+}
+
+/// How a destination role ended: its exit status (None: it was still
+/// running at the timeout, and was killed) and all it wrote.
+pub struct Ended {
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ended {
+    /// Its exit code (None when killed or timed out).
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// Its stdout, a newline, and its stderr (for assertion messages).
+    pub fn both(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Dest {
+    /// Wait up to `timeout` for the destination to exit (SIGKILL past
+    /// that), leave the child to `procs`, and collect its output.
+    pub fn finish(self, timeout: Duration, procs: &mut Procs) -> Ended {
+        let Dest {
+            mut child,
+            out_t,
+            err_t,
+        } = self;
+        let status = wait_child(&mut child, timeout);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        procs.children.push(child);
+        Ended {
+            status,
+            stdout: out_t.join().unwrap(),
+            stderr: err_t.join().unwrap(),
+        }
+    }
+}
+
+/// The JSON values among the lines of `text` (a role's stdout).
+pub fn json_lines(text: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+}
+
+/// The pid in the pid file `path`.
+pub fn read_pid(path: &Path) -> i32 {
+    let text = fs_err::read_to_string(path).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+}
+
+/// The live (neither zombie nor dead) copies of a workload counting into
+/// `counter`: processes whose `argv[0]` is `program` (or a path to it) and
+/// whose command line names `counter`.
+pub fn copies_of(counter: &Path, program: &str) -> Vec<i32> {
+    let needle = counter.display().to_string();
+    super::netns::all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.split('\0')
+                    .next()
+                    .is_some_and(|a| Path::new(a).file_name() == Some(program.as_ref()))
+                    && c.contains(&needle)
+            })
+        })
+        .filter(|&p| super::netns::state(p).is_some_and(|s| !matches!(s, 'Z' | 'X')))
+        .collect()
+}
+
+/// Assert that the workload counts on: its counter passes `from + by`
+/// within `within`. `what` says what stopped when it does not.
+pub fn assert_counts_past(counter: &Path, from: u64, by: u64, within: Duration, what: &str) {
+    assert!(
+        wait_until(within, || read_counter(counter) > from + by),
+        "{what}: the counter stayed at {} (from {from}, wanted more than {from} + {by} within {within:?})",
+        read_counter(counter)
+    );
+}
+
+/// [`assert_counts_past`] from the counter's value now.
+pub fn assert_counts_on(counter: &Path, by: u64, within: Duration, what: &str) {
+    assert_counts_past(counter, read_counter(counter), by, within, what);
+}
+
+/// After a migration: the source tree's init `init` is gone (within
+/// 10 s), the restored `new_pid` runs, and the counter counts on (more than
+/// 3 within 10 s).
+pub fn assert_moved(init: i32, new_pid: i32, counter: &Path) {
+    let ten = Duration::from_secs(10);
+    assert_moved_within(init, new_pid, counter, ten, ten);
+}
+
+/// [`assert_moved`] with its two waits given: `gone` for the source tree
+/// to end, `counting` for the counter to pass 3 more.
+pub fn assert_moved_within(
+    init: i32,
+    new_pid: i32,
+    counter: &Path,
+    gone: Duration,
+    counting: Duration,
+) {
+    assert!(
+        wait_until(gone, || !alive(init)),
+        "source pid {init} still alive"
+    );
+    assert!(alive(new_pid), "restored pid {new_pid} not running");
+    assert_counts_on(counter, 3, counting, "after migration");
+}
+
+/// The run record `ckptctl-run-ROLE.json` a role left in `images`.
+pub fn run_record(images: &Path, role: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &fs_err::read_to_string(images.join(format!("ckptctl-run-{role}.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// One migration test's world: the two hosts, a 0700 directory both sides
+/// see (profile, images, counter) and the processes to end. Fields drop in
+/// order: the processes first, then the directory, then the namespaces.
+pub struct Rig {
+    pub procs: Procs,
+    pub tmp: tempfile::TempDir,
+    pub net: Net,
+}
+
+impl Rig {
+    /// A new rig, or None (the test is skipped) when the real CRIU cannot
+    /// be driven here: see [`super::require_root_and_criu`].
+    pub fn new() -> Option<Rig> {
+        Self::needing(&[])
+    }
+
+    /// Like [`Rig::new`], and None too when CRIU does not report every
+    /// kernel feature in `features`: see [`super::require_criu_features`].
+    pub fn needing(features: &[&str]) -> Option<Rig> {
+        if !super::require_criu_features(features) {
+            return None;
+        }
+        Some(Rig {
+            net: Net::new(),
+            tmp: super::images_dir(),
+            procs: Procs::default(),
+        })
+    }
+
+    /// The shared directory.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// [`start_workload`] in the rig: (init pid, counter file).
+    pub fn workload(&mut self) -> (i32, PathBuf) {
+        start_workload(&self.net, self.tmp.path(), &mut self.procs)
+    }
+
+    /// [`start_memory_workload`] of `mib` MiB in the rig.
+    pub fn memory_workload(&mut self, mib: u32) -> (i32, PathBuf) {
+        start_memory_workload(&self.net, self.tmp.path(), &mut self.procs, mib)
+    }
+
+    /// [`write_profile`] in the rig's directory.
+    pub fn profile(&self, step_timeout: &str, extra: &str) -> PathBuf {
+        write_profile(self.tmp.path(), &self.net, step_timeout, extra)
+    }
+
+    /// [`run_source_and_finish`] for `init`.
+    pub fn migrate(&mut self, profile: &Path, init: i32, dest: Dest) -> Migrated {
+        run_source_and_finish(&self.net, profile, init, dest, &mut self.procs)
+    }
 }
 
 /// What a finished migration left.
@@ -391,36 +665,21 @@ pub fn run_source_and_finish(
     dest: Dest,
     procs: &mut Procs,
 ) -> Migrated {
-    let Dest {
-        mut child,
-        out_t,
-        err_t,
-    } = dest;
-    let src = Net::enter(&net.src)
-        .arg(BIN)
-        .arg("apply")
-        .arg(profile)
-        .args(["--role", "source", "--pid", &init.to_string()])
-        .stdin(Stdio::null())
+    let src = source_cmd(net, Report::Human, profile, init)
         .output()
         .expect("run source");
-    let dst_status = wait_child(&mut child, Duration::from_secs(60));
-    if dst_status.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let dst_stdout = out_t.join().unwrap();
-    let dst_stderr = err_t.join().unwrap();
-    let migrated: Option<serde_json::Value> = dst_stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "migrated");
+    let Ended {
+        status: dst_status,
+        stdout: dst_stdout,
+        stderr: dst_stderr,
+    } = dest.finish(Duration::from_secs(60), procs);
+    let migrated: Option<serde_json::Value> =
+        json_lines(&dst_stdout).find(|v| v["event"] == "migrated");
     let new_pid = migrated
         .as_ref()
         .and_then(|v| v["restored_pid"].as_i64())
         .unwrap_or(0) as i32;
     procs.pids.push(new_pid);
-    procs.children.push(child);
     assert!(
         src.status.success(),
         "source failed:\n{}\ndestination:\n{dst_stdout}\n{dst_stderr}",

@@ -194,6 +194,17 @@ impl Workload {
     }
 }
 
+/// Panics unless the tests were built with `--features fault-injection`:
+/// for the tests that inject a fault with `CKPTCTL_FAULT` (scripts/test.sh
+/// builds them so), which must never pass by not injecting it.
+pub fn require_fault_injection() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
+        );
+    }
+}
+
 /// True when CRIU reports every kernel feature in `features` (`criu check
 /// --feature`). Otherwise prints a skip reason and returns false, or panics
 /// when `CKPTCTL_TEST_REQUIRE_CRIU` is set: the guest lane
