@@ -16,11 +16,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::apply::{
-    self, Counting, alive, assert_complete, assert_exit, assert_incomplete, criu_test_dir, image,
-    require_fault_injection, truncate_to_half,
+    self, Counting, assert_complete, assert_exit, assert_incomplete, criu_test_dir, image,
+    truncate_to_half,
 };
 use common::{
-    Workload, code, free_port, json, kill9, require_root_and_criu, tmp, wait_until, write,
+    Workload, alive, code, free_port, json, kill9, require_fault_injection, require_root_and_criu,
+    tmp, wait_until, write,
 };
 
 use common::BIN;

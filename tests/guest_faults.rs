@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use common::leftovers::{assert_nothing_left, named, throttle, wait_established};
 use common::migrate_hosts::{
-    BIN, Net, Procs, Report, alive, destination_cmd, pipe_on_fd3, read_all, source_cmd,
-    start_memory_workload, wait_child, write_profile,
+    Net, Procs, Report, destination_cmd, read_all, source_cmd, start_memory_workload, wait_child,
+    write_profile,
 };
-use common::{kill9, read_counter, require_criu_features, wait_until};
+use common::{BIN, alive, kill9, pipe_on_fd3, read_counter, require_criu_features, wait_until};
 
 const CONTROL: u16 = 27401;
 const PAGE_SERVER: u16 = 27402;

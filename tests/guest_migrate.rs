@@ -13,9 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Dest, Migrated, Report, Rig, alive, assert_counts_on, assert_moved_within,
-    destination_cmd, run_record, start_destination, start_destination_with_own_images,
+    Dest, Migrated, Report, Rig, assert_counts_on, assert_moved_within, destination_cmd,
+    run_record, start_destination, start_destination_with_own_images,
 };
+use common::{BIN, alive};
 
 /// A pre-copy profile: three rounds at most, the spec's rule otherwise.
 const PRE_COPY: &str = "\n[checkpoint.pre_dump]\niterations = 3\nmin_pages = 16\n";

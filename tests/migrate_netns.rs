@@ -13,13 +13,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Ended, Migrated, Net, Report, Rig, alive, apply_in, assert_counts_on, assert_counts_past,
+    Ended, Migrated, Net, Report, Rig, apply_in, assert_counts_on, assert_counts_past,
     assert_moved, copies_of, destination_cmd, json_lines, read_all, read_pid, run_record, show,
     source_cmd, start_destination, start_destination_with_held_images,
     start_destination_with_own_images, start_faulty_destination, stray_connection, wait_child,
 };
 use common::netns::state;
-use common::{read_counter, require_fault_injection, wait_until};
+use common::{BIN, alive, read_counter, require_fault_injection, wait_until};
 
 /// `[page_server.tls]` with the CA, certificate and key of [`tls_host`]'s
 /// folders, relative to the profile.

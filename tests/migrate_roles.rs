@@ -15,12 +15,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::migrate_hosts::{
-    BIN, Dest, Net, Report, Rig, alive, apply_in, assert_counts_on, copies_of, destination_cmd,
-    show, source_cmd, start_destination, start_faulty_destination, start_workload, wait_child,
+    Dest, Net, Report, Rig, apply_in, assert_counts_on, copies_of, destination_cmd, show,
+    source_cmd, start_destination, start_faulty_destination, start_workload, wait_child,
     write_profile,
 };
 use common::netns::{all_pids, comm, state};
-use common::{require_fault_injection, wait_until};
+use common::{BIN, alive, require_fault_injection, wait_until};
 
 /// The page server's port in [`Rig::profile`]'s profiles.
 const PAGE_SERVER_PORT: u16 = 27402;

@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::apply::{
-    apply_json as apply, check_json, failed, find_diag, image, require_fault_injection,
-    truncate_to_half,
-};
+use common::apply::{apply_json as apply, check_json, failed, find_diag, image, truncate_to_half};
 use common::runc::{Migrated, Migration, World, ready, real_runc};
 use common::{
-    BIN, ckptctl, code, criu_page_server, free_port, json, spawn_with_status_fd, wait_until, write,
+    BIN, ckptctl, code, criu_page_server, free_port, json, require_fault_injection,
+    spawn_with_status_fd, wait_until, write,
 };
 
 /// The one diagnostic of a failed apply: (code, key, message).

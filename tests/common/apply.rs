@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use super::{Workload, wait_until, write};
+use super::{Workload, alive, wait_until, write};
 
 /// A counting process tree under test: a checkpoint profile names its
 /// root, its counter file moves every 50 ms, and the restored copies it
@@ -79,13 +79,6 @@ impl Counting for Workload {
     fn adopt(&mut self, pid: i32) {
         self.extra_pids.push(pid);
     }
-}
-
-/// `pid` exists and is neither a zombie nor dead.
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
-        .unwrap_or(false)
 }
 
 /// `dir/NAME.toml`: checkpoint `pid` into `dir/imgs`, `extra` appended.
@@ -170,16 +163,6 @@ pub fn failed(out: &Output, exit: i32, want_code: &str) -> serde_json::Value {
 /// or a failure under `CKPTCTL_TEST_REQUIRE_CRIU`).
 pub fn criu_test_dir() -> Option<tempfile::TempDir> {
     super::require_root_and_criu().then(super::tmp)
-}
-
-/// Fail unless the tests were built with `--features fault-injection`
-/// (scripts/test.sh builds them so): `CKPTCTL_FAULT` needs it.
-pub fn require_fault_injection() {
-    if !cfg!(feature = "fault-injection") {
-        panic!(
-            "this test injects a fault with CKPTCTL_FAULT: build the tests with `--features fault-injection` (scripts/test.sh does)"
-        );
-    }
 }
 
 /// `ckptctl --output json check PROFILE`, run to the end.

@@ -6,17 +6,13 @@
 //! host and tests/guest_migrate.rs in the guest lane.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{first_child, kill9, read_counter, wait_until};
+use super::{BIN, alive, first_child, kill9, pipe_on_fd3, read_counter, wait_until};
 
-/// The ckptctl binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn run_ok(args: &[&str]) {
@@ -250,18 +246,6 @@ step_timeout = "{step_timeout}"
     p
 }
 
-pub fn alive(pid: i32) -> bool {
-    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 pub fn wait_child(c: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -295,27 +279,6 @@ pub struct Dest {
     pub child: Child,
     pub out_t: std::thread::JoinHandle<String>,
     pub err_t: std::thread::JoinHandle<String>,
-}
-
-/// A pipe whose write end `cmd`'s child gets as fd 3 (for `--status-fd 3`):
-/// returns (read end, write end); drop the write end once `cmd` is
-/// spawned, so that the read end sees the end of the file when the child
-/// closes its fd 3. Both ends are close-on-exec: children other tests spawn
-/// concurrently never hold them.
-pub fn pipe_on_fd3(cmd: &mut Command) -> (OwnedFd, OwnedFd) {
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let wraw = w.as_raw_fd();
-    #[allow(unsafe_code)]
-    // SAFETY: dup2 only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(wraw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    (r, w)
 }
 
 /// Spawn the destination `cmd` (which must pass `--status-fd 3`) with fd 3

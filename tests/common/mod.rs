@@ -297,12 +297,12 @@ pub fn images_dir() -> tempfile::TempDir {
     d
 }
 
-/// Spawn `cmd` with fd 3 on the write end of a pipe (`--status-fd 3`, for
-/// ckptctl or CRIU) and wait for its ready byte. Returns the child and
-/// whether a `\0` arrived (false: fd 3 was closed without one). The pipe is
-/// close-on-exec, so children other tests spawn concurrently never hold it.
-pub fn spawn_with_status_fd(cmd: &mut Command) -> (Child, bool) {
-    use std::io::Read;
+/// A pipe whose write end `cmd`'s child gets as fd 3 (for `--status-fd 3`,
+/// ckptctl's or CRIU's): returns (read end, write end); drop the write end
+/// once `cmd` is spawned, so that the read end sees the end of the file
+/// when the child closes its fd 3. Both ends are close-on-exec: children
+/// other tests spawn concurrently never hold them.
+pub fn pipe_on_fd3(cmd: &mut Command) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
@@ -317,11 +317,27 @@ pub fn spawn_with_status_fd(cmd: &mut Command) -> (Child, bool) {
             Ok(())
         });
     }
+    (r, w)
+}
+
+/// Spawn `cmd` with fd 3 on the write end of a pipe (`--status-fd 3`, for
+/// ckptctl or CRIU) and wait for its ready byte. Returns the child and
+/// whether a `\0` arrived (false: fd 3 was closed without one).
+pub fn spawn_with_status_fd(cmd: &mut Command) -> (Child, bool) {
+    use std::io::Read;
+    let (r, w) = pipe_on_fd3(cmd);
     let child = cmd.spawn().unwrap();
     drop(w);
     let mut b = [0u8; 1];
     let ready = std::fs::File::from(r).read_exact(&mut b).is_ok() && b[0] == 0;
     (child, ready)
+}
+
+/// `pid` exists and is neither a zombie nor dead.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z ") && !s.contains(") X "))
+        .unwrap_or(false)
 }
 
 /// `criu page-server` writing into `dir` on `address:port`, started with its
