@@ -18,9 +18,75 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// A running watchdog (see the module doc).
 pub struct TargetWatch {
     armed: Arc<AtomicBool>,
+    poll: Poll,
+}
+
+/// How often a watch looks.
+const PERIOD: Duration = Duration::from_millis(200);
+
+/// A thread that runs a check every period on behalf of a criu process,
+/// and ends that process's group when the check says so. Stopping it wakes
+/// the thread at once: a step must not wait out the rest of a period
+/// (which, for every dump, was 100 ms of wall time on average).
+struct Poll {
     done: Arc<AtomicBool>,
     fired: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Poll {
+    /// Run `check` every `period` until stopped; once it returns true,
+    /// SIGKILL `criu`'s process group and stop. No criu pid: no thread,
+    /// nothing fires.
+    fn start(
+        criu: Option<u32>,
+        period: Duration,
+        mut check: impl FnMut() -> bool + Send + 'static,
+    ) -> Poll {
+        let done = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let thread = criu.and_then(|c| i32::try_from(c).ok()).map(|criu| {
+            let (done, fired) = (done.clone(), fired.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    if check() {
+                        fired.store(true, Ordering::SeqCst);
+                        end_group(criu);
+                        return;
+                    }
+                    // Woken early by `stop` (or spuriously: one more check).
+                    std::thread::park_timeout(period);
+                }
+            })
+        });
+        Poll {
+            done,
+            fired,
+            thread,
+        }
+    }
+
+    fn stop(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// Stop and wait for the thread; true when it ended CRIU.
+    fn finish(mut self) -> bool {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// SIGKILL the process group of the criu process `criu` (every CRIU child
@@ -49,33 +115,19 @@ impl TargetWatch {
     /// Watch `target` on behalf of the criu process `criu`.
     pub fn start(target: i32, criu: Option<u32>, grace: Duration) -> TargetWatch {
         let armed = Arc::new(AtomicBool::new(true));
-        let done = Arc::new(AtomicBool::new(false));
-        let fired = Arc::new(AtomicBool::new(false));
-        let thread = criu.and_then(|c| i32::try_from(c).ok()).map(|criu| {
-            let (armed, done, fired) = (armed.clone(), done.clone(), fired.clone());
-            std::thread::spawn(move || {
-                let mut gone_since: Option<Instant> = None;
-                while !done.load(Ordering::SeqCst) {
-                    if armed.load(Ordering::SeqCst) && !exists(target) {
-                        let since = *gone_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= grace {
-                            fired.store(true, Ordering::SeqCst);
-                            end_group(criu);
-                            return;
-                        }
-                    } else {
-                        gone_since = None;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
+        let mut gone_since: Option<Instant> = None;
+        let poll = Poll::start(criu, PERIOD, {
+            let armed = armed.clone();
+            move || {
+                if armed.load(Ordering::SeqCst) && !exists(target) {
+                    gone_since.get_or_insert_with(Instant::now).elapsed() >= grace
+                } else {
+                    gone_since = None;
+                    false
                 }
-            })
+            }
         });
-        TargetWatch {
-            armed,
-            done,
-            fired,
-            thread,
-        }
+        TargetWatch { armed, poll }
     }
 
     /// A handle that disarms the watchdog (from a NOTIFY callback: once the
@@ -85,18 +137,8 @@ impl TargetWatch {
     }
 
     /// Stop watching; true when the watchdog killed CRIU.
-    pub fn finish(mut self) -> bool {
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TargetWatch {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
+    pub fn finish(self) -> bool {
+        self.poll.finish()
     }
 }
 
@@ -111,9 +153,7 @@ impl Drop for TargetWatch {
 /// link is down the kernel's retransmissions fail locally and are not
 /// counted.)
 pub struct LinkWatch {
-    done: Arc<AtomicBool>,
-    fired: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    poll: Poll,
 }
 
 /// One established TCP connection to a watched peer, as `/proc/net/tcp*`
@@ -199,51 +239,25 @@ impl LinkWatch {
         criu: Option<u32>,
         limit: Duration,
     ) -> LinkWatch {
-        let done = Arc::new(AtomicBool::new(false));
-        let fired = Arc::new(AtomicBool::new(false));
-        let thread = criu.and_then(|c| i32::try_from(c).ok()).map(|criu| {
-            let (done, fired) = (done.clone(), fired.clone());
-            std::thread::spawn(move || {
-                let mut stalled_since: Option<Instant> = None;
-                let mut before: Vec<TcpRow> = Vec::new();
-                while !done.load(Ordering::SeqCst) {
-                    let rows: Vec<TcpRow> = peers.iter().flat_map(tcp_rows).collect();
-                    let stuck = stalled(&before, &rows);
-                    before = rows;
-                    if stuck {
-                        let since = *stalled_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= limit {
-                            fired.store(true, Ordering::SeqCst);
-                            end_group(criu);
-                            return;
-                        }
-                    } else {
-                        stalled_since = None;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
+        let mut stalled_since: Option<Instant> = None;
+        let mut before: Vec<TcpRow> = Vec::new();
+        let poll = Poll::start(criu, PERIOD, move || {
+            let rows: Vec<TcpRow> = peers.iter().flat_map(tcp_rows).collect();
+            let stuck = stalled(&before, &rows);
+            before = rows;
+            if stuck {
+                stalled_since.get_or_insert_with(Instant::now).elapsed() >= limit
+            } else {
+                stalled_since = None;
+                false
+            }
         });
-        LinkWatch {
-            done,
-            fired,
-            thread,
-        }
+        LinkWatch { poll }
     }
 
     /// Stop watching; true when the watch killed CRIU.
-    pub fn finish(mut self) -> bool {
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for LinkWatch {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
+    pub fn finish(self) -> bool {
+        self.poll.finish()
     }
 }
 
@@ -251,6 +265,27 @@ impl Drop for LinkWatch {
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
+
+    /// Stopping a watch wakes its thread: with a period of an hour, this
+    /// test would hang if `finish` waited the period out.
+    #[test]
+    fn a_stopped_watch_ends_without_waiting_out_its_period() {
+        let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The check never fires, so this process's pid is never signalled.
+        let me = std::process::id();
+        let p = Poll::start(Some(me), Duration::from_secs(3600), {
+            let checks = checks.clone();
+            move || {
+                checks.fetch_add(1, Ordering::SeqCst);
+                false
+            }
+        });
+        while checks.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(!p.finish());
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn kills_the_waiter_and_its_children_once_the_target_is_gone_and_not_before() {
