@@ -36,7 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::netns::{Hosts, all_pids, comm, state, tree};
+use ckptctl::criu::restored::tree;
+use common::netns::{Hosts, all_pids, comm, state};
 use common::{kill9, read_counter, require_root_and_criu, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ckptctl");

@@ -143,28 +143,6 @@ pub fn all_pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// `pid` and all its descendants (through /proc/PID/task/*/children).
-pub fn tree(pid: i32) -> Vec<i32> {
-    let mut todo = vec![pid];
-    let mut all = Vec::new();
-    while let Some(p) = todo.pop() {
-        if all.contains(&p) {
-            continue;
-        }
-        all.push(p);
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                todo.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    all
-}
-
 /// The process's state letter from /proc/PID/stat (`R`, `S`, `T`, `Z`…),
 /// None once it is gone.
 pub fn state(pid: i32) -> Option<char> {
