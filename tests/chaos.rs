@@ -380,6 +380,40 @@ impl World {
     }
 
     /// A restore profile for `images` (relative to the trial directory).
+    /// `ckptctl apply PROFILE --role destination ARGS` in the destination
+    /// host. Sent images: in a mount namespace of its own, with
+    /// `dst_images` bound over `images`, so the pages reach it only over
+    /// the control connection. `ARGS` are plain words (no shell quoting).
+    fn destination(
+        &self,
+        mode: Mode,
+        images: &Path,
+        dst_images: &Path,
+        profile: &Path,
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = Hosts::enter(&self.hosts.dst);
+        if mode == Mode::Send {
+            let q = |p: &Path| format!("'{}'", p.display());
+            cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind {} {} && exec {} apply {} --role destination {}",
+                    q(dst_images),
+                    q(images),
+                    q(Path::new(BIN)),
+                    q(profile),
+                    args.join(" ")
+                ));
+        } else {
+            cmd.arg(BIN)
+                .arg("apply")
+                .arg(profile)
+                .args(["--role", "destination"])
+                .args(args);
+        }
+        cmd
+    }
+
     fn restore_profile(&self, name: &str, images: &str, work: &str) -> PathBuf {
         self.write(
             name,
@@ -463,23 +497,13 @@ fn migration_trial(w: &mut World, plan: &Plan) -> Verdict {
     } else {
         images.clone()
     };
-    let q = |p: &Path| format!("'{}'", p.display());
-    let mut cmd = Hosts::enter(&w.hosts.dst);
-    if plan.mode == Mode::Send {
-        cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount --bind {} {} && exec {} apply {} --role destination --status-fd 3",
-                q(&dst_images),
-                q(&images),
-                q(Path::new(BIN)),
-                q(&profile)
-            ));
-    } else {
-        cmd.arg(BIN)
-            .arg("apply")
-            .arg(&profile)
-            .args(["--role", "destination", "--status-fd", "3"]);
-    }
+    let mut cmd = w.destination(
+        plan.mode,
+        &images,
+        &dst_images,
+        &profile,
+        &["--status-fd", "3"],
+    );
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -603,27 +627,14 @@ fn settle(
         // CRIU failed or never finished: it resumed the source's tree.
         None => "abort".into(),
     };
-    let q = |p: &Path| format!("'{}'", p.display());
-    let mut cmd = Hosts::enter(&w.hosts.dst);
-    if plan.mode == Mode::Send {
-        cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-            .arg(format!(
-                "mount --bind {} {} && exec {} apply {} --role destination --resolve --decision {decision}",
-                q(dst_images),
-                q(images),
-                q(Path::new(BIN)),
-                q(profile)
-            ));
-    } else {
-        cmd.arg(BIN).arg("apply").arg(profile).args([
-            "--role",
-            "destination",
-            "--resolve",
-            "--decision",
-            &decision,
-        ]);
-    }
-    let dst = cmd
+    let dst = w
+        .destination(
+            plan.mode,
+            images,
+            dst_images,
+            profile,
+            &["--resolve", "--decision", &decision],
+        )
         .current_dir(w.dir.path())
         .stdin(Stdio::null())
         .output()
